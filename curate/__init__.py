@@ -1,0 +1,3 @@
+"""curate: public video/image collections -> curated WebDataset shards -> staged video diffusion training."""
+
+__version__ = "0.1.0"
