@@ -1,0 +1,243 @@
+"""Training batches from curated dataset folders (DIR/shards/*.tar WebDataset shards).
+
+Videos become T frames at a sampled frame stride (fps conditioning = source fps / stride), images
+single frames (T=1); both are resized to cover the preset geometry and center-cropped, in [-1, 1].
+
+Sampling plan (deterministic given the seed, resumable from the number of batches consumed):
+- every (folder, modality) pair is a source; batch k draws ONE source from a seeded stream of
+  choices with probability image_ratio * w / sum(image w) for image sources and
+  (1 - image_ratio) * w / sum(video w) for video sources, so a batch is all-video or all-image
+  and every rank makes the same choice (ranks stay in lockstep: same shapes, same module set);
+- each source is an endless sequence of epochs, each a seeded permutation of its samples,
+  split by rank (perm[rank::world], cut to equal length); a batch takes the next B samples;
+- DataLoader worker w builds the batches k with k % num_workers == w; the DataLoader returns
+  workers' outputs round-robin, i.e. in order of k.
+Members are read by seeking into the tar (offsets found once by scanning headers).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+VIDEO_EXTS = ("mp4", "webm", "avi", "mov", "mkv")
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+_CHOICE_BLOCK = 4096
+
+
+@dataclass(frozen=True)
+class Member:
+    tar: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str
+    modality: str  # "video" | "image"
+    media: Member
+    caption: Member | None
+    meta: Member | None
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """What the loader reads and how it shapes it (one rank's view)."""
+
+    dirs: tuple[str, ...]
+    frames: int
+    height: int
+    width: int
+    batch_size: int  # per rank, per micro-step
+    weights: tuple[float, ...] = ()  # one per dir; default 1.0 each
+    image_ratio: float = 0.0  # fraction of batches drawn from image sources
+    frame_stride: tuple[int, int] = (1, 8)  # inclusive range a video's stride is drawn from
+    image_fps: float = 24.0  # fps conditioning value given to images (the paper does not say)
+    seed: int = 0
+    num_workers: int = 0
+
+
+def scan_shard(tar_path: str | Path) -> list[Sample]:
+    """Index one tar by its headers: one Sample per key that has a media member."""
+    groups: dict[str, dict[str, Member]] = {}
+    with tarfile.open(tar_path) as tf:
+        for info in tf:
+            if not info.isfile():
+                continue
+            key, _, ext = Path(info.name).name.partition(".")
+            groups.setdefault(key, {})[ext.lower()] = Member(str(tar_path), info.offset_data, info.size)
+    samples = []
+    for key, members in groups.items():
+        for ext, member in members.items():
+            modality = "video" if ext in VIDEO_EXTS else "image" if ext in IMAGE_EXTS else None
+            if modality:
+                samples.append(Sample(key, modality, member, members.get("txt"), members.get("json")))
+                break
+    return samples
+
+
+def scan_dataset(directory: str | Path) -> list[Sample]:
+    shards = sorted(Path(directory, "shards").glob("*.tar"))
+    if not shards:
+        raise FileNotFoundError(f"no shards found: {Path(directory, 'shards', '*.tar')}")
+    return [s for shard in shards for s in scan_shard(shard)]
+
+
+def read_member(member: Member) -> bytes:
+    with open(member.tar, "rb") as f:
+        f.seek(member.offset)
+        return f.read(member.size)
+
+
+def resize_center_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 [T,H,W,3] -> float [3,T,height,width] in [-1,1]: scale to cover, then center crop."""
+    x = frames.permute(0, 3, 1, 2).float()
+    h, w = x.shape[-2:]
+    scale = max(height / h, width / w)
+    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    x = x[:, :, top : top + height, left : left + width]
+    return (x / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3).contiguous()
+
+
+def decode_clip(
+    data: bytes, frames: int, stride_range: tuple[int, int], rng: np.random.Generator, fps: float | None
+) -> tuple[torch.Tensor, float]:
+    """Decode `frames` frames at a random feasible stride and start -> (uint8 [T,H,W,3], fps / stride).
+
+    Strides whose span exceeds the video are skipped; a video shorter than `frames` repeats its last frame.
+    """
+    import decord
+
+    reader = decord.VideoReader(io.BytesIO(data), num_threads=1)
+    n = len(reader)
+    source_fps = fps or reader.get_avg_fps()
+    lo, hi = stride_range
+    feasible = [s for s in range(lo, hi + 1) if (frames - 1) * s + 1 <= n] or [1]
+    stride = int(rng.choice(feasible))
+    span = (frames - 1) * stride + 1
+    start = int(rng.integers(0, max(1, n - span + 1)))
+    idx = np.minimum(start + stride * np.arange(frames), n - 1)
+    clip = torch.from_numpy(reader.get_batch(idx.tolist()).asnumpy())
+    return clip, source_fps / stride
+
+
+def decode_image(data: bytes) -> torch.Tensor:
+    with Image.open(io.BytesIO(data)) as im:
+        return torch.from_numpy(np.asarray(im.convert("RGB")).copy())[None]
+
+
+class JointBatches(IterableDataset):
+    """Endless deterministic stream of batches for one rank (see the module docstring)."""
+
+    def __init__(self, cfg: LoaderConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0):
+        self.cfg, self.rank, self.world_size, self.start_batch = cfg, rank, world_size, start_batch
+        weights = cfg.weights or (1.0,) * len(cfg.dirs)
+        if len(weights) != len(cfg.dirs):
+            raise ValueError(f"{len(weights)} weights for {len(cfg.dirs)} data folders")
+        self.sources: list[list[Sample]] = []
+        raw: list[tuple[str, float]] = []
+        for directory, weight in zip(cfg.dirs, weights):
+            samples = scan_dataset(directory)
+            for modality in ("video", "image"):
+                part = [s for s in samples if s.modality == modality]
+                if part and weight > 0:
+                    self.sources.append(part)
+                    raw.append((modality, weight))
+        self.probs = self._source_probs(raw, cfg.image_ratio)
+        for part, p in zip(self.sources, self.probs):
+            if p > 0 and len(part) < world_size * cfg.batch_size:
+                raise ValueError(
+                    f"a source has {len(part)} samples, fewer than world_size x batch_size = "
+                    f"{world_size * cfg.batch_size}; lower the batch size or add data"
+                )
+
+    @staticmethod
+    def _source_probs(raw: list[tuple[str, float]], image_ratio: float) -> np.ndarray:
+        share = {"video": 1.0 - image_ratio, "image": image_ratio}
+        totals = {m: sum(w for mm, w in raw if mm == m) for m in share}
+        present = [m for m in share if totals[m] > 0 and share[m] > 0]
+        if not present:
+            have = sorted({m for m, _ in raw}) or ["nothing"]
+            raise ValueError(f"image_ratio={image_ratio} selects no data: the folders hold {', '.join(have)}")
+        probs = np.array([share[m] * w / totals[m] if m in present else 0.0 for m, w in raw])
+        return probs / probs.sum()
+
+    def _choices(self):
+        """Endless source index per batch, from the seed alone."""
+        rng = np.random.default_rng([self.cfg.seed, 0x50C])
+        while True:
+            yield from rng.choice(len(self.sources), size=_CHOICE_BLOCK, p=self.probs).tolist()
+
+    def _rank_order(self, source: int, epoch: int) -> np.ndarray:
+        n = len(self.sources[source])
+        perm = np.random.default_rng([self.cfg.seed, source, epoch]).permutation(n)
+        return perm[self.rank :: self.world_size][: n // self.world_size]
+
+    def plan(self, batch_index: int, source: int, position: int) -> list[tuple[Sample, np.random.Generator]]:
+        """The samples of a batch that starts at `position` of `source`'s stream, with their RNGs."""
+        per_epoch = len(self.sources[source]) // self.world_size
+        out, orders = [], {}
+        for slot in range(self.cfg.batch_size):
+            epoch, i = divmod(position + slot, per_epoch)
+            if epoch not in orders:
+                orders[epoch] = self._rank_order(source, epoch)
+            rng = np.random.default_rng([self.cfg.seed, batch_index, slot, self.rank])
+            out.append((self.sources[source][orders[epoch][i]], rng))
+        return out
+
+    def load(self, sample: Sample, rng: np.random.Generator) -> tuple[torch.Tensor, str, float]:
+        cfg = self.cfg
+        caption = read_member(sample.caption).decode("utf-8").strip() if sample.caption else ""
+        if sample.modality == "image":
+            frames, fps = decode_image(read_member(sample.media)), cfg.image_fps
+        else:
+            meta = json.loads(read_member(sample.meta)) if sample.meta else {}
+            frames, fps = decode_clip(read_member(sample.media), cfg.frames, cfg.frame_stride, rng, meta.get("fps"))
+        return resize_center_crop(frames, cfg.height, cfg.width), caption, float(fps)
+
+    def batches(self, worker: int = 0, num_workers: int = 1):
+        counts = [0] * len(self.sources)
+        for k, source in enumerate(self._choices()):
+            position = counts[source] * self.cfg.batch_size
+            counts[source] += 1
+            if k < self.start_batch or k % num_workers != worker:
+                continue
+            loaded = [self.load(s, rng) for s, rng in self.plan(k, source, position)]
+            pixels, captions, fps = zip(*loaded)
+            yield {
+                "pixels": torch.stack(pixels),
+                "captions": list(captions),
+                "fps": torch.tensor(fps, dtype=torch.float32),
+                "modality": self.sources[source][0].modality,
+                "batch_index": k,
+            }
+
+    def __iter__(self):
+        info = get_worker_info()
+        # each worker must see the batches in the same global order, so worker ids are offset by start_batch
+        worker, num = (info.id, info.num_workers) if info else (0, 1)
+        return self.batches((worker + self.start_batch) % num, num)
+
+
+def make_loader(cfg: LoaderConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0) -> DataLoader:
+    dataset = JointBatches(cfg, rank, world_size, start_batch)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=cfg.num_workers,
+        persistent_workers=False,
+        prefetch_factor=4 if cfg.num_workers else None,
+    )

@@ -1,0 +1,159 @@
+"""Gaussian diffusion for the video U-Net: noise schedules, training loss, DDIM sampling.
+
+Defaults follow the VideoCrafter2 / LDM setup: the LDM "linear" schedule (a linspace of
+sqrt(beta) from 0.00085 to 0.012, squared) over 1000 steps, eps prediction, MSE loss.
+v-prediction and the cosine schedule (Nichol & Dhariwal) are options. The DDIM sampler
+uses the same uniform timestep grid as the official sampler (t = 1, 1 + c, ..., c = 1000 / steps).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+SCHEDULES = ("linear", "cosine")
+PREDICTIONS = ("eps", "v")
+
+# model(x[B,C,T,H,W], t[B], context[B,N,D], fps[B]) -> prediction [B,C,T,H,W]
+Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    schedule: str = "linear"
+    linear_start: float = 0.00085
+    linear_end: float = 0.012
+    timesteps: int = 1000
+    prediction: str = "eps"
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"diffusion.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"diffusion.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+
+
+def beta_schedule(cfg: DiffusionConfig) -> torch.Tensor:
+    """Betas in float64, shape [timesteps]."""
+    n = cfg.timesteps
+    if cfg.schedule == "linear":
+        return torch.linspace(cfg.linear_start**0.5, cfg.linear_end**0.5, n, dtype=torch.float64) ** 2
+    s = 8e-3  # cosine offset from Nichol & Dhariwal, as in LDM
+    steps = torch.linspace(0, 1, n + 1, dtype=torch.float64)
+    alphas_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alphas_bar = alphas_bar / alphas_bar[0]
+    return (1 - alphas_bar[1:] / alphas_bar[:-1]).clamp(0, 0.999)
+
+
+def _at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """values[t] broadcast to like's rank, as float32 on like's device."""
+    out = values.to(like.device)[t].float()
+    return out.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+class GaussianDiffusion:
+    def __init__(self, cfg: DiffusionConfig = DiffusionConfig()):
+        self.cfg = cfg
+        self.betas = beta_schedule(cfg)
+        self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)
+        self.sqrt_ab = self.alphas_cumprod.sqrt()
+        self.sqrt_1m_ab = (1 - self.alphas_cumprod).sqrt()
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.cfg.timesteps
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return _at(self.sqrt_ab, t, x0) * x0 + _at(self.sqrt_1m_ab, t, x0) * noise
+
+    def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        if self.cfg.prediction == "eps":
+            return noise
+        return _at(self.sqrt_ab, t, x0) * noise - _at(self.sqrt_1m_ab, t, x0) * x0
+
+    def to_eps_and_x0(self, pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
+        """Convert a model prediction at x_t into (eps, x0) estimates."""
+        a, s = _at(self.sqrt_ab, t, x_t), _at(self.sqrt_1m_ab, t, x_t)
+        if self.cfg.prediction == "eps":
+            return pred, (x_t - s * pred) / a
+        return a * pred + s * x_t, a * x_t - s * pred
+
+    def loss(
+        self,
+        model: Denoiser,
+        x0: torch.Tensor,
+        context: torch.Tensor,
+        fps: torch.Tensor,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """MSE between the model output and the target at a uniformly drawn timestep.
+
+        All randomness comes from `generator`, so a step is reproducible from its seed alone.
+        """
+        b = x0.shape[0]
+        t = torch.randint(0, self.num_timesteps, (b,), generator=generator, device=generator.device)
+        noise = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=torch.float32)
+        t, noise = t.to(x0.device), noise.to(x0.device)
+        x_t = self.q_sample(x0.float(), t, noise)
+        pred = model(x_t, t, context, fps)
+        return F.mse_loss(pred.float(), self.target(x0.float(), t, noise))
+
+    def ddim_timesteps(self, steps: int) -> torch.Tensor:
+        """The official 'uniform' grid: every c-th step, shifted by one (ascending)."""
+        if not 1 <= steps <= self.num_timesteps:
+            raise ValueError(f"DDIM steps must be in 1..{self.num_timesteps}, got {steps}")
+        c = self.num_timesteps // steps
+        return torch.arange(0, self.num_timesteps, c)[:steps] + 1
+
+    @torch.no_grad()
+    def ddim_sample(
+        self,
+        model: Denoiser,
+        shape: tuple[int, ...],
+        context: torch.Tensor,
+        uncond_context: torch.Tensor | None,
+        fps: torch.Tensor,
+        steps: int = 50,
+        eta: float = 1.0,
+        guidance: float = 12.0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
+        """DDIM with classifier-free guidance: eps = eps_u + guidance * (eps_c - eps_u).
+
+        `generator` (a CPU generator) draws the initial noise and every eta noise term, so the
+        result is a function of its seed.
+        """
+        ts = self.ddim_timesteps(steps)
+        ab = self.alphas_cumprod
+        alphas = ab[ts]
+        alphas_prev = torch.cat([ab[:1], ab[ts[:-1]]])
+        sigmas = eta * ((1 - alphas_prev) / (1 - alphas) * (1 - alphas / alphas_prev)).sqrt()
+        x = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+        guided = uncond_context is not None and guidance != 1.0
+        for i in reversed(range(len(ts))):
+            t = torch.full((shape[0],), int(ts[i]), device=device, dtype=torch.long)
+            if guided:
+                pred2 = model(
+                    torch.cat([x, x]), torch.cat([t, t]), torch.cat([context, uncond_context]), torch.cat([fps, fps])
+                ).float()
+                eps_c, x0_c = self.to_eps_and_x0(pred2[: shape[0]], x, t)
+                eps_u, x0_u = self.to_eps_and_x0(pred2[shape[0] :], x, t)
+                eps = eps_u + guidance * (eps_c - eps_u)
+                x0 = x0_u + guidance * (x0_c - x0_u)
+            else:
+                eps, x0 = self.to_eps_and_x0(model(x, t, context, fps).float(), x, t)
+            a_prev, sigma = float(alphas_prev[i]), float(sigmas[i])
+            noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+            x = a_prev**0.5 * x0 + (1 - a_prev - sigma**2) ** 0.5 * eps + sigma * noise
+        return x
+
+
+def drop_captions(captions: list[str], rate: float, generator: torch.Generator) -> list[str]:
+    """Replace each caption by '' with probability `rate` (classifier-free guidance training)."""
+    keep = torch.rand(len(captions), generator=generator) >= rate
+    return [c if k else "" for c, k in zip(captions, keep.tolist())]

@@ -1,0 +1,225 @@
+"""Training recipes: the YAML schema of pipelines/train/*.yaml, loaded strictly (unknown keys are errors).
+
+A recipe names a stage and what it trains:
+- stage `image`:    spatial modules only, on images, temporal modules skipped (the SD stand-in);
+- stage `base`:     `trainable: all` (F-base) or `temporal` (P-base, spatial frozen at the image model);
+- stage `finetune`: `trainable: spatial | temporal | all` x `method: direct | lora`, from `init_from`.
+`fps_group` says which group the fps embedding trains with (see unet3d.trainable_groups):
+"temporal" (default: it conditions motion, so it trains in F/P-base and temporal fine-tunes and stays
+frozen in spatial fine-tunes), "spatial", or "none" (frozen unless trainable is all).
+`data.image_mode` says how image batches pass the temporal modules (the paper does not say):
+"t1" runs them on a 1-frame clip, "skip_temporal" bypasses them (each frame sees the image model only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from curate.train.diffusion import DiffusionConfig
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used as written; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    preset: str = "tiny"
+    overrides: dict = field(default_factory=dict)  # unet_config.params to change, e.g. in_channels
+
+
+@dataclass(frozen=True)
+class TextEncoderSpec:
+    kind: str = "tiny"  # open_clip_vit_h_14 | tiny
+    path: str | None = None  # weights file; for tiny, created from `seed` if absent (default RUN/text_encoder.pt)
+    width: int = 64
+    heads: int = 2
+    layers: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AutoencoderSpec:
+    kind: str = "pixel"  # pixel | sd_kl
+    path: str | None = None
+    scale_factor: float = 0.18215
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    dirs: tuple = ()  # curated dataset folders (DIR/shards/*.tar)
+    weights: tuple = ()  # one per dir, default 1.0
+    image_ratio: float = 0.0  # fraction of batches drawn from image sources
+    image_mode: str = "t1"  # t1 | skip_temporal
+    frames: int = 16
+    height: int = 320
+    width: int = 512
+    frame_stride: tuple = (1, 8)  # inclusive range; fps conditioning = source fps / stride
+    image_fps: float = 24.0
+    num_workers: int = 2
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    lr: float = 5e-5
+    betas: tuple = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    steps: int = 1000
+    batch_size: int = 8  # global batch per optimizer step = micro_batch_size x accumulation x world size
+    micro_batch_size: int = 8  # per worker per forward/backward
+    seed: int = 0
+    caption_dropout: float = 0.1  # captions replaced by "" so the model learns the unconditional branch
+    ema_decay: float = 0.9999
+    precision: str = "bf16"  # bf16 autocast on GPU; CPU always runs fp32
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    resume: str = "latest"  # latest | none
+    num_workers: int = 1  # Ray Train workers (1 = plain single process)
+    use_gpu: bool = False
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    stage: str  # image | base | finetune
+    trainable: str = "all"  # all | spatial | temporal
+    method: str = "direct"  # direct | lora
+    lora_rank: int = 4
+    lora_alpha: float = 4.0
+    fps_group: str = "temporal"  # temporal | spatial | none
+    init_from: str | None = None  # our checkpoint / run dir, videocrafter2:PATH or sd21:PATH
+    model: ModelSpec = ModelSpec()
+    text_encoder: TextEncoderSpec = TextEncoderSpec()
+    autoencoder: AutoencoderSpec = AutoencoderSpec()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    data: DataSpec = DataSpec()
+    optim: OptimSpec = OptimSpec()
+    train: TrainSpec = TrainSpec()
+
+    def __post_init__(self):
+        check = _Checker(self)
+        check.choice("stage", ("image", "base", "finetune"))
+        check.choice("trainable", ("all", "spatial", "temporal"))
+        check.choice("method", ("direct", "lora"))
+        check.choice("fps_group", ("temporal", "spatial", "none"))
+        check.choice("data.image_mode", ("t1", "skip_temporal"))
+        check.choice("text_encoder.kind", ("tiny", "open_clip_vit_h_14"))
+        check.choice("autoencoder.kind", ("pixel", "sd_kl"))
+        check.choice("train.precision", ("bf16", "fp32"))
+        check.choice("train.resume", ("latest", "none"))
+        if self.stage == "image" and (self.trainable != "spatial" or self.data.image_ratio != 1.0):
+            raise RecipeError("stage 'image' trains spatial modules on images: set trainable: spatial, data.image_ratio: 1.0")
+        if self.stage == "base" and (self.trainable == "spatial" or self.method != "direct"):
+            raise RecipeError("stage 'base' is trainable: all (F-base) or temporal (P-base), method: direct")
+        if self.stage == "finetune" and not self.init_from:
+            raise RecipeError("stage 'finetune' needs init_from: a checkpoint to start from")
+        if not 0.0 <= self.data.image_ratio <= 1.0:
+            raise RecipeError(f"data.image_ratio must be in [0, 1], got {self.data.image_ratio}")
+        t = self.train
+        if t.batch_size % (t.micro_batch_size * t.num_workers):
+            raise RecipeError(
+                f"train.batch_size {t.batch_size} is not a multiple of micro_batch_size x num_workers "
+                f"({t.micro_batch_size} x {t.num_workers})"
+            )
+
+    @property
+    def accumulation(self) -> int:
+        t = self.train
+        return t.batch_size // (t.micro_batch_size * t.num_workers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "Recipe":
+        """A copy with top-level fields or sections changed, e.g. replace(train={'steps': 5})."""
+        data = self.to_dict()
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict) and key != "init_from":
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return recipe_from_dict(data)
+
+
+class _Checker:
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+
+    def choice(self, dotted: str, allowed: tuple[str, ...]) -> None:
+        value = self.recipe
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        if value not in allowed:
+            raise RecipeError(f"{dotted}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where or 'recipe'}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise RecipeError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; allowed: {', '.join(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            value = _build(hint, value, f"{where}.{name}" if where else name)
+        elif hint is tuple and value is not None:
+            value = tuple(value)
+        elif hint in (int, float) and not isinstance(value, bool):
+            value = _number(hint, value, f"{where}.{name}" if where else name)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required key is missing
+        raise RecipeError(f"{where or 'recipe'}: {err}") from None
+    except ValueError as err:
+        if isinstance(err, RecipeError):
+            raise
+        raise RecipeError(f"{where or 'recipe'}: {err}") from None
+
+
+def _number(kind: type, value: Any, where: str):
+    # YAML reads 5e-5 (no dot) as a string, so numbers are converted explicitly
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RecipeError(f"{where}: expected a number, got {value!r}") from None
+    if kind is int:
+        if number != int(number):
+            raise RecipeError(f"{where}: expected an integer, got {value!r}")
+        return int(number)
+    return number
+
+
+def recipe_from_dict(data: dict[str, Any]) -> Recipe:
+    return _build(Recipe, data, "")
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"recipe not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+    try:
+        return recipe_from_dict(data)
+    except RecipeError as err:
+        raise RecipeError(f"{path}: {err}") from None
