@@ -1,0 +1,183 @@
+"""Frames for scoring: sample K frames of a video (decord) or load an image, optionally in a crash-isolated child process."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import signal
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+POSITIONS = ("first,middle,last", "uniform")
+DEFAULT_K = 3
+DEFAULT_POSITIONS = "first,middle,last"
+
+VideoInput = bytes | str | Path
+
+
+class FrameDecodeError(ValueError):
+    """A sample's media could not be turned into frames (corrupt file, decoder crash, timeout)."""
+
+
+def frame_indices(num_frames: int, k: int = DEFAULT_K, positions: str = DEFAULT_POSITIONS) -> list[int]:
+    """Sorted distinct frame indices to sample; fewer than k when the video is shorter than k frames."""
+    if num_frames < 1:
+        raise FrameDecodeError("video has no frames")
+    if positions == "first,middle,last":
+        picked = [0, (num_frames - 1) // 2, num_frames - 1]
+    elif positions == "uniform":
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        picked = np.linspace(0, num_frames - 1, k).round().astype(int).tolist()
+    else:
+        raise ValueError(f"unknown frame positions {positions!r}; expected one of {POSITIONS}")
+    return sorted(set(picked))
+
+
+def sample_frames(video: VideoInput, k: int = DEFAULT_K, positions: str = DEFAULT_POSITIONS) -> np.ndarray:
+    """Decode the sampled frames of a video (bytes or path) into uint8 [K,H,W,3] RGB.
+
+    Raises FrameDecodeError where decord raises. decord can also abort the whole process on some
+    corrupt inputs: callers that must survive that use decode_isolated / IsolatedDecoder.
+    """
+    import decord  # imported here so that the isolated worker is the only process that needs it
+
+    source = io.BytesIO(video) if isinstance(video, bytes) else str(video)
+    try:
+        reader = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=1)
+        indices = frame_indices(len(reader), k, positions)
+        frames = reader.get_batch(indices).asnumpy()
+    except decord.DECORDError as error:
+        raise FrameDecodeError(f"decord could not decode the video: {error}") from error
+    except RuntimeError as error:
+        raise FrameDecodeError(f"decord could not decode the video: {error}") from error
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise FrameDecodeError(f"decoded frames have unexpected shape {frames.shape}")
+    return np.ascontiguousarray(frames, dtype=np.uint8)
+
+
+def load_image(image: bytes | str | Path) -> np.ndarray:
+    """Decode an image into uint8 [1,H,W,3] RGB (an image is a one-frame clip for the scorers)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as picture:
+            rgb = np.asarray(picture.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise FrameDecodeError(f"image could not be decoded: {error}") from error
+    return rgb[None]
+
+
+def decode_media(
+    media: bytes | str | Path, modality: str, k: int = DEFAULT_K, positions: str = DEFAULT_POSITIONS
+) -> np.ndarray:
+    """Frames of one sample: sampled video frames or the image as a single frame."""
+    if modality == "video":
+        return sample_frames(media, k, positions)
+    if modality == "image":
+        return load_image(media)
+    raise FrameDecodeError(f"unknown modality {modality!r}")
+
+
+DecodeFn = Callable[[bytes | str | Path, str, int, str], np.ndarray]
+
+
+def _serve(conn: Connection, decode: DecodeFn) -> None:
+    """Child-process loop: decode each request; Python errors go back as messages, crashes end the process."""
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        try:
+            conn.send(("ok", decode(*request)))
+        except Exception as error:  # any Python-level failure of one sample is that sample's error
+            conn.send(("error", f"{type(error).__name__}: {error}"))
+
+
+class IsolatedDecoder:
+    """Decodes in a long-lived 'spawn' child; a crash, abort or timeout there becomes FrameDecodeError here.
+
+    The child is restarted on the next request after it died or was killed, so one poisonous file
+    costs one sample, not the worker.
+    """
+
+    def __init__(self, timeout_s: float = 60.0, decode: DecodeFn = decode_media):
+        self.timeout_s = timeout_s
+        self._decode = decode
+        self._context = multiprocessing.get_context("spawn")
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> "IsolatedDecoder":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def decode(
+        self, media: bytes | str | Path, modality: str = "video", k: int = DEFAULT_K, positions: str = DEFAULT_POSITIONS
+    ) -> np.ndarray:
+        if self._process is None or not self._process.is_alive():
+            self._start()
+        assert self._conn is not None and self._process is not None
+        self._conn.send((media, modality, k, positions))
+        if not self._conn.poll(self.timeout_s):
+            self._stop()
+            raise FrameDecodeError(f"decoding timed out after {self.timeout_s:g}s (decoder process killed)")
+        try:
+            status, payload = self._conn.recv()
+        except (EOFError, ConnectionError):
+            self._process.join(timeout=5)
+            reason = _describe_exit(self._process.exitcode)
+            self._stop()
+            raise FrameDecodeError(f"decoder process crashed ({reason}) on this sample") from None
+        if status == "error":
+            raise FrameDecodeError(payload)
+        return payload
+
+    def close(self) -> None:
+        self._stop()
+
+    def _start(self) -> None:
+        parent, child = self._context.Pipe()
+        self._process = self._context.Process(target=_serve, args=(child, self._decode), daemon=True)
+        self._process.start()
+        child.close()
+        self._conn = parent
+
+    def _stop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join(timeout=5)
+            self._process = None
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "no exit code"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def decode_isolated(
+    media: bytes | str | Path,
+    modality: str = "video",
+    k: int = DEFAULT_K,
+    positions: str = DEFAULT_POSITIONS,
+    timeout_s: float = 60.0,
+) -> np.ndarray:
+    """Decode one sample in a fresh child process (one-shot; batch callers keep an IsolatedDecoder)."""
+    with IsolatedDecoder(timeout_s) as decoder:
+        return decoder.decode(media, modality, k, positions)

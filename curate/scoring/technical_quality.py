@@ -1,0 +1,105 @@
+"""Technical quality (weight-free): sharpness, brightness, contrast, black-border fraction, static-frame fraction."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from curate.scoring.sample import Sample, SampleError, frames_of
+
+NAME = "quality"
+VERSION = "1"
+SHARPNESS = "sharpness"
+BRIGHTNESS = "brightness"
+CONTRAST = "contrast"
+BLACK_BORDER_FRACTION = "black_border_fraction"
+STATIC_FRAME_FRACTION = "static_frame_fraction"
+QUALITY_ERROR = "quality_error"
+
+ANALYSIS_SIDE = 512  # measured on frames whose longer side is at most this, so scores compare across resolutions
+BLACK_LEVEL = 24  # a border row/column is black when its brightest pixel (0-255) stays below this in every frame
+STATIC_DIFF = 1.0  # mean absolute grey difference (0-255) below which two sampled frames count as identical
+
+
+def grey_frames(frames: np.ndarray, longer_side: int = ANALYSIS_SIDE) -> np.ndarray:
+    """uint8 [K,h,w] grey frames, downscaled with area averaging to at most longer_side."""
+    greys = []
+    for frame in frames:
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        scale = longer_side / max(grey.shape)
+        if scale < 1.0:
+            size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
+            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        greys.append(grey)
+    return np.stack(greys)
+
+
+def sharpness(greys: np.ndarray) -> float:
+    """Variance of the Laplacian, mean over frames (higher is sharper; 0 for a flat image)."""
+    return float(np.mean([cv2.Laplacian(grey, cv2.CV_64F).var() for grey in greys]))
+
+
+def brightness(greys: np.ndarray) -> float:
+    """Mean grey level in [0, 1]."""
+    return float(greys.mean() / 255.0)
+
+
+def contrast(greys: np.ndarray) -> float:
+    """RMS contrast: standard deviation of the grey level in [0, 0.5], mean over frames."""
+    return float(np.mean([grey.std() for grey in greys]) / 255.0)
+
+
+def black_border_fraction(greys: np.ndarray) -> float:
+    """Fraction of the frame area in black bars at the edges (letterbox / pillarbox), in [0, 1]."""
+    brightest = greys.max(axis=0)
+    dark_rows = brightest.max(axis=1) < BLACK_LEVEL
+    dark_cols = brightest.max(axis=0) < BLACK_LEVEL
+    height, width = brightest.shape
+    if dark_rows.all():
+        return 1.0
+    top = int(np.argmin(dark_rows))
+    bottom = int(np.argmin(dark_rows[::-1]))
+    left = int(np.argmin(dark_cols))
+    right = int(np.argmin(dark_cols[::-1]))
+    inner = (height - top - bottom) * (width - left - right)
+    return float(1.0 - inner / (height * width))
+
+
+def static_frame_fraction(greys: np.ndarray) -> float | None:
+    """Fraction of consecutive sampled-frame pairs that are (near) identical; None for one frame."""
+    if len(greys) < 2:
+        return None
+    pairs = zip(greys[:-1].astype(np.int16), greys[1:].astype(np.int16))
+    return float(np.mean([np.abs(current - previous).mean() < STATIC_DIFF for previous, current in pairs]))
+
+
+class QualityScorer:
+    """All technical-quality columns of one sample from its decoded frames."""
+
+    name = NAME
+    columns = (SHARPNESS, BRIGHTNESS, CONTRAST, BLACK_BORDER_FRACTION, STATIC_FRAME_FRACTION, QUALITY_ERROR)
+
+    def setup(self) -> None:
+        cv2.setNumThreads(1)
+
+    def provenance(self) -> dict:
+        return {"scorer": NAME, "version": VERSION,
+                "model": f"opencv-{cv2.__version__}@{ANALYSIS_SIDE}px,black<{BLACK_LEVEL},static<{STATIC_DIFF}"}
+
+    def score_batch(self, samples: list[Sample]) -> list[dict]:
+        rows = []
+        for sample in samples:
+            row = dict.fromkeys(self.columns)
+            try:
+                greys = grey_frames(frames_of(sample))
+                row.update({
+                    SHARPNESS: sharpness(greys),
+                    BRIGHTNESS: brightness(greys),
+                    CONTRAST: contrast(greys),
+                    BLACK_BORDER_FRACTION: black_border_fraction(greys),
+                    STATIC_FRAME_FRACTION: static_frame_fraction(greys),
+                })
+            except (SampleError, cv2.error) as error:
+                row[QUALITY_ERROR] = str(error)
+            rows.append(row)
+        return rows

@@ -1,0 +1,61 @@
+"""Fixtures for the scoring tests: synthetic media encoded in-test and tiny CLIP models saved to checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from synthetic_media import COLOURS, solid
+
+TINY_CLIP_CFG = {
+    "embed_dim": 768,  # the aesthetic predictor's input width, so one tiny model serves both scorers
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def _train_tiny_clip(steps: int = 60) -> open_clip.CLIP:
+    """A tiny CLIP trained for a few steps to match solid colours with their names."""
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**TINY_CLIP_CFG)
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    names = list(COLOURS)
+    texts = tokenizer([f"a photo of the colour {name}" for name in names])
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for step in range(steps):
+        images = np.stack([solid(name, 32, seed=step * 10 + index) for index, name in enumerate(names)])
+        pixels = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        image_features = F.normalize(model.encode_image(pixels), dim=-1)
+        text_features = F.normalize(model.encode_text(texts), dim=-1)
+        logits = model.logit_scale.exp() * image_features @ text_features.T
+        target = torch.arange(len(names))
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A tiny trained CLIP saved as open_clip saves a model folder (config JSON + weights)."""
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    model = _train_tiny_clip()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": {}}))
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tmp_path_factory, tiny_clip_dir):
+    """The same weights as a bare checkpoint file of a registered architecture: spec 'curate-tiny:/path'."""
+    configs = tmp_path_factory.mktemp("tiny_clip_cfg")
+    (configs / "curate-tiny.json").write_text(json.dumps(TINY_CLIP_CFG))
+    open_clip.add_model_config(configs / "curate-tiny.json")
+    return "curate-tiny", tiny_clip_dir / "open_clip_pytorch_model.bin"

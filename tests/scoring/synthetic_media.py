@@ -1,0 +1,46 @@
+"""Synthetic test media made in-test: textures, a moving square, solid colours, and their H.264 encoding."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import cv2
+import numpy as np
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+
+
+def encode_mp4(frames: np.ndarray, fps: int = 8) -> bytes:
+    """uint8 [T,H,W,3] RGB frames -> H.264 mp4 bytes (PyAV)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def textured_frame(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
+    """A smooth random texture (blurred noise): structure that flow and sharpness can see."""
+    noise = np.random.default_rng(seed).integers(0, 256, (height // 4, width // 4, 3), dtype=np.uint8)
+    return cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def moving_square(num_frames: int = 16, height: int = 96, width: int = 128, step: int = 4) -> np.ndarray:
+    frames = np.full((num_frames, height, width, 3), 40, np.uint8)
+    for index in range(num_frames):
+        left = 8 + index * step
+        frames[index, 30:62, left : left + 32] = (240, 240, 240)
+    return frames
+
+
+def solid(colour: str, size: int = 64, seed: int = 0) -> np.ndarray:
+    noise = np.random.default_rng(seed).normal(0, 12, (size, size, 3))
+    return np.clip(np.array(COLOURS[colour]) + noise, 0, 255).astype(np.uint8)

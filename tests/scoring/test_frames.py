@@ -1,0 +1,85 @@
+"""Frame sampling with decord and crash-isolated decoding."""
+
+import io
+
+import numpy as np
+import pytest
+from decode_crashers import abort_decode, abort_on_marker, hang_decode
+from PIL import Image
+from synthetic_media import encode_mp4
+
+from curate.scoring.frames import (
+    FrameDecodeError,
+    IsolatedDecoder,
+    decode_isolated,
+    frame_indices,
+    load_image,
+    sample_frames,
+)
+
+
+def ramp_video(num_frames=10):
+    """Frame i is a flat grey of level 20 * i, so a decoded frame tells which index it came from."""
+    levels = (np.arange(num_frames) * 20 + 10).astype(np.uint8)
+    return np.broadcast_to(levels[:, None, None, None], (num_frames, 48, 64, 3)).copy(), levels
+
+
+def test_frame_indices():
+    assert frame_indices(10) == [0, 4, 9]
+    assert frame_indices(9, k=5, positions="uniform") == [0, 2, 4, 6, 8]
+    assert frame_indices(2) == [0, 1]
+    assert frame_indices(1, k=4, positions="uniform") == [0]
+    with pytest.raises(ValueError):
+        frame_indices(10, positions="random")
+
+
+def test_sample_frames_first_middle_last_from_bytes_and_path(tmp_path):
+    frames, levels = ramp_video()
+    data = encode_mp4(frames)
+    sampled = sample_frames(data)
+    assert sampled.shape == (3, 48, 64, 3) and sampled.dtype == np.uint8
+    np.testing.assert_allclose(sampled.reshape(3, -1).mean(axis=1), levels[[0, 4, 9]], atol=3)
+    path = tmp_path / "ramp.mp4"
+    path.write_bytes(data)
+    np.testing.assert_array_equal(sample_frames(path, k=5, positions="uniform")[[0, -1]], sampled[[0, -1]])
+
+
+def test_corrupt_video_raises_frame_decode_error():
+    data = encode_mp4(ramp_video()[0])
+    for corrupt in (data[: len(data) // 3], b"not a video at all"):
+        with pytest.raises(FrameDecodeError):
+            sample_frames(corrupt)
+
+
+def test_load_image():
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buffer, format="JPEG")
+    frames = load_image(buffer.getvalue())
+    assert frames.shape == (1, 30, 40, 3)
+    with pytest.raises(FrameDecodeError):
+        load_image(b"\xff\xd8 truncated")
+
+
+def test_decode_isolated_matches_in_process_and_reports_corrupt_files():
+    data = encode_mp4(ramp_video()[0])
+    np.testing.assert_array_equal(decode_isolated(data), sample_frames(data))
+    with pytest.raises(FrameDecodeError, match="decord could not decode"):
+        decode_isolated(data[:300])
+
+
+def test_crash_in_decoder_costs_one_sample_only():
+    data = encode_mp4(ramp_video()[0])
+    with IsolatedDecoder(timeout_s=60, decode=abort_on_marker) as decoder:
+        assert decoder.decode(data).shape[0] == 3
+        with pytest.raises(FrameDecodeError, match="crashed.*SIGABRT"):
+            decoder.decode(b"abort")
+        assert decoder.decode(data).shape[0] == 3  # a fresh child took over
+
+
+def test_abort_and_timeout_become_errors():
+    with IsolatedDecoder(decode=abort_decode) as decoder:
+        with pytest.raises(FrameDecodeError, match="crashed"):
+            decoder.decode(b"x")
+    with IsolatedDecoder(timeout_s=1, decode=hang_decode) as decoder:
+        with pytest.raises(FrameDecodeError, match="timed out"):
+            decoder.decode(b"x")
