@@ -215,12 +215,13 @@ class JointBatches(IterableDataset):
             counts[source] += 1
             if k < self.start_batch or k % num_workers != worker:
                 continue
-            loaded = [self.load(s, rng) for s, rng in self.plan(k, source, position)]
-            pixels, captions, fps = zip(*loaded)
+            plan = self.plan(k, source, position)
+            pixels, captions, fps = zip(*(self.load(s, rng) for s, rng in plan))
             yield {
                 "pixels": torch.stack(pixels),
                 "captions": list(captions),
                 "fps": torch.tensor(fps, dtype=torch.float32),
+                "keys": [s.key for s, _ in plan],
                 "modality": self.sources[source][0].modality,
                 "batch_index": k,
             }

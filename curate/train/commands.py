@@ -1,0 +1,100 @@
+"""`curate train` and `curate sample`: typer command functions (registered by curate/cli.py).
+
+Bad usage or an unusable recipe exits with status 2 and a one-line reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from curate.train.recipe import RecipeError, load_recipe
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def train(
+    recipe: Annotated[Path, typer.Argument(help="Training recipe YAML, e.g. pipelines/train/tiny_f_base.yaml.")],
+    data: Annotated[
+        Optional[list[Path]], typer.Option("--data", help="Curated dataset folder (DIR/shards/*.tar); repeat for several. Replaces the recipe's data.dirs.")
+    ] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Train until this many optimizer steps in total (default: the recipe's).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder for checkpoints and log.jsonl (default: runs/RECIPE_NAME).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Ray Train workers (default: the recipe's train.num_workers; 1 = no Ray).")] = None,
+    init_from: Annotated[Optional[str], typer.Option(help="Override init_from: a run folder / checkpoint, videocrafter2:PATH or sd21:PATH.")] = None,
+) -> None:
+    """Train a U-Net stage (image / base / finetune) from a recipe; resumes from the run folder's latest checkpoint."""
+    try:
+        spec = load_recipe(recipe)
+        changes: dict = {}
+        if data:
+            missing = [str(d) for d in data if not (d / "shards").is_dir()]
+            if missing:
+                _fail(f"not a curated dataset folder (no shards/ inside): {', '.join(missing)}")
+            changes["data"] = {"dirs": [str(d) for d in data], "weights": []}
+        if workers is not None:
+            changes["train"] = {"num_workers": workers}
+        if init_from is not None:
+            changes["init_from"] = init_from
+        spec = spec.replace(**changes) if changes else spec
+        if not spec.data.dirs:
+            _fail("no training data: give --data DIR or set data.dirs in the recipe")
+        if steps is not None and steps < 1:
+            _fail("--steps must be >= 1")
+    except RecipeError as err:
+        _fail(str(err))
+    run_dir = out or Path("runs") / spec.name
+    if spec.train.num_workers > 1:
+        from curate.train.distributed import train_distributed
+
+        metrics = train_distributed(spec, run_dir, steps)
+        typer.echo(f"done: {metrics}")
+    else:
+        from curate.train.trainer import train as train_single
+
+        try:
+            logs = train_single(spec, run_dir, steps)
+        except (RecipeError, FileNotFoundError) as err:
+            _fail(str(err))
+        if logs:
+            typer.echo(f"done: step {logs[-1].step}, loss {logs[-1].loss:.4f}, run folder {run_dir}")
+        else:
+            typer.echo(f"nothing to do: {run_dir} is already at the requested step")
+
+
+def sample(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file (RUN/checkpoints/step_*.pt) or a run folder (its latest).")],
+    prompt: Annotated[str, typer.Option(help="Text prompt.")],
+    out: Annotated[Path, typer.Option(help="Output video: .mp4 or .gif.")],
+    frames: Annotated[int, typer.Option(help="Number of frames.")] = 16,
+    fps: Annotated[float, typer.Option(help="Frame-rate conditioning and the output's frame rate.")] = 8.0,
+    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 50,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = off).")] = 12.0,
+    eta: Annotated[float, typer.Option(help="DDIM eta (0 = deterministic DDIM, 1 = as VideoCrafter2).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the initial noise and DDIM noise.")] = 0,
+    height: Annotated[Optional[int], typer.Option(help="Height in pixels (default: the recipe's).")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Width in pixels (default: the recipe's).")] = None,
+    ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use the EMA weights.")] = True,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Sample a video from a checkpoint with DDIM and classifier-free guidance."""
+    from curate.train.sample import SampleSettings, VideoSampler, write_video
+
+    if out.suffix.lower() not in (".mp4", ".gif"):
+        _fail(f"--out must end in .mp4 or .gif, got {out.name}")
+    if frames < 1 or steps < 1:
+        _fail("--frames and --steps must be >= 1")
+    try:
+        sampler = VideoSampler(checkpoint, device=device)
+        settings = SampleSettings(frames=frames, fps=fps, steps=steps, guidance=guidance, eta=eta, seed=seed,
+                                  height=height, width=width, use_ema=ema)
+        video = sampler.sample(prompt, settings)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    write_video(video, out, fps)
+    typer.echo(f"wrote {out} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]})")

@@ -1,0 +1,277 @@
+"""The training loop of every stage: one worker's view (rank / world size), plain PyTorch.
+
+What a step does: for each of `accumulation` micro-batches, drop captions (classifier-free
+guidance), encode text and pixels (frozen), draw t and noise, MSE on the U-Net output; then clip
+gradients, AdamW with linear warmup, EMA of the trainable weights. Everything random in step s
+is seeded from (seed, s, rank, micro-step), and the loader's position is step x accumulation, so
+a run resumed from a checkpoint continues exactly as if it had not stopped.
+
+Checkpoints are plain dicts {model, ema, opt, step, config} written atomically to
+RUN/checkpoints/step_NNNNNNN.pt; `resume: latest` continues from the newest one. Rank 0 logs
+loss, lr and samples/s to stdout and RUN/log.jsonl.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from curate.train import checkpoints
+from curate.train.autoencoder import load_autoencoder
+from curate.train.data import LoaderConfig, make_loader
+from curate.train.diffusion import GaussianDiffusion, drop_captions
+from curate.train.lora import add_lora, lora_parameters, merge_lora_state
+from curate.train.presets import build_unet
+from curate.train.recipe import Recipe, RecipeError, recipe_from_dict
+from curate.train.text import FrozenTextEncoder, create_tiny, load_text_encoder
+from curate.train.unet3d import parameter_groups, set_trainable, trainable_groups
+
+# recipe fields a resume may change: they do not alter what the run computes
+RESUMABLE_CHANGES = {("train", "steps"), ("train", "log_every"), ("train", "checkpoint_every"), ("data", "num_workers"), ("data", "dirs")}
+
+
+def step_seed(seed: int, *parts: int) -> int:
+    return int(np.random.SeedSequence([seed, *parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def text_encoder_path(recipe: Recipe, run_dir: Path) -> Path | None:
+    spec = recipe.text_encoder
+    if spec.kind == "tiny":
+        return Path(spec.path) if spec.path else run_dir / "text_encoder.pt"
+    return Path(spec.path) if spec.path else None
+
+
+def build_text_encoder(recipe: Recipe, run_dir: Path) -> FrozenTextEncoder:
+    """The recipe's frozen text tower; a tiny one is created from its seed on first use and saved."""
+    spec, path = recipe.text_encoder, text_encoder_path(recipe, run_dir)
+    if spec.kind == "tiny" and not path.exists():
+        create_tiny(path, width=spec.width, heads=spec.heads, layers=spec.layers, seed=spec.seed)
+    return load_text_encoder(spec.kind, path)
+
+
+def build_model(recipe: Recipe) -> nn.Module:
+    """The U-Net with the recipe's trainable groups (and LoRA adapters) set up, weights as initialised."""
+    model = build_unet(recipe.model.preset, **recipe.model.overrides)
+    groups = {"spatial"} if recipe.stage == "image" else trainable_groups(recipe.trainable, recipe.fps_group)
+    if recipe.method == "lora":
+        add_lora(model, groups, recipe.lora_rank, recipe.lora_alpha)
+    else:
+        set_trainable(model, groups)
+    return model
+
+
+def lora_scale(config: dict) -> float | None:
+    """alpha / rank of a checkpoint's recipe if it trained LoRA adapters."""
+    recipe = config.get("recipe", config)
+    return recipe["lora_alpha"] / recipe["lora_rank"] if recipe.get("method") == "lora" else None
+
+
+def export_weights(ckpt: dict, use_ema: bool = True) -> dict[str, torch.Tensor]:
+    """Plain U-Net weights of one of our checkpoints: EMA applied if asked, LoRA adapters merged."""
+    state = dict(ckpt["model"])
+    if use_ema and ckpt.get("ema"):
+        state.update(ckpt["ema"])
+    scale = lora_scale(ckpt["config"])
+    return merge_lora_state(state, scale) if scale is not None else state
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+    return found[-1] if found else None
+
+
+def load_init(model: nn.Module, init_from: str) -> None:
+    """Load starting weights: `videocrafter2:PATH`, `sd21:PATH`, or one of our checkpoints / run folders."""
+    kind, _, path = init_from.partition(":") if init_from.split(":", 1)[0] in ("videocrafter2", "sd21") else ("ours", "", init_from)
+    if kind == "videocrafter2":
+        state = checkpoints.videocrafter2_unet_state(checkpoints.load_checkpoint(path, trust=False))
+    elif kind == "sd21":
+        state = checkpoints.sd21_unet_state(checkpoints.load_checkpoint(path, trust=False), model)
+    else:
+        file = Path(path)
+        if file.is_dir():
+            file = latest_checkpoint(file)
+            if file is None:
+                raise FileNotFoundError(f"init_from: no checkpoints under {path}/checkpoints")
+        state = export_weights(checkpoints.load_checkpoint(file, trust=False))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith((".lora_A", ".lora_B"))]
+    if missing or unexpected:
+        raise ValueError(f"init_from {init_from}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def _config_changes(old: dict, new: dict) -> list[str]:
+    changes = []
+    for section, value in new.items():
+        if isinstance(value, dict):
+            for key, v in value.items():
+                if old.get(section, {}).get(key) != v and (section, key) not in RESUMABLE_CHANGES:
+                    changes.append(f"{section}.{key}")
+        elif old.get(section) != value:
+            changes.append(section)
+    return changes
+
+
+@dataclass
+class StepLog:
+    step: int
+    loss: float
+    lr: float
+    samples_per_s: float
+    modality: str
+
+
+class Trainer:
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: str | Path,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+        wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+    ):
+        if recipe.train.num_workers != world_size:
+            recipe = recipe.replace(train={"num_workers": world_size})
+        self.recipe, self.run_dir = recipe, Path(run_dir)
+        self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
+
+        self.text_encoder = build_text_encoder(recipe, self.run_dir).to(self.device)
+        self.first_stage = load_autoencoder(recipe.autoencoder.kind, recipe.autoencoder.path, recipe.autoencoder.scale_factor).to(self.device)
+        self.diffusion = GaussianDiffusion(recipe.diffusion)
+        self.model = build_model(recipe).to(self.device)
+        self.model.set_gradient_checkpointing(recipe.train.gradient_checkpointing)
+        self.trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        self.step = 0
+        resume_from = latest_checkpoint(self.run_dir) if recipe.train.resume == "latest" else None
+        if recipe.init_from and resume_from is None:
+            load_init(self.model, recipe.init_from)
+        self.ema = {n: p.detach().float().clone() for n, p in self.trainable.items()}
+        t = recipe.optim
+        self.opt = torch.optim.AdamW(self.trainable.values(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        if resume_from is not None:
+            self._resume(resume_from)
+        self.forward_model = wrap_model(self.model) if wrap_model else self.model
+
+    def config(self) -> dict:
+        return {"recipe": self.recipe.to_dict(), "text_encoder_path": str(text_encoder_path(self.recipe, self.run_dir) or "")}
+
+    def _resume(self, path: Path) -> None:
+        ckpt = checkpoints.load_checkpoint(path, trust=False)
+        changes = _config_changes(ckpt["config"]["recipe"], self.recipe.to_dict())
+        if changes:
+            raise RecipeError(f"cannot resume {path}: the recipe changed ({', '.join(changes)}); use a new --out folder")
+        self.model.load_state_dict(ckpt["model"])
+        self.ema = {k: v.float() for k, v in ckpt["ema"].items()}
+        self.opt.load_state_dict(ckpt["opt"])
+        self.step = ckpt["step"]
+        self.log(f"resumed from {path} at step {self.step}")
+
+    def lr_at(self, step: int) -> float:
+        warmup = self.recipe.optim.warmup_steps
+        return self.recipe.optim.lr * min(1.0, (step + 1) / warmup) if warmup else self.recipe.optim.lr
+
+    def log(self, message: str) -> None:
+        if self.rank == 0:
+            print(message, flush=True)
+
+    def micro_step(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        recipe = self.recipe
+        captions = drop_captions(batch["captions"], recipe.train.caption_dropout, generator)
+        context = self.text_encoder(captions)
+        x0 = self.first_stage.encode(batch["pixels"].to(self.device), generator if recipe.autoencoder.kind == "sd_kl" else None)
+        temporal = not (batch["modality"] == "image" and (recipe.stage == "image" or recipe.data.image_mode == "skip_temporal"))
+        fps = batch["fps"].to(self.device)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" and recipe.train.precision == "bf16" else contextlib.nullcontext()
+        with autocast:
+            return self.diffusion.loss(
+                lambda x, t, c, f: self.forward_model(x, t, c, f, temporal=temporal), x0, context, fps, generator
+            )
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        decay = self.recipe.train.ema_decay
+        for name, param in self.trainable.items():
+            self.ema[name].lerp_(param.detach().float(), 1 - decay)
+
+    def save(self) -> Path:
+        path = self.run_dir / "checkpoints" / f"step_{self.step:07d}.pt"
+        ckpt = {"model": self.model.state_dict(), "ema": self.ema, "opt": self.opt.state_dict(), "step": self.step, "config": self.config()}
+        checkpoints.save_checkpoint(ckpt, path)
+        return path
+
+    def run(self, steps: int | None = None) -> list[StepLog]:
+        """Train until `steps` (default: the recipe's) optimizer steps in total; returns this call's logs."""
+        recipe, total = self.recipe, steps if steps is not None else self.recipe.train.steps
+        accumulation = recipe.accumulation
+        d = recipe.data
+        loader = make_loader(
+            LoaderConfig(
+                dirs=tuple(d.dirs), weights=tuple(d.weights), frames=d.frames, height=d.height, width=d.width,
+                batch_size=recipe.train.micro_batch_size, image_ratio=d.image_ratio, frame_stride=tuple(d.frame_stride),
+                image_fps=d.image_fps, seed=recipe.train.seed, num_workers=d.num_workers,
+            ),
+            rank=self.rank, world_size=self.world_size, start_batch=self.step * accumulation,
+        )
+        batches = iter(loader)
+        logs: list[StepLog] = []
+        log_file = (self.run_dir / "log.jsonl").open("a") if self.rank == 0 else None
+        self.model.train()
+        try:
+            while self.step < total:
+                started = time.perf_counter()
+                lr = self.lr_at(self.step)
+                for group in self.opt.param_groups:
+                    group["lr"] = lr
+                loss_sum = 0.0
+                for micro in range(accumulation):
+                    batch = next(batches)
+                    seed = step_seed(recipe.train.seed, self.step, self.rank, micro)
+                    torch.manual_seed(seed)  # module dropout draws from the global generator
+                    generator = torch.Generator().manual_seed(seed)
+                    sync = micro == accumulation - 1 or not hasattr(self.forward_model, "no_sync")
+                    with contextlib.nullcontext() if sync else self.forward_model.no_sync():
+                        loss = self.micro_step(batch, generator)
+                        (loss / accumulation).backward()
+                    loss_sum += loss.item()
+                if not math.isfinite(loss_sum):
+                    raise FloatingPointError(f"loss is {loss_sum} at step {self.step}")
+                if recipe.optim.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.trainable.values(), recipe.optim.grad_clip)
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                self.update_ema()
+                self.step += 1
+                entry = StepLog(self.step, loss_sum / accumulation, lr, recipe.train.batch_size / (time.perf_counter() - started), batch["modality"])
+                logs.append(entry)
+                if self.rank == 0 and (self.step % recipe.train.log_every == 0 or self.step == total):
+                    self.log(f"step {entry.step} loss {entry.loss:.4f} lr {entry.lr:.2e} samples/s {entry.samples_per_s:.2f} ({entry.modality})")
+                    log_file.write(json.dumps(entry.__dict__) + "\n")
+                    log_file.flush()
+                if self.rank == 0 and (self.step % recipe.train.checkpoint_every == 0 or self.step == total):
+                    self.log(f"checkpoint {self.save()}")
+        finally:
+            if log_file:
+                log_file.close()
+        return logs
+
+
+def train(recipe: Recipe, run_dir: str | Path, steps: int | None = None) -> list[StepLog]:
+    """Single-process training on this machine's GPU if there is one, else CPU."""
+    device = "cuda" if recipe.train.use_gpu and torch.cuda.is_available() else "cpu"
+    return Trainer(recipe, run_dir, device=device).run(steps)
+
+
+def recipe_of_checkpoint(ckpt: dict) -> Recipe:
+    return recipe_from_dict(ckpt["config"]["recipe"])
