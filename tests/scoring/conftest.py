@@ -14,15 +14,15 @@ from synthetic_media import COLOURS, solid
 TINY_CLIP_CFG = {
     "embed_dim": 768,  # the aesthetic predictor's input width, so one tiny model serves both scorers
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 
 
-def _train_tiny_clip(steps: int = 60) -> open_clip.CLIP:
+def _train_tiny_clip(steps: int = 30) -> open_clip.CLIP:
     """A tiny CLIP trained for a few steps to match solid colours with their names."""
     torch.manual_seed(0)
     model = open_clip.CLIP(**TINY_CLIP_CFG)
-    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    tokenizer = open_clip.SimpleTokenizer(context_length=TINY_CLIP_CFG["text_cfg"]["context_length"])
     names = list(COLOURS)
     texts = tokenizer([f"a photo of the colour {name}" for name in names])
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)

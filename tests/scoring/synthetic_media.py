@@ -34,10 +34,12 @@ def textured_frame(height: int = 96, width: int = 128, seed: int = 0) -> np.ndar
 
 
 def moving_square(num_frames: int = 16, height: int = 96, width: int = 128, step: int = 4) -> np.ndarray:
+    """A textured 32x32 square sliding right by `step` pixels per frame over a flat background."""
     frames = np.full((num_frames, height, width, 3), 40, np.uint8)
+    patch = textured_frame(32, 32, seed=7)
     for index in range(num_frames):
         left = 8 + index * step
-        frames[index, 30:62, left : left + 32] = (240, 240, 240)
+        frames[index, 30:62, left : left + 32] = patch
     return frames
 
 

@@ -1,0 +1,134 @@
+"""Weights registry: explicit path, caches, checksums, and a clear error when offline and missing."""
+
+import hashlib
+
+import pytest
+
+from curate.scoring import weights
+from curate.scoring.clip_score import ClipScorer
+from curate.scoring.weights import (
+    AESTHETIC_V2_L14,
+    KnownFile,
+    WeightsMismatch,
+    WeightsMissing,
+    resolve_clip,
+    resolve_known_file,
+)
+
+
+@pytest.fixture
+def empty_caches(tmp_path, monkeypatch):
+    """A home with no caches, and a network that must not be touched unless a test says so."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "curate-cache"))
+    monkeypatch.delenv("HF_HOME", raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    for name in weights.OFFLINE_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+    def no_network(*args):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(weights, "fetch", no_network)
+    monkeypatch.setattr(weights, "fetch_from_hf", no_network)
+    return tmp_path
+
+
+def known_file_for(content: bytes, filename="model.pth") -> KnownFile:
+    return KnownFile(filename, "https://example.invalid/" + filename, len(content),
+                     hashlib.sha256(content).hexdigest(), None, "test")
+
+
+def test_explicit_path_wins_and_missing_explicit_path_is_named(empty_caches):
+    path = empty_caches / "mine.pth"
+    path.write_bytes(b"weights")
+    assert resolve_known_file(AESTHETIC_V2_L14, path) == path
+    with pytest.raises(WeightsMissing, match="nowhere.pth"):
+        resolve_known_file(AESTHETIC_V2_L14, empty_caches / "nowhere.pth")
+
+
+def test_cache_hit_is_verified_against_the_published_checksum(empty_caches):
+    known = known_file_for(b"the published bytes")
+    cached = weights.curate_cache_dir() / known.filename
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"the published bytes")
+    assert resolve_known_file(known) == cached
+    cached.write_bytes(b"the published bytez")
+    with pytest.raises(WeightsMismatch, match="sha256"):
+        resolve_known_file(known)
+    cached.write_bytes(b"short")
+    with pytest.raises(WeightsMismatch, match="bytes"):
+        resolve_known_file(known)
+
+
+def test_offline_and_missing_says_what_and_where(empty_caches, monkeypatch):
+    monkeypatch.setenv("CURATE_OFFLINE", "1")
+    with pytest.raises(WeightsMissing) as error:
+        resolve_known_file(AESTHETIC_V2_L14, what="LAION aesthetic predictor v2")
+    message = str(error.value)
+    assert "sac+logos+ava1-l14-linearMSE.pth" in message and "3,714,759 bytes" in message
+    assert str(weights.curate_cache_dir() / AESTHETIC_V2_L14.filename) in message
+    assert AESTHETIC_V2_L14.url in message and "offline" in message
+
+
+def test_failed_download_is_a_missing_weights_error(empty_caches, monkeypatch):
+    def unreachable(url, target):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(weights, "fetch", unreachable)
+    with pytest.raises(WeightsMissing, match="download failed: network is unreachable"):
+        resolve_known_file(AESTHETIC_V2_L14)
+
+
+def test_download_lands_in_the_cache_and_is_verified(empty_caches, monkeypatch):
+    known = known_file_for(b"downloaded bytes")
+
+    def serve(url, target):
+        assert url == known.url
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"downloaded bytes")
+        return target
+
+    monkeypatch.setattr(weights, "fetch", serve)
+    assert resolve_known_file(known) == weights.curate_cache_dir() / known.filename
+
+
+def test_clip_tag_found_in_the_hugging_face_cache(empty_caches):
+    snapshot = (weights.hf_hub_cache_dir() / "models--timm--vit_large_patch14_clip_224.openai" / "snapshots" / "abc123")
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_pytorch_model.bin").write_bytes(b"x")
+    refs = snapshot.parent.parent / "refs"
+    refs.mkdir()
+    (refs / "main").write_text("abc123")
+    source = resolve_clip("ViT-L-14:openai")
+    assert source.checkpoint == snapshot / "open_clip_pytorch_model.bin"
+    assert source.architecture == "ViT-L-14" and source.pretrained_cfg["quick_gelu"] is True
+
+
+def test_clip_tag_offline_and_missing(empty_caches, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsMissing) as error:
+        resolve_clip("ViT-L-14:openai")
+    message = str(error.value)
+    assert "ViT-L-14:openai" in message and "timm/vit_large_patch14_clip_224.openai" in message
+    assert "ViT-L-14.pt" in message
+
+
+def test_scorer_setup_refuses_to_run_without_weights(empty_caches, monkeypatch, tmp_path):
+    monkeypatch.setenv("CURATE_OFFLINE", "1")
+    with pytest.raises(WeightsMissing):
+        ClipScorer("ViT-B-32:openai").setup()
+    folder = tmp_path / "no_weights"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text("{}")
+    with pytest.raises(WeightsMissing, match="no weights"):
+        ClipScorer(str(folder)).setup()
+
+
+def test_bad_clip_specs():
+    with pytest.raises(ValueError, match="NAME:TAG"):
+        resolve_clip("ViT-L-14")
+    with pytest.raises(ValueError, match="no pretrained tag"):
+        resolve_clip("ViT-L-14:no-such-tag")
+    with pytest.raises(WeightsMissing, match="not found"):
+        resolve_clip("ViT-L-14:/no/such/checkpoint.pt")
