@@ -50,9 +50,7 @@ def sample_frames(video: VideoInput, k: int = DEFAULT_K, positions: str = DEFAUL
         reader = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=1)
         indices = frame_indices(len(reader), k, positions)
         frames = reader.get_batch(indices).asnumpy()
-    except decord.DECORDError as error:
-        raise FrameDecodeError(f"decord could not decode the video: {error}") from error
-    except RuntimeError as error:
+    except (decord.DECORDError, RuntimeError) as error:
         raise FrameDecodeError(f"decord could not decode the video: {error}") from error
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise FrameDecodeError(f"decoded frames have unexpected shape {frames.shape}")
