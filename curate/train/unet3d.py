@@ -54,7 +54,7 @@ class TemporalConvBlock(nn.Module):
     """Four residual-summed GroupNorm-SiLU-conv(3 frames) layers; the last conv is zero so it starts as identity.
 
     The weights keep the checkpoint's Conv3d [C, C, 3, 1, 1] shape; the convolution is computed
-    as a 1-D convolution over time at every pixel. Dropout is 0.1 whatever the U-Net's dropout,
+    as a (3, 1) convolution over [B, C, T, H*W], which CPU kernels run faster than Conv3d. Dropout is 0.1 whatever the U-Net's dropout,
     as in the official code.
     """
 
@@ -79,16 +79,16 @@ class TemporalConvBlock(nn.Module):
         """x: [(B*T), C, H, W] -> same, mixing each pixel's 3 neighbouring frames."""
         n, channels, height, width = x.shape
         pixels = height * width
-        # [B, C, T*HW]: GroupNorm over all frames of a video, and a time step is a stride of HW.
-        h = x.view(n // frames, frames, channels, pixels).transpose(1, 2).reshape(n // frames, channels, -1)
+        # [B, C, T, HW]: GroupNorm statistics span all frames of a video, as in the official norm.
+        h = x.view(n // frames, frames, channels, pixels).transpose(1, 2).contiguous()
         identity = h
         for layer in (self.conv1, self.conv2, self.conv3, self.conv4):
             *pointwise, conv = layer
             for module in pointwise:
                 h = module(h)
-            h = F.conv1d(h, conv.weight[..., 0, 0], conv.bias, padding=pixels, dilation=pixels)
+            h = F.conv2d(h, conv.weight[..., 0], conv.bias, padding=(1, 0))
         h = h + identity
-        return h.view(n // frames, channels, frames, pixels).transpose(1, 2).reshape(n, channels, height, width)
+        return h.transpose(1, 2).reshape(n, channels, height, width)
 
 
 class ResBlock(nn.Module):

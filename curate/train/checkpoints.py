@@ -1,0 +1,196 @@
+"""Checkpoint files: our training checkpoints (atomic plain dicts), the released VideoCrafter2 checkpoint, SD 2.1 weights.
+
+Everything is read with `torch.load(weights_only=True)` (or safetensors); a pickle that needs
+arbitrary code only loads with `trust_checkpoint=True`, for files whose source you trust.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from curate.train.attention import TemporalTransformer
+from curate.train.unet3d import Stage, TemporalConvBlock, UNet3D, parameter_groups
+
+CHECKPOINT_KEYS = ("model", "ema", "opt", "step", "config")
+# Prefixes of the three models inside a LatentDiffusion state dict (VideoCrafter2, SD 2.1).
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+TEXT_PREFIX = "cond_stage_model."
+_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
+    """Write {model, ema, opt, step, config} atomically: temp file in the same folder, fsync, rename.
+
+    `model`/`ema`/`opt` are state dicts (`ema` may be None), `step` an int, `config` plain data
+    (dicts, lists, strings, numbers), so that the file loads with weights_only=True.
+    """
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise ValueError(f"checkpoint lacks {missing}; expected keys {list(CHECKPOINT_KEYS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # make the rename itself durable
+    finally:
+        os.close(directory)
+    return path
+
+
+def load_checkpoint(path: str | Path, trust_checkpoint: bool = False) -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint` (tensors on CPU)."""
+    checkpoint = read_state(path, trust_checkpoint)
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise ValueError(f"{path} is not a curate training checkpoint: it lacks {missing}")
+    return checkpoint
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    """Where the checkpoint of `step` lives in a run folder."""
+    return Path(run_dir) / "checkpoints" / f"step_{step:08d}.pt"
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The highest-step complete checkpoint of a run (temp files are never matched), or None."""
+    folder = Path(run_dir) / "checkpoints"
+    steps = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := _STEP_FILE.match(p.name))]
+    return max(steps)[1] if steps else None
+
+
+def read_state(path: str | Path, trust_checkpoint: bool = False) -> dict[str, Any]:
+    """A .safetensors, .pt or .ckpt file as a dict on CPU; pickled code only with trust_checkpoint=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path} holds pickled objects beyond tensors and plain data, which weights_only loading "
+            f"refuses ({error}). If you trust where the file came from, pass trust_checkpoint=True."
+        ) from error
+
+
+def split_latent_diffusion(state: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
+    """A LatentDiffusion state dict (optionally wrapped in {"state_dict": ...}) -> {unet, vae, text_encoder}.
+
+    Keys outside the three prefixes (e.g. the diffusion schedule buffers) are dropped.
+    """
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    parts: dict[str, dict[str, torch.Tensor]] = {"unet": {}, "vae": {}, "text_encoder": {}}
+    for key, value in state.items():
+        for part, prefix in (("unet", UNET_PREFIX), ("vae", VAE_PREFIX), ("text_encoder", TEXT_PREFIX)):
+            if key.startswith(prefix):
+                parts[part][key[len(prefix):]] = value
+    if not parts["unet"]:
+        raise ValueError(f"no U-Net weights: no key starts with {UNET_PREFIX!r}")
+    return parts
+
+
+def read_videocrafter2(path: str | Path, trust_checkpoint: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+    """The released VideoCrafter2 model.ckpt split into unet / vae / text_encoder state dicts."""
+    return split_latent_diffusion(read_state(path, trust_checkpoint))
+
+
+def load_unet_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a full U-Net state dict; name every missing and unexpected key when they differ."""
+    _raise_on_mismatch(model.load_state_dict(state, strict=False), "U-Net checkpoint")
+
+
+def sd21_key_map(model: UNet3D) -> dict[str, str]:
+    """Image-U-Net key prefix -> our key prefix, for every layer of a stage that moves.
+
+    A temporal transformer inside a stage takes an index, so the spatial layers after it shift by
+    one (at the 512 preset: middle_block.2 -> .3, output_blocks.5.2 -> .3, output_blocks.8.2 -> .3).
+    Derived from the model's stages, so it holds for any preset.
+    """
+    stages = [("middle_block", model.middle_block)]
+    stages += [(f"input_blocks.{i}", s) for i, s in enumerate(model.input_blocks)]
+    stages += [(f"output_blocks.{i}", s) for i, s in enumerate(model.output_blocks)]
+    mapping = {}
+    for name, stage in stages:
+        assert isinstance(stage, Stage)
+        spatial_positions = [i for i, layer in enumerate(stage) if not isinstance(layer, TemporalTransformer)]
+        for image_index, index in enumerate(spatial_positions):
+            if image_index != index:
+                mapping[f"{name}.{image_index}."] = f"{name}.{index}."
+    return mapping
+
+
+def load_sd21_unet(model: UNet3D, state: dict[str, Any]) -> None:
+    """Initialise the spatial modules from SD 2.1 U-Net weights; temporal modules keep their zero-output init.
+
+    `state` is the U-Net state dict, or a full SD checkpoint (model.diffusion_model.* keys, possibly
+    under "state_dict"). Every spatial parameter must be provided and nothing else. The fps
+    embedding's last layer is zeroed too, so the loaded video model computes exactly the image
+    model on every frame until training moves the temporal weights (the paper's initialisation;
+    the official code leaves the fps embedding random, which would perturb the timestep embedding).
+    """
+    if "state_dict" in state or any(key.startswith(UNET_PREFIX) for key in state):
+        state = split_latent_diffusion(state)["unet"]
+    mapping = sd21_key_map(model)
+    remapped = {}
+    for key, value in state.items():
+        for old, new in mapping.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        remapped[key] = value
+    spatial = set(parameter_groups(model)["spatial"])
+    result = model.load_state_dict(remapped, strict=False)
+    missing_spatial = [key for key in result.missing_keys if key in spatial]
+    _raise_on_mismatch(
+        type(result)(missing_keys=missing_spatial, unexpected_keys=result.unexpected_keys), "SD 2.1 U-Net weights"
+    )
+    _assert_temporal_zero_output(model)
+    if getattr(model, "fps_embedding", None) is not None:
+        with torch.no_grad():
+            model.fps_embedding[-1].weight.zero_()
+            model.fps_embedding[-1].bias.zero_()
+
+
+def _assert_temporal_zero_output(model: UNet3D) -> None:
+    for name, module in model.named_modules():
+        last = module.proj_out if isinstance(module, TemporalTransformer) else (
+            module.conv4[-1] if isinstance(module, TemporalConvBlock) else None)
+        if last is not None and any(p.detach().abs().max() > 0 for p in last.parameters()):
+            raise ValueError(
+                f"{name} does not start at zero output; load SD 2.1 weights into a freshly built U-Net")
+
+
+def _raise_on_mismatch(result, what: str) -> None:
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {len(result.missing_keys)} keys: {_preview(result.missing_keys)}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {len(result.unexpected_keys)} keys: {_preview(result.unexpected_keys)}")
+    if problems:
+        raise ValueError(f"{what} does not match the U-Net ({'; '.join(problems)})")
+
+
+def _preview(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
