@@ -17,6 +17,7 @@ import open_clip
 OFFLINE_ENV = ("CURATE_OFFLINE", "HF_HUB_OFFLINE")
 DEFAULT_CLIP = "ViT-L-14:openai"
 HF_CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+HF_HUB_PREFIX = "hf-hub:"
 
 
 class WeightsMissing(FileNotFoundError):
@@ -168,8 +169,9 @@ def resolve_clip(spec: str = DEFAULT_CLIP) -> ClipSource:
     """Resolve a CLIP spec to local files.
 
     Spec forms: "NAME:TAG" (open_clip pretrained tag, e.g. "ViT-L-14:openai"), "NAME:/path/ckpt"
-    (open_clip architecture + checkpoint file), or "/path/dir" (a folder with open_clip_config.json
-    and its weights, as open_clip saves them for the hub).
+    (open_clip architecture + checkpoint file), "/path/dir" (a folder with open_clip_config.json
+    and its weights, as open_clip saves them for the hub), or "hf-hub:ORG/REPO" (such a folder on
+    the Hugging Face hub, taken from the hub cache).
     """
     as_path = Path(spec).expanduser()
     if as_path.is_dir():
@@ -179,6 +181,8 @@ def resolve_clip(spec: str = DEFAULT_CLIP) -> ClipSource:
         if not any(next(as_path.glob(pattern), None) for pattern in ("*.safetensors", "*.bin", "*.pth")):
             raise WeightsMissing(f"CLIP model folder {as_path} has no weights (*.safetensors, *.bin or *.pth)")
         return ClipSource(f"local-dir:{as_path}", f"local-dir:{as_path}", None, {})
+    if spec.startswith(HF_HUB_PREFIX):
+        return _clip_from_hf_repo(spec)
     architecture, sep, pretrained = spec.partition(":")
     if not sep or not pretrained:
         raise ValueError(f"CLIP spec {spec!r} must be NAME:TAG, NAME:/path/to/checkpoint, or a model folder")
@@ -194,6 +198,27 @@ def resolve_clip(spec: str = DEFAULT_CLIP) -> ClipSource:
         tags = open_clip.list_pretrained_tags_by_model(architecture)
         raise ValueError(f"{architecture} has no pretrained tag {pretrained!r}; known tags: {tags}")
     return ClipSource(spec, architecture, _clip_checkpoint(architecture, pretrained, cfg), cfg)
+
+
+def _clip_from_hf_repo(spec: str) -> ClipSource:
+    """A hub repository holding an open_clip folder: use its cached snapshot folder as a local model folder."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo_id = spec[len(HF_HUB_PREFIX):].strip("/")
+    config = try_to_load_from_cache(repo_id, "open_clip_config.json", cache_dir=hf_hub_cache_dir())
+    if not isinstance(config, str) and downloads_allowed():
+        try:
+            config = str(fetch_from_hf(repo_id, "open_clip_config.json"))
+            fetch_from_hf(repo_id, HF_CHECKPOINT_NAMES[1])
+        except OSError as error:
+            raise WeightsMissing(f"CLIP model {spec} is not in {hf_hub_cache_dir()} and download failed: {error}") from error
+    if not isinstance(config, str):
+        raise WeightsMissing(
+            f"CLIP model {spec} is not in {hf_hub_cache_dir()} and downloads are disabled (offline). "
+            f"Fetch it with `huggingface-cli download {repo_id}`, or pass a local model folder."
+        )
+    folder = resolve_clip(str(Path(config).parent))
+    return ClipSource(spec, folder.architecture, None, {})
 
 
 def _clip_checkpoint(architecture: str, tag: str, cfg: dict) -> Path:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from curate.scoring.dedup import exact_duplicate_of, near_duplicate_of
-from curate.scoring.embeddings import read_embeddings, write_embeddings
+from curate.scoring.embeddings import align_embeddings, read_embeddings, write_embeddings
 
 
 def test_exact_duplicates_point_at_the_first_copy():
@@ -48,3 +48,11 @@ def test_embedding_store_round_trip(tmp_path):
     np.testing.assert_array_equal(read_vectors, vectors)
     with pytest.raises(ValueError):
         write_embeddings(tmp_path / "bad.parquet", keys, vectors[:2], "tiny:ckpt")
+
+
+def test_align_embeddings_fills_missing_keys_with_nan():
+    keys, vectors = embeddings_with_known_duplicates()
+    aligned = align_embeddings(["c", "zz", "a"], keys, vectors)
+    np.testing.assert_array_equal(aligned[[0, 2]], vectors[[2, 0]])
+    assert np.isnan(aligned[1]).all()
+    assert near_duplicate_of(["c", "zz", "a"], aligned) == [None, None, "c"]

@@ -61,6 +61,19 @@ def test_cache_hit_is_verified_against_the_published_checksum(empty_caches):
         resolve_known_file(known)
 
 
+def test_md5_is_checked_where_no_sha256_is_published(empty_caches):
+    content = b"released head"
+    known = KnownFile("head.pth", "https://example.invalid/head.pth", None, None,
+                      hashlib.md5(content).hexdigest(), "test")
+    cached = weights.curate_cache_dir() / known.filename
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(content)
+    assert resolve_known_file(known) == cached
+    cached.write_bytes(b"another head!")
+    with pytest.raises(WeightsMismatch, match="md5"):
+        resolve_known_file(known)
+
+
 def test_offline_and_missing_says_what_and_where(empty_caches, monkeypatch):
     monkeypatch.setenv("CURATE_OFFLINE", "1")
     with pytest.raises(WeightsMissing) as error:
@@ -103,6 +116,20 @@ def test_clip_tag_found_in_the_hugging_face_cache(empty_caches):
     source = resolve_clip("ViT-L-14:openai")
     assert source.checkpoint == snapshot / "open_clip_pytorch_model.bin"
     assert source.architecture == "ViT-L-14" and source.pretrained_cfg["quick_gelu"] is True
+
+
+def test_clip_hub_repo_found_in_the_hugging_face_cache(empty_caches, monkeypatch):
+    snapshot = weights.hf_hub_cache_dir() / "models--org--tiny-clip" / "snapshots" / "rev1"
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_config.json").write_text("{}")
+    (snapshot / "open_clip_pytorch_model.bin").write_bytes(b"x")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("rev1")
+    source = resolve_clip("hf-hub:org/tiny-clip")
+    assert source.model_id == "hf-hub:org/tiny-clip" and source.architecture == f"local-dir:{snapshot}"
+    monkeypatch.setenv("CURATE_OFFLINE", "1")
+    with pytest.raises(WeightsMissing, match="huggingface-cli download org/other"):
+        resolve_clip("hf-hub:org/other")
 
 
 def test_clip_tag_offline_and_missing(empty_caches, monkeypatch):
