@@ -1,0 +1,119 @@
+"""Generates the demo corpus: small videos of moving shapes and images in varied quality, plus broken files."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import zlib
+
+import cv2
+import numpy as np
+
+COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40),
+          "white": (240, 240, 240), "purple": (150, 60, 190)}
+BACKGROUNDS = {"black": (10, 10, 10), "grey": (110, 110, 110), "navy": (20, 25, 70), "olive": (90, 100, 40)}
+SHAPES = ("circle", "square")
+QUALITIES = ("sharp", "blurred", "noisy", "static", "letterboxed")
+
+
+def draw(shape: str, color, background, width: int, height: int, cx: float, cy: float, size: int) -> np.ndarray:
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[:] = background
+    c = tuple(int(v) for v in color)
+    if shape == "circle":
+        cv2.circle(frame, (int(cx), int(cy)), size, c, -1, lineType=cv2.LINE_AA)
+    else:
+        cv2.rectangle(frame, (int(cx - size), int(cy - size)), (int(cx + size), int(cy + size)), c, -1)
+    return frame
+
+
+def degrade(frame: np.ndarray, quality: str, rng: np.random.Generator) -> np.ndarray:
+    if quality == "blurred":
+        return cv2.GaussianBlur(frame, (0, 0), 3.0)
+    if quality == "noisy":
+        noise = rng.normal(0, 40, frame.shape)
+        return np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    if quality == "letterboxed":
+        out = frame.copy()
+        bar = frame.shape[0] // 5
+        out[:bar] = 0
+        out[-bar:] = 0
+        return out
+    return frame
+
+
+def video_frames(shape, color, background, quality, rng, width=160, height=96, frames=24) -> list[np.ndarray]:
+    size = height // 6
+    x0, y0 = rng.uniform(size, width / 3), rng.uniform(size, height - size)
+    dx, dy = rng.uniform(2.0, 4.0), rng.uniform(-1.0, 1.0)
+    out = []
+    for t in range(frames):
+        moving = quality != "static"
+        cx = x0 + (dx * t if moving else 0)
+        cy = min(max(y0 + (dy * t if moving else 0), size), height - size)
+        out.append(degrade(draw(shape, color, background, width, height, cx, cy, size), quality, rng))
+    return out
+
+
+def write_mp4(path: str, frames: list[np.ndarray], fps: int = 8) -> None:
+    h, w = frames[0].shape[:2]
+    cmd = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps),
+           "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", path]
+    subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True, capture_output=True)
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height: the decompression-bomb guard must refuse it unread."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def generate(root: str, videos: int = 30, images: int = 18, seed: int = 0) -> list[dict]:
+    """Write media into root/media and return entries {name, modality, caption, quality}. The broken
+    entries (names starting with broken_) are served by the demo server as failures of each kind."""
+    rng = np.random.default_rng(seed)
+    media = os.path.join(root, "media")
+    os.makedirs(media, exist_ok=True)
+    entries = []
+    names_c, names_b = list(COLORS), list(BACKGROUNDS)
+    for i in range(videos):
+        shape, quality = SHAPES[i % 2], QUALITIES[i % len(QUALITIES)]
+        color, bg = names_c[i % len(names_c)], names_b[(i // 2) % len(names_b)]
+        frames = video_frames(shape, COLORS[color], BACKGROUNDS[bg], quality, rng)
+        name = f"video_{i:03d}.mp4"
+        write_mp4(os.path.join(media, name), frames)
+        motion = "resting" if quality == "static" else "moving"
+        entries.append({"name": name, "modality": "video", "quality": quality,
+                        "caption": f"a {color} {shape} {motion} on a {bg} background"})
+    for i in range(images):
+        shape, quality = SHAPES[i % 2], ("sharp", "blurred", "noisy")[i % 3]
+        color, bg = names_c[(i + 1) % len(names_c)], names_b[i % len(names_b)]
+        frame = degrade(draw(shape, COLORS[color], BACKGROUNDS[bg], 128, 128, rng.uniform(40, 88),
+                             rng.uniform(40, 88), 24), quality, rng)
+        name = f"image_{i:03d}.jpg"
+        cv2.imwrite(os.path.join(media, name), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        entries.append({"name": name, "modality": "image", "quality": quality,
+                        "caption": f"a {color} {shape} on a {bg} background"})
+    with open(os.path.join(media, "broken_corrupt.mp4"), "wb") as f:
+        f.write(b"\x00\x00\x00\x18ftypmp42" + rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with open(os.path.join(media, "broken_truncated.mp4"), "wb") as f:
+        f.write(open(os.path.join(media, "video_000.mp4"), "rb").read()[:700])
+    with open(os.path.join(media, "broken_oversize.mp4"), "wb") as f:
+        f.write(rng.integers(0, 256, 3 << 20, dtype=np.uint8).tobytes())
+    with open(os.path.join(media, "broken_huge.png"), "wb") as f:
+        f.write(huge_png_header(40000, 40000))
+    with open(os.path.join(media, "broken_empty.mp4"), "wb"):
+        pass
+    broken = [("broken_missing.mp4", "video", "a page that is gone (404)"),
+              ("broken_corrupt.mp4", "video", "random bytes behind an mp4 name"),
+              ("broken_truncated.mp4", "video", "the first 700 bytes of a video"),
+              ("broken_oversize.mp4", "video", "a body larger than the byte cap"),
+              ("broken_empty.mp4", "video", "an empty body"),
+              ("html/broken_page.mp4", "video", "an HTML error page served as 200"),
+              ("broken_huge.png", "image", "a PNG claiming 40000x40000 pixels"),
+              ("broken_missing.jpg", "image", "an image that is gone (404)")]
+    entries += [{"name": n, "modality": m, "quality": "broken", "caption": c} for n, m, c in broken]
+    return entries

@@ -1,0 +1,63 @@
+"""Runs img2dataset on one shard's image URLs in its own process, behind our outbound-address policy.
+
+img2dataset must run under a __main__ guard (it hangs otherwise) and fetches with urllib.request.urlopen,
+so installing a guarded global opener here puts every connection it makes, redirects included, through
+the same address check as our video downloader. Invoked as `python -m curate.download.img2dataset_runner JSON`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # stops albumentations phoning home at import
+
+
+def install_guarded_opener(allow_private: bool) -> None:
+    from curate.download.address import connection_classes
+
+    http_cls, https_cls = connection_classes(allow_private)
+
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(http_cls, req)
+
+    class HTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(https_cls, req, context=self._context)
+
+    urllib.request.install_opener(urllib.request.build_opener(HTTPHandler, HTTPSHandler))
+
+
+def _configure_from_argv() -> dict:
+    args = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    install_guarded_opener(bool(args.get("allow_private")))
+    if args.get("max_pixels"):
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = int(args["max_pixels"])
+        os.environ["CV_IO_MAX_IMAGE_PIXELS"] = str(int(args["max_pixels"]))
+    return args
+
+
+# Module level on purpose: img2dataset's spawned workers re-import this file as __mp_main__ (with the
+# parent's argv) and need the same policy; importing it from elsewhere configures nothing.
+ARGS = _configure_from_argv() if sys.argv[0].endswith("img2dataset_runner.py") else {}
+
+if __name__ == "__main__":
+    import img2dataset
+
+    max_side = ARGS.get("image_max_side")
+    img2dataset.download(
+        url_list=ARGS["input"], input_format="parquet", url_col="url", caption_col="caption",
+        save_additional_columns=["ckey"], output_folder=ARGS["output"], output_format="webdataset",
+        processes_count=1, thread_count=int(ARGS.get("thread_count", 64)),
+        number_sample_per_shard=int(ARGS["count"]) + 1,
+        image_size=int(max_side or 256), resize_mode="keep_ratio_largest" if max_side else "no",
+        resize_only_if_bigger=True, encode_format="jpg", encode_quality=95,
+        timeout=int(ARGS.get("timeout", 10)), retries=int(ARGS.get("retries", 0)), compute_hash="sha256",
+        max_image_area=float(ARGS.get("max_pixels") or "inf"), extract_exif=False,
+        distributor="multiprocessing", incremental_mode="incremental", enable_wandb=False,
+        user_agent_token="curate")

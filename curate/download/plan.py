@@ -1,0 +1,59 @@
+"""Plans a download: source rows -> one deduplicated samples table, each row assigned to a shard."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import duckdb
+import pyarrow.parquet as pq
+
+from curate import schema, sources
+from curate.download.shard import DUPLICATE_PREFIX
+from curate.shards.atomic import publish
+from curate.shards.folder import DatasetFolder
+
+
+def build_plan(folder: DatasetFolder, source: str, input_path: str, source_options: dict,
+               shard_size: int, limit: int | None = None) -> int:
+    """Stream the source into parts, then one DuckDB pass: repeated keys keep the first occurrence (by input
+    row) and later ones become `KEY_dupN` rows marked as duplicates; rows are numbered into shards in input
+    order. Returns the number of planned rows. Memory stays bounded by the reader's chunk size."""
+    parts_dir = os.path.join(folder.root, "_plan", "parts")
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    os.makedirs(parts_dir)
+    total = 0
+    for i, chunk in enumerate(sources.read(source, input_path, **source_options)):
+        if limit is not None:
+            chunk = chunk[: max(0, limit - total)]
+        if chunk:
+            pq.write_table(schema.table("samples", chunk), os.path.join(parts_dir, f"{i:06d}.parquet"))
+            total += len(chunk)
+        if limit is not None and total >= limit:
+            break
+    if total == 0:
+        raise ValueError(f"{source} input {input_path} has no rows")
+    tmp = folder.plan_path + ".tmp"
+    con = duckdb.connect()
+    con.execute("SET preserve_insertion_order = false")
+    columns = [f.name for f in schema.load("samples") if f.name not in ("key", "input_error")]
+    select = ", ".join(columns)
+    con.execute(
+        f"""COPY (
+          WITH ranked AS (
+            SELECT *, row_number() OVER (PARTITION BY key ORDER BY row) AS occurrence,
+                   first_value(row) OVER (PARTITION BY key ORDER BY row) AS first_row
+            FROM read_parquet($parts, union_by_name = true)
+          )
+          SELECT CASE WHEN occurrence = 1 THEN key ELSE key || '_dup' || (occurrence - 1) END AS key,
+                 {select},
+                 CASE WHEN occurrence = 1 THEN input_error
+                      ELSE $dup || key || ' (input row ' || first_row || ')' END AS input_error,
+                 (row_number() OVER (ORDER BY row) - 1) // $shard_size AS shard_no
+          FROM ranked ORDER BY row
+        ) TO '{tmp.replace("'", "''")}' (FORMAT parquet, ROW_GROUP_SIZE 100000)""",
+        {"parts": os.path.join(parts_dir, "*.parquet"), "dup": DUPLICATE_PREFIX, "shard_size": shard_size},
+    )
+    publish(tmp, folder.plan_path)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return total

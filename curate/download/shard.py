@@ -1,0 +1,279 @@
+"""Downloads one planned shard: every planned row becomes exactly one manifest row, media into the tar."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.download.http import FetchError, FetchPolicy, fetch_to_file
+from curate.media.probe import DEFAULT_MAX_PIXELS, MediaInfo, ProbeError, probe_image, probe_video
+from curate.media.transcode import TranscodeError, cap_resolution
+from curate.shards.folder import DatasetFolder
+from curate.shards.writer import ShardWriter
+
+DUPLICATE_PREFIX = "duplicate of "
+IMAGE_EXT = {"jpeg": "jpg", "mpo": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp"}
+VIDEO_EXT = {"h264": "mp4", "hevc": "mp4", "av1": "mp4", "mpeg4": "mp4", "vp8": "webm", "vp9": "webm"}
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    thread_count: int = 16
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    video_max_side: int | None = None  # re-encode larger videos down to this (None keeps the original bytes)
+    image_max_side: int | None = None
+    image_thread_count: int = 64
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DownloadOptions:
+        data = dict(data)
+        data["fetch"] = FetchPolicy(**data.get("fetch", {}))
+        return cls(**data)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _failure(row: dict, status: str, reason: str, message: str) -> dict:
+    return dict(row, status=status, error_reason=reason, error_message=message)
+
+
+def _success(row: dict, info: MediaInfo, path: str, digest: str | None = None) -> dict:
+    return dict(row, status="success", error_reason=None, error_message=None, width=info.width, height=info.height,
+                duration=info.duration, fps=info.fps, num_frames=info.num_frames, codec=info.codec,
+                size_bytes=os.path.getsize(path), sha256=digest or _sha256(path))
+
+
+def _probe(row: dict, path: str, opts: DownloadOptions, work: str) -> tuple[dict, str | None, str | None]:
+    """(manifest row, media path, extension) for a file on disk; failures become rows."""
+    try:
+        if row["modality"] == "video":
+            info = probe_video(path, opts.max_pixels)
+            if opts.video_max_side and max(info.width, info.height) > opts.video_max_side:
+                small = os.path.join(work, f"{row['key']}.small.mp4")
+                cap_resolution(path, small, opts.video_max_side)
+                path, info = small, probe_video(small, opts.max_pixels, decode_check=False)
+            ext = VIDEO_EXT.get(info.codec, "mp4")
+        else:
+            info = probe_image(path, opts.max_pixels)
+            ext = IMAGE_EXT.get(info.codec)
+            if ext is None:
+                return _failure(row, "failed_to_decode", "unsupported_format", f"image format {info.codec}"), None, None
+    except ProbeError as exc:
+        return _failure(row, "failed_to_decode", exc.reason, str(exc)), None, None
+    except TranscodeError as exc:
+        return _failure(row, "failed_to_decode", "transcode_error", str(exc)), None, None
+    return _success(row, info, path), path, ext
+
+
+def _fetch_one(row: dict, opts: DownloadOptions, work: str):
+    dest = os.path.join(work, row["key"])
+    try:
+        fetch_to_file(row["url"], dest, opts.fetch)
+    except FetchError as exc:
+        if os.path.exists(dest):
+            os.remove(dest)
+        return _failure(row, "failed_to_download", exc.reason, str(exc)), None, None
+    return _probe(row, dest, opts, work)
+
+
+def _local_one(row: dict, opts: DownloadOptions, work: str):
+    if not os.path.isfile(row["path"]):
+        return _failure(row, "failed_to_download", "missing_file", f"no file at {row['path']}"), None, None
+    return _probe(row, row["path"], opts, work)
+
+
+def _archive_members(rows: list[dict], work: str):
+    """Members of local tar archives (path ARCHIVE::MEMBER), each archive read once, sequentially."""
+    by_archive: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        archive, member = row["path"].split("::", 1)
+        by_archive.setdefault(archive, {})[member] = row
+    for archive, wanted in by_archive.items():
+        found = set()
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                for member in tar:
+                    row = wanted.get(member.name) or wanted.get(member.name.lstrip("./"))
+                    if row is None or not member.isfile():
+                        continue
+                    dest = os.path.join(work, row["key"])
+                    with tar.extractfile(member) as src, open(dest, "wb") as out:
+                        shutil.copyfileobj(src, out)
+                    found.add(row["key"])
+                    yield row, dest
+        except (OSError, tarfile.TarError) as exc:
+            for row in wanted.values():
+                if row["key"] not in found:
+                    found.add(row["key"])
+                    yield _failure(row, "failed_to_download", "archive_error", f"{archive}: {exc}"), None
+        for row in wanted.values():
+            if row["key"] not in found:
+                yield _failure(row, "failed_to_download", "missing_file", f"{row['path']} not in archive"), None
+
+
+_HTTP_ERROR = re.compile(r"HTTP Error (\d{3})")
+
+
+def _img2dataset_reason(message: str) -> str:
+    match = _HTTP_ERROR.search(message or "")
+    if match:
+        return f"http_{match.group(1)}"
+    text = (message or "").lower()
+    for needle, reason in (("non-public address", "private_address"), ("timed out", "timeout"),
+                           ("image area", "pixel_cap"), ("decompression", "pixel_cap")):
+        if needle in text:
+            return reason
+    return "download_error"
+
+
+def _remote_images(rows: list[dict], opts: DownloadOptions, work: str):
+    """img2dataset on this shard's image URLs, in a child process; its tar+parquet are folded back by key."""
+    out = os.path.join(work, "img2dataset")
+    inp = os.path.join(work, "img2dataset_input.parquet")
+    os.makedirs(out)
+    pq.write_table(pa.table({"url": [r["url"] for r in rows], "caption": [r["caption"] for r in rows],
+                             "ckey": [r["key"] for r in rows]}), inp)
+    args = {"input": inp, "output": out, "count": len(rows), "allow_private": opts.fetch.allow_private,
+            "max_pixels": opts.max_pixels, "image_max_side": opts.image_max_side,
+            "thread_count": opts.image_thread_count, "timeout": int(opts.fetch.read_timeout),
+            "retries": opts.fetch.retries}
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+    proc = subprocess.run([sys.executable, "-m", "curate.download.img2dataset_runner", json.dumps(args)],
+                          capture_output=True, env=env, check=False)
+    results: dict[str, dict] = {}
+    for manifest in sorted(p for p in os.listdir(out) if p.endswith(".parquet")) if os.path.isdir(out) else []:
+        for rec in pq.read_table(os.path.join(out, manifest)).to_pylist():
+            results[rec["ckey"]] = rec
+        with tarfile.open(os.path.join(out, manifest.replace(".parquet", ".tar"))) as tar:
+            for member in tar:
+                if member.name.endswith(".jpg"):
+                    tar.extract(member, out, filter="data")
+    for row in rows:
+        rec = results.get(row["key"])
+        if rec is None:
+            tail = proc.stderr.decode(errors="replace").strip()[-300:]
+            yield _failure(row, "failed_to_download", "downloader_error",
+                           f"img2dataset returned no row (exit {proc.returncode}): {tail}"), None, None
+        elif rec["status"] != "success":
+            status = "failed_to_decode" if rec["status"] == "failed_to_resize" else "failed_to_download"
+            reason = "corrupt" if status == "failed_to_decode" else _img2dataset_reason(rec["error_message"])
+            yield _failure(row, status, reason, rec["error_message"]), None, None
+        else:
+            path = os.path.join(out, rec["key"] + ".jpg")
+            info = MediaInfo(width=rec["width"], height=rec["height"], codec="jpeg")
+            yield _success(row, info, path, rec.get("sha256")), path, "jpg"
+
+
+def _guarded(fn, row: dict, *args):
+    """A bug or an unforeseen error on one sample becomes that sample's failure row, not a lost shard."""
+    try:
+        return fn(row, *args)
+    except Exception as exc:  # noqa: BLE001 - recorded as data, with the type and message
+        return _failure(row, "failed_to_download", "internal_error", f"{type(exc).__name__}: {exc}"), None, None
+
+
+def _preset_failure(row: dict) -> dict | None:
+    error = row.get("input_error")
+    if not error:
+        return None
+    if error.startswith(DUPLICATE_PREFIX):
+        return _failure(row, "duplicate", "duplicate", error)
+    return _failure(row, "invalid_input", "invalid_input", error)
+
+
+def _download_rows(rows: list[dict], opts: DownloadOptions, work: str, writer: ShardWriter) -> None:
+    pending, remote_images, archived = [], [], []
+    for row in rows:
+        failure = _preset_failure(row)
+        if failure:
+            writer.add(failure)
+        elif row["url"] and row["modality"] == "image":
+            remote_images.append(row)
+        elif row["path"] and "::" in row["path"]:
+            archived.append(row)
+        else:
+            pending.append(row)
+    if remote_images:
+        for out_row, path, ext in _remote_images(remote_images, opts, work):
+            writer.add(out_row, path, ext)
+    with ThreadPoolExecutor(max(1, opts.thread_count)) as pool:
+        futures = [pool.submit(_guarded, _fetch_one if r["url"] else _local_one, r, opts, work) for r in pending]
+        for row, path in _archive_members(archived, work):
+            if path is None:
+                writer.add(row)
+            else:
+                futures.append(pool.submit(_guarded, _probe, row, path, opts, work))
+        for future in as_completed(futures):
+            out_row, path, ext = future.result()
+            writer.add(out_row, path, ext)
+
+
+def _in_workdir(root: str, sid: str, body) -> dict:
+    folder = DatasetFolder(root)
+    work = os.path.join(root, "_work", sid)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    writer = ShardWriter(folder, sid)
+    try:
+        body(work, writer)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def download_shard(root: str, number: int, sid: str, options: dict) -> dict:
+    """Download every planned row of shard `number` into shard `sid` of the dataset at `root`."""
+    opts = DownloadOptions.from_dict(options)
+    plan = DatasetFolder(root).plan_path
+    rows = pq.read_table(plan, filters=[("shard_no", "=", number)]).drop(["shard_no"]).to_pylist()
+    return _in_workdir(root, sid, lambda work, writer: _download_rows(rows, opts, work, writer))
+
+
+RETRYABLE_STATUSES = ("failed_to_download", "failed_to_decode")
+_SAMPLE_FIELDS = ("key", "row", "source", "modality", "url", "path", "caption", "extra")
+
+
+def retry_shard(root: str, sid: str, options: dict) -> dict:
+    """Re-attempt the failed rows of a complete shard; its successes are carried over unchanged."""
+    opts = DownloadOptions.from_dict(options)
+    folder = DatasetFolder(root)
+    old = pq.read_table(folder.manifest(sid)).to_pylist()
+
+    def body(work: str, writer: ShardWriter) -> None:
+        kept = {r["key"]: r for r in old if r["status"] not in RETRYABLE_STATUSES}
+        with tarfile.open(folder.tar(sid)) as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                if key in kept and ext not in ("txt", "json") and member.isfile():
+                    tar.extract(member, work, filter="data")
+                    writer.add(kept.pop(key), os.path.join(work, member.name), ext)
+        for row in kept.values():
+            writer.add(row)
+        retry = [{k: r[k] for k in _SAMPLE_FIELDS} for r in old if r["status"] in RETRYABLE_STATUSES]
+        _download_rows(retry, opts, work, writer)
+
+    return _in_workdir(root, sid, body)

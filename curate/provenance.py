@@ -1,0 +1,76 @@
+"""Provenance: what produced a dataset folder (config, input fingerprint, versions), and the resume check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+
+PACKAGES = ("curate", "torch", "open_clip_torch", "ray", "pyarrow", "webdataset", "img2dataset", "decord",
+            "duckdb", "numpy", "pillow", "opencv-python-headless")
+_EDGE = 4 << 20
+
+
+class ProvenanceMismatch(Exception):
+    """A rerun whose input or config differs from what the folder was built with."""
+
+
+def _file_digest(path: str, digest) -> None:
+    size = os.path.getsize(path)
+    digest.update(f"{os.path.basename(path)}:{size}:".encode())
+    with open(path, "rb") as f:
+        if size <= 2 * _EDGE:
+            digest.update(f.read())
+        else:  # head + tail + size: catches edits and truncation of multi-GB CSVs without reading them whole
+            digest.update(f.read(_EDGE))
+            f.seek(-_EDGE, os.SEEK_END)
+            digest.update(f.read(_EDGE))
+
+
+def input_fingerprint(path: str) -> str:
+    """sha256 over the input's bytes (files up to 8 MiB; larger: size + first and last 4 MiB) and, for
+    folders, every file's relative path."""
+    digest = hashlib.sha256()
+    if os.path.isdir(path):
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                digest.update(os.path.relpath(full, path).encode())
+                _file_digest(full, digest)
+    else:
+        _file_digest(path, digest)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict:
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def record(stage: str, config: dict, fingerprint: str, **more) -> dict:
+    return {"stage": stage, "config": config, "input_fingerprint": fingerprint, "versions": package_versions(),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **more}
+
+
+def check_resume(existing: dict | None, config: dict, fingerprint: str) -> None:
+    """Refuse to continue a folder built from another input or config (the caller offers --force)."""
+    if existing is None:
+        return
+    if existing.get("input_fingerprint") != fingerprint:
+        raise ProvenanceMismatch("the input differs from the one this folder was built from")
+    old = json.dumps(existing.get("config"), sort_keys=True, default=str)
+    new = json.dumps(config, sort_keys=True, default=str)
+    if old != new:
+        changed = sorted(k for k in set(config) | set(existing.get("config") or {})
+                         if (existing.get("config") or {}).get(k) != config.get(k))
+        raise ProvenanceMismatch(f"the configuration differs from the one this folder was built with: {changed}")

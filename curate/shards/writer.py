@@ -1,0 +1,84 @@
+"""Writes one shard: NNNNN.tar (WebDataset members) + NNNNN.parquet manifest + NNNNN_stats.json, atomically."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+import time
+from collections import Counter
+
+import pyarrow.parquet as pq
+
+from curate import schema
+from curate.shards.atomic import publish, write_json
+from curate.shards.folder import DatasetFolder
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_SAFE_EXT = re.compile(r"^[a-z0-9]{1,5}$")
+METADATA_FIELDS = ("key", "source", "modality", "url", "width", "height", "fps", "num_frames", "duration",
+                   "codec", "size_bytes", "sha256")
+
+
+def member_name(key: str, ext: str) -> str:
+    """Tar member names are only ever KEY.EXT with a checked key: no paths, no dots, no traversal."""
+    if not _SAFE_KEY.match(key) or not _SAFE_EXT.match(ext):
+        raise ValueError(f"unsafe tar member name {key!r}.{ext!r}")
+    return f"{key}.{ext}"
+
+
+class ShardWriter:
+    """Collect rows (every input row, success or not) and media files; `close()` publishes the shard.
+    Order of publication: tar, stats, then the parquet, whose presence marks the shard complete."""
+
+    def __init__(self, folder: DatasetFolder, sid: str):
+        os.makedirs(folder.shards_dir, exist_ok=True)
+        self.folder, self.sid = folder, sid
+        self._tmp_tar = os.path.join(folder.shards_dir, f".{sid}.tar.tmp")
+        self._tar = tarfile.open(self._tmp_tar, "w", format=tarfile.PAX_FORMAT)
+        self.rows: list[dict] = []
+        self.started = time.time()
+
+    def _add_bytes(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), int(self.started), 0o644
+        self._tar.addfile(info, io.BytesIO(data))
+
+    def add(self, row: dict, media_path: str | None = None, ext: str | None = None) -> None:
+        row = dict(row, shard=self.sid)
+        if row.get("status") == "success":
+            if media_path is None or ext is None:
+                raise ValueError(f"{row['key']}: a success row needs its media")
+            info = tarfile.TarInfo(member_name(row["key"], ext))
+            info.size, info.mtime, info.mode = os.path.getsize(media_path), int(self.started), 0o644
+            with open(media_path, "rb") as f:
+                self._tar.addfile(info, f)
+            self._add_bytes(member_name(row["key"], "txt"), (row.get("caption") or "").encode("utf-8"))
+            meta = {k: row.get(k) for k in METADATA_FIELDS}
+            meta["extra"] = json.loads(row.get("extra") or "{}")
+            self._add_bytes(member_name(row["key"], "json"), json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+        self.rows.append(row)
+
+    def close(self) -> dict:
+        self._tar.close()
+        self.rows.sort(key=lambda r: r["row"])
+        table = schema.table("manifest", self.rows)
+        tmp_parquet = os.path.join(self.folder.shards_dir, f".{self.sid}.parquet.tmp")
+        pq.write_table(table, tmp_parquet, compression="zstd")
+        statuses = Counter(r["status"] for r in self.rows)
+        reasons = Counter(r.get("error_reason") for r in self.rows if r["status"] != "success")
+        stats = {"count": len(self.rows), "successes": statuses.get("success", 0),
+                 "failed": len(self.rows) - statuses.get("success", 0), "status_dict": dict(statuses),
+                 "error_reasons": dict(reasons), "start_time": self.started, "end_time": time.time(),
+                 "duration": time.time() - self.started}
+        publish(self._tmp_tar, self.folder.tar(self.sid))
+        write_json(self.folder.stats(self.sid), stats)
+        publish(tmp_parquet, self.folder.manifest(self.sid))
+        return stats
+
+    def abort(self) -> None:
+        self._tar.close()
+        if os.path.exists(self._tmp_tar):
+            os.remove(self._tmp_tar)

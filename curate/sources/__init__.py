@@ -1,0 +1,23 @@
+"""Source readers: each turns one dataset's as-distributed files into chunks of samples-table rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from curate.sources import folder, journeydb, laion, msrvtt, urls, webvid
+
+READERS: dict[str, Callable[..., Iterator[list[dict]]]] = {
+    "webvid": webvid.read,
+    "laion-coco": laion.read_coco,
+    "laion-aesthetics": laion.read_aesthetics,
+    "journeydb": journeydb.read,
+    "msrvtt": msrvtt.read,
+    "folder": folder.read,
+    "urls": urls.read,
+}
+
+
+def read(source: str, path: str, **options) -> Iterator[list[dict]]:
+    if source not in READERS:
+        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(READERS)}")
+    return READERS[source](path, **options)

@@ -1,0 +1,63 @@
+"""LAION-COCO and LAION-Aesthetics V2 readers: their parquet files (one file, a folder or a glob), streamed."""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from collections.abc import Iterator
+
+import pyarrow.parquet as pq
+
+from curate.sources.sample import make_key, sample, url_digest
+
+COCO_CAPTION_COLUMNS = ("top_caption", "TEXT")
+AESTHETIC_SCORE_COLUMNS = ("AESTHETIC_SCORE", "aesthetic")
+
+
+def parquet_files(path: str) -> list[str]:
+    if os.path.isdir(path):
+        files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+    else:
+        files = sorted(glob.glob(path)) if any(ch in path for ch in "*?[") else [path]
+    if not files:
+        raise FileNotFoundError(f"no parquet files at {path}")
+    return files
+
+
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _rows(path: str, source: str, caption_column: str, batch_rows: int) -> Iterator[list[dict]]:
+    row = 0
+    for file in parquet_files(path):
+        pf = pq.ParquetFile(file)
+        names = pf.schema_arrow.names
+        url_col = "URL" if "URL" in names else ("url" if "url" in names else None)
+        if url_col is None:
+            raise ValueError(f"{file}: no URL column (have {names})")
+        if caption_column not in names:
+            raise ValueError(f"{file}: caption column {caption_column!r} not found (have {names})")
+        for batch in pf.iter_batches(batch_size=batch_rows):
+            cols = batch.to_pydict()
+            extras = [c for c in names if c not in (url_col, caption_column)]
+            chunk = []
+            for i, url in enumerate(cols[url_col]):
+                extra = {c: _clean(cols[c][i]) for c in extras}
+                chunk.append(sample(key=make_key("", url_digest(url or f"{file}:{row}")), row=row, source=source,
+                                    modality="image", url=url, caption=cols[caption_column][i], extra=extra))
+                row += 1
+            yield chunk
+
+
+def read_coco(path: str, caption_column: str = "top_caption", batch_rows: int = 65536) -> Iterator[list[dict]]:
+    """LAION-COCO: the synthetic BLIP caption (top_caption) by default, as the paper trains on; TEXT is the alt-text."""
+    return _rows(path, "laion-coco", caption_column, batch_rows)
+
+
+def read_aesthetics(path: str, caption_column: str = "TEXT", batch_rows: int = 65536) -> Iterator[list[dict]]:
+    """LAION-Aesthetics V2: the score column (AESTHETIC_SCORE, or `aesthetic` in laion2B-en derivatives) stays in extra."""
+    return _rows(path, "laion-aesthetics", caption_column, batch_rows)

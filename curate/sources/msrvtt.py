@@ -1,0 +1,47 @@
+"""MSR-VTT reader: MSRVTT_data.json (videos, sentences, splits) + a local folder of the video files."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterator
+
+from curate.sources.sample import make_key, sample
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi")
+
+
+def _find_video(videos: str, video_id: str) -> str | None:
+    for ext in VIDEO_EXTENSIONS:
+        candidate = os.path.join(videos, video_id + ext)
+        if os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def read(path: str, videos: str | None = None, split: str | None = None) -> Iterator[list[dict]]:
+    """One row per video; caption = the first sentence (by sen_id), all 20 captions kept in extra."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or "videos" not in data or "sentences" not in data:
+        raise ValueError(f"{path}: not MSRVTT_data.json (needs 'videos' and 'sentences')")
+    videos = videos or os.path.join(os.path.dirname(os.path.abspath(path)), "videos")
+    captions: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for s in data["sentences"]:
+        captions[s.get("video_id")].append((s.get("sen_id", 0), s.get("caption", "")))
+    chunk = []
+    for row, video in enumerate(data["videos"]):
+        if split is not None and video.get("split") != split:
+            continue
+        video_id = str(video.get("video_id", ""))
+        caps = [c for _, c in sorted(captions.get(video_id, []))]
+        local = _find_video(videos, video_id) if video_id else None
+        error = None if local else (f"video file for {video_id} not found in {videos}" if video_id else "missing video_id")
+        extra = {"id": video.get("id"), "video_id": video_id, "category": video.get("category"),
+                 "split": video.get("split"), "youtube_url": video.get("url"),
+                 "start_time": video.get("start time"), "end_time": video.get("end time"), "all_captions": caps}
+        chunk.append(sample(key=make_key("msrvtt_", video_id or f"row{row}"), row=row, source="msrvtt",
+                            modality="video", caption=caps[0] if caps else "", path=local, extra=extra,
+                            input_error=error))
+    yield chunk

@@ -1,0 +1,1 @@
+"""DuckDB over dataset folders: the `samples` view, read-only queries and summary statistics."""

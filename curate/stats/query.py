@@ -1,0 +1,66 @@
+"""A read-only DuckDB session over one dataset folder, with the view `samples` (one row per input sample)."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import duckdb
+import pyarrow as pa
+
+from curate.shards.folder import DatasetFolder
+
+
+class QueryError(Exception):
+    """A query that is not a single read-only SELECT, or that DuckDB rejects."""
+
+
+def _quote(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"
+
+
+def score_tables(root: str) -> list[str]:
+    """Score folders written by `curate score`: scores/<scorer>/*.parquet, each with a `key` column."""
+    return sorted(d for d in glob.glob(os.path.join(root, "scores", "*")) if glob.glob(os.path.join(d, "*.parquet")))
+
+
+def connect(root: str) -> duckdb.DuckDBPyConnection:
+    """`samples` = every shard manifest, left-joined with every scorer's table on key. After the view is
+    defined the session may read only inside the folder and cannot write files."""
+    folder = DatasetFolder(root)
+    if not folder.complete_shards():
+        raise FileNotFoundError(f"{root} has no complete shards (expected {folder.manifest_glob()})")
+    con = duckdb.connect()
+    sql = f"SELECT m.* FROM read_parquet({_quote(folder.manifest_glob())}, union_by_name = true) m"
+    columns = {c for (c,) in con.execute(
+        f"SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet({_quote(folder.manifest_glob())}))").fetchall()}
+    for i, table in enumerate(score_tables(root)):
+        path = os.path.join(table, "*.parquet")
+        names = [c for (c,) in con.execute(
+            f"SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet({_quote(path)}))").fetchall()]
+        new = [c for c in names if c != "key" and c not in columns]
+        columns.update(new)
+        picked = ", ".join(f's{i}."{c}"' for c in new) or "NULL AS _none"
+        sql = (f"SELECT q.*, {picked} FROM ({sql}) q "
+               f"LEFT JOIN read_parquet({_quote(path)}, union_by_name = true) s{i} USING (key)")
+    con.execute(f"CREATE VIEW samples AS {sql}")
+    con.execute(f"SET allowed_directories = [{_quote(os.path.abspath(root))}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def run(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pa.Table:
+    """Run one SELECT (or WITH ... SELECT); anything else — DDL, COPY, ATTACH, PRAGMA, several statements — is refused."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"cannot parse query: {exc}") from None
+    if len(statements) != 1:
+        raise QueryError(f"expected exactly one statement, got {len(statements)}")
+    if statements[0].type != duckdb.StatementType.SELECT:
+        raise QueryError(f"only SELECT queries are allowed (got {statements[0].type.name})")
+    try:
+        return con.execute(sql, params or []).to_arrow_table()
+    except duckdb.Error as exc:
+        raise QueryError(str(exc).strip()) from None
