@@ -21,6 +21,7 @@ def init(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, logging_level="WARNING", log_to_driver=True)
         return
+    num_cpus = num_cpus or (int(os.environ["CURATE_RAY_NUM_CPUS"]) if os.environ.get("CURATE_RAY_NUM_CPUS") else None)
     ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              object_store_memory=int(os.environ.get("CURATE_RAY_OBJECT_STORE", 256 << 20)),
              logging_level="WARNING", log_to_driver=True, configure_logging=True)

@@ -110,6 +110,8 @@ def _attempt(url: str, dest: str, policy: FetchPolicy, resolver) -> tuple[str, s
             if length and length.isdigit() and int(length) > policy.max_bytes:
                 raise FetchError("byte_cap", f"Content-Length {length} exceeds the {policy.max_bytes}-byte cap")
             size, digest = _stream(resp, dest, policy)
+            if length and length.isdigit() and size != int(length):
+                raise FetchError("truncated", f"body ended after {size} of {length} bytes", retryable=True)
             return url, ctype, size, digest
         finally:
             conn.close()

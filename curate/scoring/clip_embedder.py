@@ -21,7 +21,7 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def _is_torchscript(path) -> bool:
-    # OpenAI's original release files are TorchScript archives, which torch.load refuses with weights_only.
+    # OpenAI's original release files (ViT-L-14.pt, ...) are TorchScript archives.
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
@@ -49,18 +49,23 @@ class ClipEmbedder:
         source = resolve_clip(self.spec)
         cfg = source.pretrained_cfg
         options = {}
-        if source.checkpoint is not None:
-            options["pretrained"] = str(source.checkpoint)
-            options["weights_only"] = not _is_torchscript(source.checkpoint)
         if cfg:
             options.update(
-                force_quick_gelu=bool(cfg.get("quick_gelu", False)),
                 image_mean=cfg.get("mean"),
                 image_std=cfg.get("std"),
                 image_interpolation=cfg.get("interpolation"),
                 image_resize_mode=cfg.get("resize_mode"),
             )
-        model, _, _ = open_clip.create_model_and_transforms(source.architecture, device=self.device, **options)
+        quick_gelu = bool(cfg.get("quick_gelu", False))
+        if source.checkpoint is not None:
+            options["pretrained"] = str(source.checkpoint)
+            if _is_torchscript(source.checkpoint):
+                # an OpenAI release file: not a plain state dict, and every OpenAI CLIP uses QuickGELU
+                options["weights_only"] = False
+                quick_gelu = True
+        model, _, _ = open_clip.create_model_and_transforms(
+            source.architecture, device=self.device, force_quick_gelu=quick_gelu, **options
+        )
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(source.architecture)
         self.source = source

@@ -122,11 +122,11 @@ class IsolatedDecoder:
         if self._process is None or not self._process.is_alive():
             self._start()
         assert self._conn is not None and self._process is not None
-        self._conn.send((media, modality, k, positions))
-        if not self._conn.poll(self.timeout_s):
-            self._stop()
-            raise FrameDecodeError(f"decoding timed out after {self.timeout_s:g}s (decoder process killed)")
         try:
+            self._conn.send((media, modality, k, positions))
+            if not self._conn.poll(self.timeout_s):
+                self._stop()
+                raise FrameDecodeError(f"decoding timed out after {self.timeout_s:g}s (decoder process killed)")
             status, payload = self._conn.recv()
         except (EOFError, ConnectionError):
             self._process.join(timeout=5)

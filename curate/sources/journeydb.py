@@ -60,7 +60,7 @@ def read(path: str, images: str | None = None, caption_field: str = "prompt",
             extra = {"img_path": ann["img_path"], "prompt": ann.get("prompt"), "caption": task2.get("Caption"),
                      "task1": ann.get("Task1")}
             chunk.append(sample(
-                key=make_key("jdb_", member.rsplit(".", 1)[0]), row=row, source="journeydb", modality="image",
+                key=make_key("jdb_", member.rsplit(".", 1)[0].replace("/", "_")), row=row, source="journeydb", modality="image",
                 caption=caption, url=url, path=f"{archive}::{member}" if local else None, extra=extra,
                 input_error=None if (local or url) else f"image archive {archive} not found and no url"))
         if len(chunk) >= batch_rows:

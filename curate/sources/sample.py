@@ -40,7 +40,7 @@ def sample(*, key: str, row: int, source: str, modality: str, caption: str | Non
            url: str | None = None, path: str | None = None, extra: dict | None = None,
            input_error: str | None = None) -> dict:
     """One samples-table row (see schemas/samples.yaml)."""
-    if url is not None and input_error is None:
+    if path is None and input_error is None:  # remote sample: the URL must be fetchable at all
         input_error = url_problem(url)
     return {
         "key": key, "row": row, "source": source, "modality": modality, "url": url, "path": path,

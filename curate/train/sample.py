@@ -19,7 +19,7 @@ from curate.train.autoencoder import load_autoencoder
 from curate.train.diffusion import GaussianDiffusion
 from curate.train.presets import build_unet
 from curate.train.text import load_text_encoder
-from curate.train.trainer import export_weights, latest_checkpoint, recipe_of_checkpoint
+from curate.train.trainer import export_weights, recipe_of_checkpoint, resolve_checkpoint
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,7 @@ class SampleSettings:
 
 class VideoSampler:
     def __init__(self, checkpoint: str | Path, device: torch.device | str = "cpu"):
-        path = Path(checkpoint)
-        if path.is_dir():
-            found = latest_checkpoint(path)
-            if found is None:
-                raise FileNotFoundError(f"no checkpoints under {path}/checkpoints")
-            path = found
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        self.ckpt = checkpoints.load_checkpoint(path, trust=False)
+        self.ckpt = checkpoints.load_checkpoint(resolve_checkpoint(checkpoint))
         self.recipe = recipe_of_checkpoint(self.ckpt)
         self.device = torch.device(device)
         r = self.recipe

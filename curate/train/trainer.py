@@ -7,7 +7,7 @@ is seeded from (seed, s, rank, micro-step), and the loader's position is step x 
 a run resumed from a checkpoint continues exactly as if it had not stopped.
 
 Checkpoints are plain dicts {model, ema, opt, step, config} written atomically to
-RUN/checkpoints/step_NNNNNNN.pt; `resume: latest` continues from the newest one. Rank 0 logs
+RUN/checkpoints/step_NNNNNNNN.pt; `resume: latest` continues from the newest one. Rank 0 logs
 loss, lr and samples/s to stdout and RUN/log.jsonl.
 """
 
@@ -29,11 +29,11 @@ from curate.train import checkpoints
 from curate.train.autoencoder import load_autoencoder
 from curate.train.data import LoaderConfig, make_loader
 from curate.train.diffusion import GaussianDiffusion, drop_captions
-from curate.train.lora import add_lora, lora_parameters, merge_lora_state
+from curate.train.lora import add_lora, merge_lora_state
 from curate.train.presets import build_unet
 from curate.train.recipe import Recipe, RecipeError, recipe_from_dict
 from curate.train.text import FrozenTextEncoder, create_tiny, load_text_encoder
-from curate.train.unet3d import parameter_groups, set_trainable, trainable_groups
+from curate.train.unet3d import set_trainable, trainable_groups
 
 # recipe fields a resume may change: they do not alter what the run computes
 RESUMABLE_CHANGES = {("train", "steps"), ("train", "log_every"), ("train", "checkpoint_every"), ("data", "num_workers"), ("data", "dirs")}
@@ -58,15 +58,13 @@ def build_text_encoder(recipe: Recipe, run_dir: Path) -> FrozenTextEncoder:
     return load_text_encoder(spec.kind, path)
 
 
-def build_model(recipe: Recipe) -> nn.Module:
-    """The U-Net with the recipe's trainable groups (and LoRA adapters) set up, weights as initialised."""
-    model = build_unet(recipe.model.preset, **recipe.model.overrides)
+def prepare_for_stage(model: nn.Module, recipe: Recipe) -> None:
+    """Freeze all but the stage's trainable groups, or insert LoRA adapters into them."""
     groups = {"spatial"} if recipe.stage == "image" else trainable_groups(recipe.trainable, recipe.fps_group)
     if recipe.method == "lora":
         add_lora(model, groups, recipe.lora_rank, recipe.lora_alpha)
     else:
         set_trainable(model, groups)
-    return model
 
 
 def lora_scale(config: dict) -> float | None:
@@ -84,29 +82,28 @@ def export_weights(ckpt: dict, use_ema: bool = True) -> dict[str, torch.Tensor]:
     return merge_lora_state(state, scale) if scale is not None else state
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / "checkpoints").glob("step_*.pt"))
-    return found[-1] if found else None
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's latest checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        found = checkpoints.latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoints under {path}/checkpoints")
+        return found
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
 
 
 def load_init(model: nn.Module, init_from: str) -> None:
-    """Load starting weights: `videocrafter2:PATH`, `sd21:PATH`, or one of our checkpoints / run folders."""
-    kind, _, path = init_from.partition(":") if init_from.split(":", 1)[0] in ("videocrafter2", "sd21") else ("ours", "", init_from)
+    """Load starting weights into a plain U-Net: `videocrafter2:PATH`, `sd21:PATH`, or our checkpoint / run folder."""
+    kind, _, path = init_from.partition(":")
     if kind == "videocrafter2":
-        state = checkpoints.videocrafter2_unet_state(checkpoints.load_checkpoint(path, trust=False))
+        checkpoints.load_unet_state(model, checkpoints.read_videocrafter2(path)["unet"])
     elif kind == "sd21":
-        state = checkpoints.sd21_unet_state(checkpoints.load_checkpoint(path, trust=False), model)
+        checkpoints.load_sd21_unet(model, checkpoints.read_state(path))
     else:
-        file = Path(path)
-        if file.is_dir():
-            file = latest_checkpoint(file)
-            if file is None:
-                raise FileNotFoundError(f"init_from: no checkpoints under {path}/checkpoints")
-        state = export_weights(checkpoints.load_checkpoint(file, trust=False))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith((".lora_A", ".lora_B"))]
-    if missing or unexpected:
-        raise ValueError(f"init_from {init_from}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        checkpoints.load_unet_state(model, export_weights(checkpoints.load_checkpoint(resolve_checkpoint(init_from))))
 
 
 def _config_changes(old: dict, new: dict) -> list[str]:
@@ -150,16 +147,17 @@ class Trainer:
         self.text_encoder = build_text_encoder(recipe, self.run_dir).to(self.device)
         self.first_stage = load_autoencoder(recipe.autoencoder.kind, recipe.autoencoder.path, recipe.autoencoder.scale_factor).to(self.device)
         self.diffusion = GaussianDiffusion(recipe.diffusion)
-        self.model = build_model(recipe).to(self.device)
-        self.model.set_gradient_checkpointing(recipe.train.gradient_checkpointing)
-        self.trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
-        self.step = 0
-        resume_from = latest_checkpoint(self.run_dir) if recipe.train.resume == "latest" else None
+        self.model = build_unet(recipe.model.preset, **recipe.model.overrides)
+        resume_from = checkpoints.latest_checkpoint(self.run_dir) if recipe.train.resume == "latest" else None
         if recipe.init_from and resume_from is None:
             load_init(self.model, recipe.init_from)
+        prepare_for_stage(self.model, recipe)
+        self.model.to(self.device).set_gradient_checkpointing(recipe.train.gradient_checkpointing)
+        self.trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        self.step = 0
         self.ema = {n: p.detach().float().clone() for n, p in self.trainable.items()}
         t = recipe.optim
-        self.opt = torch.optim.AdamW(self.trainable.values(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.opt = torch.optim.AdamW(self.trainable.values(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, foreach=True)
         if resume_from is not None:
             self._resume(resume_from)
         self.forward_model = wrap_model(self.model) if wrap_model else self.model
@@ -168,7 +166,7 @@ class Trainer:
         return {"recipe": self.recipe.to_dict(), "text_encoder_path": str(text_encoder_path(self.recipe, self.run_dir) or "")}
 
     def _resume(self, path: Path) -> None:
-        ckpt = checkpoints.load_checkpoint(path, trust=False)
+        ckpt = checkpoints.load_checkpoint(path)
         changes = _config_changes(ckpt["config"]["recipe"], self.recipe.to_dict())
         if changes:
             raise RecipeError(f"cannot resume {path}: the recipe changed ({', '.join(changes)}); use a new --out folder")
@@ -206,10 +204,8 @@ class Trainer:
             self.ema[name].lerp_(param.detach().float(), 1 - decay)
 
     def save(self) -> Path:
-        path = self.run_dir / "checkpoints" / f"step_{self.step:07d}.pt"
         ckpt = {"model": self.model.state_dict(), "ema": self.ema, "opt": self.opt.state_dict(), "step": self.step, "config": self.config()}
-        checkpoints.save_checkpoint(ckpt, path)
-        return path
+        return checkpoints.save_checkpoint(checkpoints.checkpoint_path(self.run_dir, self.step), ckpt)
 
     def run(self, steps: int | None = None) -> list[StepLog]:
         """Train until `steps` (default: the recipe's) optimizer steps in total; returns this call's logs."""

@@ -1,0 +1,139 @@
+"""Download jobs end to end on local Ray: one manifest row per input row, resume, refusal, retry, kill."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import duckdb
+import pytest
+
+from curate.download.http import FetchPolicy
+from curate.download.job import download, retry_failed
+from curate.download.shard import DownloadOptions
+from curate.provenance import ProvenanceMismatch
+
+LOCAL = DownloadOptions(fetch=FetchPolicy(allow_private=True, retries=0, read_timeout=3, max_bytes=2 << 20))
+
+
+def url_list(tmp_path, server, names, name="urls.txt"):
+    path = tmp_path / name
+    path.write_text("".join(f"{server.base_url}/{n}\tcaption of {n}, \"quoted\"\n" for n in names))
+    return str(path)
+
+
+def manifest(out):
+    return duckdb.sql(f"SELECT * FROM read_parquet('{out}/shards/*.parquet')").to_arrow_table().to_pylist()
+
+
+def check_tars(out, rows):
+    """Every tar reads to the end and holds media + txt + json for exactly the success rows."""
+    members = []
+    for tar_path in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            members += [m.name for m in tar]
+    success = sorted(r["key"] for r in rows if r["status"] == "success")
+    assert sorted({m.split(".")[0] for m in members}) == success
+    assert len(members) == 3 * len(success)
+
+
+MIXED = ["video_000.mp4", "video_001.mp4", "image_000.jpg", "image_001.jpg", "broken_missing.mp4",
+         "broken_corrupt.mp4", "broken_truncated.mp4", "html/page.mp4", "broken_empty.mp4", "status/429",
+         "broken_missing.jpg", "video_000.mp4"]
+
+
+def test_every_input_row_becomes_one_manifest_row(ray_local, media_server, tmp_path):
+    out = tmp_path / "ds"
+    summary = download("urls", url_list(tmp_path, media_server, MIXED), str(out), options=LOCAL, shard_size=5)
+    assert summary == {"shards": 3, "skipped": 0, "ran": 3, "failed_shards": []}
+    rows = manifest(out)
+    assert sorted(r["row"] for r in rows) == list(range(len(MIXED)))
+    assert len({r["key"] for r in rows}) == len(MIXED)
+    by_name = {r["url"].split("/", 3)[3]: r for r in rows if r["status"] != "duplicate"}
+    assert by_name["video_000.mp4"]["status"] == "success" and by_name["video_000.mp4"]["num_frames"] == 24
+    assert by_name["video_000.mp4"]["fps"] == 8 and by_name["video_000.mp4"]["width"] == 160
+    assert by_name["image_000.jpg"]["status"] == "success" and by_name["image_000.jpg"]["width"] == 128
+    expected = {"broken_missing.mp4": "http_404", "broken_corrupt.mp4": "corrupt", "broken_truncated.mp4": "corrupt",
+                "html/page.mp4": "html_body", "broken_empty.mp4": "empty_body", "status/429": "http_429",
+                "broken_missing.jpg": "http_404"}
+    assert {n: by_name[n]["error_reason"] for n in expected} == expected
+    dup = [r for r in rows if r["status"] == "duplicate"]
+    assert len(dup) == 1 and dup[0]["row"] == 11 and dup[0]["key"].endswith("_dup1")
+    assert "input row 0" in dup[0]["error_message"]
+    check_tars(out, rows)
+    assert not list((out / "shards").glob(".*"))  # no temporary files left behind
+
+    # rerun: everything is complete, nothing is redone
+    stamp = os.path.getmtime(out / "shards" / "00000.parquet")
+    again = download("urls", url_list(tmp_path, media_server, MIXED), str(out), options=LOCAL, shard_size=5)
+    assert again["skipped"] == 3 and os.path.getmtime(out / "shards" / "00000.parquet") == stamp
+
+
+def test_changed_input_or_config_is_refused_unless_forced(ray_local, media_server, tmp_path):
+    out = tmp_path / "ds"
+    urls = url_list(tmp_path, media_server, ["video_000.mp4"])
+    download("urls", urls, str(out), options=LOCAL)
+    with pytest.raises(ProvenanceMismatch, match="configuration differs"):
+        download("urls", urls, str(out), options=LOCAL, shard_size=7)
+    other = url_list(tmp_path, media_server, ["video_001.mp4"], name="other.txt")
+    with pytest.raises(ProvenanceMismatch, match="input differs"):
+        download("urls", other, str(out), options=LOCAL)
+    download("urls", other, str(out), options=LOCAL, force=True)
+    assert [r["url"].rsplit("/", 1)[1] for r in manifest(out)] == ["video_001.mp4"]
+
+
+def test_private_addresses_refused_by_default(ray_local, media_server, tmp_path):
+    out = tmp_path / "ds"
+    download("urls", url_list(tmp_path, media_server, ["video_000.mp4", "image_000.jpg"]), str(out))
+    rows = manifest(out)
+    assert {r["error_reason"] for r in rows} == {"private_address"}
+    assert all(r["status"] == "failed_to_download" for r in rows)
+
+
+def test_retry_failed_reattempts_only_failures(ray_local, media_server, demo_media, tmp_path):
+    out = tmp_path / "ds"
+    late = "late_arrival.mp4"
+    download("urls", url_list(tmp_path, media_server, ["video_002.mp4", late, "broken_corrupt.mp4"]), str(out),
+             options=LOCAL)
+    before = {r["key"]: r for r in manifest(out)}
+    shutil.copy(os.path.join(demo_media[0], "video_003.mp4"), os.path.join(demo_media[0], late))
+    try:
+        summary = retry_failed(str(out))
+    finally:
+        os.remove(os.path.join(demo_media[0], late))
+    assert summary["shards_retried"] == 1 and not summary["failed_shards"]
+    after = {r["key"]: r for r in manifest(out)}
+    assert set(after) == set(before)
+    statuses = {r["url"].rsplit("/", 1)[1]: r["status"] for r in after.values()}
+    assert statuses == {"video_002.mp4": "success", late: "success", "broken_corrupt.mp4": "failed_to_decode"}
+    kept = next(k for k, r in before.items() if r["url"].endswith("video_002.mp4"))
+    assert after[kept]["sha256"] == before[kept]["sha256"]
+    check_tars(out, list(after.values()))
+
+
+def test_resume_after_kill_has_every_key_exactly_once(media_server, tmp_path):
+    """SIGKILL the CLI mid-run (after its first shard landed), rerun the same command, check the result."""
+    names = [f"slow/video_00{i % 6}.mp4" if i % 8 == 0 else f"video_00{i % 6}.mp4" for i in range(24)]
+    urls = tmp_path / "urls.txt"
+    urls.write_text("".join(f"{media_server.base_url}/{n}?i={i}\tc{i}\n" for i, n in enumerate(names)))
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "curate.cli", "download", "urls", str(urls), "--out", str(out),
+           "--allow-private-addresses", "--shard-size", "3", "--thread-count", "1", "--retries", "0"]
+    env = dict(os.environ, CURATE_RAY_NUM_CPUS="2")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("shards/*.parquet")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(out.glob("shards/*.parquet")))
+    assert 1 <= done_before < 8
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    rows = manifest(out)
+    assert sorted(r["row"] for r in rows) == list(range(24))
+    assert len({r["key"] for r in rows}) == 24 and all(r["status"] == "success" for r in rows)
+    check_tars(out, rows)
