@@ -1,0 +1,96 @@
+"""Trainer: stages touch only their groups (bitwise), LoRA leaves the base alone, exact resume, overfitting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from curate.train import checkpoints
+from curate.train.recipe import recipe_from_dict
+from curate.train.trainer import Trainer, export_weights
+from curate.train.unet3d import parameter_groups
+
+
+def tiny_recipe(data_dir, **changes):
+    recipe = {
+        "name": "t", "stage": "base", "trainable": "all",
+        "model": {"preset": "tiny", "overrides": {"in_channels": 3, "out_channels": 3}},
+        "data": {"dirs": [str(data_dir)], "frames": 2, "height": 8, "width": 8, "image_ratio": 0.25, "num_workers": 0},
+        "optim": {"lr": 2e-3, "warmup_steps": 2},
+        "train": {"steps": 2, "batch_size": 2, "micro_batch_size": 2, "log_every": 1, "checkpoint_every": 2, "ema_decay": 0.9},
+    }
+    for key, value in changes.items():
+        recipe[key] = {**recipe[key], **value} if isinstance(value, dict) else value
+    return recipe_from_dict(recipe)
+
+
+@pytest.fixture(scope="module")
+def base_run(mixed_dataset, tmp_path_factory):
+    run = tmp_path_factory.mktemp("base")
+    Trainer(tiny_recipe(mixed_dataset), run).run()
+    return run
+
+
+def changed_groups(model, before):
+    after = model.state_dict()
+    groups = parameter_groups(model)
+    return {g: sorted(n for n in names if n in before and not torch.equal(before[n], after[n])) for g, names in groups.items()}
+
+
+@pytest.mark.parametrize("trainable", ["spatial", "temporal"])
+def test_finetune_step_changes_only_its_group(mixed_dataset, base_run, tmp_path, trainable):
+    recipe = tiny_recipe(mixed_dataset, stage="finetune", trainable=trainable, fps_group="none", init_from=str(base_run),
+                         train={"steps": 1})
+    trainer = Trainer(recipe, tmp_path)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run()
+    changed = changed_groups(trainer.model, before)
+    other = {"spatial": "temporal", "temporal": "spatial"}[trainable]
+    assert changed[trainable] and not changed[other] and not changed["fps"]
+
+
+def test_lora_finetune_keeps_base_bitwise_and_exports_merged(mixed_dataset, base_run, tmp_path):
+    recipe = tiny_recipe(mixed_dataset, stage="finetune", trainable="spatial", method="lora", lora_rank=2, lora_alpha=2,
+                         init_from=str(base_run), train={"steps": 1})
+    trainer = Trainer(recipe, tmp_path)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items() if "lora_" not in k}
+    trainer.run()
+    after = trainer.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    ckpt = checkpoints.load_checkpoint(checkpoints.latest_checkpoint(tmp_path))
+    exported = export_weights(ckpt, use_ema=False)
+    assert set(exported) == set(before)  # a plain U-Net state dict: adapters merged away
+    assert any(not torch.equal(exported[k], before[k]) for k in before)
+
+
+def test_two_n_steps_equal_n_then_resume_then_n(mixed_dataset, tmp_path):
+    recipe = tiny_recipe(mixed_dataset, train={"steps": 4, "micro_batch_size": 1})  # 2 accumulated micro-batches
+    straight = Trainer(recipe, tmp_path / "straight")
+    straight.run()
+    Trainer(recipe, tmp_path / "resumed").run(steps=2)
+    resumed = Trainer(recipe, tmp_path / "resumed")  # picks up step_00000002.pt
+    assert resumed.step == 2
+    resumed.run()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(straight.ema[k], resumed.ema[k]) for k in straight.ema)
+    log = [json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3, 4] and {"loss", "lr", "samples_per_s"} <= set(log[0])
+
+
+def test_resume_refuses_a_changed_recipe(mixed_dataset, base_run):
+    with pytest.raises(ValueError, match="optim.lr"):
+        Trainer(tiny_recipe(mixed_dataset, optim={"lr": 1e-4}), base_run)
+
+
+def test_tiny_model_overfits_a_few_clips(tmp_path):
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "two", videos=2, images=0, per_shard=2)
+    recipe = tiny_recipe(data, data={"image_ratio": 0.0}, optim={"lr": 5e-3, "warmup_steps": 3},
+                         train={"steps": 20, "caption_dropout": 0.0, "checkpoint_every": 1000})
+    losses = [e.loss for e in Trainer(recipe, tmp_path / "run").run()]
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.5 * first, (first, last)
