@@ -7,6 +7,7 @@ timestep embedding repeated per frame), with the same parameter names, so one st
 into both. tests/train/test_unet3d.py also uses it as the reference for output equivalence.
 
     .venv/bin/python scripts/bench_unet_vs_official.py [--preset tiny] [--batch 2] [--frames 8] [--size 16]
+        [--threads 1] [--override num_head_channels=8]
 """
 
 from __future__ import annotations
@@ -348,18 +349,13 @@ class OfficialUNet(nn.Module):
         return _b_c_t(self.out(h), b)
 
 
-def _step_seconds(model, inputs, repeats: int) -> list[float]:
-    """Wall time of forward + MSE backward, one entry per repeat (after one warm-up step)."""
+def _step_times(model, inputs) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one forward + MSE backward."""
     x, timesteps, context, fps = inputs
-    times = []
-    for i in range(repeats + 1):
-        model.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        loss = model(x, timesteps, context, fps).square().mean()
-        loss.backward()
-        if i:
-            times.append(time.perf_counter() - start)
-    return times
+    model.zero_grad(set_to_none=True)
+    wall, cpu = time.perf_counter(), time.process_time()
+    model(x, timesteps, context, fps).square().mean().backward()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
@@ -371,14 +367,19 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=16, help="latent height = width")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads; with 1, CPU time is a load-independent measure")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="U-Net parameter override, VALUE as JSON (e.g. num_head_channels=8)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.override)}
 
     torch.manual_seed(0)
-    ours = build_unet(args.preset)
-    official = OfficialUNet(**unet_params(args.preset))
+    params = unet_params(args.preset, **overrides)
+    ours = build_unet(args.preset, **overrides)
+    official = OfficialUNet(**params)
     # Non-zero weights everywhere (the zero-initialised output layers would make backward trivial).
     with torch.no_grad():
         for p in ours.parameters():
@@ -387,7 +388,6 @@ def main() -> None:
     ours.train()
     official.train()
 
-    params = unet_params(args.preset)
     b = args.batch
     x = torch.randn(b, params["in_channels"], args.frames, args.size, args.size)
     timesteps = torch.randint(0, 1000, (b,))
@@ -400,22 +400,29 @@ def main() -> None:
         max_diff = (ours(*inputs) - official(*inputs)).abs().max().item()
         ours.train(), official.train()
 
-    # Interleave the two so machine load affects both alike.
-    t_ours, t_official = [], []
+    # Interleave the two so that load from other processes affects both alike; one warm-up step each.
+    _step_times(official, inputs), _step_times(ours, inputs)
+    runs = {"official": [], "ours": []}
     for _ in range(args.repeats):
-        t_official += _step_seconds(official, inputs, 1)
-        t_ours += _step_seconds(ours, inputs, 1)
-    median = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+        runs["official"].append(_step_times(official, inputs))
+        runs["ours"].append(_step_times(ours, inputs))
+
+    def median(name, column):
+        values = sorted(run[column] for run in runs[name])
+        return values[len(values) // 2]
+
     result = {
-        "preset": args.preset, "batch": b, "frames": args.frames, "latent": f"{args.size}x{args.size}",
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "preset": args.preset, "overrides": overrides, "batch": b, "frames": args.frames,
+        "latent": f"{args.size}x{args.size}", "threads": torch.get_num_threads(), "torch": torch.__version__,
         "eval_max_abs_diff": max_diff,
-        "official_s_per_step": round(median(t_official), 4),
-        "ours_s_per_step": round(median(t_ours), 4),
-        "ratio_ours_over_official": round(median(t_ours) / median(t_official), 3),
-        "ours_train_samples_per_s": round(b / median(t_ours), 2),
-        "official_train_samples_per_s": round(b / median(t_official), 2),
     }
+    for column, label in ((0, "wall"), (1, "cpu")):
+        official_s, ours_s = median("official", column), median("ours", column)
+        result[f"official_{label}_s_per_step"] = round(official_s, 4)
+        result[f"ours_{label}_s_per_step"] = round(ours_s, 4)
+        result[f"ratio_{label}_ours_over_official"] = round(ours_s / official_s, 3)
+    result["ours_train_samples_per_s_wall"] = round(b / median("ours", 0), 2)
+    result["official_train_samples_per_s_wall"] = round(b / median("official", 0), 2)
     print(json.dumps(result, indent=1))
 
 
