@@ -3,7 +3,7 @@
 Both sides get the same decoded uint8 frames (K per video) and captions and the same random-weight model,
 loaded once from a temporary checkpoint through curate's weights registry. The bare loop is what one would
 write by hand: tensor preprocessing, encode_image, encode_text, cosine, mean over frames. Reported:
-samples/s of each and their ratio (target >= 0.8). Also reports the weight-free scorers' samples/s.
+samples/s of each (best of interleaved repeats) and their ratio (target >= 0.8). Also reports the weight-free scorers' samples/s.
 
 usage: python scripts/bench_score.py [--samples 96] [--batch-size 16] [--models tiny,ViT-B-32] [--device cpu]
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -104,10 +103,13 @@ def bench_model(name: str, args, folder: Path) -> dict:
     for _ in range(args.repeats):  # interleaved so that machine load drifts hit both alike
         bare_rates.append(throughput(bare.scores, samples, args.batch_size))
         curate_rates.append(throughput(scorers.score_batch, samples, args.batch_size))
-    curate_rate, bare_rate = statistics.median(curate_rates), statistics.median(bare_rates)
+    # best of the repeats: on a shared machine the fastest pass is the one least disturbed by others
+    curate_rate, bare_rate = max(curate_rates), max(bare_rates)
     return {"model": name, "params_M": round(sum(p.numel() for p in bare.model.parameters()) / 1e6, 1),
             "curate_samples_per_s": round(curate_rate, 2), "bare_samples_per_s": round(bare_rate, 2),
-            "ratio": round(curate_rate / bare_rate, 3)}
+            "ratio": round(curate_rate / bare_rate, 3),
+            "all_passes": {"curate": [round(rate, 2) for rate in curate_rates],
+                           "bare": [round(rate, 2) for rate in bare_rates]}}
 
 
 def bench_weight_free(args) -> dict:

@@ -1,6 +1,7 @@
 """CLIP score and aesthetic predictor with tiny models loaded from checkpoints through the weights registry."""
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 from synthetic_media import COLOURS, solid
@@ -125,3 +126,31 @@ def test_aesthetic_rejects_a_state_dict_with_another_layout(tmp_path):
     torch.save({"layers.0.weight": torch.zeros(1024, 768)}, path)
     with pytest.raises(RuntimeError, match="Missing key"):
         load_aesthetic_mlp(path)
+
+
+
+def test_openai_style_torchscript_file_is_built_with_quick_gelu(tiny_clip_checkpoint, tmp_path, monkeypatch):
+    """OpenAI's release files are TorchScript archives of QuickGELU models: such a file must be built as one.
+
+    (A scripted open_clip model also carries its attn_mask buffer, which OpenAI's files do not, so this
+    checks how the file is handed to open_clip rather than loading it.)
+    """
+    from conftest import TINY_CLIP_CFG
+
+    architecture, state_dict_file = tiny_clip_checkpoint
+    scripted = tmp_path / "openai_style.pt"
+    torch.jit.script(open_clip.CLIP(**TINY_CLIP_CFG, quick_gelu=True).eval()).save(scripted)
+    seen = {}
+
+    def capture(name, **options):
+        seen[name] = options
+        raise RuntimeError("stop after capturing")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", capture)
+    for checkpoint in (scripted, state_dict_file):
+        with pytest.raises(RuntimeError, match="stop after capturing"):
+            ClipEmbedder(f"{architecture}:{checkpoint}").load()
+        options = seen.pop(architecture)
+        is_openai_style = checkpoint == scripted
+        assert options["force_quick_gelu"] is is_openai_style
+        assert options.get("weights_only", True) is not is_openai_style
