@@ -74,6 +74,8 @@ def load_pipeline(path: str) -> Pipeline:
     dl = pipeline.download
     dl.input = os.path.normpath(os.path.join(base, os.path.expandvars(dl.input)))
     for key, value in list(dl.source_options.items()):
+        if isinstance(value, str):
+            dl.source_options[key] = value = os.path.expandvars(value)
         if key in ("images", "videos") and isinstance(value, str):
             dl.source_options[key] = os.path.normpath(os.path.join(base, os.path.expandvars(value)))
     return pipeline

@@ -85,6 +85,8 @@ def probe_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> MediaInfo:
             img.load()
     except ProbeError:
         raise
-    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ProbeError("pixel_cap", str(exc)) from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ProbeError("corrupt", f"image does not decode: {exc}") from None
     return MediaInfo(width=width, height=height, codec=fmt)

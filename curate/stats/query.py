@@ -61,6 +61,6 @@ def run(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) ->
     if statements[0].type != duckdb.StatementType.SELECT:
         raise QueryError(f"only SELECT queries are allowed (got {statements[0].type.name})")
     try:
-        return con.execute(sql, params or []).to_arrow_table()
+        return con.sql(sql, params=params or None).to_arrow_table()
     except duckdb.Error as exc:
         raise QueryError(str(exc).strip()) from None

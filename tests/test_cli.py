@@ -1,0 +1,80 @@
+"""The CLI contract users script against: --help everywhere, exit codes, output formats."""
+
+import glob
+import json
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.config import ConfigError, load_pipeline
+from curate.shards.folder import DatasetFolder
+from curate.shards.writer import ShardWriter
+
+runner = CliRunner()
+ROOT = os.path.dirname(os.path.dirname(__file__))
+
+
+@pytest.mark.parametrize("command", [[], ["download"], ["retry-failed"], ["stats"], ["query"], ["run"], ["demo"]])
+def test_help_everywhere(command):
+    result = runner.invoke(app, command + ["--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    writer = ShardWriter(DatasetFolder(str(tmp_path / "ds")), "00000")
+    for i in range(3):
+        writer.add({"key": f"k{i}", "row": i, "source": "urls", "modality": "video", "caption": f"a, \"b\" {i}",
+                    "status": "failed_to_download", "error_reason": "http_404", "extra": "{}"})
+    writer.close()
+    return str(tmp_path / "ds")
+
+
+def test_query_formats(dataset):
+    out = runner.invoke(app, ["query", dataset, "SELECT key, caption FROM samples ORDER BY row", "--format", "json"])
+    assert out.exit_code == 0 and json.loads(out.output)[2] == {"key": "k2", "caption": 'a, "b" 2'}
+    out = runner.invoke(app, ["query", dataset, "SELECT key FROM samples ORDER BY row", "--format", "csv"])
+    assert out.output.splitlines() == ["key", "k0", "k1", "k2"]
+    out = runner.invoke(app, ["query", dataset, "SELECT count(*) AS n FROM samples"])
+    assert "(1 rows)" in out.output
+
+
+@pytest.mark.parametrize("sql", ["SELECT nope FROM samples", "DELETE FROM samples", "SELEC 1"])
+def test_bad_query_exit_2(dataset, sql):
+    result = runner.invoke(app, ["query", dataset, sql])
+    assert result.exit_code == 2 and "error:" in result.output
+
+
+def test_stats_json(dataset):
+    result = runner.invoke(app, ["stats", dataset, "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["error_reason"] == {"http_404": 3}
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert runner.invoke(app, ["download", "nosuch", str(tmp_path), "--out", str(tmp_path / "o")]).exit_code == 2
+    assert runner.invoke(app, ["download", "urls", str(tmp_path / "missing.txt"), "--out", "o"]).exit_code == 2
+    assert runner.invoke(app, ["stats", str(tmp_path)]).exit_code == 2
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\ndownload: {source: urls, input: u.txt, shard_sise: 3}\n")
+    result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "unknown key(s) ['shard_sise']" in result.output
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "pipelines", "*.yaml"))))
+def test_shipped_recipes_parse(path, monkeypatch):
+    for var in ("WEBVID_DIR", "LAION_COCO_DIR", "LAION_AESTHETICS_DIR", "JOURNEYDB_DIR", "MSRVTT_DIR"):
+        monkeypatch.setenv(var, "/data")
+    recipe = load_pipeline(path)
+    assert recipe.download.input.startswith(("/data", ROOT))
+
+
+def test_recipe_errors(tmp_path):
+    bad = tmp_path / "b.yaml"
+    bad.write_text("name: x\n")
+    with pytest.raises(ConfigError, match="download"):
+        load_pipeline(str(bad))
+    bad.write_text("name: x\ndownload: {source: urls}\n")
+    with pytest.raises(ConfigError, match="missing required key"):
+        load_pipeline(str(bad))
