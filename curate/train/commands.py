@@ -52,8 +52,8 @@ def train(
     if spec.train.num_workers > 1:
         from curate.train.distributed import train_distributed
 
-        metrics = train_distributed(spec, run_dir, steps)
-        typer.echo(f"done: {metrics}")
+        train_distributed(spec, run_dir, steps)
+        typer.echo(f"done: run folder {run_dir} (log.jsonl, checkpoints/)")
     else:
         from curate.train.trainer import train as train_single
 

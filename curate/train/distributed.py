@@ -33,7 +33,7 @@ def _worker_loop(config: dict) -> None:
     trainer = Trainer(recipe, config["run_dir"], rank=context.get_world_rank(), world_size=context.get_world_size(),
                       device=device, wrap_model=wrap)
     logs = trainer.run(config["steps"])
-    ray.train.report({"step": trainer.step, "loss": logs[-1].loss if logs else float("nan")})
+    ray.train.report({"step": trainer.step, "loss": logs[-1].loss if logs else float("nan")})  # seen by Ray's result
 
 
 def _absolute(recipe: Recipe) -> Recipe:
@@ -51,22 +51,25 @@ def _absolute(recipe: Recipe) -> Recipe:
 
 def train_distributed(
     recipe: Recipe, run_dir: str | Path, steps: int | None = None, address: str | None = None, num_cpus: int | None = None
-) -> dict:
-    """Run `recipe.train.num_workers` workers; returns rank 0's final metrics."""
+) -> None:
+    """Run `recipe.train.num_workers` workers until `steps` (default: the recipe's); rank 0 logs to RUN/log.jsonl."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        # an embedded cluster listens on 127.0.0.1 only (Ray binds every interface otherwise); checked with ss -ltnp
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     recipe = _absolute(recipe)
     run_dir = Path(run_dir).resolve()
-    address = address or os.environ.get("RAY_ADDRESS")
     started_here = not ray.is_initialized()
     if started_here:
         if address:
             ray.init(address=address)
         else:
-            ray.init(num_cpus=num_cpus or recipe.train.num_workers, include_dashboard=False,
+            ray.init(address="local", num_cpus=num_cpus or recipe.train.num_workers, include_dashboard=False,
                      object_store_memory=100_000_000, _node_ip_address="127.0.0.1")
     try:
         trainer = TorchTrainer(
@@ -76,7 +79,7 @@ def train_distributed(
             scaling_config=ScalingConfig(num_workers=recipe.train.num_workers, use_gpu=recipe.train.use_gpu),
             run_config=RunConfig(name=recipe.name, storage_path=str(run_dir / "ray")),
         )
-        return dict(trainer.fit().metrics or {})
+        trainer.fit()
     finally:
         if started_here:
             ray.shutdown()
