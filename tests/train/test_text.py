@@ -1,0 +1,73 @@
+"""Text encoders: penultimate-layer tokens, ViT-H-14 layout, loading by prefix, clear error without weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from curate.train.text import VIT_H_14, FrozenTextEncoder, create_tiny, load_text_encoder
+
+LAYOUT = Path("/work/shared/reference/videocrafter2_checkpoint_layout.tsv")
+
+
+def reference_text_layout():
+    if not LAYOUT.exists():
+        pytest.skip(f"reference layout {LAYOUT} not present")
+    out = {}
+    with open(LAYOUT) as f:
+        for line in f:
+            key, _, rest = line.partition("\t")
+            shape, _, group = rest.rstrip("\n").partition("\t")
+            if group == "text_encoder" and key != "cond_stage_model.model.logit_scale":
+                out[key[len("cond_stage_model.model."):]] = tuple(int(s) for s in shape.split("x"))
+    return out
+
+
+def test_vit_h_14_tower_has_the_checkpoint_layout():
+    with torch.device("meta"):
+        enc = FrozenTextEncoder(**VIT_H_14)
+    ours = {k: tuple(v.shape) for k, v in enc.tower.state_dict().items()}
+    assert ours == reference_text_layout()
+
+
+def test_tiny_tower_round_trips_through_its_file_and_is_frozen(tmp_path):
+    path = create_tiny(tmp_path / "te.pt", width=32, heads=2, layers=2, seed=3)
+    a, b = load_text_encoder("tiny", path), load_text_encoder("tiny", path)
+    out = a(["a red square", ""])
+    assert out.shape == (2, 77, 32) and torch.equal(out, b(["a red square", ""]))
+    assert not any(p.requires_grad for p in a.parameters())
+    assert not torch.equal(out[0], out[1])  # the empty caption differs from a real one
+
+
+def test_features_come_from_the_penultimate_layer(tmp_path):
+    enc = load_text_encoder("tiny", create_tiny(tmp_path / "te.pt", width=32, heads=2, layers=3))
+    before = enc(["a cat"])
+    with torch.no_grad():
+        for p in enc.tower.transformer.resblocks[-1].parameters():
+            p.add_(1.0)  # the last block is skipped ...
+    assert torch.equal(before, enc(["a cat"]))
+    with torch.no_grad():
+        for p in enc.tower.transformer.resblocks[-2].parameters():
+            p.add_(1.0)  # ... the one before it is not
+    assert not torch.allclose(before, enc(["a cat"]))
+
+
+def test_loads_a_videocrafter2_style_state_dict(tmp_path):
+    src = load_text_encoder("tiny", create_tiny(tmp_path / "te.pt", width=32, heads=2, layers=2, seed=1))
+    state = {f"cond_stage_model.model.{k}": v for k, v in src.tower.state_dict().items()}
+    state["cond_stage_model.model.logit_scale"] = torch.tensor(4.6)
+    state["model.diffusion_model.out.2.weight"] = torch.zeros(1)
+    dst = FrozenTextEncoder(width=32, heads=2, layers=2, output_dim=32)
+    dst.load_tower_state(state)
+    assert torch.equal(dst(["x"]), src(["x"]))
+
+
+def test_missing_weights_name_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="open_clip_pytorch_model.bin"):
+        load_text_encoder("open_clip_vit_h_14")
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_text_encoder("tiny", tmp_path / "nope.pt")
