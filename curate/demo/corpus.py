@@ -56,10 +56,10 @@ def video_frames(shape, color, background, quality, rng, width=160, height=96, f
     return out
 
 
-def write_mp4(path: str, frames: list[np.ndarray], fps: int = 8) -> None:
+def write_mp4(path: str, frames: list[np.ndarray], fps: int = 8, crf: int = 20) -> None:
     h, w = frames[0].shape[:2]
     cmd = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps),
-           "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", path]
+           "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p", path]
     subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True, capture_output=True)
 
 

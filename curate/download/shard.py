@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.download.http import FetchError, FetchPolicy, fetch_to_file
-from curate.media.probe import DEFAULT_MAX_PIXELS, MediaInfo, ProbeError, probe_image, probe_video
+from curate.media.probe import DEFAULT_MAX_PIXELS, MediaInfo, ProbeError, ProbePool, probe_image
 from curate.media.transcode import TranscodeError, cap_resolution
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter
@@ -35,6 +35,7 @@ class DownloadOptions:
     video_max_side: int | None = None  # re-encode larger videos down to this (None keeps the original bytes)
     image_max_side: int | None = None
     image_thread_count: int = 64
+    probe_workers: int = 2  # isolated decoder processes per shard task
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,15 +65,24 @@ def _success(row: dict, info: MediaInfo, path: str, digest: str | None = None) -
                 size_bytes=os.path.getsize(path), sha256=digest or _sha256(path))
 
 
-def _probe(row: dict, path: str, opts: DownloadOptions, work: str) -> tuple[dict, str | None, str | None]:
+@dataclass
+class _Job:
+    """What every per-sample step of one shard task shares."""
+    opts: DownloadOptions
+    work: str
+    probes: ProbePool
+
+
+def _probe(row: dict, path: str, job: _Job) -> tuple[dict, str | None, str | None]:
     """(manifest row, media path, extension) for a file on disk; failures become rows."""
+    opts = job.opts
     try:
         if row["modality"] == "video":
-            info = probe_video(path, opts.max_pixels)
+            info = job.probes.probe_video(path, opts.max_pixels)
             if opts.video_max_side and max(info.width, info.height) > opts.video_max_side:
-                small = os.path.join(work, f"{row['key']}.small.mp4")
+                small = os.path.join(job.work, f"{row['key']}.small.mp4")
                 cap_resolution(path, small, opts.video_max_side)
-                path, info = small, probe_video(small, opts.max_pixels, decode_check=False)
+                path, info = small, job.probes.probe_video(small, opts.max_pixels, decode_check=False)
             ext = VIDEO_EXT.get(info.codec, "mp4")
         else:
             info = probe_image(path, opts.max_pixels)
@@ -86,21 +96,21 @@ def _probe(row: dict, path: str, opts: DownloadOptions, work: str) -> tuple[dict
     return _success(row, info, path), path, ext
 
 
-def _fetch_one(row: dict, opts: DownloadOptions, work: str):
-    dest = os.path.join(work, row["key"])
+def _fetch_one(row: dict, job: _Job):
+    dest = os.path.join(job.work, row["key"])
     try:
-        fetch_to_file(row["url"], dest, opts.fetch)
+        fetch_to_file(row["url"], dest, job.opts.fetch)
     except FetchError as exc:
         if os.path.exists(dest):
             os.remove(dest)
         return _failure(row, "failed_to_download", exc.reason, str(exc)), None, None
-    return _probe(row, dest, opts, work)
+    return _probe(row, dest, job)
 
 
-def _local_one(row: dict, opts: DownloadOptions, work: str):
+def _local_one(row: dict, job: _Job):
     if not os.path.isfile(row["path"]):
         return _failure(row, "failed_to_download", "missing_file", f"no file at {row['path']}"), None, None
-    return _probe(row, row["path"], opts, work)
+    return _probe(row, row["path"], job)
 
 
 def _archive_members(rows: list[dict], work: str):
@@ -203,6 +213,12 @@ def _preset_failure(row: dict) -> dict | None:
 
 
 def _download_rows(rows: list[dict], opts: DownloadOptions, work: str, writer: ShardWriter) -> None:
+    with ProbePool(opts.probe_workers) as probes:
+        _route(rows, _Job(opts, work, probes), writer)
+
+
+def _route(rows: list[dict], job: _Job, writer: ShardWriter) -> None:
+    opts, work = job.opts, job.work
     pending, remote_images, archived = [], [], []
     for row in rows:
         failure = _preset_failure(row)
@@ -218,12 +234,12 @@ def _download_rows(rows: list[dict], opts: DownloadOptions, work: str, writer: S
         for out_row, path, ext in _remote_images(remote_images, opts, work):
             writer.add(out_row, path, ext)
     with ThreadPoolExecutor(max(1, opts.thread_count)) as pool:
-        futures = [pool.submit(_guarded, _fetch_one if r["url"] else _local_one, r, opts, work) for r in pending]
+        futures = [pool.submit(_guarded, _fetch_one if r["url"] else _local_one, r, job) for r in pending]
         for row, path in _archive_members(archived, work):
             if path is None:
                 writer.add(row)
             else:
-                futures.append(pool.submit(_guarded, _probe, row, path, opts, work))
+                futures.append(pool.submit(_guarded, _probe, row, path, job))
         for future in as_completed(futures):
             out_row, path, ext = future.result()
             writer.add(out_row, path, ext)

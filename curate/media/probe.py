@@ -1,11 +1,10 @@
-"""Probe media files: ffprobe (a subprocess, so a hostile file cannot take the worker down) and PIL headers."""
+"""Probe media files: videos with PyAV in an isolated worker process, images with PIL (header before pixels)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-from dataclasses import dataclass
-from fractions import Fraction
+import multiprocessing
+import queue
+from dataclasses import asdict, dataclass
 
 from PIL import Image
 
@@ -28,50 +27,126 @@ class MediaInfo:
     num_frames: int = 1
 
 
-def _rate(text: str | None) -> float | None:
-    try:
-        value = float(Fraction(text)) if text and text != "0/0" else None
-    except (ValueError, ZeroDivisionError):
-        return None
-    return value or None
+def probe_video_unsafe(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, decode_check: bool = True) -> MediaInfo:
+    """Width, height, fps, frame count (packets, as ffprobe -count_packets), duration and codec of the first
+    video stream, in one demux pass; with decode_check the first frame is decoded too, so a valid header
+    over broken data fails here rather than in training. Runs the decoder in this process: call it only
+    inside a ProbeWorker for untrusted files."""
+    import av
 
-
-def probe_video(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, timeout: float = 60.0,
-                decode_check: bool = True) -> MediaInfo:
-    """Width, height, fps, frame count, duration and codec of the first video stream. With decode_check the
-    first frame is also decoded (by ffmpeg, out of process), so a file with a valid header but broken
-    data is caught here rather than in training."""
-    cmd = ["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries",
-           "stream=codec_name,width,height,avg_frame_rate,r_frame_rate,nb_frames,nb_read_packets,duration"
-           ":format=duration,format_name", "-of", "json", path]
     try:
-        out = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise ProbeError("probe_timeout", f"ffprobe took longer than {timeout:.0f}s") from None
-    if out.returncode != 0:
-        raise ProbeError("corrupt", "ffprobe: " + out.stderr.decode(errors="replace").strip()[:300])
-    info = json.loads(out.stdout or b"{}")
-    streams = info.get("streams") or []
-    if not streams:
-        raise ProbeError("no_video_stream", "no video stream in file")
-    s, fmt = streams[0], info.get("format") or {}
-    width, height = int(s.get("width") or 0), int(s.get("height") or 0)
-    if width <= 0 or height <= 0:
-        raise ProbeError("corrupt", "video stream has no dimensions")
-    if width * height > max_pixels:
-        raise ProbeError("pixel_cap", f"{width}x{height} exceeds the {max_pixels}-pixel cap")
-    fps = _rate(s.get("avg_frame_rate")) or _rate(s.get("r_frame_rate"))
-    frames = int(s.get("nb_read_packets") or s.get("nb_frames") or 0)
-    duration = float(s.get("duration") or fmt.get("duration") or 0) or (frames / fps if fps and frames else None)
+        with av.open(path, metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise ProbeError("no_video_stream", "no video stream in file")
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if width <= 0 or height <= 0:
+                raise ProbeError("corrupt", "video stream has no dimensions")
+            if width * height > max_pixels:
+                raise ProbeError("pixel_cap", f"{width}x{height} exceeds the {max_pixels}-pixel cap")
+            frames, decoded = 0, not decode_check
+            for packet in container.demux(stream):
+                if packet.size:
+                    frames += 1
+                if not decoded:
+                    decoded = bool(packet.decode())
+            if not decoded:  # flush: some decoders only emit the first frame at the end
+                decoded = bool(stream.codec_context.decode(None))
+            fps = float(stream.average_rate or stream.guessed_rate or 0) or None
+            if stream.duration and stream.time_base:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration:
+                duration = container.duration / 1e6
+            else:
+                duration = frames / fps if fps else None
+            codec = stream.codec_context.name
+    except ProbeError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, StopIteration, IndexError) as exc:
+        raise ProbeError("corrupt", f"cannot demux/decode: {exc}") from None
     if frames <= 0:
         raise ProbeError("corrupt", "video stream has no frames")
-    if decode_check:
-        check = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", path, "-map", "0:v:0", "-frames:v", "1",
-                                "-f", "null", "-"], capture_output=True, timeout=timeout, check=False)
-        if check.returncode != 0:
-            raise ProbeError("corrupt", "ffmpeg cannot decode: " + check.stderr.decode(errors="replace").strip()[:300])
-    return MediaInfo(width=width, height=height, codec=s.get("codec_name") or "unknown", duration=duration,
-                     fps=fps, num_frames=frames)
+    if not decoded:
+        raise ProbeError("corrupt", "no frame could be decoded")
+    return MediaInfo(width=width, height=height, codec=codec, duration=duration, fps=fps, num_frames=frames)
+
+
+def _serve(conn) -> None:
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        try:
+            conn.send(("ok", asdict(probe_video_unsafe(*request))))
+        except ProbeError as exc:
+            conn.send(("error", (exc.reason, str(exc))))
+
+
+class ProbeWorker:
+    """A child process that probes videos. A decoder that crashes or hangs on a hostile file takes down
+    only the child: that file gets a failure, and the next request starts a fresh child."""
+
+    def __init__(self, timeout: float = 60.0):
+        self.timeout, self._proc, self._conn = timeout, None, None
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+        self._proc.start()
+        child.close()
+
+    def close(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join()
+            self._conn.close()
+            self._proc = self._conn = None
+
+    def probe(self, path: str, max_pixels: int, decode_check: bool = True) -> MediaInfo:
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        try:
+            self._conn.send((path, max_pixels, decode_check))
+            if not self._conn.poll(self.timeout):
+                self.close()
+                raise ProbeError("probe_timeout", f"probing took longer than {self.timeout:.0f}s")
+            status, payload = self._conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            code = self._proc.exitcode if self._proc else None
+            self.close()
+            raise ProbeError("corrupt", f"decoder crashed on this file (worker exit code {code})") from None
+        if status == "error":
+            raise ProbeError(*payload)
+        return MediaInfo(**payload)
+
+
+class ProbePool:
+    """A few ProbeWorkers shared by a shard's download threads."""
+
+    def __init__(self, size: int = 2, timeout: float = 60.0):
+        self._idle: queue.Queue[ProbeWorker] = queue.Queue()
+        self._all = [ProbeWorker(timeout) for _ in range(max(1, size))]
+        for worker in self._all:
+            self._idle.put(worker)
+
+    def probe_video(self, path: str, max_pixels: int = DEFAULT_MAX_PIXELS, decode_check: bool = True) -> MediaInfo:
+        worker = self._idle.get()
+        try:
+            return worker.probe(path, max_pixels, decode_check)
+        finally:
+            self._idle.put(worker)
+
+    def close(self) -> None:
+        for worker in self._all:
+            worker.close()
+
+    def __enter__(self) -> ProbePool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def probe_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> MediaInfo:

@@ -1,32 +1,46 @@
 import os
+import threading
+import time
 
 import pytest
 
 from curate.demo.corpus import huge_png_header
-from curate.media.probe import ProbeError, probe_image, probe_video
+from curate.media.probe import ProbeError, ProbePool, ProbeWorker, probe_image, probe_video_unsafe
 
 
-def test_probe_video(demo_media):
-    info = probe_video(os.path.join(demo_media[0], "video_000.mp4"))
+@pytest.fixture(scope="module")
+def pool():
+    with ProbePool(1) as p:
+        yield p
+
+
+def test_probe_video(demo_media, pool):
+    info = pool.probe_video(os.path.join(demo_media[0], "video_000.mp4"))
     assert (info.width, info.height, info.fps, info.num_frames, info.codec) == (160, 96, 8.0, 24, "h264")
     assert info.duration == pytest.approx(3.0, abs=0.01)
+    assert probe_video_unsafe(os.path.join(demo_media[0], "video_000.mp4")) == info
 
 
 @pytest.mark.parametrize("name", ["broken_corrupt.mp4", "broken_truncated.mp4", "broken_empty.mp4"])
-def test_broken_videos(demo_media, name):
+def test_broken_videos(demo_media, pool, name):
     with pytest.raises(ProbeError) as info:
-        probe_video(os.path.join(demo_media[0], name))
+        pool.probe_video(os.path.join(demo_media[0], name))
     assert info.value.reason == "corrupt"
 
 
-def test_pixel_cap_refuses_before_decoding(tmp_path, demo_media):
+def test_image_is_not_a_video(demo_media, pool):
+    with pytest.raises(ProbeError):
+        pool.probe_video(os.path.join(demo_media[0], "broken_huge.png"))
+
+
+def test_pixel_cap_refuses_before_decoding(tmp_path, demo_media, pool):
     path = tmp_path / "huge.png"
     path.write_bytes(huge_png_header(40000, 40000))
     with pytest.raises(ProbeError) as info:
         probe_image(str(path))
     assert info.value.reason == "pixel_cap"
     with pytest.raises(ProbeError) as info:
-        probe_video(os.path.join(demo_media[0], "video_000.mp4"), max_pixels=100 * 100)
+        pool.probe_video(os.path.join(demo_media[0], "video_000.mp4"), max_pixels=100 * 100)
     assert info.value.reason == "pixel_cap"
 
 
@@ -37,3 +51,28 @@ def test_truncated_image(tmp_path, demo_media):
         probe_image(str(tmp_path / "t.jpg"))
     assert info.value.reason == "corrupt"
     assert probe_image(os.path.join(demo_media[0], "image_000.jpg")).codec == "jpeg"
+
+
+def test_hung_or_crashed_decoder_fails_one_file_and_recovers(tmp_path, demo_media):
+    """A FIFO nobody writes to blocks the decoder forever: first by timeout, then killed mid-probe."""
+    fifo = str(tmp_path / "never.mp4")
+    os.mkfifo(fifo)
+    good = os.path.join(demo_media[0], "video_001.mp4")
+    worker = ProbeWorker(timeout=1.0)
+    try:
+        with pytest.raises(ProbeError) as info:
+            worker.probe(fifo, 10**8)
+        assert info.value.reason == "probe_timeout"
+        assert worker.probe(good, 10**8).num_frames == 24  # a fresh child took over
+
+        worker.timeout = 30.0
+        killer = threading.Timer(1.0, lambda: worker._proc.kill())
+        killer.start()
+        start = time.monotonic()
+        with pytest.raises(ProbeError) as info:
+            worker.probe(fifo, 10**8)
+        assert info.value.reason == "corrupt" and "crashed" in str(info.value)
+        assert time.monotonic() - start < 20
+        assert worker.probe(good, 10**8).width == 160
+    finally:
+        worker.close()

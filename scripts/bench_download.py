@@ -1,0 +1,119 @@
+"""Benchmark the download paths on loopback, side by side with their ceilings, in one run.
+
+video: our downloader (fetch + ffprobe/ffmpeg probe + shard writing, via `curate download` on local Ray) vs
+       a bare HTTP fetch loop writing the same files with the same concurrency (the ceiling).
+image: our img2dataset wrapper (via `curate download`) vs img2dataset alone on the same URL list.
+Prints a markdown table of throughput and ratios. Usage: python scripts/bench_download.py [--videos N] [--images N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from curate.demo import corpus, server
+from curate.download.http import FetchPolicy
+from curate.download.job import download
+from curate.download.shard import DownloadOptions
+
+THREADS = 16
+
+
+def make_media(root: str) -> None:
+    """One WebVid-preview-sized clip (596x336, 10 s at 25 fps) and one 512x512 image, served many times."""
+    rng = np.random.default_rng(0)
+    frames = corpus.video_frames("circle", (200, 50, 50), (30, 30, 30), "noisy", rng, width=596, height=336,
+                                 frames=250)
+    corpus.write_mp4(os.path.join(root, "clip.mp4"), frames, fps=25, crf=35)
+    import cv2
+
+    img = (rng.random((512, 512, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(os.path.join(root, "img.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+
+def bare_fetch(urls: list[str], out: str) -> None:
+    def one(i_url):
+        i, url = i_url
+        with urllib.request.urlopen(url, timeout=30) as r, open(os.path.join(out, f"{i}.mp4"), "wb") as f:
+            shutil.copyfileobj(r, f, 1 << 20)
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(one, enumerate(urls)))
+
+
+def img2dataset_alone(url_file: str, out: str, n: int) -> None:
+    code = ("import img2dataset\nif __name__ == '__main__':\n"
+            f"    img2dataset.download(url_list={url_file!r}, input_format='txt', output_folder={out!r},"
+            f" output_format='webdataset', processes_count=1, thread_count=64, number_sample_per_shard={n + 1},"
+            " resize_mode='no', encode_format='jpg', encode_quality=95, compute_hash='sha256', extract_exif=False,"
+            " timeout=10, retries=0, distributor='multiprocessing', enable_wandb=False)\n")
+    script = os.path.join(out + "_run.py")
+    with open(script, "w") as f:
+        f.write(code)
+    subprocess.run([sys.executable, script], check=True, capture_output=True,
+                   env=dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1"))
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--videos", type=int, default=200)
+    parser.add_argument("--images", type=int, default=2000)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="bench_download_")
+    media = os.path.join(work, "media")
+    os.makedirs(media)
+    make_media(media)
+    srv = server.start(media)
+    video_mb = os.path.getsize(os.path.join(media, "clip.mp4")) / 1e6
+    opts = DownloadOptions(fetch=FetchPolicy(allow_private=True, retries=0), thread_count=THREADS)
+    rows = []
+    try:
+        urls = [f"{srv.base_url}/clip.mp4?i={i}" for i in range(args.videos)]
+        with open(os.path.join(work, "videos.txt"), "w") as f:
+            f.write("".join(f"{u}\tclip {i}\n" for i, u in enumerate(urls)))
+        os.makedirs(os.path.join(work, "bare"))
+        from curate import engine
+
+        engine.init()  # Ray start-up (~5 s) is a one-off per process, not per-video cost: keep it out
+        t_bare = timed(lambda: bare_fetch(urls, os.path.join(work, "bare")))
+        t_ours = timed(lambda: download("urls", os.path.join(work, "videos.txt"), os.path.join(work, "ours_v"),
+                                        options=opts, shard_size=max(1, args.videos // 2)))
+        n = args.videos
+        rows.append(("video", f"bare urllib fetch loop, {THREADS} threads", n / t_bare, n * video_mb / t_bare, 1.0))
+        rows.append(("video", "curate download (fetch+probe+shard)", n / t_ours, n * video_mb / t_ours, t_bare / t_ours))
+
+        img_urls = [f"{srv.base_url}/img.jpg?i={i}" for i in range(args.images)]
+        with open(os.path.join(work, "images.txt"), "w") as f:
+            f.write("\n".join(img_urls) + "\n")
+        t_i2d = timed(lambda: img2dataset_alone(os.path.join(work, "images.txt"), os.path.join(work, "i2d"),
+                                                args.images))
+        t_wrap = timed(lambda: download("urls", os.path.join(work, "images.txt"), os.path.join(work, "ours_i"),
+                                        options=opts, shard_size=args.images))
+        n = args.images
+        rows.append(("image", "img2dataset alone (1 process, 64 threads)", n / t_i2d, None, 1.0))
+        rows.append(("image", "curate download (img2dataset wrapped)", n / t_wrap, None, t_i2d / t_wrap))
+    finally:
+        srv.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nloopback, {os.cpu_count()} cores; video {video_mb:.2f} MB each ({args.videos}), images {args.images}\n")
+    print("| path | runner | items/s | MB/s | ratio to peer |\n|---|---|---|---|---|")
+    for path, name, ips, mbps, ratio in rows:
+        print(f"| {path} | {name} | {ips:.1f} | {'' if mbps is None else f'{mbps:.1f}'} | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
