@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from curate.train.attention import TemporalTransformer
-from curate.train.unet3d import Stage, TemporalConvBlock, UNet3D, parameter_groups
+from curate.train.unet3d import TemporalConvBlock, UNet3D, parameter_groups
 
 CHECKPOINT_KEYS = ("model", "ema", "opt", "step", "config")
 # Prefixes of the three models inside a LatentDiffusion state dict (VideoCrafter2, SD 2.1).
@@ -132,7 +132,6 @@ def sd21_key_map(model: UNet3D) -> dict[str, str]:
     stages += [(f"output_blocks.{i}", s) for i, s in enumerate(model.output_blocks)]
     mapping = {}
     for name, stage in stages:
-        assert isinstance(stage, Stage)
         spatial_positions = [i for i, layer in enumerate(stage) if not isinstance(layer, TemporalTransformer)]
         for image_index, index in enumerate(spatial_positions):
             if image_index != index:
