@@ -51,6 +51,17 @@ def test_finetune_step_changes_only_its_group(mixed_dataset, base_run, tmp_path,
     assert changed[trainable] and not changed[other] and not changed["fps"]
 
 
+@pytest.mark.parametrize("image_mode, temporal_trains", [("skip_temporal", False), ("t1", True)])
+def test_image_mode_decides_whether_images_reach_the_temporal_modules(mixed_dataset, base_run, tmp_path, image_mode, temporal_trains):
+    recipe = tiny_recipe(mixed_dataset, stage="finetune", trainable="all", init_from=str(base_run),
+                         data={"image_ratio": 1.0, "image_mode": image_mode}, train={"steps": 1})
+    trainer = Trainer(recipe, tmp_path)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run()
+    changed = changed_groups(trainer.model, before)
+    assert changed["spatial"] and bool(changed["temporal"]) == temporal_trains
+
+
 def test_lora_finetune_keeps_base_bitwise_and_exports_merged(mixed_dataset, base_run, tmp_path):
     recipe = tiny_recipe(mixed_dataset, stage="finetune", trainable="spatial", method="lora", lora_rank=2, lora_alpha=2,
                          init_from=str(base_run), train={"steps": 1})
