@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from curate.config import ConfigError, DownloadSection, load_pipeline
+from curate.config import ConfigError, DownloadSection, ScoreSection, SelectSection, load_pipeline
 from curate.download.http import FetchPolicy
 from curate.download.shard import DownloadOptions
 from curate.provenance import ProvenanceMismatch
@@ -160,6 +160,120 @@ def query_cmd(
     _print_table(table, format)
 
 
+def _parse_size(text: str, option: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        if w < 8 or h < 8:
+            raise ValueError
+        return w, h
+    except ValueError:
+        fail(f"{option} must look like 512x320 (width x height)")
+
+
+def _run_score(dataset: str, section: ScoreSection, force: bool, ray_address: Optional[str]) -> dict:
+    from curate.scoring.stage import score
+    from curate.scoring.weights import WeightsMissing
+
+    try:
+        return score(dataset, list(section.scorers), clip_model=section.clip_model,
+                     aesthetic_model=section.aesthetic_model, batch_size=section.batch_size, actors=section.actors,
+                     frames=section.frames, positions=section.positions, dedup_threshold=section.dedup_threshold,
+                     force=force, address=ray_address)
+    except WeightsMissing as exc:
+        fail(f"model weights missing: {exc}")
+    except ProvenanceMismatch as exc:
+        fail(f"{dataset}: {exc}; rerun with --force to rescore")
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo("interrupted: rerun the same command to continue", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _run_select(dataset: str, section: SelectSection, out: str, force: bool, ray_address: Optional[str]) -> dict:
+    from curate.scoring.select import PredicateError
+    from curate.selection import Selection, select
+    from curate.stats.query import QueryError
+
+    sel = Selection(where=section.where, top=section.top, by=section.by, quotas=dict(section.quotas),
+                    video_size=tuple(section.video_size), image_size=tuple(section.image_size),
+                    max_frames=section.max_frames)
+    try:
+        return select(dataset, out, sel, force=force, address=ray_address)
+    except (PredicateError, QueryError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    except ProvenanceMismatch as exc:
+        fail(f"{out}: {exc}; rerun with --force to start it over")
+    except KeyboardInterrupt:
+        typer.echo("interrupted: rerun the same command to continue", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+@app.command("score")
+def score_cmd(
+    dataset: str = typer.Argument(..., help="Dataset folder."),
+    scorers: str = typer.Option("clip,aesthetic,motion,quality,dedup", help="Comma-separated: clip, aesthetic, motion, quality, dedup."),
+    clip_model: Optional[str] = typer.Option(None, help="open_clip NAME:PRETRAINED, or a local checkpoint path (default ViT-L-14:openai)."),
+    aesthetic_model: Optional[str] = typer.Option(None, help="Path to sac+logos+ava1-l14-linearMSE.pth (default: the standard caches)."),
+    batch_size: int = typer.Option(32, min=1, help="Samples per model batch."),
+    actors: Optional[int] = typer.Option(None, min=1, help="Scorer actors (default: one per GPU, else 1)."),
+    frames: int = typer.Option(3, min=1, help="Frames sampled per video."),
+    positions: str = typer.Option("first,middle,last", help="Frame positions: first,middle,last or uniform."),
+    dedup_threshold: float = typer.Option(0.95, help="CLIP cosine at or above which a sample is a near-duplicate."),
+    ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster to run on."),
+    force: bool = typer.Option(False, help="Rescore when the scorer config changed."),
+) -> None:
+    """Add score columns (queryable in `samples`); never drops a row. Resumable per shard."""
+    section = ScoreSection(scorers=[s.strip() for s in scorers.split(",") if s.strip()], clip_model=clip_model,
+                           aesthetic_model=aesthetic_model, batch_size=batch_size, actors=actors, frames=frames,
+                           positions=positions, dedup_threshold=dedup_threshold)
+    typer.echo(json.dumps(_run_score(dataset, section, force, ray_address)))
+
+
+@app.command("select")
+def select_cmd(
+    dataset: str = typer.Argument(..., help="Scored dataset folder."),
+    out: str = typer.Option(..., "--out", help="Training dataset folder to write."),
+    where: str = typer.Option("TRUE", help="Predicate over `samples` columns, e.g. \"aesthetic_score >= 5.5 AND clip_score >= 0.28\"."),
+    top: Optional[float] = typer.Option(None, help="Keep this fraction (0-1] of what passes --where, best by --by."),
+    by: Optional[str] = typer.Option(None, help="Column that ranks samples for --top and --quota."),
+    quota: list[str] = typer.Option([], help="SOURCE=N: at most N samples from SOURCE (repeatable)."),
+    video_size: str = typer.Option("512x320", help="Training geometry for videos (resize + center crop)."),
+    image_size: str = typer.Option("512x512", help="Training geometry for images."),
+    max_frames: Optional[int] = typer.Option(None, min=1, help="Cap the frames kept per video."),
+    ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster to run on."),
+    force: bool = typer.Option(False, help="Start --out over when the selection changed."),
+) -> None:
+    """Write the samples that pass the thresholds, re-encoded to the training geometry, as a new dataset folder."""
+    quotas = {}
+    for item in quota:
+        source, _, n = item.partition("=")
+        if not n.isdigit():
+            fail(f"--quota {item!r}: expected SOURCE=N")
+        quotas[source] = int(n)
+    section = SelectSection(where=where, top=top, by=by, quotas=quotas,
+                            video_size=list(_parse_size(video_size, "--video-size")),
+                            image_size=list(_parse_size(image_size, "--image-size")), max_frames=max_frames)
+    _finish(_run_select(dataset, section, out, force, ray_address))
+
+
+@app.command("report")
+def report_cmd(
+    dataset: str = typer.Argument(..., help="Scored dataset folder."),
+    out: str = typer.Option("report.html", "--out", help="HTML file to write."),
+    where: Optional[str] = typer.Option(None, help="Selection predicate whose thresholds are drawn and counted."),
+) -> None:
+    """Static HTML: score histograms per source with thresholds, kept/dropped counts, thumbnails at quantiles."""
+    from curate.scoring.select import PredicateError
+    from curate.stats.query import QueryError
+    from curate.stats.report import write
+
+    try:
+        typer.echo(write(dataset, out, where))
+    except (PredicateError, QueryError, FileNotFoundError) as exc:
+        fail(str(exc))
+
+
 @app.command("run")
 def run_cmd(
     pipeline: str = typer.Argument(..., help="Pipeline recipe YAML (see pipelines/)."),
@@ -167,12 +281,30 @@ def run_cmd(
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster to run on."),
     force: bool = typer.Option(False, help="Start over when the input or config changed."),
 ) -> None:
-    """Run the stages of a pipeline recipe."""
+    """Run the stages of a pipeline recipe: download, then score and select when the recipe has them."""
     try:
         recipe = load_pipeline(pipeline)
     except ConfigError as exc:
         fail(str(exc))
-    _finish(_run_download(recipe.download, out, force, ray_address))
+    _run_stages(recipe, out, force, ray_address)
+
+
+def _run_stages(recipe, out: str, force: bool, ray_address: Optional[str]) -> dict:
+    results = {"download": _run_download(recipe.download, out, force, ray_address)}
+    typer.echo(json.dumps({"download": results["download"]}))
+    if results["download"].get("failed_shards"):
+        _finish(results["download"])
+    if recipe.score:
+        results["score"] = _run_score(out, recipe.score, force, ray_address)
+        typer.echo(json.dumps({"score": results["score"]}))
+    if recipe.select:
+        beside = os.path.dirname(os.path.abspath(out))
+        target = recipe.select.out if os.path.isabs(recipe.select.out) else os.path.join(beside, recipe.select.out)
+        results["select"] = _run_select(out, recipe.select, target, force, ray_address)
+        results["select"]["out"] = target
+        typer.echo(json.dumps({"select": results["select"]}))
+        _finish(results["select"])
+    return results
 
 
 @app.command("demo")
@@ -189,9 +321,14 @@ def demo_cmd(
         recipe = load_pipeline(DEMO_RECIPE)
         recipe.download.input = urls
         dataset = os.path.join(out, "dataset")
-        summary = _run_download(recipe.download, dataset, True, ray_address)
-        typer.echo(json.dumps(summary))
+        results = _run_stages(recipe, dataset, True, ray_address)
         typer.echo(f"\n== curate stats {dataset}\n" + render(summarize(dataset)))
+        if recipe.select:
+            from curate.stats.report import write
+
+            page = write(dataset, os.path.join(out, "report.html"), recipe.select.where)
+            typer.echo(f"\n== report: {page}\n== selected for training: {results['select']['out']} "
+                       f"({results['select']['kept']} kept, {results['select']['dropped']} dropped)")
     finally:
         srv.shutdown()
 

@@ -35,13 +35,36 @@ class DownloadSection:
 
 
 @dataclass
+class ScoreSection:
+    scorers: list = field(default_factory=lambda: ["clip", "aesthetic", "motion", "quality", "dedup"])
+    clip_model: str | None = None
+    aesthetic_model: str | None = None
+    batch_size: int = 32
+    actors: int | None = None
+    frames: int = 3
+    positions: str = "first,middle,last"
+    dedup_threshold: float = 0.95
+
+
+@dataclass
+class SelectSection:
+    where: str = "TRUE"
+    top: float | None = None
+    by: str | None = None
+    quotas: dict = field(default_factory=dict)
+    video_size: list = field(default_factory=lambda: [512, 320])
+    image_size: list = field(default_factory=lambda: [512, 512])
+    max_frames: int | None = None
+    out: str = "selected"  # folder beside the dataset folder (or an absolute path)
+
+
+@dataclass
 class Pipeline:
     name: str
     download: DownloadSection
     description: str = ""
-    score: dict | None = None
-    select: dict | None = None
-    train: dict | None = None
+    score: ScoreSection | None = None
+    select: SelectSection | None = None
 
 
 def _build(cls, data: Any, where: str):
@@ -69,6 +92,10 @@ def load_pipeline(path: str) -> Pipeline:
         raise ConfigError(f"{path}: a recipe is a mapping with at least `name` and `download`")
     data = dict(data)
     data["download"] = _build(DownloadSection, data.get("download"), f"{path}: download")
+    if data.get("score") is not None:
+        data["score"] = _build(ScoreSection, data["score"], f"{path}: score")
+    if data.get("select") is not None:
+        data["select"] = _build(SelectSection, data["select"], f"{path}: select")
     pipeline = _build(Pipeline, data, path)
     base = os.path.dirname(os.path.abspath(path))
     dl = pipeline.download

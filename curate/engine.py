@@ -59,3 +59,46 @@ def run_tasks(fn: Callable, jobs: Sequence[tuple], desc: str, address: str | Non
                 ray.cancel(ref, force=True)
             raise
     return results, failures
+
+
+def map_shards(shards: Sequence[str], expand: Callable, expand_kwargs: dict, model_cls: type, model_kwargs: dict,
+               expected: dict[str, int], on_shard: Callable[[str, list[dict]], None], *, batch_size: int = 32,
+               actors: int = 1, gpus_per_actor: float = 0, desc: str = "score", address: str | None = None) -> None:
+    """Ray Data: `expand(shard)` (CPU tasks, e.g. read + decode) yields one row per sample; `model_cls` runs
+    in an actor pool (one GPU each when asked; setup once per actor) on batches; rows come back to the
+    driver, which calls on_shard(shard, rows) once all `expected[shard]` rows of a shard are in — so each
+    shard's output is written whole, and a rerun redoes only shards that were not written."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    init(address)
+    if not shards:
+        return
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=len(shards))
+    ds = ds.flat_map(expand, fn_kwargs=expand_kwargs)
+    ds = ds.map_batches(model_cls, fn_constructor_kwargs=model_kwargs, batch_size=batch_size, batch_format="pyarrow",
+                        compute=ActorPoolStrategy(min_size=1, max_size=max(1, actors)), num_gpus=gpus_per_actor)
+    pending: dict[str, list[dict]] = {s: [] for s in shards}
+    with tqdm(total=sum(expected[s] for s in shards), desc=desc, unit="sample", dynamic_ncols=True) as bar:
+        for row in ds.iter_rows():
+            shard = row["shard"]
+            pending[shard].append(row)
+            bar.update(1)
+            if len(pending[shard]) == expected[shard]:
+                on_shard(shard, pending.pop(shard))
+    for shard, rows in pending.items():  # shards with nothing to score still get their (empty) output
+        if expected[shard] == 0 or len(rows) == expected[shard]:
+            on_shard(shard, rows)
+        else:
+            raise RuntimeError(f"shard {shard}: {len(rows)} of {expected[shard]} rows came back")
+
+
+def cluster_gpus(address: str | None = None) -> float:
+    """GPUs Ray sees (0 on a CPU machine): model scorers get one GPU per actor when there are any."""
+    import ray
+
+    init(address)
+    return float(ray.cluster_resources().get("GPU", 0))

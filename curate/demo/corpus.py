@@ -12,7 +12,7 @@ import numpy as np
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40),
           "white": (240, 240, 240), "purple": (150, 60, 190)}
-BACKGROUNDS = {"black": (10, 10, 10), "grey": (110, 110, 110), "navy": (20, 25, 70), "olive": (90, 100, 40)}
+BACKGROUNDS = {"teal": (20, 110, 110), "grey": (110, 110, 110), "navy": (20, 25, 70), "olive": (90, 100, 40)}
 SHAPES = ("circle", "square")
 QUALITIES = ("sharp", "blurred", "noisy", "static", "letterboxed")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.download.http import FetchError, FetchPolicy, fetch_to_file
+from curate.media.digest import sha256_file
 from curate.media.probe import DEFAULT_MAX_PIXELS, MediaInfo, ProbeError, ProbePool, probe_image
 from curate.media.transcode import TranscodeError, cap_resolution
 from curate.shards.folder import DatasetFolder
@@ -47,14 +47,6 @@ class DownloadOptions:
         return cls(**data)
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _failure(row: dict, status: str, reason: str, message: str) -> dict:
     return dict(row, status=status, error_reason=reason, error_message=message)
 
@@ -62,7 +54,7 @@ def _failure(row: dict, status: str, reason: str, message: str) -> dict:
 def _success(row: dict, info: MediaInfo, path: str, digest: str | None = None) -> dict:
     return dict(row, status="success", error_reason=None, error_message=None, width=info.width, height=info.height,
                 duration=info.duration, fps=info.fps, num_frames=info.num_frames, codec=info.codec,
-                size_bytes=os.path.getsize(path), sha256=digest or _sha256(path))
+                size_bytes=os.path.getsize(path), sha256=digest or sha256_file(path))
 
 
 @dataclass

@@ -35,3 +35,17 @@ def resize_center_crop(src: str, dst: str, width: int, height: int, max_frames: 
         cmd += ["-frames:v", str(max_frames)]
     _run(cmd + ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
                 "-movflags", "+faststart", dst], timeout)
+
+
+def image_resize_center_crop(src: str, dst: str, width: int, height: int, quality: int = 95) -> tuple[int, int]:
+    """Scale to cover width x height (area filter when shrinking), center crop, write JPEG; returns the size."""
+    from PIL import Image
+
+    with Image.open(src) as img:
+        img = img.convert("RGB")
+        scale = max(width / img.width, height / img.height)
+        size = (max(width, round(img.width * scale)), max(height, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC)
+        left, top = (size[0] - width) // 2, (size[1] - height) // 2
+        img.crop((left, top, left + width, top + height)).save(dst, "JPEG", quality=quality)
+    return width, height
