@@ -12,6 +12,7 @@ written to a temporary folder first.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import itertools
 import json
@@ -26,7 +27,7 @@ import torch
 
 from curate.train.data import LoaderConfig, make_loader
 from curate.train.recipe import load_recipe
-from curate.train.trainer import Trainer
+from curate.train.trainer import Trainer, loader_config
 
 
 def synthetic_dataset(root: Path, videos: int = 32, images: int = 32, per_shard: int = 16) -> Path:
@@ -102,8 +103,7 @@ def main() -> None:
         recipe = load_recipe(args.recipe)
         recipe = recipe.replace(data={"dirs": [str(data)], "num_workers": 0})
         d, t = recipe.data, recipe.train
-        cfg = LoaderConfig(dirs=(str(data),), frames=d.frames, height=d.height, width=d.width, batch_size=t.micro_batch_size,
-                           image_ratio=d.image_ratio, frame_stride=tuple(d.frame_stride), image_fps=d.image_fps, seed=t.seed)
+        cfg = loader_config(recipe)
         trainer = Trainer(recipe, Path(tmp) / "run")
         batches = list(itertools.islice(iter(make_loader(cfg)), args.steps))
         train_sps = model_rate(trainer, batches)
@@ -118,7 +118,7 @@ def main() -> None:
             "train_samples_per_s": round(train_sps, 2),
         }
         for workers in (0, 1, 2):
-            rate = loader_rate(LoaderConfig(**{**cfg.__dict__, "num_workers": workers}), args.loader_batches)
+            rate = loader_rate(dataclasses.replace(cfg, num_workers=workers), args.loader_batches)
             results[f"loader_samples_per_s_workers{workers}"] = round(rate, 2)
         # conservative: the in-process loader (no worker prefetch) against the model
         results["loader_over_train"] = round(results["loader_samples_per_s_workers0"] / train_sps, 2)

@@ -12,7 +12,10 @@ Sampling plan (deterministic given the seed, resumable from the number of batche
   split by rank (perm[rank::world], cut to equal length); a batch takes the next B samples;
 - DataLoader worker w builds the batches k with k % num_workers == w; the DataLoader returns
   workers' outputs round-robin, i.e. in order of k.
-Members are read by seeking into the tar (offsets found once by scanning headers).
+Members are read by seeking into the tar (offsets found once by scanning headers). A sample that
+fails to decode is replaced by the next one in the epoch order, with a warning, so one corrupt
+member never stops a run and the replacement is the same on every replay.
+Resuming: a rank that consumed B micro-batches (B x batch_size samples) restarts with start_batch=B.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 VIDEO_EXTS = ("mp4", "webm", "avi", "mov", "mkv")
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 _CHOICE_BLOCK = 4096
+_FALLBACKS = 8  # how many following samples to try when one fails to decode
 
 
 @dataclass(frozen=True)
@@ -186,16 +191,17 @@ class JointBatches(IterableDataset):
         perm = np.random.default_rng([self.cfg.seed, source, epoch]).permutation(n)
         return perm[self.rank :: self.world_size][: n // self.world_size]
 
-    def plan(self, batch_index: int, source: int, position: int) -> list[tuple[Sample, np.random.Generator]]:
-        """The samples of a batch that starts at `position` of `source`'s stream, with their RNGs."""
+    def plan(self, batch_index: int, source: int, position: int) -> list[tuple[list[Sample], np.random.Generator]]:
+        """Per slot of a batch starting at `position` of `source`'s stream: the sample, then fallbacks, and an RNG."""
         per_epoch = len(self.sources[source]) // self.world_size
         out, orders = [], {}
         for slot in range(self.cfg.batch_size):
             epoch, i = divmod(position + slot, per_epoch)
             if epoch not in orders:
                 orders[epoch] = self._rank_order(source, epoch)
-            rng = np.random.default_rng([self.cfg.seed, batch_index, slot, self.rank])
-            out.append((self.sources[source][orders[epoch][i]], rng))
+            order = orders[epoch]
+            candidates = [self.sources[source][order[(i + k) % per_epoch]] for k in range(min(_FALLBACKS, per_epoch))]
+            out.append((candidates, np.random.default_rng([self.cfg.seed, batch_index, slot, self.rank])))
         return out
 
     def load(self, sample: Sample, rng: np.random.Generator) -> tuple[torch.Tensor, str, float]:
@@ -208,6 +214,15 @@ class JointBatches(IterableDataset):
             frames, fps = decode_clip(read_member(sample.media), cfg.frames, cfg.frame_stride, rng, meta.get("fps"))
         return resize_center_crop(frames, cfg.height, cfg.width), caption, float(fps)
 
+    def load_first_readable(self, candidates: list[Sample], rng: np.random.Generator):
+        """A sample that fails to decode is replaced by the next one of the epoch order (deterministic)."""
+        for sample in candidates:
+            try:
+                return sample, self.load(sample, rng)
+            except Exception as err:  # a corrupt member must not stop a training run
+                warnings.warn(f"skipping undecodable sample {sample.key} ({sample.media.tar}): {err}")
+        raise RuntimeError(f"{len(candidates)} consecutive samples failed to decode, starting at {candidates[0].key}")
+
     def batches(self, worker: int = 0, num_workers: int = 1):
         counts = [0] * len(self.sources)
         for k, source in enumerate(self._choices()):
@@ -215,13 +230,14 @@ class JointBatches(IterableDataset):
             counts[source] += 1
             if k < self.start_batch or k % num_workers != worker:
                 continue
-            plan = self.plan(k, source, position)
-            pixels, captions, fps = zip(*(self.load(s, rng) for s, rng in plan))
+            loaded = [self.load_first_readable(candidates, rng) for candidates, rng in self.plan(k, source, position)]
+            keys = [sample.key for sample, _ in loaded]
+            pixels, captions, fps = zip(*(item for _, item in loaded))
             yield {
                 "pixels": torch.stack(pixels),
                 "captions": list(captions),
                 "fps": torch.tensor(fps, dtype=torch.float32),
-                "keys": [s.key for s, _ in plan],
+                "keys": keys,
                 "modality": self.sources[source][0].modality,
                 "batch_index": k,
             }

@@ -127,6 +127,9 @@ class Recipe:
             raise RecipeError("stage 'finetune' needs init_from: a checkpoint to start from")
         if not 0.0 <= self.data.image_ratio <= 1.0:
             raise RecipeError(f"data.image_ratio must be in [0, 1], got {self.data.image_ratio}")
+        stride = self.data.frame_stride
+        if len(stride) != 2 or not 1 <= stride[0] <= stride[1]:
+            raise RecipeError(f"data.frame_stride must be [min, max] with 1 <= min <= max, got {list(stride)}")
         t = self.train
         if t.batch_size % (t.micro_batch_size * t.num_workers):
             raise RecipeError(

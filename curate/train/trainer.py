@@ -106,6 +106,16 @@ def load_init(model: nn.Module, init_from: str) -> None:
         checkpoints.load_unet_state(model, export_weights(checkpoints.load_checkpoint(resolve_checkpoint(init_from))))
 
 
+def loader_config(recipe: Recipe) -> LoaderConfig:
+    """The loader settings of a recipe, for one worker's micro-batches."""
+    d = recipe.data
+    return LoaderConfig(
+        dirs=tuple(d.dirs), weights=tuple(d.weights), frames=d.frames, height=d.height, width=d.width,
+        batch_size=recipe.train.micro_batch_size, image_ratio=d.image_ratio, frame_stride=tuple(d.frame_stride),
+        image_fps=d.image_fps, seed=recipe.train.seed, num_workers=d.num_workers,
+    )
+
+
 def _config_changes(old: dict, new: dict) -> list[str]:
     changes = []
     for section, value in new.items():
@@ -211,15 +221,8 @@ class Trainer:
         """Train until `steps` (default: the recipe's) optimizer steps in total; returns this call's logs."""
         recipe, total = self.recipe, steps if steps is not None else self.recipe.train.steps
         accumulation = recipe.accumulation
-        d = recipe.data
-        loader = make_loader(
-            LoaderConfig(
-                dirs=tuple(d.dirs), weights=tuple(d.weights), frames=d.frames, height=d.height, width=d.width,
-                batch_size=recipe.train.micro_batch_size, image_ratio=d.image_ratio, frame_stride=tuple(d.frame_stride),
-                image_fps=d.image_fps, seed=recipe.train.seed, num_workers=d.num_workers,
-            ),
-            rank=self.rank, world_size=self.world_size, start_batch=self.step * accumulation,
-        )
+        loader = make_loader(loader_config(recipe), rank=self.rank, world_size=self.world_size,
+                             start_batch=self.step * accumulation)
         batches = iter(loader)
         logs: list[StepLog] = []
         log_file = (self.run_dir / "log.jsonl").open("a") if self.rank == 0 else None

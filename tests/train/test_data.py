@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 
 import pytest
@@ -65,3 +66,25 @@ def test_resume_mid_epoch_with_workers_matches_uninterrupted(mixed_dataset):
 def test_source_smaller_than_a_global_batch_is_refused(mixed_dataset):
     with pytest.raises(ValueError, match="fewer than world_size x batch_size"):
         JointBatches(config(mixed_dataset, batch_size=8), rank=0, world_size=2)
+
+
+def test_undecodable_sample_is_replaced_by_the_next_one(tmp_path):
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "d", videos=4, images=0, per_shard=4)
+    import tarfile
+
+    src = data / "shards" / "00000.tar"
+    broken = tmp_path / "broken.tar"
+    with tarfile.open(src) as tin, tarfile.open(broken, "w") as tout:
+        for info in tin:
+            payload = tin.extractfile(info).read()
+            if info.name == "v001.mp4":
+                payload = b"\x00not a video" * 10
+                info.size = len(payload)
+            tout.addfile(info, io.BytesIO(payload))
+    broken.replace(src)
+    cfg = config(data, image_ratio=0.0, batch_size=4)
+    with pytest.warns(UserWarning, match="v001"):
+        batch = next(iter(JointBatches(cfg)))
+    assert "v001" not in batch["keys"] and batch["pixels"].shape[0] == 4
