@@ -17,9 +17,19 @@ SHAPES = ("circle", "square")
 QUALITIES = ("sharp", "blurred", "noisy", "static", "letterboxed")
 
 
-def draw(shape: str, color, background, width: int, height: int, cx: float, cy: float, size: int) -> np.ndarray:
+def texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Smooth random texture in [0.6, 1.4]: like natural footage it gives optical flow something to track."""
+    coarse = rng.random((height // 8 + 2, width // 8 + 2)).astype(np.float32)
+    return 0.6 + 0.8 * cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+
+
+def draw(shape: str, color, background, width: int, height: int, cx: float, cy: float, size: int,
+         shade: np.ndarray | None = None) -> np.ndarray:
     frame = np.empty((height, width, 3), np.uint8)
-    frame[:] = background
+    if shade is None:
+        frame[:] = background
+    else:
+        frame[:] = (np.asarray(background, np.float32)[None, None, :] * shade[..., None]).clip(0, 255)
     c = tuple(int(v) for v in color)
     if shape == "circle":
         cv2.circle(frame, (int(cx), int(cy)), size, c, -1, lineType=cv2.LINE_AA)
@@ -44,7 +54,10 @@ def degrade(frame: np.ndarray, quality: str, rng: np.random.Generator) -> np.nda
 
 
 def video_frames(shape, color, background, quality, rng, width=160, height=96, frames=24) -> list[np.ndarray]:
+    """A shape crossing a textured background while the camera pans (both still for `static`)."""
     size = height // 6
+    pan = 2 if quality != "static" else 0
+    shade = texture(rng, width + pan * frames, height)
     x0, y0 = rng.uniform(size, width / 3), rng.uniform(size, height - size)
     dx, dy = rng.uniform(2.0, 4.0), rng.uniform(-1.0, 1.0)
     out = []
@@ -52,7 +65,8 @@ def video_frames(shape, color, background, quality, rng, width=160, height=96, f
         moving = quality != "static"
         cx = x0 + (dx * t if moving else 0)
         cy = min(max(y0 + (dy * t if moving else 0), size), height - size)
-        out.append(degrade(draw(shape, color, background, width, height, cx, cy, size), quality, rng))
+        view = shade[:, pan * t: pan * t + width]
+        out.append(degrade(draw(shape, color, background, width, height, cx, cy, size, view), quality, rng))
     return out
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
 from curate.scoring.sample import Sample
-from curate.scoring.weights import AESTHETIC_V2_L14, DEFAULT_CLIP, resolve_known_file
+from curate.scoring.weights import AESTHETIC_V2_L14, DEFAULT_CLIP, resolve_clip, resolve_known_file
 
 NAME = "aesthetic"
 VERSION = "1"
@@ -67,6 +67,11 @@ class AestheticScorer:
         self.embedder = embedder or ClipEmbedder(clip_model, device)
         self.mlp: AestheticMLP | None = None
         self.model_id = ""
+
+    def check_weights(self) -> None:
+        """Resolve the CLIP and predictor weights without building models (fails fast where they are missing)."""
+        resolve_clip(self.embedder.spec)
+        resolve_known_file(AESTHETIC_V2_L14, self.weights_path, what="LAION aesthetic predictor v2")
 
     def setup(self) -> None:
         self.embedder.load()

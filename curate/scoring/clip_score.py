@@ -6,7 +6,7 @@ import numpy as np
 
 from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
 from curate.scoring.sample import Sample
-from curate.scoring.weights import DEFAULT_CLIP
+from curate.scoring.weights import DEFAULT_CLIP, resolve_clip
 
 NAME = "clip"
 VERSION = "1"
@@ -30,6 +30,10 @@ class ClipScorer:
     def columns(self) -> tuple[str, ...]:
         base = (CLIP_SCORE, CLIP_MODEL, CLIP_SCORE_ERROR)
         return base + (CLIP_EMBEDDING,) if self.keep_embedding else base
+
+    def check_weights(self) -> None:
+        """Resolve the CLIP weights without building the model (fails fast where they are missing)."""
+        resolve_clip(self.embedder.spec)
 
     def setup(self) -> None:
         self.embedder.load()

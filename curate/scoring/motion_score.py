@@ -46,6 +46,9 @@ class MotionScorer:
     name = NAME
     columns = (MOTION_SCORE, MOTION_SCORE_ERROR)
 
+    def check_weights(self) -> None:
+        """Weight-free: nothing to resolve."""
+
     def setup(self) -> None:
         cv2.setNumThreads(1)  # scorers run one per CPU in the engine's pool
 

@@ -53,6 +53,11 @@ class ScorerSet:
     def columns(self) -> tuple[str, ...]:
         return (KEY,) + tuple(column for scorer in self.scorers for column in scorer.columns) + (SCORE_ERROR,)
 
+    def check_weights(self) -> None:
+        """Resolve every weights file now without building models: call in the driver before starting workers."""
+        for scorer in self.scorers:
+            scorer.check_weights()
+
     def setup(self) -> None:
         """Load every model once per worker (raises WeightsMissing here, before any batch is read)."""
         for scorer in self.scorers:

@@ -79,6 +79,9 @@ class QualityScorer:
     name = NAME
     columns = (SHARPNESS, BRIGHTNESS, CONTRAST, BLACK_BORDER_FRACTION, STATIC_FRAME_FRACTION, QUALITY_ERROR)
 
+    def check_weights(self) -> None:
+        """Weight-free: nothing to resolve."""
+
     def setup(self) -> None:
         cv2.setNumThreads(1)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import io
+import subprocess
+import tempfile
+from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -12,19 +13,16 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), 
 
 
 def encode_mp4(frames: np.ndarray, fps: int = 8) -> bytes:
-    """uint8 [T,H,W,3] RGB frames -> H.264 mp4 bytes (PyAV)."""
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buffer.getvalue()
+    """uint8 [T,H,W,3] RGB frames -> H.264 mp4 bytes (the ffmpeg binary, as the data plane uses)."""
+    height, width = frames.shape[1:3]
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "clip.mp4"
+        subprocess.run(
+            ["ffmpeg", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+             "-r", str(fps), "-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", str(target)],
+            input=np.ascontiguousarray(frames, dtype=np.uint8).tobytes(), check=True,
+        )
+        return target.read_bytes()
 
 
 def textured_frame(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:

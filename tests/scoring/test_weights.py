@@ -6,6 +6,7 @@ import pytest
 
 from curate.scoring import weights
 from curate.scoring.clip_score import ClipScorer
+from curate.scoring.scorer_set import ScorerSet
 from curate.scoring.weights import (
     AESTHETIC_V2_L14,
     KnownFile,
@@ -150,6 +151,16 @@ def test_scorer_setup_refuses_to_run_without_weights(empty_caches, monkeypatch, 
     (folder / "open_clip_config.json").write_text("{}")
     with pytest.raises(WeightsMissing, match="no weights"):
         ClipScorer(str(folder)).setup()
+
+
+def test_scorer_set_checks_weights_without_building_models(empty_caches, tiny_clip_dir, monkeypatch):
+    monkeypatch.setenv("CURATE_OFFLINE", "1")
+    ScorerSet(["clip", "motion", "quality"], clip_model=str(tiny_clip_dir)).check_weights()
+    with pytest.raises(WeightsMissing, match="sac\\+logos"):
+        ScorerSet(["clip", "aesthetic"], clip_model=str(tiny_clip_dir),
+                  aesthetic_clip_model=str(tiny_clip_dir)).check_weights()
+    with pytest.raises(WeightsMissing, match="ViT-L-14:openai"):
+        ScorerSet(["aesthetic"], aesthetic_model=empty_caches / "a.pth").check_weights()
 
 
 def test_bad_clip_specs():

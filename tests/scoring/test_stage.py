@@ -1,0 +1,107 @@
+"""The score stage on local Ray: every success sample scored once, failures as rows, resume, dedup, CLIP path."""
+
+import os
+import shutil
+
+import duckdb
+import pytest
+import torch
+
+from curate.scoring.stage import score
+from curate.selection import Selection, select
+from curate.shards.folder import DatasetFolder
+from curate.shards.writer import ShardWriter
+from curate.stats.query import connect, run
+
+
+def build_dataset(root, media_dir, names_by_shard):
+    """A dataset folder written directly (no download): each name is a file of the demo corpus stored as
+    a success row, so a broken file reaches the scorers the way a decoder-hostile file would."""
+    folder = DatasetFolder(str(root))
+    n = 0
+    for sid, names in names_by_shard.items():
+        writer = ShardWriter(folder, sid)
+        for name in names:
+            video = name.endswith(".mp4")
+            path = os.path.join(media_dir, name)
+            writer.add({"key": f"k{n:03d}", "row": n, "source": "urls", "modality": "video" if video else "image",
+                        "caption": f"a red circle {n}", "status": "success", "sha256": name, "extra": "{}"},
+                       path, "mp4" if video else "jpg")
+            n += 1
+        writer.add({"key": f"k{n:03d}", "row": n, "source": "urls", "modality": "video", "caption": "gone",
+                    "status": "failed_to_download", "error_reason": "http_404", "extra": "{}"})
+        n += 1
+        writer.close()
+    return str(root)
+
+
+SHARDS = {"00000": ["video_000.mp4", "video_003.mp4", "broken_corrupt.mp4", "image_000.jpg"],
+          "00001": ["video_001.mp4", "video_000.mp4", "image_001.jpg"]}
+
+
+def scores_of(root):
+    return {r["key"]: r for r in run(connect(root), "SELECT * FROM samples ORDER BY row").to_pylist()}
+
+
+def test_weight_free_scores_dedup_and_resume(ray_local, demo_media, tmp_path):
+    root = build_dataset(tmp_path / "ds", demo_media[0], SHARDS)
+    summary = score(root, ["motion", "quality", "dedup"], batch_size=3)
+    assert summary["scored_shards"] == 2 and summary["run"] == "motion+quality"
+    rows = scores_of(root)
+    assert len(rows) == 9
+    static, moving = rows["k001"], rows["k000"]  # video_003 is the demo's static clip
+    assert static["motion_score"] == pytest.approx(0.0, abs=0.05) and static["static_frame_fraction"] == 1.0
+    assert moving["motion_score"] > 1.0
+    corrupt = rows["k002"]
+    assert corrupt["motion_score"] is None and "decod" in corrupt["score_error"].lower()
+    assert rows["k003"]["motion_score"] is None and rows["k003"]["sharpness"] > 0  # image: no motion
+    assert rows["k004"]["motion_score"] is None and rows["k004"]["score_error"] is None  # failed row: not scored
+    assert rows["k006"]["exact_duplicate_of"] == "k000"  # same file (sha256) in another shard
+    scored = duckdb.sql(f"SELECT key FROM read_parquet('{root}/scores/motion+quality/*.parquet')").fetchall()
+    assert len(scored) == len({k for (k,) in scored}) == 7
+
+    # a crash mid-shard leaves only a temporary file: the rerun redoes exactly that shard
+    out = os.path.join(root, "scores", "motion+quality")
+    os.replace(os.path.join(out, "00001.parquet"), os.path.join(out, ".00001.parquet.tmp"))
+    again = score(root, ["motion", "quality"])
+    assert again["scored_shards"] == 1 and again["skipped_shards"] == 1
+    assert scores_of(root)["k005"]["motion_score"] == rows["k005"]["motion_score"]
+    with pytest.raises(Exception, match="configuration differs"):
+        score(root, ["motion", "quality"], frames=5)
+
+
+def test_selection_count_equals_duckdb_count(ray_local, demo_media, tmp_path):
+    root = build_dataset(tmp_path / "ds", demo_media[0], SHARDS)
+    score(root, ["motion", "quality"])
+    where = "(modality = 'image' OR motion_score > 1.0) AND sharpness > 1"
+    (expected,) = connect(root).execute(f"SELECT count(*) FROM samples WHERE status = 'success' AND {where}").fetchone()
+    summary = select(root, str(tmp_path / "sel"), Selection(where=where, video_size=(48, 32), image_size=(32, 32),
+                                                             max_frames=8))
+    assert summary["kept"] == expected >= 3
+    out = run(connect(str(tmp_path / "sel")), "SELECT * FROM samples").to_pylist()
+    assert len(out) == expected and all(r["status"] == "success" for r in out)
+    videos = [r for r in out if r["modality"] == "video"]
+    assert {(r["width"], r["height"], r["num_frames"]) for r in videos} == {(48, 32, 8)}
+    assert {(r["width"], r["height"]) for r in out if r["modality"] == "image"} == {(32, 32)}
+    top = select(root, str(tmp_path / "top"), Selection(where="TRUE", top=0.5, by="sharpness"))
+    assert top["kept"] == 4  # ceil(0.5 * 7)
+
+
+def test_clip_and_aesthetic_through_the_real_loading_path(ray_local, demo_media, tmp_path, tiny_clip_dir):
+    root = build_dataset(tmp_path / "ds", demo_media[0], {"00000": ["video_000.mp4", "image_000.jpg"]})
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(768, 1024), torch.nn.Dropout(0.2), torch.nn.Linear(1024, 128),
+                              torch.nn.Dropout(0.2), torch.nn.Linear(128, 64), torch.nn.Dropout(0.1),
+                              torch.nn.Linear(64, 16), torch.nn.Linear(16, 1))
+    weights = tmp_path / "sac+logos+ava1-l14-linearMSE.pth"
+    torch.save({f"layers.{k}": v for k, v in mlp.state_dict().items()}, weights)
+    summary = score(root, ["clip", "aesthetic", "dedup"], clip_model=str(tiny_clip_dir), aesthetic_model=str(weights))
+    assert summary["scored_shards"] == 1
+    rows = scores_of(root)
+    for key in ("k000", "k001"):
+        assert -1 <= rows[key]["clip_score"] <= 1 and rows[key]["aesthetic_score"] is not None
+        assert rows[key]["score_error"] is None
+    assert os.path.exists(os.path.join(root, "embeddings", "00000.parquet"))
+    shutil.rmtree(os.path.join(root, "scores", "aesthetic+clip"))
+    with pytest.raises(FileNotFoundError):
+        score(root, ["aesthetic"], clip_model=str(tiny_clip_dir), aesthetic_model=str(tmp_path / "missing.pth"))
