@@ -15,6 +15,7 @@ from curate.download.http import FetchPolicy
 from curate.download.shard import DownloadOptions
 from curate.provenance import ProvenanceMismatch
 from curate.sources import READERS
+from curate.train import commands as train_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Curate video/image collections into WebDataset training shards, query them, train on them.")
@@ -331,6 +332,11 @@ def demo_cmd(
                        f"({results['select']['kept']} kept, {results['select']['dropped']} dropped)")
     finally:
         srv.shutdown()
+
+
+# The trainer's commands live with the trainer; registered here so `curate --help` lists every stage.
+app.command("train")(train_commands.train)
+app.command("sample")(train_commands.sample)
 
 
 def main() -> None:
