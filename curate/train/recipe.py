@@ -87,6 +87,7 @@ class TrainSpec:
     log_every: int = 10
     resume: str = "latest"  # latest | none
     num_workers: int = 1  # Ray Train workers (1 = plain single process)
+    cpu_threads: int = 0  # torch intra-op threads when training on CPU; 0 = torch's default
     use_gpu: bool = False
 
 

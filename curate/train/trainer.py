@@ -152,6 +152,8 @@ class Trainer:
         self.recipe, self.run_dir = recipe, Path(run_dir)
         self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.device.type == "cpu" and recipe.train.cpu_threads:
+            torch.set_num_threads(recipe.train.cpu_threads)
         torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
 
         self.text_encoder = build_text_encoder(recipe, self.run_dir).to(self.device)

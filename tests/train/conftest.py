@@ -75,6 +75,17 @@ def write_dataset(
     return root
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription stalls."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def mixed_dataset(tmp_path_factory) -> Path:
     """8 videos (24 frames, 64x48, 24 fps) and 8 images over 4 shards."""

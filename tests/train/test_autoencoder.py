@@ -9,6 +9,8 @@ import torch
 
 from curate.train.autoencoder import KLAutoencoder, PixelSpace, load_autoencoder
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 LAYOUT = Path("/work/shared/reference/videocrafter2_checkpoint_layout.tsv")
 
 

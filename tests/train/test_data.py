@@ -10,6 +10,8 @@ import torch
 
 from curate.train.data import JointBatches, LoaderConfig, make_loader
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def config(dirs, **kw) -> LoaderConfig:
     base = dict(dirs=(str(dirs),), frames=4, height=32, width=32, batch_size=2, image_ratio=0.5, seed=3)

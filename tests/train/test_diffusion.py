@@ -8,6 +8,8 @@ import torch
 from curate.train.diffusion import DiffusionConfig, GaussianDiffusion, beta_schedule, drop_captions
 from curate.train.presets import build_unet
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_linear_schedule_is_ldm_sqrt_linspace():
     betas = beta_schedule(DiffusionConfig())

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from curate.train.lora import LoRALinear, add_lora, lora_parameters, merge_lora_state
 from curate.train.presets import build_unet
 from curate.train.unet3d import parameter_groups
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_unet():

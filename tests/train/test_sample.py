@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 from curate.train.commands import sample, train
 from curate.train.sample import SampleSettings, VideoSampler
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 RECIPE = Path(__file__).resolve().parents[2] / "pipelines" / "train" / "tiny_f_base.yaml"
 app = typer.Typer()
 app.command("train")(train)
@@ -22,7 +24,7 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def run_dir(mixed_dataset, tmp_path_factory):
+def run_dir(one_thread, mixed_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     result = runner.invoke(app, ["train", str(RECIPE), "--data", str(mixed_dataset), "--steps", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -9,6 +9,8 @@ import torch
 
 from curate.train.text import VIT_H_14, FrozenTextEncoder, create_tiny, load_text_encoder
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 LAYOUT = Path("/work/shared/reference/videocrafter2_checkpoint_layout.tsv")
 
 

@@ -12,6 +12,8 @@ from curate.train.recipe import recipe_from_dict
 from curate.train.trainer import Trainer, export_weights
 from curate.train.unet3d import parameter_groups
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def tiny_recipe(data_dir, **changes):
     recipe = {
@@ -27,7 +29,7 @@ def tiny_recipe(data_dir, **changes):
 
 
 @pytest.fixture(scope="module")
-def base_run(mixed_dataset, tmp_path_factory):
+def base_run(one_thread, mixed_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("base")
     Trainer(tiny_recipe(mixed_dataset), run).run()
     return run
