@@ -34,7 +34,7 @@ def make_manifest(root: str, rows: int) -> None:
                    CASE WHEN hash(i) % 100 < 85 THEN 'success' WHEN hash(i) % 100 < 95 THEN 'failed_to_download'
                         ELSE 'failed_to_decode' END AS status,
                    CASE WHEN hash(i) % 100 < 85 THEN NULL
-                        ELSE ['http_404', 'timeout', 'corrupt', 'html_body'][1 + hash(i) % 4] END AS error_reason,
+                        ELSE ['http_404', 'timeout', 'corrupt', 'html_body'][(1 + hash(i) % 4)::BIGINT] END AS error_reason,
                    NULL::VARCHAR AS error_message, 336 + (i % 200) AS width, 596 AS height,
                    CASE WHEN i % 3 = 0 THEN NULL ELSE 5.0 + (i % 30) END AS duration,
                    CASE WHEN i % 3 = 0 THEN NULL ELSE 25.0 END AS fps, 250 AS num_frames, 'h264' AS codec,

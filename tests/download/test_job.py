@@ -137,3 +137,12 @@ def test_resume_after_kill_has_every_key_exactly_once(media_server, tmp_path):
     assert sorted(r["row"] for r in rows) == list(range(24))
     assert len({r["key"] for r in rows}) == 24 and all(r["status"] == "success" for r in rows)
     check_tars(out, rows)
+
+
+def test_videos_above_max_side_are_reencoded(ray_local, media_server, tmp_path):
+    opts = DownloadOptions(fetch=LOCAL.fetch, video_max_side=80)
+    out = tmp_path / "ds"
+    download("urls", url_list(tmp_path, media_server, ["video_000.mp4"]), str(out), options=opts)
+    (row,) = manifest(out)
+    assert (row["status"], row["width"], row["height"], row["num_frames"]) == ("success", 80, 48, 24)
+    check_tars(out, [row])
