@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import queue
 from dataclasses import asdict, dataclass
 
 from PIL import Image
+
+from curate.media.isolated import IsolatedFailure, IsolatedWorker
 
 DEFAULT_MAX_PIXELS = 8192 * 8192  # decompression-bomb guard: larger frames are refused, never decoded
 
 
 class ProbeError(Exception):
     def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+        super().__init__(reason, message)  # both in args, so it pickles back from the probe child
+        self.reason, self.message = reason, message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass
@@ -71,55 +75,26 @@ def probe_video_unsafe(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, decode_c
     return MediaInfo(width=width, height=height, codec=codec, duration=duration, fps=fps, num_frames=frames)
 
 
-def _serve(conn) -> None:
-    while True:
-        try:
-            request = conn.recv()
-        except EOFError:
-            return
-        try:
-            conn.send(("ok", asdict(probe_video_unsafe(*request))))
-        except ProbeError as exc:
-            conn.send(("error", (exc.reason, str(exc))))
+def _probe_dict(path: str, max_pixels: int, decode_check: bool) -> dict:
+    return asdict(probe_video_unsafe(path, max_pixels, decode_check))
 
 
 class ProbeWorker:
-    """A child process that probes videos. A decoder that crashes or hangs on a hostile file takes down
-    only the child: that file gets a failure, and the next request starts a fresh child."""
+    """Probes videos in an IsolatedWorker child: a decoder that crashes or hangs on a hostile file takes
+    down only the child; that file gets a failure and the next request starts a fresh child."""
 
     def __init__(self, timeout: float = 60.0):
-        self.timeout, self._proc, self._conn = timeout, None, None
-
-    def _start(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child,), daemon=True)
-        self._proc.start()
-        child.close()
+        self._worker = IsolatedWorker(_probe_dict, timeout)
 
     def close(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.join()
-            self._conn.close()
-            self._proc = self._conn = None
+        self._worker.close()
 
     def probe(self, path: str, max_pixels: int, decode_check: bool = True) -> MediaInfo:
-        if self._proc is None or not self._proc.is_alive():
-            self._start()
         try:
-            self._conn.send((path, max_pixels, decode_check))
-            if not self._conn.poll(self.timeout):
-                self.close()
-                raise ProbeError("probe_timeout", f"probing took longer than {self.timeout:.0f}s")
-            status, payload = self._conn.recv()
-        except (EOFError, OSError, BrokenPipeError):
-            code = self._proc.exitcode if self._proc else None
-            self.close()
-            raise ProbeError("corrupt", f"decoder crashed on this file (worker exit code {code})") from None
-        if status == "error":
-            raise ProbeError(*payload)
-        return MediaInfo(**payload)
+            return MediaInfo(**self._worker.call(path, max_pixels, decode_check))
+        except IsolatedFailure as exc:
+            reason = "probe_timeout" if exc.kind == "timeout" else "corrupt"
+            raise ProbeError(reason, f"probe {exc}") from None
 
 
 class ProbePool:

@@ -65,8 +65,8 @@ def test_hung_or_crashed_decoder_fails_one_file_and_recovers(tmp_path, demo_medi
         assert info.value.reason == "probe_timeout"
         assert worker.probe(good, 10**8).num_frames == 24  # a fresh child took over
 
-        worker.timeout = 30.0
-        killer = threading.Timer(1.0, lambda: worker._proc.kill())
+        worker._worker.timeout = 30.0
+        killer = threading.Timer(1.0, worker._worker.kill_child)
         killer.start()
         start = time.monotonic()
         with pytest.raises(ProbeError) as info:
