@@ -14,6 +14,9 @@ import numpy as np
 POSITIONS = ("first,middle,last", "uniform")
 DEFAULT_K = 3
 DEFAULT_POSITIONS = "first,middle,last"
+# Largest side worth decoding for the scorers: quality measures at <= 512 px, motion at 128 px, CLIP at
+# 224-336 px on the shorter side. Downscaling right after decoding keeps frames small in transit.
+DECODE_MAX_SIDE = 512
 
 VideoInput = bytes | str | Path
 
@@ -69,18 +72,36 @@ def load_image(image: bytes | str | Path) -> np.ndarray:
     return rgb[None]
 
 
+def fit_within(frames: np.ndarray, max_side: int) -> np.ndarray:
+    """Frames downscaled (area averaging, aspect kept) so that the longer side is at most max_side."""
+    import cv2
+
+    height, width = frames.shape[1:3]
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return frames
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames])
+
+
 def decode_media(
-    media: bytes | str | Path, modality: str, k: int = DEFAULT_K, positions: str = DEFAULT_POSITIONS
+    media: bytes | str | Path,
+    modality: str,
+    k: int = DEFAULT_K,
+    positions: str = DEFAULT_POSITIONS,
+    max_side: int | None = None,
 ) -> np.ndarray:
-    """Frames of one sample: sampled video frames or the image as a single frame."""
+    """Frames of one sample: sampled video frames or the image as a single frame, optionally downscaled."""
     if modality == "video":
-        return sample_frames(media, k, positions)
-    if modality == "image":
-        return load_image(media)
-    raise FrameDecodeError(f"unknown modality {modality!r}")
+        frames = sample_frames(media, k, positions)
+    elif modality == "image":
+        frames = load_image(media)
+    else:
+        raise FrameDecodeError(f"unknown modality {modality!r}")
+    return fit_within(frames, max_side) if max_side else frames
 
 
-DecodeFn = Callable[[bytes | str | Path, str, int, str], np.ndarray]
+DecodeFn = Callable[[bytes | str | Path, str, int, str, int | None], np.ndarray]
 
 
 def _serve(conn: Connection, decode: DecodeFn) -> None:
@@ -117,13 +138,18 @@ class IsolatedDecoder:
         self.close()
 
     def decode(
-        self, media: bytes | str | Path, modality: str = "video", k: int = DEFAULT_K, positions: str = DEFAULT_POSITIONS
+        self,
+        media: bytes | str | Path,
+        modality: str = "video",
+        k: int = DEFAULT_K,
+        positions: str = DEFAULT_POSITIONS,
+        max_side: int | None = None,
     ) -> np.ndarray:
         if self._process is None or not self._process.is_alive():
             self._start()
         assert self._conn is not None and self._process is not None
         try:
-            self._conn.send((media, modality, k, positions))
+            self._conn.send((media, modality, k, positions, max_side))
             if not self._conn.poll(self.timeout_s):
                 self._stop()
                 raise FrameDecodeError(f"decoding timed out after {self.timeout_s:g}s (decoder process killed)")
@@ -174,8 +200,9 @@ def decode_isolated(
     modality: str = "video",
     k: int = DEFAULT_K,
     positions: str = DEFAULT_POSITIONS,
+    max_side: int | None = None,
     timeout_s: float = 60.0,
 ) -> np.ndarray:
     """Decode one sample in a fresh child process (one-shot; batch callers keep an IsolatedDecoder)."""
     with IsolatedDecoder(timeout_s) as decoder:
-        return decoder.decode(media, modality, k, positions)
+        return decoder.decode(media, modality, k, positions, max_side)

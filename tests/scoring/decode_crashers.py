@@ -6,15 +6,15 @@ import time
 from curate.scoring.frames import decode_media
 
 
-def abort_decode(media, modality, k, positions):
+def abort_decode(media, modality, k, positions, max_side):
     os.abort()
 
 
-def abort_on_marker(media, modality, k, positions):
+def abort_on_marker(media, modality, k, positions, max_side):
     if media == b"abort":
         os.abort()
-    return decode_media(media, modality, k, positions)
+    return decode_media(media, modality, k, positions, max_side)
 
 
-def hang_decode(media, modality, k, positions):
+def hang_decode(media, modality, k, positions, max_side):
     time.sleep(600)

@@ -12,6 +12,7 @@ from curate.scoring.frames import (
     FrameDecodeError,
     IsolatedDecoder,
     decode_isolated,
+    decode_media,
     frame_indices,
     load_image,
     sample_frames,
@@ -49,6 +50,14 @@ def test_corrupt_video_raises_frame_decode_error():
     for corrupt in (data[: len(data) // 3], b"not a video at all"):
         with pytest.raises(FrameDecodeError):
             sample_frames(corrupt)
+
+
+def test_decode_media_downscales_to_max_side():
+    frames, _ = ramp_video()
+    data = encode_mp4(np.repeat(frames, 2, axis=2))  # 48 x 128
+    assert decode_media(data, "video").shape == (3, 48, 128, 3)
+    assert decode_media(data, "video", max_side=64).shape == (3, 24, 64, 3)
+    assert decode_isolated(data, max_side=256).shape == (3, 48, 128, 3)  # never upscaled
 
 
 def test_load_image():
