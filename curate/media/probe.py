@@ -31,11 +31,21 @@ class MediaInfo:
     num_frames: int = 1
 
 
+def _check_tail(container, stream) -> None:
+    """A header-declared frame count is trusted only if the last packets are really there: seek near the
+    end through the index and read to EOF (catches bodies cut short after a complete header)."""
+    target = (stream.start_time or 0) + int(stream.duration * 0.95)
+    container.seek(target, stream=stream, backward=True)
+    last = max((packet.pts for packet in container.demux(stream) if packet.size and packet.pts is not None),
+               default=None)
+    if last is None or last < target:
+        raise ProbeError("corrupt", "the last frames are missing (truncated file)")
+
+
 def probe_video_unsafe(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, decode_check: bool = True) -> MediaInfo:
-    """Width, height, fps, frame count (packets, as ffprobe -count_packets), duration and codec of the first
-    video stream, in one demux pass; with decode_check the first frame is decoded too, so a valid header
-    over broken data fails here rather than in training. Runs the decoder in this process: call it only
-    inside a ProbeWorker for untrusted files."""
+    """Width, height, fps, frame count, duration and codec of the first video stream; with decode_check the
+    first frame is decoded too, so a valid header over broken data fails here rather than in training.
+    Runs the decoder in this process: call it only inside a ProbeWorker for untrusted files."""
     import av
 
     try:
@@ -48,14 +58,21 @@ def probe_video_unsafe(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, decode_c
                 raise ProbeError("corrupt", "video stream has no dimensions")
             if width * height > max_pixels:
                 raise ProbeError("pixel_cap", f"{width}x{height} exceeds the {max_pixels}-pixel cap")
-            frames, decoded = 0, not decode_check
-            for packet in container.demux(stream):
-                if packet.size:
-                    frames += 1
-                if not decoded:
-                    decoded = bool(packet.decode())
-            if not decoded:  # flush: some decoders only emit the first frame at the end
-                decoded = bool(stream.codec_context.decode(None))
+            # The container's frame count (mp4 sample table) when it has one; else count packets, as
+            # ffprobe -count_packets does. Either way at most the first frame is decoded.
+            frames, decoded = int(stream.frames or 0), not decode_check
+            if not frames or not decoded:
+                for packet in container.demux(stream):
+                    if not stream.frames and packet.size:
+                        frames += 1
+                    if not decoded:
+                        decoded = bool(packet.decode())
+                        if decoded and stream.frames:
+                            break
+                if not decoded:  # flush: some decoders only emit the first frame at the end
+                    decoded = bool(stream.codec_context.decode(None))
+            if stream.frames and stream.duration:
+                _check_tail(container, stream)
             fps = float(stream.average_rate or stream.guessed_rate or 0) or None
             if stream.duration and stream.time_base:
                 duration = float(stream.duration * stream.time_base)

@@ -76,3 +76,21 @@ def test_hung_or_crashed_decoder_fails_one_file_and_recovers(tmp_path, demo_medi
         assert worker.probe(good, 10**8).width == 160
     finally:
         worker.close()
+
+
+def test_faststart_file_cut_short_after_its_header(tmp_path, demo_media, pool):
+    """With the index first (faststart), the frame count comes from the header: the tail check must
+    notice that the frames it promises are not in the file."""
+    import subprocess
+
+    src = os.path.join(demo_media[0], "video_000.mp4")
+    fast = tmp_path / "fast.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", src, "-c", "copy", "-movflags", "+faststart", str(fast)],
+                   check=True)
+    assert pool.probe_video(str(fast)).num_frames == 24
+    data = fast.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ProbeError) as info:
+        pool.probe_video(str(cut))
+    assert info.value.reason == "corrupt"
