@@ -41,6 +41,8 @@ class VideoSampler:
         self.recipe = recipe_of_checkpoint(self.ckpt)
         self.device = torch.device(device)
         r = self.recipe
+        if self.device.type == "cpu" and r.train.cpu_threads:
+            torch.set_num_threads(r.train.cpu_threads)
         text_path = self.ckpt["config"].get("text_encoder_path") or r.text_encoder.path
         self.text_encoder = load_text_encoder(r.text_encoder.kind, text_path).to(self.device)
         self.first_stage = load_autoencoder(r.autoencoder.kind, r.autoencoder.path, r.autoencoder.scale_factor).to(self.device)

@@ -211,7 +211,8 @@ class Trainer:
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        decay = self.recipe.train.ema_decay
+        # LDM's EMA warm-up: short runs average over their own steps, not the initial weights
+        decay = min(self.recipe.train.ema_decay, (1 + self.step) / (10 + self.step))
         for name, param in self.trainable.items():
             self.ema[name].lerp_(param.detach().float(), 1 - decay)
 
