@@ -1,6 +1,7 @@
 """`curate train` and `curate sample`: typer command functions (registered by curate/cli.py).
 
-Bad usage or an unusable recipe exits with status 2 and a one-line reason.
+Bad usage or an unusable recipe exits with status 2 and a one-line reason. torch and the model
+code are imported inside the commands, so `curate --help` stays fast.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
-from curate.train.recipe import RecipeError, load_recipe
 
 
 def _fail(message: str) -> None:
@@ -29,6 +28,8 @@ def train(
     init_from: Annotated[Optional[str], typer.Option(help="Override init_from: a run folder / checkpoint, videocrafter2:PATH or sd21:PATH.")] = None,
 ) -> None:
     """Train a U-Net stage (image / base / finetune) from a recipe; resumes from the run folder's latest checkpoint."""
+    from curate.train.recipe import RecipeError, load_recipe  # torch loads only when a training command runs
+
     try:
         spec = load_recipe(recipe)
         changes: dict = {}
