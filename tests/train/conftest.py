@@ -75,6 +75,12 @@ def write_dataset(
     return root
 
 
+@pytest.fixture(scope="session")
+def dataset_writer():
+    """`write_dataset` for tests that need their own folder (a fixture: conftest modules are not importable by name)."""
+    return write_dataset
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription stalls."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import tarfile
 
 import pytest
 import torch
@@ -70,12 +71,8 @@ def test_source_smaller_than_a_global_batch_is_refused(mixed_dataset):
         JointBatches(config(mixed_dataset, batch_size=8), rank=0, world_size=2)
 
 
-def test_undecodable_sample_is_replaced_by_the_next_one(tmp_path):
-    from conftest import write_dataset
-
-    data = write_dataset(tmp_path / "d", videos=4, images=0, per_shard=4)
-    import tarfile
-
+def test_undecodable_sample_is_replaced_by_the_next_one(tmp_path, dataset_writer):
+    data = dataset_writer(tmp_path / "d", videos=4, images=0, per_shard=4)
     src = data / "shards" / "00000.tar"
     broken = tmp_path / "broken.tar"
     with tarfile.open(src) as tin, tarfile.open(broken, "w") as tout:

@@ -98,10 +98,8 @@ def test_resume_refuses_a_changed_recipe(mixed_dataset, base_run):
         Trainer(tiny_recipe(mixed_dataset, optim={"lr": 1e-4}), base_run)
 
 
-def test_tiny_model_overfits_a_few_clips(tmp_path):
-    from conftest import write_dataset
-
-    data = write_dataset(tmp_path / "two", videos=2, images=0, per_shard=2)
+def test_tiny_model_overfits_a_few_clips(tmp_path, dataset_writer):
+    data = dataset_writer(tmp_path / "two", videos=2, images=0, per_shard=2)
     recipe = tiny_recipe(data, data={"image_ratio": 0.0}, optim={"lr": 5e-3, "warmup_steps": 3},
                          train={"steps": 20, "caption_dropout": 0.0, "checkpoint_every": 1000})
     losses = [e.loss for e in Trainer(recipe, tmp_path / "run").run()]
