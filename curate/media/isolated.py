@@ -82,7 +82,7 @@ class IsolatedWorker:
             self._conn.send(args)
             if not self._conn.poll(self.timeout):
                 self.close()
-                raise IsolatedFailure("timeout", f"took longer than {self.timeout:g}s (child killed)")
+                raise IsolatedFailure("timeout", f"timed out after {self.timeout:g}s (child killed)")
             status, payload = self._conn.recv()
         except (EOFError, OSError):
             self._proc.join(timeout=5)

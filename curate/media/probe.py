@@ -32,13 +32,15 @@ class MediaInfo:
 
 
 def _check_tail(container, stream) -> None:
-    """A header-declared frame count is trusted only if the last packets are really there: seek near the
-    end through the index and read to EOF (catches bodies cut short after a complete header)."""
-    target = (stream.start_time or 0) + int(stream.duration * 0.95)
-    container.seek(target, stream=stream, backward=True)
+    """A header-declared frame count is trusted only if the last packets are really there: jump through
+    the index to 90% of the duration and read to EOF (catches bodies cut short after a complete header).
+    Packets come in decode order, so with B-frames the last one read is not the latest shown: 80% is the
+    bar."""
+    start = stream.start_time or 0
+    container.seek(start + int(stream.duration * 0.9), stream=stream, any_frame=True)
     last = max((packet.pts for packet in container.demux(stream) if packet.size and packet.pts is not None),
                default=None)
-    if last is None or last < target:
+    if last is None or last < start + stream.duration * 0.8:
         raise ProbeError("corrupt", "the last frames are missing (truncated file)")
 
 
@@ -53,6 +55,7 @@ def probe_video_unsafe(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, decode_c
             if not container.streams.video:
                 raise ProbeError("no_video_stream", "no video stream in file")
             stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1  # one frame is decoded: decoder threads cost more than they give
             width, height = stream.codec_context.width, stream.codec_context.height
             if width <= 0 or height <= 0:
                 raise ProbeError("corrupt", "video stream has no dimensions")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import multiprocessing
-import signal
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from curate.media.isolated import IsolatedFailure, IsolatedWorker
 
 POSITIONS = ("first,middle,last", "uniform")
 DEFAULT_K = 3
@@ -104,32 +103,13 @@ def decode_media(
 DecodeFn = Callable[[bytes | str | Path, str, int, str, int | None], np.ndarray]
 
 
-def _serve(conn: Connection, decode: DecodeFn) -> None:
-    """Child-process loop: decode each request; Python errors go back as messages, crashes end the process."""
-    while True:
-        try:
-            request = conn.recv()
-        except EOFError:
-            return
-        try:
-            conn.send(("ok", decode(*request)))
-        except Exception as error:  # any Python-level failure of one sample is that sample's error
-            conn.send(("error", f"{type(error).__name__}: {error}"))
-
-
 class IsolatedDecoder:
-    """Decodes in a long-lived 'spawn' child; a crash, abort or timeout there becomes FrameDecodeError here.
-
-    The child is restarted on the next request after it died or was killed, so one poisonous file
-    costs one sample, not the worker.
-    """
+    """Decodes in a long-lived child (curate.media.isolated); a crash, abort or timeout there becomes
+    FrameDecodeError here, and the next request starts a fresh child, so one poisonous file costs one
+    sample, not the worker."""
 
     def __init__(self, timeout_s: float = 60.0, decode: DecodeFn = decode_media):
-        self.timeout_s = timeout_s
-        self._decode = decode
-        self._context = multiprocessing.get_context("spawn")
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._conn: Connection | None = None
+        self._worker = IsolatedWorker(decode, timeout_s)
 
     def __enter__(self) -> "IsolatedDecoder":
         return self
@@ -145,54 +125,17 @@ class IsolatedDecoder:
         positions: str = DEFAULT_POSITIONS,
         max_side: int | None = None,
     ) -> np.ndarray:
-        if self._process is None or not self._process.is_alive():
-            self._start()
-        assert self._conn is not None and self._process is not None
         try:
-            self._conn.send((media, modality, k, positions, max_side))
-            if not self._conn.poll(self.timeout_s):
-                self._stop()
-                raise FrameDecodeError(f"decoding timed out after {self.timeout_s:g}s (decoder process killed)")
-            status, payload = self._conn.recv()
-        except (EOFError, ConnectionError):
-            self._process.join(timeout=5)
-            reason = _describe_exit(self._process.exitcode)
-            self._stop()
-            raise FrameDecodeError(f"decoder process crashed ({reason}) on this sample") from None
-        if status == "error":
-            raise FrameDecodeError(payload)
-        return payload
+            return self._worker.call(media, modality, k, positions, max_side)
+        except IsolatedFailure as error:
+            raise FrameDecodeError(f"decoding {error} on this sample") from None
+        except FrameDecodeError:
+            raise
+        except Exception as error:  # any Python-level failure of one sample is that sample's error
+            raise FrameDecodeError(f"{type(error).__name__}: {error}") from None
 
     def close(self) -> None:
-        self._stop()
-
-    def _start(self) -> None:
-        parent, child = self._context.Pipe()
-        self._process = self._context.Process(target=_serve, args=(child, self._decode), daemon=True)
-        self._process.start()
-        child.close()
-        self._conn = parent
-
-    def _stop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._process is not None:
-            if self._process.is_alive():
-                self._process.kill()
-            self._process.join(timeout=5)
-            self._process = None
-
-
-def _describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "no exit code"
-    if exitcode < 0:
-        try:
-            return f"killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"killed by signal {-exitcode}"
-    return f"exit code {exitcode}"
+        self._worker.close()
 
 
 def decode_isolated(

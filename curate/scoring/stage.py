@@ -15,7 +15,7 @@ from curate import engine, provenance, schema
 from curate.scoring import dedup
 from curate.scoring.clip_score import CLIP_EMBEDDING
 from curate.scoring.embeddings import align_embeddings, read_embeddings, write_embeddings
-from curate.scoring.frames import DEFAULT_K, DEFAULT_POSITIONS, FrameDecodeError, IsolatedDecoder
+from curate.scoring.frames import DECODE_MAX_SIDE, DEFAULT_K, DEFAULT_POSITIONS, FrameDecodeError, IsolatedDecoder
 from curate.scoring.scorer_set import SCORER_NAMES, ScorerSet
 from curate.shards.atomic import publish, write_json
 from curate.shards.folder import DatasetFolder
@@ -45,7 +45,7 @@ def expand_shard(item: dict, root: str, k: int, positions: str, decode_timeout: 
             meta = rows.pop(key)
             media = tar.extractfile(member).read()
             try:
-                frames = np.ascontiguousarray(decoder.decode(media, meta["modality"], k, positions), np.uint8)
+                frames = np.ascontiguousarray(decoder.decode(media, meta["modality"], k, positions, DECODE_MAX_SIDE), np.uint8)
                 blob, shape, error = frames.tobytes(), list(frames.shape), None
             except FrameDecodeError as exc:
                 blob, shape, error = None, None, str(exc)
