@@ -21,6 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Curate video/image collections into WebDataset training shards, query them, train on them.")
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+DEMO_TRAIN_RECIPE = os.path.join(os.path.dirname(__file__), "..", "pipelines", "train", "tiny_f_base.yaml")
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -311,9 +312,11 @@ def _run_stages(recipe, out: str, force: bool, ray_address: Optional[str]) -> di
 @app.command("demo")
 def demo_cmd(
     out: str = typer.Option("demo_out", "--out", help="Folder for the corpus and the curated dataset."),
+    train_steps: int = typer.Option(150, min=0, help="Steps of tiny F-base training on the selection (0 skips training)."),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster to run on."),
 ) -> None:
-    """Generate the demo corpus, serve it on 127.0.0.1 and run pipelines/demo.yaml end to end."""
+    """Generate the demo corpus, serve it on 127.0.0.1, run pipelines/demo.yaml end to end, then train a tiny
+    model on the selected shards and sample a GIF from it."""
     from curate.demo.run import DEMO_RECIPE, prepare
     from curate.stats.summary import render, summarize
 
@@ -330,8 +333,22 @@ def demo_cmd(
             page = write(dataset, os.path.join(out, "report.html"), recipe.select.where)
             typer.echo(f"\n== report: {page}\n== selected for training: {results['select']['out']} "
                        f"({results['select']['kept']} kept, {results['select']['dropped']} dropped)")
+            if train_steps:
+                _demo_train(results["select"]["out"], os.path.join(out, "run"), train_steps)
     finally:
         srv.shutdown()
+
+
+def _demo_train(data: str, run_dir: str, steps: int) -> None:
+    from pathlib import Path
+
+    recipe = Path(DEMO_TRAIN_RECIPE)
+    typer.echo(f"\n== curate train {recipe.name} --data {data} --steps {steps} --out {run_dir}")
+    train_commands.train(recipe=recipe, data=[Path(data)], steps=steps, out=Path(run_dir))
+    gif = Path(run_dir) / "sample.gif"
+    typer.echo(f"\n== curate sample {run_dir} --prompt ... --out {gif}")
+    train_commands.sample(checkpoint=Path(run_dir), prompt="a red circle moving on a teal background", out=gif,
+                          frames=8, steps=25, guidance=4.0)
 
 
 # The trainer's commands live with the trainer; registered here so `curate --help` lists every stage.

@@ -137,6 +137,10 @@ def select(root: str, out: str, sel: Selection, force: bool = False, address: st
     done = set(folder.complete_shards())
     jobs = [(root, out, sid, keys, config) for sid, keys in sorted(by_shard.items()) if sid not in done]
     _, failures = engine.run_tasks(select_shard, jobs, desc="select", address=address)
+    try:
+        os.rmdir(os.path.join(out, "_work"))
+    except OSError:
+        pass
     (total,) = con.execute("SELECT count(*) FROM samples").fetchone()
     (passing,) = con.execute("SELECT count(*) FROM samples WHERE status = 'success'").fetchone()
     return {"kept": len(chosen), "dropped": passing - len(chosen), "not_success": total - passing,

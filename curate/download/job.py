@@ -19,6 +19,13 @@ def _normalise(config: dict) -> dict:
     return json.loads(json.dumps(config, sort_keys=True, default=str))
 
 
+def _remove_if_empty(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
 def _planned_shards(folder: DatasetFolder) -> int:
     (count,) = duckdb.connect().execute("SELECT coalesce(max(shard_no) + 1, 0) FROM read_parquet($p)",
                                         {"p": folder.plan_path}).fetchone()
@@ -51,6 +58,7 @@ def download(source: str, input_path: str, out: str, *, source_options: dict | N
     done = set(folder.complete_shards())
     jobs = [(out, n, shard_id(n), options.to_dict()) for n in range(total) if shard_id(n) not in done]
     _, failures = engine.run_tasks(download_shard, jobs, desc=f"download {source}", address=ray_address)
+    _remove_if_empty(os.path.join(out, "_work"))
     summary = {"shards": total, "skipped": total - len(jobs), "ran": len(jobs) - len(failures),
                "failed_shards": [{"shard": job[2], "error": err} for job, err in failures]}
     write_json(folder.provenance_path, provenance.record(
