@@ -26,6 +26,9 @@ test: setup
 bench: setup
 	$(PY) scripts/bench_download.py
 	$(PY) scripts/bench_stats.py
+	$(PY) scripts/bench_score.py
+	$(PY) scripts/bench_unet_vs_official.py --threads 1
+	$(PY) scripts/bench_train_loader.py
 
 clean:
 	rm -rf demo_out .pytest_cache
