@@ -56,6 +56,9 @@ def _run_download(section: DownloadSection, out: str, force: bool, ray_address: 
     except KeyboardInterrupt:
         typer.echo("interrupted: rerun the same command to continue", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    if summary["failure_rate"] > section.max_failure_rate:
+        summary["failed_shards"].append({"shard": "*", "error": f"failure rate {summary['failure_rate']:.1%} exceeds "
+                                                                   f"the budget {section.max_failure_rate:.1%}"})
     return summary
 
 
@@ -83,6 +86,7 @@ def download_cmd(
     images: Optional[str] = typer.Option(None, help="journeydb: folder holding the NNN.tgz image archives."),
     videos: Optional[str] = typer.Option(None, help="msrvtt: folder holding videoN.mp4 files."),
     retries: int = typer.Option(2, min=0, help="Retries for timeouts, 429 and 5xx (never other 4xx)."),
+    max_failure_rate: float = typer.Option(1.0, min=0.0, max=1.0, help="Exit 1 if a larger fraction of rows failed to download or decode."),
     force: bool = typer.Option(False, help="Start the folder over when its input or config changed."),
 ) -> None:
     """Download a source into a dataset folder of WebDataset shards with a Parquet manifest."""
@@ -91,7 +95,7 @@ def download_cmd(
     section = DownloadSection(source=source, input=input, source_options=source_options, shard_size=shard_size,
                               limit=limit, allow_private_addresses=allow_private_addresses,
                               thread_count=thread_count, video_max_side=video_max_side,
-                              image_max_side=image_max_side, retries=retries)
+                              image_max_side=image_max_side, retries=retries, max_failure_rate=max_failure_rate)
     _finish(_run_download(section, out, force, ray_address))
 
 

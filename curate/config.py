@@ -32,6 +32,7 @@ class DownloadSection:
     deadline: float = 300.0
     max_bytes: int = 512 << 20
     retries: int = 2
+    max_failure_rate: float = 1.0  # exit 1 when more rows than this fraction failed (the folder is kept)
 
 
 @dataclass

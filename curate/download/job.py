@@ -32,6 +32,17 @@ def _planned_shards(folder: DatasetFolder) -> int:
     return int(count)
 
 
+def _failure_rate(folder: DatasetFolder) -> float:
+    """Fraction of rows that failed to download or decode (invalid inputs and duplicates are not counted)."""
+    if not folder.complete_shards():
+        return 0.0
+    placeholders = ", ".join("?" for _ in RETRYABLE_STATUSES)
+    (rate,) = duckdb.connect().execute(
+        f"SELECT coalesce(avg(CASE WHEN status IN ({placeholders}) THEN 1.0 ELSE 0.0 END), 0) FROM read_parquet(?) "
+        "WHERE status NOT IN ('invalid_input', 'duplicate')", [*RETRYABLE_STATUSES, folder.manifest_glob()]).fetchone()
+    return round(float(rate), 4)
+
+
 def download(source: str, input_path: str, out: str, *, source_options: dict | None = None,
              options: DownloadOptions | None = None, shard_size: int = 1000, limit: int | None = None,
              force: bool = False, ray_address: str | None = None) -> dict:
@@ -60,7 +71,8 @@ def download(source: str, input_path: str, out: str, *, source_options: dict | N
     _, failures = engine.run_tasks(download_shard, jobs, desc=f"download {source}", address=ray_address)
     _remove_if_empty(os.path.join(out, "_work"))
     summary = {"shards": total, "skipped": total - len(jobs), "ran": len(jobs) - len(failures),
-               "failed_shards": [{"shard": job[2], "error": err} for job, err in failures]}
+               "failed_shards": [{"shard": job[2], "error": err} for job, err in failures],
+               "failure_rate": _failure_rate(folder)}
     write_json(folder.provenance_path, provenance.record(
         "download", config, fingerprint, input=os.path.abspath(input_path), complete=not failures,
         shards=total, failed_shards=summary["failed_shards"]))

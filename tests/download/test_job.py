@@ -48,7 +48,7 @@ MIXED = ["video_000.mp4", "video_001.mp4", "image_000.jpg", "image_001.jpg", "br
 def test_every_input_row_becomes_one_manifest_row(ray_local, media_server, tmp_path):
     out = tmp_path / "ds"
     summary = download("urls", url_list(tmp_path, media_server, MIXED), str(out), options=LOCAL, shard_size=5)
-    assert summary == {"shards": 3, "skipped": 0, "ran": 3, "failed_shards": []}
+    assert summary == {"shards": 3, "skipped": 0, "ran": 3, "failed_shards": [], "failure_rate": round(7 / 11, 4)}
     rows = manifest(out)
     assert sorted(r["row"] for r in rows) == list(range(len(MIXED)))
     assert len({r["key"] for r in rows}) == len(MIXED)
@@ -146,3 +146,16 @@ def test_videos_above_max_side_are_reencoded(ray_local, media_server, tmp_path):
     (row,) = manifest(out)
     assert (row["status"], row["width"], row["height"], row["num_frames"]) == ("success", 80, 48, 24)
     check_tars(out, [row])
+
+
+def test_failure_budget_exit_code(ray_local, media_server, tmp_path):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    urls = url_list(tmp_path, media_server, ["video_000.mp4", "broken_missing.mp4"])
+    args = ["download", "urls", urls, "--out", str(tmp_path / "ds"), "--allow-private-addresses", "--retries", "0"]
+    over = CliRunner().invoke(app, args + ["--max-failure-rate", "0.25"])
+    assert over.exit_code == 1 and "exceeds the budget" in over.output
+    within = CliRunner().invoke(app, args + ["--max-failure-rate", "0.5"])
+    assert within.exit_code == 0 and '"skipped": 1' in within.output
