@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from curate.train import checkpoints
+from curate.train.presets import build_unet
 from curate.train.recipe import recipe_from_dict
 from curate.train.trainer import Trainer, export_weights
 from curate.train.unet3d import parameter_groups
@@ -105,3 +106,26 @@ def test_tiny_model_overfits_a_few_clips(tmp_path, dataset_writer):
     losses = [e.loss for e in Trainer(recipe, tmp_path / "run").run()]
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.5 * first, (first, last)
+
+
+def test_init_from_sd21_and_videocrafter2_checkpoints(mixed_dataset, tmp_path):
+    """P-base from an SD-2.1-layout image U-Net, and any stage from a VideoCrafter2-layout checkpoint."""
+    torch.manual_seed(1)
+    image = build_unet("tiny", in_channels=3, out_channels=3, temporal_conv=False, temporal_attention=False,
+                       addition_attention=False, fps_cond=False)
+    sd21 = tmp_path / "sd21.ckpt"
+    torch.save({"state_dict": {f"model.diffusion_model.{k}": v for k, v in image.state_dict().items()}}, sd21)
+    trainer = Trainer(tiny_recipe(mixed_dataset, trainable="temporal", init_from=f"sd21:{sd21}"), tmp_path / "p")
+    ours = trainer.model.state_dict()
+    assert torch.equal(ours["input_blocks.1.0.in_layers.2.weight"], image.state_dict()["input_blocks.1.0.in_layers.2.weight"])
+    assert trainable_names(trainer.model) == set(parameter_groups(trainer.model)["temporal"]) | set(parameter_groups(trainer.model)["fps"])
+
+    video = build_unet("tiny", in_channels=3, out_channels=3)
+    vc2 = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {f"model.diffusion_model.{k}": v for k, v in video.state_dict().items()}}, vc2)
+    trainer = Trainer(tiny_recipe(mixed_dataset, init_from=f"videocrafter2:{vc2}"), tmp_path / "f")
+    assert all(torch.equal(v, video.state_dict()[k]) for k, v in trainer.model.state_dict().items())
+
+
+def trainable_names(model):
+    return {n for n, p in model.named_parameters() if p.requires_grad}
