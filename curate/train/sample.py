@@ -37,13 +37,17 @@ class SampleSettings:
 
 class VideoSampler:
     def __init__(self, checkpoint: str | Path, device: torch.device | str = "cpu"):
-        self.ckpt = checkpoints.load_checkpoint(resolve_checkpoint(checkpoint))
+        path = resolve_checkpoint(checkpoint)
+        self.ckpt = checkpoints.load_checkpoint(path)
         self.recipe = recipe_of_checkpoint(self.ckpt)
         self.device = torch.device(device)
         r = self.recipe
         if self.device.type == "cpu" and r.train.cpu_threads:
             torch.set_num_threads(r.train.cpu_threads)
         text_path = self.ckpt["config"].get("text_encoder_path") or r.text_encoder.path
+        beside = path.parent.parent / "text_encoder.pt"  # a tiny tower lives in its run folder, which may have moved
+        if r.text_encoder.kind == "tiny" and (not text_path or not Path(text_path).exists()) and beside.exists():
+            text_path = beside
         self.text_encoder = load_text_encoder(r.text_encoder.kind, text_path).to(self.device)
         self.first_stage = load_autoencoder(r.autoencoder.kind, r.autoencoder.path, r.autoencoder.scale_factor).to(self.device)
         self.diffusion = GaussianDiffusion(r.diffusion)

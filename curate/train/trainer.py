@@ -175,7 +175,8 @@ class Trainer:
         self.forward_model = wrap_model(self.model) if wrap_model else self.model
 
     def config(self) -> dict:
-        return {"recipe": self.recipe.to_dict(), "text_encoder_path": str(text_encoder_path(self.recipe, self.run_dir) or "")}
+        path = text_encoder_path(self.recipe, self.run_dir)
+        return {"recipe": self.recipe.to_dict(), "text_encoder_path": str(path.resolve()) if path else ""}
 
     def _resume(self, path: Path) -> None:
         ckpt = checkpoints.load_checkpoint(path)

@@ -67,3 +67,15 @@ def test_bad_usage_exits_with_status_2(tmp_path, mixed_dataset):
     assert runner.invoke(app, ["train", str(RECIPE), "--data", str(tmp_path)]).exit_code == 2  # no shards/ there
     assert runner.invoke(app, ["sample", str(tmp_path), "--prompt", "x", "--out", str(tmp_path / "v.gif")]).exit_code == 2
     assert runner.invoke(app, ["sample", str(tmp_path), "--prompt", "x", "--out", str(tmp_path / "v.avi")]).exit_code == 2
+
+
+def test_a_moved_run_folder_still_samples(run_dir, tmp_path):
+    import shutil
+
+    moved = shutil.copytree(run_dir, tmp_path / "moved")
+    (run_dir / "text_encoder.pt").rename(run_dir / "text_encoder.pt.away")
+    try:
+        video = VideoSampler(moved).sample("a red square", SampleSettings(frames=2, steps=2))
+    finally:
+        (run_dir / "text_encoder.pt.away").rename(run_dir / "text_encoder.pt")
+    assert video.shape == (2, 16, 16, 3)
