@@ -40,6 +40,7 @@ RESUMABLE_CHANGES = {("train", "steps"), ("train", "log_every"), ("train", "chec
 
 
 def step_seed(seed: int, *parts: int) -> int:
+    """A 63-bit seed derived from the run seed and (step, rank, micro-step)."""
     return int(np.random.SeedSequence([seed, *parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
@@ -138,6 +139,8 @@ class StepLog:
 
 
 class Trainer:
+    """One worker's training state: model (+ adapters), frozen encoders, optimizer, EMA, step."""
+
     def __init__(
         self,
         recipe: Recipe,
