@@ -10,13 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from synthetic_media import COLOURS, solid
-
-TINY_CLIP_CFG = {
-    "embed_dim": 768,  # the aesthetic predictor's input width, so one tiny model serves both scorers
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
-
+from tiny_clip import TINY_CLIP_CFG
 
 def _train_tiny_clip(steps: int = 30) -> open_clip.CLIP:
     """A tiny CLIP trained for a few steps to match solid colours with their names."""

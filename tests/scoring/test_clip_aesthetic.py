@@ -135,7 +135,7 @@ def test_openai_style_torchscript_file_is_built_with_quick_gelu(tiny_clip_checkp
     (A scripted open_clip model also carries its attn_mask buffer, which OpenAI's files do not, so this
     checks how the file is handed to open_clip rather than loading it.)
     """
-    from conftest import TINY_CLIP_CFG
+    from tiny_clip import TINY_CLIP_CFG
 
     architecture, state_dict_file = tiny_clip_checkpoint
     scripted = tmp_path / "openai_style.pt"
