@@ -50,3 +50,22 @@ def test_success_row_requires_media(tmp_path):
     with pytest.raises(ValueError, match="needs its media"):
         writer.add(row("a"))
     writer.abort()
+
+
+def test_shards_read_with_the_webdataset_library(tmp_path):
+    """Users load our shards with `webdataset`: every sample comes back with media, caption and metadata."""
+    import json
+
+    import webdataset as wds
+
+    folder = DatasetFolder(str(tmp_path))
+    media = tmp_path / "m.jpg"
+    media.write_bytes(b"\xff\xd8jpeg")
+    writer = ShardWriter(folder, "00000")
+    for i in range(3):
+        writer.add(dict(row(f"key_{i}", n=i), caption=f"caption, {i}"), str(media), "jpg")
+    writer.close()
+    samples = list(wds.WebDataset(folder.tar("00000"), shardshuffle=False))
+    assert [s["__key__"] for s in samples] == ["key_0", "key_1", "key_2"]
+    assert samples[1]["txt"].decode() == "caption, 1" and samples[1]["jpg"] == b"\xff\xd8jpeg"
+    assert json.loads(samples[2]["json"])["key"] == "key_2"
