@@ -143,7 +143,8 @@ def _img2dataset_reason(message: str) -> str:
         return f"http_{match.group(1)}"
     text = (message or "").lower()
     for needle, reason in (("non-public address", "private_address"), ("timed out", "timeout"),
-                           ("image area", "pixel_cap"), ("decompression", "pixel_cap")):
+                           ("image area", "pixel_cap"), ("decompression", "pixel_cap"),
+                           ("cv_io_max_image_pixels", "pixel_cap")):
         if needle in text:
             return reason
     return "download_error"
@@ -179,7 +180,9 @@ def _remote_images(rows: list[dict], opts: DownloadOptions, work: str):
                            f"img2dataset returned no row (exit {proc.returncode}): {tail}"), None, None
         elif rec["status"] != "success":
             status = "failed_to_decode" if rec["status"] == "failed_to_resize" else "failed_to_download"
-            reason = "corrupt" if status == "failed_to_decode" else _img2dataset_reason(rec["error_message"])
+            reason = _img2dataset_reason(rec["error_message"])
+            if status == "failed_to_decode" and reason == "download_error":
+                reason = "corrupt"
             yield _failure(row, status, reason, rec["error_message"]), None, None
         else:
             path = os.path.join(out, rec["key"] + ".jpg")

@@ -42,13 +42,13 @@ def check_tars(out, rows):
 
 MIXED = ["video_000.mp4", "video_001.mp4", "image_000.jpg", "image_001.jpg", "broken_missing.mp4",
          "broken_corrupt.mp4", "broken_truncated.mp4", "html/page.mp4", "broken_empty.mp4", "status/429",
-         "broken_missing.jpg", "video_000.mp4"]
+         "broken_missing.jpg", "video_000.mp4", "broken_huge.png"]
 
 
 def test_every_input_row_becomes_one_manifest_row(ray_local, media_server, tmp_path):
     out = tmp_path / "ds"
     summary = download("urls", url_list(tmp_path, media_server, MIXED), str(out), options=LOCAL, shard_size=5)
-    assert summary == {"shards": 3, "skipped": 0, "ran": 3, "failed_shards": [], "failure_rate": round(7 / 11, 4)}
+    assert summary == {"shards": 3, "skipped": 0, "ran": 3, "failed_shards": [], "failure_rate": round(8 / 12, 4)}
     rows = manifest(out)
     assert sorted(r["row"] for r in rows) == list(range(len(MIXED)))
     assert len({r["key"] for r in rows}) == len(MIXED)
@@ -58,7 +58,7 @@ def test_every_input_row_becomes_one_manifest_row(ray_local, media_server, tmp_p
     assert by_name["image_000.jpg"]["status"] == "success" and by_name["image_000.jpg"]["width"] == 128
     expected = {"broken_missing.mp4": "http_404", "broken_corrupt.mp4": "corrupt", "broken_truncated.mp4": "corrupt",
                 "html/page.mp4": "html_body", "broken_empty.mp4": "empty_body", "status/429": "http_429",
-                "broken_missing.jpg": "http_404"}
+                "broken_missing.jpg": "http_404", "broken_huge.png": "pixel_cap"}
     assert {n: by_name[n]["error_reason"] for n in expected} == expected
     dup = [r for r in rows if r["status"] == "duplicate"]
     assert len(dup) == 1 and dup[0]["row"] == 11 and dup[0]["key"].endswith("_dup1")
