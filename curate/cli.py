@@ -329,6 +329,9 @@ def demo_cmd(
         recipe = load_pipeline(DEMO_RECIPE)
         recipe.download.input = urls
         dataset = os.path.join(out, "dataset")
+        typer.echo("note: no pretrained CLIP / aesthetic weights are available offline, so this demo scores and "
+                   "selects with the weight-free scorers (motion, quality, dedup); with weights in the standard "
+                   "caches add clip and aesthetic to pipelines/demo.yaml.")
         results = _run_stages(recipe, dataset, True, ray_address)
         typer.echo(f"\n== curate stats {dataset}\n" + render(summarize(dataset)))
         if recipe.select:
