@@ -105,3 +105,28 @@ def test_clip_and_aesthetic_through_the_real_loading_path(ray_local, demo_media,
     shutil.rmtree(os.path.join(root, "scores", "aesthetic+clip"))
     with pytest.raises(FileNotFoundError):
         score(root, ["aesthetic"], clip_model=str(tiny_clip_dir), aesthetic_model=str(tmp_path / "missing.pth"))
+
+
+def test_resume_after_kill_scores_every_key_once(demo_media, tmp_path):
+    """SIGKILL `curate score` once its first shard landed, rerun it: every success key scored exactly once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    names = ["video_000.mp4", "video_001.mp4", "video_002.mp4", "image_000.jpg"]
+    root = build_dataset(tmp_path / "ds", demo_media[0], {f"{i:05d}": names for i in range(12)})
+    cmd = [sys.executable, "-m", "curate.cli", "score", root, "--scorers", "motion,quality", "--batch-size", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    out = os.path.join(root, "scores", "motion+quality")
+    deadline = time.time() + 180
+    while time.time() < deadline and not (os.path.isdir(out) and any(n.endswith(".parquet") for n in os.listdir(out))):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any(n.endswith(".parquet") for n in os.listdir(out))
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    keys = [k for (k,) in duckdb.sql(f"SELECT key FROM read_parquet('{out}/*.parquet')").fetchall()]
+    assert len(keys) == len(set(keys)) == 12 * len(names)
+    assert not [n for n in os.listdir(out) if n.startswith(".")]  # no temporary files left behind
