@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -165,29 +166,37 @@ def _remote_images(rows: list[dict], opts: DownloadOptions, work: str):
     proc = subprocess.run([sys.executable, "-m", "curate.download.img2dataset_runner", json.dumps(args)],
                           capture_output=True, env=env, check=False)
     results: dict[str, dict] = {}
-    for manifest in sorted(p for p in os.listdir(out) if p.endswith(".parquet")) if os.path.isdir(out) else []:
+    tars = []
+    for manifest in sorted(p for p in os.listdir(out) if p.endswith(".parquet")):
         for rec in pq.read_table(os.path.join(out, manifest)).to_pylist():
             results[rec["ckey"]] = rec
-        with tarfile.open(os.path.join(out, manifest.replace(".parquet", ".tar"))) as tar:
+        tars.append(os.path.join(out, manifest.replace(".parquet", ".tar")))
+    images: dict[str, bytes] = {}  # img2dataset key -> jpg bytes, read once, never extracted to disk
+    for tar_path in tars:
+        with tarfile.open(tar_path) as tar:
             for member in tar:
-                if member.name.endswith(".jpg"):
-                    tar.extract(member, out, filter="data")
+                if member.name.endswith(".jpg") and member.isfile():
+                    images[member.name[: -len(".jpg")]] = tar.extractfile(member).read()
     for row in rows:
         rec = results.get(row["key"])
         if rec is None:
             tail = proc.stderr.decode(errors="replace").strip()[-300:]
             yield _failure(row, "failed_to_download", "downloader_error",
-                           f"img2dataset returned no row (exit {proc.returncode}): {tail}"), None, None
+                           f"img2dataset returned no row (exit {proc.returncode}): {tail}"), None
         elif rec["status"] != "success":
             status = "failed_to_decode" if rec["status"] == "failed_to_resize" else "failed_to_download"
             reason = _img2dataset_reason(rec["error_message"])
             if status == "failed_to_decode" and reason == "download_error":
                 reason = "corrupt"
-            yield _failure(row, status, reason, rec["error_message"]), None, None
+            yield _failure(row, status, reason, rec["error_message"]), None
         else:
-            path = os.path.join(out, rec["key"] + ".jpg")
-            info = MediaInfo(width=rec["width"], height=rec["height"], codec="jpeg")
-            yield _success(row, info, path, rec.get("sha256")), path, "jpg"
+            data = images.pop(rec["key"], None)
+            if data is None:
+                yield _failure(row, "failed_to_download", "downloader_error", "img2dataset wrote no image"), None
+                continue
+            yield dict(row, status="success", error_reason=None, error_message=None, width=rec["width"],
+                       height=rec["height"], num_frames=1, codec="jpeg", size_bytes=len(data),
+                       sha256=rec.get("sha256") or hashlib.sha256(data).hexdigest()), data
 
 
 def _guarded(fn, row: dict, *args):
@@ -226,8 +235,8 @@ def _route(rows: list[dict], job: _Job, writer: ShardWriter) -> None:
         else:
             pending.append(row)
     if remote_images:
-        for out_row, path, ext in _remote_images(remote_images, opts, work):
-            writer.add(out_row, path, ext)
+        for out_row, data in _remote_images(remote_images, opts, work):
+            writer.add(out_row, ext="jpg", media_bytes=data)
     with ThreadPoolExecutor(max(1, opts.thread_count)) as pool:
         futures = [pool.submit(_guarded, _fetch_one if r["url"] else _local_one, r, job) for r in pending]
         for row, path in _archive_members(archived, work):

@@ -46,15 +46,20 @@ class ShardWriter:
         info.size, info.mtime, info.mode = len(data), int(self.started), 0o644
         self._tar.addfile(info, io.BytesIO(data))
 
-    def add(self, row: dict, media_path: str | None = None, ext: str | None = None) -> None:
+    def add(self, row: dict, media_path: str | None = None, ext: str | None = None,
+            media_bytes: bytes | None = None) -> None:
+        """`media_path` (a file) or `media_bytes` (small media already in memory) for success rows."""
         row = dict(row, shard=self.sid)
         if row.get("status") == "success":
-            if media_path is None or ext is None:
+            if (media_path is None and media_bytes is None) or ext is None:
                 raise ValueError(f"{row['key']}: a success row needs its media")
-            info = tarfile.TarInfo(member_name(row["key"], ext))
-            info.size, info.mtime, info.mode = os.path.getsize(media_path), int(self.started), 0o644
-            with open(media_path, "rb") as f:
-                self._tar.addfile(info, f)
+            if media_bytes is not None:
+                self._add_bytes(member_name(row["key"], ext), media_bytes)
+            else:
+                info = tarfile.TarInfo(member_name(row["key"], ext))
+                info.size, info.mtime, info.mode = os.path.getsize(media_path), int(self.started), 0o644
+                with open(media_path, "rb") as f:
+                    self._tar.addfile(info, f)
             self._add_bytes(member_name(row["key"], "txt"), (row.get("caption") or "").encode("utf-8"))
             meta = {k: row.get(k) for k in METADATA_FIELDS}
             meta["extra"] = json.loads(row.get("extra") or "{}")
