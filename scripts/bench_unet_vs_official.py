@@ -8,6 +8,10 @@ into both. tests/train/test_unet3d.py also uses it as the reference for output e
 
     .venv/bin/python scripts/bench_unet_vs_official.py [--preset tiny] [--batch 2] [--frames 8] [--size 16]
         [--threads 1] [--override num_head_channels=8]
+
+It also reports a floor that no implementation of this fp32 function reaches on this CPU: the
+step's dense work (matmuls, plus convolutions counted forward + two backward passes) divided by
+the machine's large-GEMM throughput; attention, norms, activations and dropout come on top.
 """
 
 from __future__ import annotations
@@ -358,6 +362,31 @@ def _step_times(model, inputs) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def _dense_gflop(model, inputs) -> float:
+    """GFLOP of one forward + backward spent in matmuls and convolutions (the profiler's counts)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        _step_times(model, inputs)
+    flops = {event.key: event.flops for event in prof.key_averages()}
+    matmul = sum(flops.get(key, 0) for key in ("aten::mm", "aten::addmm", "aten::bmm"))
+    # The profiler counts conv forwards only; their backward computes input and weight gradients.
+    conv = 3 * sum(flops.get(key, 0) for key in ("aten::conv2d", "aten::conv3d"))
+    return (matmul + conv) / 1e9
+
+
+def _gemm_gflop_per_s(size: int = 1024, repeats: int = 5) -> float:
+    """Best fp32 throughput of a square matmul with the current thread count (CPU time)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.process_time()
+        a @ b
+        best = min(best, time.process_time() - started)
+    return 2 * size**3 / best / 1e9
+
+
 def main() -> None:
     from curate.train.presets import build_unet, unet_params
 
@@ -421,6 +450,11 @@ def main() -> None:
         result[f"official_{label}_s_per_step"] = round(official_s, 4)
         result[f"ours_{label}_s_per_step"] = round(ours_s, 4)
         result[f"ratio_{label}_ours_over_official"] = round(ours_s / official_s, 3)
+    gflop, gemm_rate = _dense_gflop(ours, inputs), _gemm_gflop_per_s()
+    result["ours_dense_gflop_per_step"] = round(gflop, 2)
+    result["gemm_gflop_per_s"] = round(gemm_rate, 1)
+    result["dense_floor_cpu_s_per_step"] = round(gflop / gemm_rate, 4)
+    result["ratio_dense_floor_over_official_cpu"] = round(gflop / gemm_rate / median("official", 1), 3)
     result["ours_train_samples_per_s_wall"] = round(b / median("ours", 0), 2)
     result["official_train_samples_per_s_wall"] = round(b / median("official", 0), 2)
     print(json.dumps(result, indent=1))
