@@ -286,13 +286,48 @@ def run_cmd(
     out: str = typer.Option(..., "--out", help="Dataset folder."),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster to run on."),
     force: bool = typer.Option(False, help="Start over when the input or config changed."),
+    describe: bool = typer.Option(False, help="Print the plan (stages, inputs, outputs, resources) and exit."),
 ) -> None:
     """Run the stages of a pipeline recipe: download, then score and select when the recipe has them."""
     try:
         recipe = load_pipeline(pipeline)
     except ConfigError as exc:
         fail(str(exc))
+    if describe:
+        typer.echo(describe_plan(recipe, out))
+        return
     _run_stages(recipe, out, force, ray_address)
+
+
+def describe_plan(recipe, out: str) -> str:
+    """What `curate run` will do, stage by stage, before it does it."""
+    dl = recipe.download
+    lines = [f"pipeline {recipe.name}: " + " -> ".join(
+        s for s, on in (("download", True), ("score", recipe.score), ("select", recipe.select)) if on),
+        f"  download  {dl.source} from {dl.input}" + (f" (first {dl.limit} rows)" if dl.limit else ""),
+        f"            shards of {dl.shard_size} samples -> {os.path.join(out, 'shards')}/NNNNN.tar|.parquet",
+        f"            1 CPU per shard task, {dl.thread_count} video fetches each, img2dataset with "
+        f"{dl.image_thread_count} threads for images; private addresses "
+        f"{'ALLOWED' if dl.allow_private_addresses else 'refused'}; {dl.retries} retries; byte cap {dl.max_bytes}"]
+    if recipe.score:
+        from curate.scoring.stage import run_name
+
+        sc = recipe.score
+        models = [s for s in sc.scorers if s in ("clip", "aesthetic")]
+        lines += [f"  score     {', '.join(sc.scorers)} on {sc.frames} frames ({sc.positions}), batch {sc.batch_size}"
+                  f" -> {os.path.join(out, 'scores', run_name(list(sc.scorers)))}/",
+                  "            decoding in CPU tasks; " + (f"{', '.join(models)} in an actor pool, 1 GPU per actor when "
+                                                           "the cluster has GPUs" if models else "weight-free, CPU only")]
+    if recipe.select:
+        se = recipe.select
+        beside = os.path.dirname(os.path.abspath(out))
+        target = se.out if os.path.isabs(se.out) else os.path.join(beside, se.out)
+        lines += [f"  select    WHERE {se.where}" + (f", top {se.top} by {se.by}" if se.top else "")
+                  + (f", quotas {se.quotas}" if se.quotas else ""),
+                  f"            videos {se.video_size[0]}x{se.video_size[1]}"
+                  + (f" (<= {se.max_frames} frames)" if se.max_frames else "")
+                  + f", images {se.image_size[0]}x{se.image_size[1]} -> {target}"]
+    return "\n".join(lines)
 
 
 def _run_stages(recipe, out: str, force: bool, ray_address: Optional[str]) -> dict:

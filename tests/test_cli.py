@@ -78,3 +78,12 @@ def test_recipe_errors(tmp_path):
     bad.write_text("name: x\ndownload: {source: urls}\n")
     with pytest.raises(ConfigError, match="missing required key"):
         load_pipeline(str(bad))
+
+
+def test_run_describe_prints_the_plan_without_running(tmp_path):
+    recipe = os.path.join(ROOT, "pipelines", "demo.yaml")
+    result = runner.invoke(app, ["run", recipe, "--out", str(tmp_path / "ds"), "--describe"])
+    assert result.exit_code == 0
+    assert "pipeline demo: download -> score -> select" in result.output
+    assert "private addresses ALLOWED" in result.output and "WHERE (modality = 'image'" in result.output
+    assert not (tmp_path / "ds").exists()
