@@ -62,8 +62,9 @@ def _run_download(section: DownloadSection, out: str, force: bool, ray_address: 
     return summary
 
 
-def _finish(summary: dict) -> None:
-    typer.echo(json.dumps({k: v for k, v in summary.items()}, indent=None))
+def _finish(summary: dict, echo: bool = True) -> None:
+    if echo:
+        typer.echo(json.dumps(summary))
     if summary.get("failed_shards"):
         for item in summary["failed_shards"]:
             typer.echo(f"shard {item['shard']} failed: {item['error']}", err=True)
@@ -333,8 +334,7 @@ def describe_plan(recipe, out: str) -> str:
 def _run_stages(recipe, out: str, force: bool, ray_address: Optional[str]) -> dict:
     results = {"download": _run_download(recipe.download, out, force, ray_address)}
     typer.echo(json.dumps({"download": results["download"]}))
-    if results["download"].get("failed_shards"):
-        _finish(results["download"])
+    _finish(results["download"], echo=False)
     if recipe.score:
         results["score"] = _run_score(out, recipe.score, force, ray_address)
         typer.echo(json.dumps({"score": results["score"]}))
@@ -344,7 +344,7 @@ def _run_stages(recipe, out: str, force: bool, ray_address: Optional[str]) -> di
         results["select"] = _run_select(out, recipe.select, target, force, ray_address)
         results["select"]["out"] = target
         typer.echo(json.dumps({"select": results["select"]}))
-        _finish(results["select"])
+        _finish(results["select"], echo=False)
     return results
 
 

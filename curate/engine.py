@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 
@@ -75,8 +76,9 @@ def map_shards(shards: Sequence[str], expand: Callable, expand_kwargs: dict, mod
     if not shards:
         return
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    ctx.enable_progress_bars = False  # one tqdm bar over samples below instead of Ray's per-operator bars
     ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=len(shards))
     ds = ds.flat_map(expand, fn_kwargs=expand_kwargs)
     ds = ds.map_batches(model_cls, fn_constructor_kwargs=model_kwargs, batch_size=batch_size, batch_format="pyarrow",
