@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from curate import engine, provenance
 from curate.media.digest import sha256_file
-from curate.media.probe import ProbeError, ProbePool, probe_image
+from curate.media.probe import ProbeError, ProbePool, probe_image, shared_pool
 from curate.media.transcode import TranscodeError, image_resize_center_crop, resize_center_crop
 from curate.scoring.select import check_column, check_predicate
 from curate.shards.atomic import write_json
@@ -88,7 +88,8 @@ def select_shard(root: str, out: str, sid: str, keys: list[str], selection: dict
     os.makedirs(work)
     writer = ShardWriter(dst, sid)
     try:
-        with tarfile.open(src.tar(sid)) as tar, ProbePool(1) as probes:
+        probes = shared_pool(1)
+        with tarfile.open(src.tar(sid)) as tar:
             for member in tar:
                 key, _, ext = member.name.partition(".")
                 if key in rows and ext not in ("txt", "json"):

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from curate.download.http import FetchError, FetchPolicy, fetch_to_file
 from curate.media.digest import sha256_file
-from curate.media.probe import DEFAULT_MAX_PIXELS, MediaInfo, ProbeError, ProbePool, probe_image
+from curate.media.probe import DEFAULT_MAX_PIXELS, MediaInfo, ProbeError, ProbePool, probe_image, shared_pool
 from curate.media.transcode import TranscodeError, cap_resolution
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter
@@ -217,8 +217,7 @@ def _preset_failure(row: dict) -> dict | None:
 
 
 def _download_rows(rows: list[dict], opts: DownloadOptions, work: str, writer: ShardWriter) -> None:
-    with ProbePool(opts.probe_workers) as probes:
-        _route(rows, _Job(opts, work, probes), writer)
+    _route(rows, _Job(opts, work, shared_pool(opts.probe_workers)), writer)
 
 
 def _route(rows: list[dict], job: _Job, writer: ShardWriter) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import threading
 from dataclasses import asdict, dataclass
 
 from PIL import Image
@@ -142,6 +143,19 @@ class ProbePool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_SHARED: dict[int, ProbePool] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_pool(size: int = 2) -> ProbePool:
+    """A process-wide pool, kept across calls: a Ray worker runs shard after shard, and starting decoder
+    children (~0.5 s each, importing PyAV) for every shard would cost more than probing a small shard."""
+    with _SHARED_LOCK:
+        if size not in _SHARED:
+            _SHARED[size] = ProbePool(size)
+        return _SHARED[size]
 
 
 def probe_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> MediaInfo:
