@@ -8,55 +8,37 @@ import torch
 
 from curate.train.unet3d import UNet3D
 
+# configs/inference_t2v_512_v2.0.yaml of the official release (unet_config.params);
+# latents 4 x 40 x 64 for 320x512 video, OpenCLIP ViT-H-14 context (1024-d).
+VIDEOCRAFTER2_512: dict[str, Any] = dict(
+    in_channels=4,
+    out_channels=4,
+    model_channels=320,
+    attention_resolutions=[4, 2, 1],
+    num_res_blocks=2,
+    channel_mult=[1, 2, 4, 4],
+    num_head_channels=64,
+    transformer_depth=1,
+    context_dim=1024,
+    use_linear=True,
+    use_checkpoint=False,
+    temporal_conv=True,
+    temporal_attention=True,
+    temporal_selfatt_only=True,
+    use_relative_position=False,
+    use_causal_attention=False,
+    temporal_length=16,
+    addition_attention=True,
+    fps_cond=True,
+    dropout=0.0,
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
-    # configs/inference_t2v_512_v2.0.yaml of the official release (unet_config.params);
-    # latents 4 x 40 x 64 for 320x512 video, OpenCLIP ViT-H-14 context (1024-d).
-    "videocrafter2_512": dict(
-        in_channels=4,
-        out_channels=4,
-        model_channels=320,
-        attention_resolutions=[4, 2, 1],
-        num_res_blocks=2,
-        channel_mult=[1, 2, 4, 4],
-        num_head_channels=64,
-        transformer_depth=1,
-        context_dim=1024,
-        use_linear=True,
-        use_checkpoint=False,
-        temporal_conv=True,
-        temporal_attention=True,
-        temporal_selfatt_only=True,
-        use_relative_position=False,
-        use_causal_attention=False,
-        temporal_length=16,
-        addition_attention=True,
-        fps_cond=True,
-        dropout=0.0,
-    ),
+    "videocrafter2_512": VIDEOCRAFTER2_512,
     # Same block structure at CPU scale, for tests, the demo and the speed benchmark: 32 channels,
     # one attention level at the full resolution (16x16 latents), 8 frames, a 64-d text context.
-    "tiny": dict(
-        in_channels=4,
-        out_channels=4,
-        model_channels=32,
-        attention_resolutions=[1],
-        num_res_blocks=1,
-        channel_mult=[1, 2],
-        num_head_channels=16,
-        transformer_depth=1,
-        context_dim=64,
-        use_linear=True,
-        use_checkpoint=False,
-        temporal_conv=True,
-        temporal_attention=True,
-        temporal_selfatt_only=True,
-        use_relative_position=False,
-        use_causal_attention=False,
-        temporal_length=8,
-        addition_attention=True,
-        fps_cond=True,
-        dropout=0.0,
-    ),
+    "tiny": dict(VIDEOCRAFTER2_512, model_channels=32, attention_resolutions=[1], num_res_blocks=1,
+                 channel_mult=[1, 2], num_head_channels=16, context_dim=64, temporal_length=8),
 }
 
 
