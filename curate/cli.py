@@ -351,7 +351,7 @@ def _run_stages(recipe, out: str, force: bool, ray_address: Optional[str]) -> di
 @app.command("demo")
 def demo_cmd(
     out: str = typer.Option("demo_out", "--out", help="Folder for the corpus and the curated dataset."),
-    train_steps: int = typer.Option(150, min=0, help="Steps of tiny F-base training on the selection (0 skips training)."),
+    train_steps: int = typer.Option(300, min=0, help="Steps of tiny F-base training on the selection (0 skips training)."),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster to run on."),
 ) -> None:
     """Generate the demo corpus, serve it on 127.0.0.1, run pipelines/demo.yaml end to end, then train a tiny
