@@ -1,0 +1,47 @@
+import os
+import re
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curate.scoring.select import PredicateError
+from curate.shards.folder import DatasetFolder
+from curate.shards.writer import ShardWriter
+from curate.stats.report import build, thresholds, write
+
+
+@pytest.fixture()
+def scored(tmp_path, demo_media):
+    folder = DatasetFolder(str(tmp_path / "ds"))
+    writer = ShardWriter(folder, "00000")
+    for i in range(6):
+        video = i % 2 == 0
+        name = f"video_00{i // 2}.mp4" if video else f"image_00{i // 2}.jpg"
+        writer.add({"key": f"k{i}", "row": i, "source": "webvid" if video else "laion-coco",
+                    "modality": "video" if video else "image", "caption": f"caption <{i}>", "status": "success",
+                    "extra": "{}"}, os.path.join(demo_media[0], name), "mp4" if video else "jpg")
+    writer.close()
+    os.makedirs(os.path.join(folder.root, "scores", "quality"))
+    pq.write_table(pa.table({"key": [f"k{i}" for i in range(6)], "sharpness": [5.0, 50, 500, 5000, 1.0, 80]}),
+                   os.path.join(folder.root, "scores", "quality", "00000.parquet"))
+    return folder.root
+
+
+def test_report_has_counts_thresholds_histograms_and_thumbnails(scored, tmp_path):
+    page = build(scored, "sharpness >= 50")
+    assert "<td>webvid</td><td>3</td><td>3</td><td>1</td><td>2</td>" in page  # samples, success, kept, dropped
+    assert "<td>laion-coco</td><td>3</td><td>3</td><td>3</td><td>0</td>" in page
+    assert "sharpness &gt;= 50" in page and "<h2>sharpness</h2>" in page
+    images = re.findall(r'data:image/png;base64,', page)
+    assert len(images) >= 1 + 5  # the histogram and a thumbnail per quantile
+    assert "caption &lt;0&gt;" in page or "caption &lt;4&gt;" in page  # captions are escaped
+    out = write(scored, str(tmp_path / "r.html"))
+    assert os.path.getsize(out) > 1000
+
+
+def test_thresholds_and_bad_predicates(scored):
+    assert thresholds("sharpness >= 50 AND motion_score < 0.5") == {"sharpness": [(">=", 50.0)],
+                                                                    "motion_score": [("<", 0.5)]}
+    with pytest.raises(PredicateError):
+        build(scored, "sharpness > 1; DROP TABLE x")
