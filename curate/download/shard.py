@@ -165,38 +165,42 @@ def _remote_images(rows: list[dict], opts: DownloadOptions, work: str):
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
     proc = subprocess.run([sys.executable, "-m", "curate.download.img2dataset_runner", json.dumps(args)],
                           capture_output=True, env=env, check=False)
-    results: dict[str, dict] = {}
+    results: dict[str, dict] = {}  # img2dataset key -> its manifest record
     tars = []
     for manifest in sorted(p for p in os.listdir(out) if p.endswith(".parquet")):
         for rec in pq.read_table(os.path.join(out, manifest)).to_pylist():
-            results[rec["ckey"]] = rec
+            results[rec["key"]] = rec
         tars.append(os.path.join(out, manifest.replace(".parquet", ".tar")))
-    images: dict[str, bytes] = {}  # img2dataset key -> jpg bytes, read once, never extracted to disk
-    for tar_path in tars:
+    by_key = {row["key"]: row for row in rows}
+    done: set[str] = set()
+    for tar_path in tars:  # stream the images in tar order: one in memory at a time
         with tarfile.open(tar_path) as tar:
             for member in tar:
-                if member.name.endswith(".jpg") and member.isfile():
-                    images[member.name[: -len(".jpg")]] = tar.extractfile(member).read()
+                rec = results.get(member.name[: -len(".jpg")]) if member.name.endswith(".jpg") else None
+                if rec is None or rec["status"] != "success" or rec["ckey"] not in by_key or rec["ckey"] in done:
+                    continue
+                data = tar.extractfile(member).read()
+                done.add(rec["ckey"])
+                yield dict(by_key[rec["ckey"]], status="success", error_reason=None, error_message=None,
+                           width=rec["width"], height=rec["height"], num_frames=1, codec="jpeg",
+                           size_bytes=len(data), sha256=rec.get("sha256") or hashlib.sha256(data).hexdigest()), data
+    by_ckey = {rec["ckey"]: rec for rec in results.values()}
     for row in rows:
-        rec = results.get(row["key"])
+        if row["key"] in done:
+            continue
+        rec = by_ckey.get(row["key"])
         if rec is None:
             tail = proc.stderr.decode(errors="replace").strip()[-300:]
             yield _failure(row, "failed_to_download", "downloader_error",
                            f"img2dataset returned no row (exit {proc.returncode}): {tail}"), None
-        elif rec["status"] != "success":
+        elif rec["status"] == "success":
+            yield _failure(row, "failed_to_download", "downloader_error", "img2dataset wrote no image"), None
+        else:
             status = "failed_to_decode" if rec["status"] == "failed_to_resize" else "failed_to_download"
             reason = _img2dataset_reason(rec["error_message"])
             if status == "failed_to_decode" and reason == "download_error":
                 reason = "corrupt"
             yield _failure(row, status, reason, rec["error_message"]), None
-        else:
-            data = images.pop(rec["key"], None)
-            if data is None:
-                yield _failure(row, "failed_to_download", "downloader_error", "img2dataset wrote no image"), None
-                continue
-            yield dict(row, status="success", error_reason=None, error_message=None, width=rec["width"],
-                       height=rec["height"], num_frames=1, codec="jpeg", size_bytes=len(data),
-                       sha256=rec.get("sha256") or hashlib.sha256(data).hexdigest()), data
 
 
 def _guarded(fn, row: dict, *args):
