@@ -34,16 +34,20 @@ def _file_digest(path: str, digest) -> None:
 def input_fingerprint(path: str) -> str:
     """sha256 over the input's bytes (files up to 8 MiB; larger: size + first and last 4 MiB) and, for
     folders, every file's relative path."""
-    digest = hashlib.sha256()
     if os.path.isdir(path):
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            for name in sorted(files):
-                full = os.path.join(root, name)
-                digest.update(os.path.relpath(full, path).encode())
-                _file_digest(full, digest)
-    else:
-        _file_digest(path, digest)
+        files = [os.path.join(root, name) for root, _, names in os.walk(path) for name in names]
+        return files_fingerprint(path, files)
+    digest = hashlib.sha256()
+    _file_digest(path, digest)
+    return digest.hexdigest()
+
+
+def files_fingerprint(base: str, files: list[str]) -> str:
+    """input_fingerprint of a chosen set of files under `base` (path relative to base + contents)."""
+    digest = hashlib.sha256()
+    for full in sorted(files):
+        digest.update(os.path.relpath(full, base).encode())
+        _file_digest(full, digest)
     return digest.hexdigest()
 
 

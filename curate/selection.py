@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -118,7 +119,9 @@ def select(root: str, out: str, sel: Selection, force: bool = False, address: st
     for r in chosen:
         by_shard.setdefault(r["shard"], []).append(r["key"])
     config = json.loads(json.dumps(asdict(sel)))
-    fingerprint = provenance.input_fingerprint(DatasetFolder(root).shards_dir)
+    # What decides the selection: the manifests and score tables (small), not the media tars (terabytes).
+    tables = glob.glob(DatasetFolder(root).manifest_glob()) + glob.glob(os.path.join(root, "scores", "*", "*.parquet"))
+    fingerprint = provenance.files_fingerprint(root, tables)
     folder = DatasetFolder(out)
     existing = folder.read_provenance()
     if existing and force:

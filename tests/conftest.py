@@ -31,10 +31,11 @@ def media_server(demo_media):
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """Embedded Ray on 127.0.0.1, two CPUs, small object store; shared by every engine test."""
+    """Embedded Ray on 127.0.0.1, small object store; shared by every engine test. Four logical CPUs on
+    two cores, so an actor pool left idle by one test cannot starve the next test's workers of slots."""
     from curate import engine
 
-    engine.init(num_cpus=2)
+    engine.init(num_cpus=4)
     import ray
 
     yield ray

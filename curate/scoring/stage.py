@@ -99,16 +99,6 @@ def _write_shard(root: str, run: str, columns: list[str], clip_model: str | None
     publish(tmp, os.path.join(out_dir, f"{sid}.parquet"))
 
 
-def _check_weights(scorers: list[str], kwargs: dict) -> None:
-    """Resolve (not load) every weights file on the driver: missing weights fail before Ray starts work."""
-    from curate.scoring.weights import AESTHETIC_V2_L14, DEFAULT_CLIP, resolve_clip, resolve_known_file
-
-    if "clip" in scorers or "aesthetic" in scorers:
-        resolve_clip(kwargs.get("clip_model", DEFAULT_CLIP))
-    if "aesthetic" in scorers:
-        resolve_known_file(AESTHETIC_V2_L14, kwargs.get("aesthetic_model"), what="LAION aesthetic predictor v2")
-
-
 def _dedup(root: str, threshold: float) -> int:
     """Exact (sha256) and near (stored CLIP embeddings) duplicate flags over the whole dataset, in
     manifest order, so the earliest copy is the one kept."""
@@ -170,9 +160,9 @@ def score(root: str, scorers: list[str], *, clip_model: str | None = None, aesth
             shutil.rmtree(out_dir)
             existing = None
         provenance.check_resume(existing, config, fingerprint)
-        os.makedirs(out_dir, exist_ok=True)
-        _check_weights(batch_scorers, kwargs)
         probe = ScorerSet(**kwargs)
+        probe.check_weights()  # resolves (not loads) every weights file: missing ones fail before Ray work
+        os.makedirs(out_dir, exist_ok=True)
         columns = [c for c in probe.columns if c != CLIP_EMBEDDING]
         write_json(prov_path, provenance.record("score", config, fingerprint, run=run, columns=columns))
         done = {n[: -len(".parquet")] for n in os.listdir(out_dir) if n.endswith(".parquet")}
