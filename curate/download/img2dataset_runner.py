@@ -47,17 +47,25 @@ def _configure_from_argv() -> dict:
 ARGS = _configure_from_argv() if sys.argv[0].endswith("img2dataset_runner.py") else {}
 
 if __name__ == "__main__":
+    import importlib
+
     import img2dataset
+
+    from curate.download.img2dataset_writer import ROW_COLUMN, CurateSampleWriter
+
+    # Our member names and metadata (see that module). The package re-exports a function called `main`,
+    # hiding the module of that name: fetch the module itself.
+    importlib.import_module("img2dataset.main").WebDatasetSampleWriter = CurateSampleWriter
 
     max_side = ARGS.get("image_max_side")
     img2dataset.download(
         url_list=ARGS["input"], input_format="parquet", url_col="url", caption_col="caption",
-        save_additional_columns=["ckey"], output_folder=ARGS["output"], output_format="webdataset",
+        save_additional_columns=["ckey", ROW_COLUMN], output_folder=ARGS["output"], output_format="webdataset",
         processes_count=1, thread_count=int(ARGS.get("thread_count", 64)),
         number_sample_per_shard=int(ARGS["count"]) + 1,
         image_size=int(max_side or 256), resize_mode="keep_ratio_largest" if max_side else "no",
         resize_only_if_bigger=True, encode_format="jpg", encode_quality=95,
-        timeout=int(ARGS.get("timeout", 10)), retries=int(ARGS.get("retries", 0)), compute_hash="sha256",
+        timeout=int(ARGS.get("timeout", 10)), retries=int(ARGS.get("retries", 0)), compute_hash=None,
         max_image_area=float(ARGS.get("max_pixels") or "inf"), extract_exif=False,
         distributor="multiprocessing", incremental_mode="incremental", enable_wandb=False,
         user_agent_token="curate")

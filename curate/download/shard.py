@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.download.http import FetchError, FetchPolicy, fetch_to_file
+from curate.download.img2dataset_writer import ROW_COLUMN, STORED_SHA256
 from curate.media.digest import sha256_file
 from curate.media.probe import DEFAULT_MAX_PIXELS, MediaInfo, ProbeError, ProbePool, probe_image, shared_pool
 from curate.media.transcode import TranscodeError, cap_resolution
@@ -152,12 +152,14 @@ def _img2dataset_reason(message: str) -> str:
 
 
 def _remote_images(rows: list[dict], opts: DownloadOptions, work: str):
-    """img2dataset on this shard's image URLs, in a child process; its tar+parquet are folded back by key."""
+    """img2dataset on this shard's image URLs, in a child process, writing our member names and metadata
+    (img2dataset_writer). Returns [(its tar, the success rows whose members it holds)] and the failure rows."""
     out = os.path.join(work, "img2dataset")
     inp = os.path.join(work, "img2dataset_input.parquet")
     os.makedirs(out)
+    fixed = [json.dumps({k: r.get(k) for k in ("key", "source", "modality", "url", "extra")}) for r in rows]
     pq.write_table(pa.table({"url": [r["url"] for r in rows], "caption": [r["caption"] for r in rows],
-                             "ckey": [r["key"] for r in rows]}), inp)
+                             "ckey": [r["key"] for r in rows], ROW_COLUMN: fixed}), inp)
     args = {"input": inp, "output": out, "count": len(rows), "allow_private": opts.fetch.allow_private,
             "max_pixels": opts.max_pixels, "image_max_side": opts.image_max_side,
             "thread_count": opts.image_thread_count, "timeout": int(opts.fetch.read_timeout),
@@ -165,42 +167,35 @@ def _remote_images(rows: list[dict], opts: DownloadOptions, work: str):
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
     proc = subprocess.run([sys.executable, "-m", "curate.download.img2dataset_runner", json.dumps(args)],
                           capture_output=True, env=env, check=False)
-    results: dict[str, dict] = {}  # img2dataset key -> its manifest record
-    tars = []
-    for manifest in sorted(p for p in os.listdir(out) if p.endswith(".parquet")):
-        for rec in pq.read_table(os.path.join(out, manifest)).to_pylist():
-            results[rec["key"]] = rec
-        tars.append(os.path.join(out, manifest.replace(".parquet", ".tar")))
     by_key = {row["key"]: row for row in rows}
-    done: set[str] = set()
-    for tar_path in tars:  # stream the images in tar order: one in memory at a time
-        with tarfile.open(tar_path) as tar:
-            for member in tar:
-                rec = results.get(member.name[: -len(".jpg")]) if member.name.endswith(".jpg") else None
-                if rec is None or rec["status"] != "success" or rec["ckey"] not in by_key or rec["ckey"] in done:
-                    continue
-                data = tar.extractfile(member).read()
-                done.add(rec["ckey"])
-                yield dict(by_key[rec["ckey"]], status="success", error_reason=None, error_message=None,
-                           width=rec["width"], height=rec["height"], num_frames=1, codec="jpeg",
-                           size_bytes=len(data), sha256=rec.get("sha256") or hashlib.sha256(data).hexdigest()), data
-    by_ckey = {rec["ckey"]: rec for rec in results.values()}
-    for row in rows:
-        if row["key"] in done:
+    tars, failures, seen = [], [], set()
+    for manifest in sorted(p for p in os.listdir(out) if p.endswith(".parquet")):
+        try:
+            records = pq.read_table(os.path.join(out, manifest)).to_pylist()
+        except (OSError, pa.ArrowException):  # img2dataset died mid-shard: its rows are reported below
             continue
-        rec = by_ckey.get(row["key"])
-        if rec is None:
-            tail = proc.stderr.decode(errors="replace").strip()[-300:]
-            yield _failure(row, "failed_to_download", "downloader_error",
-                           f"img2dataset returned no row (exit {proc.returncode}): {tail}"), None
-        elif rec["status"] == "success":
-            yield _failure(row, "failed_to_download", "downloader_error", "img2dataset wrote no image"), None
-        else:
-            status = "failed_to_decode" if rec["status"] == "failed_to_resize" else "failed_to_download"
-            reason = _img2dataset_reason(rec["error_message"])
-            if status == "failed_to_decode" and reason == "download_error":
-                reason = "corrupt"
-            yield _failure(row, status, reason, rec["error_message"]), None
+        successes = []
+        for rec in records:
+            row = by_key.get(rec["ckey"])
+            if row is None or rec["ckey"] in seen:
+                continue
+            seen.add(rec["ckey"])
+            if rec["status"] == "success":
+                successes.append(dict(row, status="success", error_reason=None, error_message=None,
+                                      width=rec["width"], height=rec["height"], num_frames=1, codec="jpeg",
+                                      sha256=rec[STORED_SHA256]))
+            else:
+                status = "failed_to_decode" if rec["status"] == "failed_to_resize" else "failed_to_download"
+                reason = _img2dataset_reason(rec["error_message"])
+                if status == "failed_to_decode" and reason == "download_error":
+                    reason = "corrupt"
+                failures.append(_failure(row, status, reason, rec["error_message"]))
+        tars.append((os.path.join(out, manifest.replace(".parquet", ".tar")), successes))
+    tail = proc.stderr.decode(errors="replace").strip()[-300:]
+    failures += [_failure(row, "failed_to_download", "downloader_error",
+                          f"img2dataset returned no row (exit {proc.returncode}): {tail}")
+                 for row in rows if row["key"] not in seen]
+    return tars, failures
 
 
 def _guarded(fn, row: dict, *args):
@@ -238,8 +233,11 @@ def _route(rows: list[dict], job: _Job, writer: ShardWriter) -> None:
         else:
             pending.append(row)
     if remote_images:
-        for out_row, data in _remote_images(remote_images, opts, work):
-            writer.add(out_row, ext="jpg", media_bytes=data)
+        tars, failures = _remote_images(remote_images, opts, work)
+        for tar_path, successes in tars:
+            writer.add_tar(tar_path, successes)
+        for failure in failures:
+            writer.add(failure)
     with ThreadPoolExecutor(max(1, opts.thread_count)) as pool:
         futures = [pool.submit(_guarded, _fetch_one if r["url"] else _local_one, r, job) for r in pending]
         for row, path in _archive_members(archived, work):

@@ -29,6 +29,27 @@ def member_name(key: str, ext: str) -> str:
     return f"{key}.{ext}"
 
 
+def sample_metadata(row: dict) -> bytes:
+    """The {key}.json member of a success row."""
+    meta = {k: row.get(k) for k in METADATA_FIELDS}
+    meta["extra"] = json.loads(row.get("extra") or "{}")
+    return json.dumps(meta, ensure_ascii=False).encode("utf-8")
+
+
+def _check_members(members: list[tarfile.TarInfo], media_sizes: dict[str, int | None], path: str) -> None:
+    """Another writer's tar may hold exactly KEY.EXT, KEY.txt and KEY.json regular files of the given keys;
+    records each key's media size."""
+    for member in members:
+        key, _, ext = member.name.partition(".")
+        if not member.isfile() or key not in media_sizes or member_name(key, ext or "?") != member.name:
+            raise ValueError(f"{path}: unexpected tar member {member.name!r}")
+        if ext not in ("txt", "json"):
+            media_sizes[key] = member.size
+    missing = [key for key, size in media_sizes.items() if size is None]
+    if missing:
+        raise ValueError(f"{path}: no media member for {missing[:5]}")
+
+
 class ShardWriter:
     """Collect rows (every input row, success or not) and media files; `close()` publishes the shard.
     Order of publication: tar, stats, then the parquet, whose presence marks the shard complete."""
@@ -40,31 +61,49 @@ class ShardWriter:
         self._tar = tarfile.open(self._tmp_tar, "w", format=tarfile.PAX_FORMAT)
         self.rows: list[dict] = []
         self.started = time.time()
+        self._members = 0
 
     def _add_bytes(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = len(data), int(self.started), 0o644
         self._tar.addfile(info, io.BytesIO(data))
+        self._members += 1
 
-    def add(self, row: dict, media_path: str | None = None, ext: str | None = None,
-            media_bytes: bytes | None = None) -> None:
-        """`media_path` (a file) or `media_bytes` (small media already in memory) for success rows."""
+    def add(self, row: dict, media_path: str | None = None, ext: str | None = None) -> None:
+        """Any row; success rows come with their media file."""
         row = dict(row, shard=self.sid)
         if row.get("status") == "success":
-            if (media_path is None and media_bytes is None) or ext is None:
+            if media_path is None or ext is None:
                 raise ValueError(f"{row['key']}: a success row needs its media")
-            if media_bytes is not None:
-                self._add_bytes(member_name(row["key"], ext), media_bytes)
-            else:
-                info = tarfile.TarInfo(member_name(row["key"], ext))
-                info.size, info.mtime, info.mode = os.path.getsize(media_path), int(self.started), 0o644
-                with open(media_path, "rb") as f:
-                    self._tar.addfile(info, f)
+            info = tarfile.TarInfo(member_name(row["key"], ext))
+            info.size, info.mtime, info.mode = os.path.getsize(media_path), int(self.started), 0o644
+            with open(media_path, "rb") as f:
+                self._tar.addfile(info, f)
+            self._members += 1
             self._add_bytes(member_name(row["key"], "txt"), (row.get("caption") or "").encode("utf-8"))
-            meta = {k: row.get(k) for k in METADATA_FIELDS}
-            meta["extra"] = json.loads(row.get("extra") or "{}")
-            self._add_bytes(member_name(row["key"], "json"), json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+            self._add_bytes(member_name(row["key"], "json"), sample_metadata(row))
         self.rows.append(row)
+
+    def add_tar(self, path: str, rows: list[dict]) -> None:
+        """Success `rows` whose members (KEY.EXT, KEY.txt, KEY.json) another writer already wrote to the tar at
+        `path` (img2dataset's shard). While this shard's tar is still empty that file becomes it (moved, not
+        copied: no image is read or written again); otherwise its members are copied in. The member set is
+        checked against the rows either way; each row gets its media member's size."""
+        sizes: dict[str, int | None] = {row["key"]: None for row in rows}
+        if self._members == 0:
+            self._tar.close()
+            os.replace(path, self._tmp_tar)
+            self._tar = tarfile.open(self._tmp_tar, "a", format=tarfile.PAX_FORMAT)  # reads headers, appends after
+            members = self._tar.getmembers()
+            _check_members(members, sizes, path)
+        else:
+            with tarfile.open(path) as src:
+                members = src.getmembers()
+                _check_members(members, sizes, path)
+                for member in members:
+                    self._tar.addfile(member, src.extractfile(member))
+        self._members += len(members)
+        self.rows.extend(dict(row, shard=self.sid, size_bytes=sizes[row["key"]]) for row in rows)
 
     def close(self) -> dict:
         self._tar.close()

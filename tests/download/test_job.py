@@ -1,5 +1,7 @@
 """Download jobs end to end on local Ray: one manifest row per input row, resume, refusal, retry, kill."""
 
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -30,11 +32,21 @@ def manifest(out):
 
 
 def check_tars(out, rows):
-    """Every tar reads to the end and holds media + txt + json for exactly the success rows."""
+    """Every tar reads to the end and holds media + txt + json for exactly the success rows; the manifest's
+    sha256 and size are those of the stored media bytes, and the json member is our metadata."""
     members = []
+    by_key = {r["key"]: r for r in rows}
     for tar_path in sorted((out / "shards").glob("*.tar")):
         with tarfile.open(tar_path) as tar:
-            members += [m.name for m in tar]
+            for member in tar:
+                members.append(member.name)
+                key, ext = member.name.split(".")
+                data = tar.extractfile(member).read()
+                if ext == "json":
+                    assert json.loads(data)["key"] == key and json.loads(data)["source"] == by_key[key]["source"]
+                elif ext != "txt":
+                    assert hashlib.sha256(data).hexdigest() == by_key[key]["sha256"]
+                    assert len(data) == by_key[key]["size_bytes"]
     success = sorted(r["key"] for r in rows if r["status"] == "success")
     assert sorted({m.split(".")[0] for m in members}) == success
     assert len(members) == 3 * len(success)

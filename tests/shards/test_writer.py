@@ -1,3 +1,4 @@
+import io
 import os
 import tarfile
 
@@ -69,3 +70,52 @@ def test_shards_read_with_the_webdataset_library(tmp_path):
     assert [s["__key__"] for s in samples] == ["key_0", "key_1", "key_2"]
     assert samples[1]["txt"].decode() == "caption, 1" and samples[1]["jpg"] == b"\xff\xd8jpeg"
     assert json.loads(samples[2]["json"])["key"] == "key_2"
+
+
+def _foreign_tar(path, keys, extra=()):
+    """A tar another writer made with our member names (what img2dataset writes through our sample writer)."""
+    members = [(f"{k}.{ext}", f"{k}-{ext}".encode()) for k in keys for ext in ("jpg", "txt", "json")]
+    with tarfile.open(path, "w") as tar:
+        for name, data in members + list(extra):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("first_media", [False, True])
+def test_add_tar_takes_over_or_copies_a_foreign_tar(tmp_path, first_media):
+    """Into an empty shard the foreign tar is moved (no copy); after other media it is copied in."""
+    folder = DatasetFolder(str(tmp_path))
+    foreign = tmp_path / "i2d.tar"
+    _foreign_tar(foreign, ["x", "y"])
+    writer = ShardWriter(folder, "00000")
+    if first_media:
+        media = tmp_path / "m.mp4"
+        media.write_bytes(b"video")
+        writer.add(row("v", n=0), str(media), "mp4")
+    writer.add_tar(str(foreign), [row("x", n=1), row("y", n=2)])
+    writer.add(row("z", "failed_to_download", n=3))
+    writer.close()
+    assert foreign.exists() == first_media
+    with tarfile.open(folder.tar("00000")) as tar:
+        names = tar.getnames()
+        assert tar.extractfile("y.jpg").read() == b"y-jpg"
+    assert names == (["v.mp4", "v.txt", "v.json"] if first_media else []) + [
+        f"{k}.{e}" for k in "xy" for e in ("jpg", "txt", "json")]
+    table = pq.read_table(folder.manifest("00000")).to_pylist()
+    assert [(r["key"], r["size_bytes"]) for r in table if r["key"] in "xy"] == [("x", 5), ("y", 5)]
+
+
+@pytest.mark.parametrize("extra,keys,match", [
+    ([("../evil.jpg", b"x")], ["x"], "unexpected tar member"),
+    ([("w.jpg", b"x")], ["x"], "unexpected tar member"),
+    ([], ["x", "missing"], "no media member"),
+])
+def test_add_tar_refuses_members_that_do_not_match_the_rows(tmp_path, extra, keys, match):
+    foreign = tmp_path / "i2d.tar"
+    _foreign_tar(foreign, ["x"], extra)
+    writer = ShardWriter(DatasetFolder(str(tmp_path)), "00000")
+    with pytest.raises(ValueError, match=match):
+        writer.add_tar(str(foreign), [row(k, n=i) for i, k in enumerate(keys)])
+    writer.abort()
+    assert not os.path.exists(DatasetFolder(str(tmp_path)).tar("00000"))
