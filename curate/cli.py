@@ -35,7 +35,7 @@ def _options_from(section: DownloadSection) -> DownloadOptions:
                          allow_private=section.allow_private_addresses)
     return DownloadOptions(fetch=policy, thread_count=section.thread_count, max_pixels=section.max_pixels,
                            video_max_side=section.video_max_side, image_max_side=section.image_max_side,
-                           image_thread_count=section.image_thread_count)
+                           image_thread_count=section.image_thread_count, decode_check=section.decode_check)
 
 
 def _run_download(section: DownloadSection, out: str, force: bool, ray_address: Optional[str]) -> dict:
@@ -83,6 +83,7 @@ def download_cmd(
     thread_count: int = typer.Option(16, min=1, help="Concurrent video downloads per shard task."),
     video_max_side: Optional[int] = typer.Option(None, min=16, help="Re-encode videos whose longer side exceeds this."),
     image_max_side: Optional[int] = typer.Option(None, min=16, help="Downscale images whose longer side exceeds this."),
+    decode_check: bool = typer.Option(False, help="Also decode each video's first frame at download (~5 ms per clip)."),
     caption_column: Optional[str] = typer.Option(None, help="laion-*/urls: the caption column to use."),
     images: Optional[str] = typer.Option(None, help="journeydb: folder holding the NNN.tgz image archives."),
     videos: Optional[str] = typer.Option(None, help="msrvtt: folder holding videoN.mp4 files."),
@@ -96,7 +97,7 @@ def download_cmd(
     section = DownloadSection(source=source, input=input, source_options=source_options, shard_size=shard_size,
                               limit=limit, allow_private_addresses=allow_private_addresses,
                               thread_count=thread_count, video_max_side=video_max_side,
-                              image_max_side=image_max_side, retries=retries, max_failure_rate=max_failure_rate)
+                              image_max_side=image_max_side, decode_check=decode_check, retries=retries, max_failure_rate=max_failure_rate)
     _finish(_run_download(section, out, force, ray_address))
 
 

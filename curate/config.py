@@ -26,6 +26,7 @@ class DownloadSection:
     image_thread_count: int = 64
     max_pixels: int = 8192 * 8192
     video_max_side: int | None = None
+    decode_check: bool = False
     image_max_side: int | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 20.0

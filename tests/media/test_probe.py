@@ -94,3 +94,23 @@ def test_faststart_file_cut_short_after_its_header(tmp_path, demo_media, pool):
     with pytest.raises(ProbeError) as info:
         pool.probe_video(str(cut))
     assert info.value.reason == "corrupt"
+
+
+def test_decode_check_catches_a_valid_index_over_broken_frames(tmp_path, demo_media, pool):
+    """The container probe trusts the index (and finds every packet there); only decoding shows that the
+    frame data is zeros. Download does that only with decode_check."""
+    import subprocess
+
+    src = os.path.join(demo_media[0], "video_000.mp4")
+    fast = tmp_path / "fast.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", src, "-c", "copy", "-movflags", "+faststart", str(fast)],
+                   check=True)
+    data = bytearray(fast.read_bytes())
+    mdat = data.index(b"mdat") + 4
+    data[mdat:] = bytes(len(data) - mdat)
+    broken = tmp_path / "zeros.mp4"
+    broken.write_bytes(bytes(data))
+    assert pool.probe_video(str(broken), decode_check=False).num_frames == 24
+    with pytest.raises(ProbeError) as info:
+        pool.probe_video(str(broken), decode_check=True)
+    assert info.value.reason == "corrupt"
