@@ -101,8 +101,17 @@ class GEGLU(nn.Module):
         self.proj = nn.Linear(dim_in, dim_out * 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, gate = self.proj(x).chunk(2, dim=-1)
-        return x * F.gelu(gate)
+        proj = self.proj
+        if type(proj) is not nn.Linear:  # adapted (LoRA): its own forward adds the low-rank term
+            x, gate = proj(x).chunk(2, dim=-1)
+            return x * F.gelu(gate)
+        # Two half-width matmuls rather than one and a chunk: the halves come out contiguous, so
+        # gelu, the product and their backward run on dense memory, and backward has no
+        # [N, 2 * inner] concatenation. Tiny preset, 1 thread, batch 2: 0.465 -> 0.449 s per
+        # forward+backward (the chunk's backward cat alone took 17 ms per step).
+        inner = proj.out_features // 2
+        value = F.linear(x, proj.weight[:inner], proj.bias[:inner])
+        return value * F.gelu(F.linear(x, proj.weight[inner:], proj.bias[inner:]))
 
 
 class FeedForward(nn.Module):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from curate.train.attention import CrossAttention
+from curate.train.attention import GEGLU, CrossAttention
 from curate.train.presets import PRESETS, build_unet, unet_params
 from curate.train.unet3d import TemporalConvBlock, parameter_groups, set_trainable, trainable_groups
 
@@ -156,6 +156,22 @@ def test_sdpa_attention_equals_einsum_attention():
     x, context = torch.randn(3, 50, 32), torch.randn(3, 7, 24)
     torch.testing.assert_close(cross(x, context), _einsum_attention(cross, x, context), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(own(x), _einsum_attention(own, x), atol=1e-5, rtol=1e-4)
+
+
+def test_geglu_half_projections_equal_the_chunked_projection():
+    """GEGLU's two half-width matmuls compute the official chunk of one projection (outputs and gradients)."""
+    torch.manual_seed(0)
+    geglu = GEGLU(16, 24)
+    x = torch.randn(5, 7, 16, requires_grad=True)
+    value, gate = geglu.proj(x).chunk(2, dim=-1)
+    expected = value * F.gelu(gate)
+    out = geglu(x)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (x, geglu.proj.weight, geglu.proj.bias), grad_out)
+    expected_grads = torch.autograd.grad(expected, (x, geglu.proj.weight, geglu.proj.bias), grad_out)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, atol=1e-6, rtol=1e-5)
 
 
 def test_temporal_conv_equals_conv3d():
