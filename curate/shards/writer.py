@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -15,10 +14,10 @@ import pyarrow.parquet as pq
 from curate import schema
 from curate.shards.atomic import publish, write_json
 from curate.shards.folder import DatasetFolder
+from curate.shards.tarout import TarOutput
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _SAFE_EXT = re.compile(r"^[a-z0-9]{1,5}$")
-COPY_BUFFER = 1 << 20
 METADATA_FIELDS = ("key", "source", "modality", "url", "width", "height", "fps", "num_frames", "duration",
                    "codec", "size_bytes", "sha256")
 
@@ -59,17 +58,9 @@ class ShardWriter:
         os.makedirs(folder.shards_dir, exist_ok=True)
         self.folder, self.sid = folder, sid
         self._tmp_tar = os.path.join(folder.shards_dir, f".{sid}.tar.tmp")
-        # 1 MiB copy buffer: tarfile's 16 KiB default took 2.8 ms per 3.65 MB clip, this 0.95 ms (measured)
-        self._tar = tarfile.open(self._tmp_tar, "w", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER)
         self.rows: list[dict] = []
         self.started = time.time()
-        self._members = 0
-
-    def _add_bytes(self, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = len(data), int(self.started), 0o644
-        self._tar.addfile(info, io.BytesIO(data))
-        self._members += 1
+        self._tar = TarOutput(self._tmp_tar, mtime=int(self.started))
 
     def add(self, row: dict, media_path: str | None = None, ext: str | None = None) -> None:
         """Any row; success rows come with their media file."""
@@ -77,13 +68,9 @@ class ShardWriter:
         if row.get("status") == "success":
             if media_path is None or ext is None:
                 raise ValueError(f"{row['key']}: a success row needs its media")
-            info = tarfile.TarInfo(member_name(row["key"], ext))
-            info.size, info.mtime, info.mode = os.path.getsize(media_path), int(self.started), 0o644
-            with open(media_path, "rb") as f:
-                self._tar.addfile(info, f)
-            self._members += 1
-            self._add_bytes(member_name(row["key"], "txt"), (row.get("caption") or "").encode("utf-8"))
-            self._add_bytes(member_name(row["key"], "json"), sample_metadata(row))
+            self._tar.add_file(member_name(row["key"], ext), media_path)
+            self._tar.add_bytes(member_name(row["key"], "txt"), (row.get("caption") or "").encode("utf-8"))
+            self._tar.add_bytes(member_name(row["key"], "json"), sample_metadata(row))
         self.rows.append(row)
 
     def add_tar(self, path: str, rows: list[dict]) -> None:
@@ -92,19 +79,17 @@ class ShardWriter:
         copied: no image is read or written again); otherwise its members are copied in. The member set is
         checked against the rows either way; each row gets its media member's size."""
         sizes: dict[str, int | None] = {row["key"]: None for row in rows}
-        if self._members == 0:
+        if not self._tar.members:
             self._tar.close()
             os.replace(path, self._tmp_tar)
-            self._tar = tarfile.open(self._tmp_tar, "a", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER)  # reads headers, appends after
-            members = self._tar.getmembers()
-            _check_members(members, sizes, path)
+            self._tar = TarOutput(self._tmp_tar, append=True, mtime=int(self.started))
+            _check_members(self._tar.members, sizes, path)
         else:
             with tarfile.open(path) as src:
                 members = src.getmembers()
                 _check_members(members, sizes, path)
                 for member in members:
-                    self._tar.addfile(member, src.extractfile(member))
-        self._members += len(members)
+                    self._tar.add_bytes(member.name, src.extractfile(member).read())
         self.rows.extend(dict(row, shard=self.sid, size_bytes=sizes[row["key"]]) for row in rows)
 
     def close(self) -> dict:

@@ -1,0 +1,84 @@
+"""An append-only tar file whose media data the kernel copies (copy_file_range), never passing through Python.
+
+tarfile.addfile copies through a userspace buffer in the writing thread; with a shard's 16 download threads
+holding the GIL, that copy cost ~6 ms per 3.65 MB clip on 2 cores (measured). Headers still come from
+tarfile (TarInfo.tobuf), so the archive is a plain PAX tar that any reader accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+
+BLOCK = tarfile.BLOCKSIZE
+
+
+def _padding(size: int) -> bytes:
+    return bytes(-size % BLOCK)
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _copy(src: int, dst: int, count: int) -> None:
+    """`count` bytes from the current offset of fd `src` to that of fd `dst`."""
+    kernel = hasattr(os, "copy_file_range")
+    while count:
+        if kernel:
+            try:
+                copied = os.copy_file_range(src, dst, count)
+            except OSError:  # filesystems the kernel cannot copy between: the rest goes through Python
+                kernel = False
+        if not kernel:
+            chunk = os.read(src, min(count, 1 << 20))
+            _write(dst, chunk)
+            copied = len(chunk)
+        if not copied:
+            raise OSError(f"source file ended {count} bytes early")
+        count -= copied
+
+
+class TarOutput:
+    """Members are only ever added at the end; `close()` writes the end-of-archive blocks."""
+
+    def __init__(self, path: str, append: bool = False, mtime: int = 0):
+        """With `append`, continue an existing archive after its last member (its end blocks are overwritten)."""
+        self.mtime, self.members = mtime, []
+        end = 0
+        if append:
+            with tarfile.open(path) as tar:
+                self.members = tar.getmembers()
+            if self.members:
+                last = self.members[-1]
+                end = last.offset_data + last.size + len(_padding(last.size))
+        self._file = open(path, "r+b" if append else "wb", buffering=0)  # unbuffered: fd offsets stay exact
+        if append:
+            self._file.seek(end)
+            self._file.truncate()  # never on a new file: ext4 flushes truncated-then-rewritten files on close
+        self._fd = self._file.fileno()
+
+    def _header(self, name: str, size: int) -> bytes:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = size, self.mtime, 0o644
+        self.members.append(info)
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        _write(self._fd, self._header(name, len(data)) + data + _padding(len(data)))
+
+    def add_file(self, name: str, path: str) -> None:
+        with open(path, "rb") as src:
+            size = os.fstat(src.fileno()).st_size
+            _write(self._fd, self._header(name, size))
+            _copy(src.fileno(), self._fd, size)
+        _write(self._fd, _padding(size))
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        end = self._file.tell() + 2 * BLOCK
+        _write(self._fd, bytes(2 * BLOCK + (-end % tarfile.RECORDSIZE)))
+        self._file.close()
