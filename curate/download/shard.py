@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from curate.download.http import FetchError, FetchPolicy, fetch_to_file
 from curate.download.img2dataset_writer import ROW_COLUMN, STORED_SHA256
 from curate.media.digest import sha256_file
+from curate.media.mp4 import probe_mp4
 from curate.media.probe import DEFAULT_MAX_PIXELS, MediaInfo, ProbeError, ProbePool, probe_image, shared_pool
 from curate.media.transcode import TranscodeError, cap_resolution
 from curate.shards.folder import DatasetFolder
@@ -75,7 +76,9 @@ def _probe(row: dict, path: str, job: _Job, digest: str | None = None) -> tuple[
     opts = job.opts
     try:
         if row["modality"] == "video":
-            info = job.probes.probe_video(path, opts.max_pixels, opts.decode_check)
+            # MP4/MOV facts from the index in this process when no decode is asked for; else isolated PyAV
+            info = None if opts.decode_check else probe_mp4(path, opts.max_pixels)
+            info = info or job.probes.probe_video(path, opts.max_pixels, opts.decode_check)
             if opts.video_max_side and max(info.width, info.height) > opts.video_max_side:
                 small = os.path.join(job.work, f"{row['key']}.small.mp4")
                 cap_resolution(path, small, opts.video_max_side)
