@@ -14,6 +14,10 @@ import urllib.request
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # stops albumentations phoning home at import
 
+# Columns between the shard task and img2dataset_writer (kept here: importing img2dataset costs ~2 s)
+ROW_COLUMN = "crow"  # input: JSON of our manifest row's fixed fields (key, source, modality, url, extra)
+STORED_SHA256 = "stored_sha256"  # output parquet: SHA-256 of the stored image bytes
+
 
 def install_guarded_opener(allow_private: bool) -> None:
     from curate.download.address import connection_classes
@@ -51,7 +55,7 @@ if __name__ == "__main__":
 
     import img2dataset
 
-    from curate.download.img2dataset_writer import ROW_COLUMN, CurateSampleWriter
+    from curate.download.img2dataset_writer import CurateSampleWriter
 
     # Our member names and metadata (see that module). The package re-exports a function called `main`,
     # hiding the module of that name: fetch the module itself.

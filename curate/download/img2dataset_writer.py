@@ -15,10 +15,8 @@ import json
 import pyarrow as pa
 from img2dataset.writer import WebDatasetSampleWriter
 
+from curate.download.img2dataset_runner import ROW_COLUMN, STORED_SHA256
 from curate.shards.writer import member_name, sample_metadata
-
-STORED_SHA256 = "stored_sha256"  # parquet column this writer adds
-ROW_COLUMN = "crow"  # input column: JSON of our manifest row's fixed fields (key, source, url, extra...)
 
 
 class CurateSampleWriter(WebDatasetSampleWriter):

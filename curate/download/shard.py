@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.download.http import FetchError, FetchPolicy, fetch_to_file
-from curate.download.img2dataset_writer import ROW_COLUMN, STORED_SHA256
+from curate.download.img2dataset_runner import ROW_COLUMN, STORED_SHA256
 from curate.media.digest import sha256_file
 from curate.media.mp4 import probe_mp4
 from curate.media.probe import DEFAULT_MAX_PIXELS, MediaInfo, ProbeError, ProbePool, probe_image, shared_pool

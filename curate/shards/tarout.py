@@ -41,6 +41,45 @@ def _copy(src: int, dst: int, count: int) -> None:
         count -= copied
 
 
+def _plain_header(block: bytes) -> tuple[str, int] | None:
+    """(name, size) of a regular-file ustar header with a valid checksum; None for anything else."""
+    if block[156:157] not in (b"0", b"\0") or block[257:262] != b"ustar" or block[124] & 0x80:
+        return None
+    try:
+        stored = int(block[148:156].strip(b"\0 ") or b"-1", 8)
+        size = int(block[124:136].strip(b"\0 ") or b"0", 8)
+    except ValueError:
+        return None
+    if stored != 256 + sum(block[:148]) + sum(block[156:]):
+        return None
+    name, prefix = block[:100].split(b"\0", 1)[0], block[345:500].split(b"\0", 1)[0]
+    return (prefix + b"/" + name if prefix else name).decode("utf-8", "surrogateescape"), size
+
+
+def _scan(path: str) -> tuple[list[tarfile.TarInfo], int]:
+    """Members and end offset (where the end-of-archive blocks start) of an existing archive. Plain ustar
+    headers are read here, ~5x faster than tarfile on img2dataset's 3 members per image; an archive with
+    any other header (PAX, GNU long names...) is left to tarfile."""
+    members, pos = [], 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(BLOCK)
+            if len(block) < BLOCK or not any(block):
+                return members, pos
+            header = _plain_header(block)
+            if header is None:
+                break
+            info = tarfile.TarInfo(header[0])
+            info.size, info.offset_data = header[1], pos + BLOCK
+            members.append(info)
+            pos += BLOCK + info.size + len(_padding(info.size))
+            f.seek(pos)
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+    last = members[-1] if members else None
+    return members, (last.offset_data + last.size + len(_padding(last.size)) if last else 0)
+
+
 class TarOutput:
     """Members are only ever added at the end; `close()` writes the end-of-archive blocks."""
 
@@ -49,11 +88,7 @@ class TarOutput:
         self.mtime, self.members = mtime, []
         end = 0
         if append:
-            with tarfile.open(path) as tar:
-                self.members = tar.getmembers()
-            if self.members:
-                last = self.members[-1]
-                end = last.offset_data + last.size + len(_padding(last.size))
+            self.members, end = _scan(path)
         self._file = open(path, "r+b" if append else "wb", buffering=0)  # unbuffered: fd offsets stay exact
         if append:
             self._file.seek(end)

@@ -56,3 +56,21 @@ def test_a_file_shorter_than_its_size_is_an_error(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="ended 5 bytes early"):
         tar.add_file("m.bin", str(media))
     tar.close()
+
+
+def test_append_reads_plain_headers_itself_and_checks_them(tmp_path):
+    """img2dataset's tars (plain ustar headers) are scanned without tarfile; a bad checksum is not trusted."""
+    out = tmp_path / "out.tar"
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in (("a.jpg", b"j" * 1000), ("a.txt", b"")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    members, end = tarout._scan(str(out))
+    assert [(m.name, m.size, m.offset_data) for m in members] == [("a.jpg", 1000, 512), ("a.txt", 0, 2048)]
+    assert end == 2048
+    data = bytearray(out.read_bytes())
+    data[0] = ord("b")  # header no longer matches its checksum: tarfile's verdict (it refuses the archive)
+    out.write_bytes(bytes(data))
+    with pytest.raises(tarfile.ReadError):
+        tarout._scan(str(out))
