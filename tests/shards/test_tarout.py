@@ -58,17 +58,21 @@ def test_a_file_shorter_than_its_size_is_an_error(tmp_path, monkeypatch):
     tar.close()
 
 
-def test_append_reads_plain_headers_itself_and_checks_them(tmp_path):
+def test_append_reads_plain_headers_itself_and_checks_them(tmp_path, monkeypatch):
     """img2dataset's tars (plain ustar headers) are scanned without tarfile; a bad checksum is not trusted."""
     out = tmp_path / "out.tar"
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in (("a.jpg", b"j" * 1000), ("a.txt", b"")):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
+        for name, data, mtime in (("a.jpg", b"j" * 1000, 5), ("a.txt", b"", 5), ("a.json", b"{}", 1.5)):
+            info = tarfile.TarInfo(name)  # a float mtime gets a PAX header, as webdataset's TarWriter writes
+            info.size, info.mtime = len(data), mtime
             tar.addfile(info, io.BytesIO(data))
-    members, end = tarout._scan(str(out))
-    assert [(m.name, m.size, m.offset_data) for m in members] == [("a.jpg", 1000, 512), ("a.txt", 0, 2048)]
-    assert end == 2048
+    with tarfile.open(out) as tar:
+        expected = [(m.name, m.size, m.offset_data) for m in tar]
+    with monkeypatch.context() as patch:  # read without tarfile's help
+        patch.setattr(tarout.tarfile, "open", None)
+        members, end = tarout._scan(str(out))
+    assert [(m.name, m.size, m.offset_data) for m in members] == expected
+    assert expected[-1][0] == "a.json" and expected[-1][2] > 2048 and end == expected[-1][2] + 512
     data = bytearray(out.read_bytes())
     data[0] = ord("b")  # header no longer matches its checksum: tarfile's verdict (it refuses the archive)
     out.write_bytes(bytes(data))
