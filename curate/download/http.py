@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
-import io
 import random
 import socket
 import ssl
@@ -46,7 +45,6 @@ class Fetched:
     size: int
     sha256: str
     attempts: int
-    body: bytes | None = None  # the body itself when it was kept in memory (nothing written to dest)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -83,7 +81,7 @@ def _open(url: str, policy: FetchPolicy, resolver):
     return conn, conn.getresponse()
 
 
-def _attempt(url: str, dest: str, policy: FetchPolicy, resolver, memory_limit: int):
+def _attempt(url: str, dest: str, policy: FetchPolicy, resolver) -> tuple[str, str, int, str]:
     seen = {url}
     for _ in range(policy.max_redirects + 1):
         conn, resp = _open(url, policy, resolver)
@@ -111,34 +109,32 @@ def _attempt(url: str, dest: str, policy: FetchPolicy, resolver, memory_limit: i
             length = resp.getheader("Content-Length")
             if length and length.isdigit() and int(length) > policy.max_bytes:
                 raise FetchError("byte_cap", f"Content-Length {length} exceeds the {policy.max_bytes}-byte cap")
-            in_memory = bool(length and length.isdigit() and int(length) <= memory_limit)
-            with io.BytesIO() if in_memory else open(dest, "wb") as out:
-                size, digest = _stream(resp, out, policy)
-                body = out.getvalue() if in_memory else None
+            size, digest = _stream(resp, dest, policy)
             if length and length.isdigit() and size != int(length):
                 raise FetchError("truncated", f"body ended after {size} of {length} bytes", retryable=True)
-            return url, ctype, size, digest, body
+            return url, ctype, size, digest
         finally:
             conn.close()
     raise FetchError("too_many_redirects", f"more than {policy.max_redirects} redirects")
 
 
-def _stream(resp, out, policy: FetchPolicy) -> tuple[int, str]:
+def _stream(resp, dest: str, policy: FetchPolicy) -> tuple[int, str]:
     started = time.monotonic()
     digest, size, head = hashlib.sha256(), 0, b""
-    while True:
-        chunk = resp.read1(CHUNK)
-        if not chunk:
-            break
-        if len(head) < 64:
-            head += chunk[:64]
-        size += len(chunk)
-        if size > policy.max_bytes:
-            raise FetchError("byte_cap", f"body exceeds the {policy.max_bytes}-byte cap")
-        if time.monotonic() - started > policy.deadline:
-            raise FetchError("timeout", f"download exceeded the {policy.deadline:.0f}s deadline", retryable=True)
-        digest.update(chunk)
-        out.write(chunk)
+    with open(dest, "wb") as out:
+        while True:
+            chunk = resp.read1(CHUNK)
+            if not chunk:
+                break
+            if len(head) < 64:
+                head += chunk[:64]
+            size += len(chunk)
+            if size > policy.max_bytes:
+                raise FetchError("byte_cap", f"body exceeds the {policy.max_bytes}-byte cap")
+            if time.monotonic() - started > policy.deadline:
+                raise FetchError("timeout", f"download exceeded the {policy.deadline:.0f}s deadline", retryable=True)
+            digest.update(chunk)
+            out.write(chunk)
     if size == 0:
         raise FetchError("empty_body", "server sent an empty body")
     if _looks_like_html(head):
@@ -147,19 +143,17 @@ def _stream(resp, out, policy: FetchPolicy) -> tuple[int, str]:
 
 
 def fetch_to_file(url: str, dest: str, policy: FetchPolicy = FetchPolicy(), resolver=None,
-                  sleep=time.sleep, memory_limit: int = 0) -> Fetched:
-    """Download `url` into `dest`, or into memory (Fetched.body, dest untouched) when the server announces a
-    Content-Length of at most `memory_limit` bytes. Raises FetchError with a short `reason` (the manifest's
-    error_reason). Retries timeouts, connection errors, 408/429/5xx with exponential backoff and
-    Retry-After; never 4xx."""
+                  sleep=time.sleep) -> Fetched:
+    """Download `url` into `dest`. Raises FetchError with a short `reason` (the manifest's error_reason).
+    Retries timeouts, connection errors, 408/429/5xx with exponential backoff and Retry-After; never 4xx."""
     problem = url_problem(url)
     if problem:
         raise FetchError("invalid_url", problem)
     resolver = resolver or socket.getaddrinfo
     for attempt in range(1, policy.retries + 2):
         try:
-            final, ctype, size, digest, body = _attempt(url, dest, policy, resolver, memory_limit)
-            return Fetched(final, ctype, size, digest, attempt, body)
+            final, ctype, size, digest = _attempt(url, dest, policy, resolver)
+            return Fetched(final, ctype, size, digest, attempt)
         except FetchError as exc:
             error = exc
         except AddressRefused as exc:

@@ -25,10 +25,6 @@ from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter
 
 DUPLICATE_PREFIX = "duplicate of "
-# Video bodies announced at most this large are kept in memory: the MP4 probe reads them there and they go
-# into the tar with one write, instead of a work file written, read back and copied (~2 ms per 3.65 MB clip).
-# At most thread_count of them are in flight per shard task.
-IN_MEMORY_BYTES = 16 << 20
 IMAGE_EXT = {"jpeg": "jpg", "mpo": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp"}
 VIDEO_EXT = {"h264": "mp4", "hevc": "mp4", "av1": "mp4", "mpeg4": "mp4", "vp8": "webm", "vp9": "webm"}
 
@@ -60,10 +56,10 @@ def _failure(row: dict, status: str, reason: str, message: str) -> dict:
     return dict(row, status=status, error_reason=reason, error_message=message)
 
 
-def _success(row: dict, info: MediaInfo, size: int, digest: str) -> dict:
+def _success(row: dict, info: MediaInfo, path: str, digest: str | None) -> dict:
     return dict(row, status="success", error_reason=None, error_message=None, width=info.width, height=info.height,
                 duration=info.duration, fps=info.fps, num_frames=info.num_frames, codec=info.codec,
-                size_bytes=size, sha256=digest)
+                size_bytes=os.path.getsize(path), sha256=digest or sha256_file(path))
 
 
 @dataclass
@@ -97,36 +93,17 @@ def _probe(row: dict, path: str, job: _Job, digest: str | None = None) -> tuple[
         return _failure(row, "failed_to_decode", exc.reason, str(exc)), None, None
     except TranscodeError as exc:
         return _failure(row, "failed_to_decode", "transcode_error", str(exc)), None, None
-    return _success(row, info, os.path.getsize(path), digest or sha256_file(path)), path, ext
-
-
-def _in_memory(row: dict, body: bytes, digest: str, job: _Job):
-    """(row, body, extension) for an MP4 body probed in memory and stored as is; None when it needs a file
-    (another container for PyAV, or a re-encode)."""
-    try:
-        info = probe_mp4(body, job.opts.max_pixels)
-    except ProbeError as exc:
-        return _failure(row, "failed_to_decode", exc.reason, str(exc)), None, None
-    if info is None or (job.opts.video_max_side and max(info.width, info.height) > job.opts.video_max_side):
-        return None
-    return _success(row, info, len(body), digest), body, VIDEO_EXT.get(info.codec, "mp4")
+    return _success(row, info, path, digest), path, ext
 
 
 def _fetch_one(row: dict, job: _Job):
     dest = os.path.join(job.work, row["key"])
-    in_memory = row["modality"] == "video" and not job.opts.decode_check
     try:
-        fetched = fetch_to_file(row["url"], dest, job.opts.fetch, memory_limit=IN_MEMORY_BYTES if in_memory else 0)
+        fetched = fetch_to_file(row["url"], dest, job.opts.fetch)
     except FetchError as exc:
         if os.path.exists(dest):
             os.remove(dest)
         return _failure(row, "failed_to_download", exc.reason, str(exc)), None, None
-    if fetched.body is not None:
-        result = _in_memory(row, fetched.body, fetched.sha256, job)
-        if result is not None:
-            return result
-        with open(dest, "wb") as f:
-            f.write(fetched.body)
     return _probe(row, dest, job, fetched.sha256)
 
 
@@ -276,8 +253,8 @@ def _route(rows: list[dict], job: _Job, writer: ShardWriter) -> None:
             else:
                 futures.append(pool.submit(_guarded, _probe, row, path, job))
         for future in as_completed(futures):
-            out_row, media, ext = future.result()
-            writer.add(out_row, media, ext)
+            out_row, path, ext = future.result()
+            writer.add(out_row, path, ext)
 
 
 def _in_workdir(root: str, sid: str, body) -> dict:

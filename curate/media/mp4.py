@@ -8,7 +8,7 @@ fragmented file, an unknown codec), and the caller falls back to the isolated Py
 
 from __future__ import annotations
 
-import io
+import os
 import struct
 
 from curate.media.probe import MediaInfo, ProbeError
@@ -111,12 +111,11 @@ def _last_sample_end(moov: bytes, boxes: dict, count: int, sizes) -> int:
     return offsets[-1] + sum(sizes(i) for i in range(first, count))
 
 
-def probe_mp4(source: str | bytes, max_pixels: int) -> MediaInfo | None:
-    """Facts of the first video track of a file (path) or body (bytes), or None when this reader cannot
-    answer (the caller uses PyAV)."""
+def probe_mp4(path: str, max_pixels: int) -> MediaInfo | None:
+    """Facts of the first video track, or None when this reader cannot answer (the caller uses PyAV)."""
+    file_size = os.path.getsize(path)
     try:
-        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as f:
-            file_size = f.seek(0, io.SEEK_END)
+        with open(path, "rb") as f:
             moov, fragmented = _top_level(f, file_size)
         if moov is None or fragmented:
             return None

@@ -62,16 +62,13 @@ class ShardWriter:
         self.started = time.time()
         self._tar = TarOutput(self._tmp_tar, mtime=int(self.started))
 
-    def add(self, row: dict, media: str | bytes | None = None, ext: str | None = None) -> None:
-        """Any row; success rows come with their media: a file's path, or the bytes themselves."""
+    def add(self, row: dict, media_path: str | None = None, ext: str | None = None) -> None:
+        """Any row; success rows come with their media file."""
         row = dict(row, shard=self.sid)
         if row.get("status") == "success":
-            if media is None or ext is None:
+            if media_path is None or ext is None:
                 raise ValueError(f"{row['key']}: a success row needs its media")
-            if isinstance(media, bytes):
-                self._tar.add_bytes(member_name(row["key"], ext), media)
-            else:
-                self._tar.add_file(member_name(row["key"], ext), media)
+            self._tar.add_file(member_name(row["key"], ext), media_path)
             self._tar.add_bytes(member_name(row["key"], "txt"), (row.get("caption") or "").encode("utf-8"))
             self._tar.add_bytes(member_name(row["key"], "json"), sample_metadata(row))
         self.rows.append(row)

@@ -1,6 +1,5 @@
 """The video fetcher against the loopback media server: every failure has its reason, nothing hangs."""
 
-import hashlib
 import socket
 
 import pytest
@@ -114,19 +113,3 @@ def test_non_http_urls(tmp_path, url):
     with pytest.raises(FetchError) as info:
         fetch_to_file(url, str(tmp_path / "o"))
     assert info.value.reason == "invalid_url"
-
-
-def test_small_announced_bodies_stay_in_memory(media_server, tmp_path):
-    """Up to memory_limit (by Content-Length) the body comes back in memory and nothing is written."""
-    size = fetch(media_server, "/video_000.mp4", tmp_path).size
-    (tmp_path / "out").unlink()
-    kept = fetch(media_server, "/video_000.mp4", tmp_path, memory_limit=size)
-    assert len(kept.body) == size and not (tmp_path / "out").exists()
-    assert hashlib.sha256(kept.body).hexdigest() == kept.sha256
-    spilled = fetch(media_server, "/video_000.mp4", tmp_path, memory_limit=size - 1)
-    assert spilled.body is None and (tmp_path / "out").stat().st_size == size
-
-
-def test_in_memory_bodies_get_the_same_checks(media_server, tmp_path):
-    assert reason(media_server, "/short/video_000.mp4", tmp_path, memory_limit=1 << 20) == "truncated"
-    assert reason(media_server, "/html/page.mp4", tmp_path, memory_limit=1 << 20) == "html_body"
