@@ -1,8 +1,8 @@
-"""An append-only tar file whose media data the kernel copies (copy_file_range), never passing through Python.
+"""An append-only tar file: media copied in large GIL-free chunks, and a fast scan of existing archives.
 
-tarfile.addfile copies through a userspace buffer in the writing thread; with a shard's 16 download threads
-holding the GIL, that copy cost ~6 ms per 3.65 MB clip on 2 cores (measured). Headers still come from
-tarfile (TarInfo.tobuf), so the archive is a plain PAX tar that any reader accepts.
+tarfile.addfile copies in 16 KiB pieces (2.8 ms per 3.65 MB clip; 1 MiB pieces: 0.97 ms), and reading an
+img2dataset tar's headers with tarfile is ~3x slower than the scan here. Headers still come from tarfile
+(TarInfo.tobuf), so the archive is a plain PAX tar that any reader accepts.
 """
 
 from __future__ import annotations
@@ -24,21 +24,15 @@ def _write(fd: int, data: bytes) -> None:
 
 
 def _copy(src: int, dst: int, count: int) -> None:
-    """`count` bytes from the current offset of fd `src` to that of fd `dst`."""
-    kernel = hasattr(os, "copy_file_range")
+    """`count` bytes from the current offset of fd `src` to that of fd `dst`, 1 MiB at a time (the GIL is
+    released in each call). Measured per 3.65 MB clip: 0.97 ms, vs 1.3 ms for copy_file_range and sendfile
+    on this ext4 and 2.8 ms for tarfile's 16 KiB copy."""
     while count:
-        if kernel:
-            try:
-                copied = os.copy_file_range(src, dst, count)
-            except OSError:  # filesystems the kernel cannot copy between: the rest goes through Python
-                kernel = False
-        if not kernel:
-            chunk = os.read(src, min(count, 1 << 20))
-            _write(dst, chunk)
-            copied = len(chunk)
-        if not copied:
+        chunk = os.read(src, min(count, 1 << 20))
+        if not chunk:
             raise OSError(f"source file ended {count} bytes early")
-        count -= copied
+        _write(dst, chunk)
+        count -= len(chunk)
 
 
 def _header(block: bytes) -> tuple[bytes, str, int]:
