@@ -1,7 +1,8 @@
 """Benchmark the download paths on loopback, side by side with their ceilings, in one run.
 
 video: our downloader (fetch + SHA-256 + probe (MP4 index, isolated PyAV otherwise) + shard writing, via
-       `curate download` on local Ray) vs a bare HTTP fetch loop writing the same files with the same concurrency (the ceiling).
+       `curate download` on local Ray) vs a bare HTTP fetch loop writing the same files with the same
+       concurrency (the ceiling).
 image: our img2dataset wrapper (via `curate download`) vs img2dataset alone on the same URL list.
 Prints a markdown table of throughput and ratios. Usage: python scripts/bench_download.py [--videos N] [--images N]
 """
