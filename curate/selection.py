@@ -19,7 +19,7 @@ from curate.media.transcode import TranscodeError, image_resize_center_crop, res
 from curate.scoring.select import check_column, check_predicate
 from curate.shards.atomic import write_json
 from curate.shards.folder import DatasetFolder
-from curate.shards.writer import ShardWriter
+from curate.shards.writer import ShardWriter, build_shard
 from curate.stats.query import connect, run
 
 
@@ -81,14 +81,11 @@ def select_shard(root: str, out: str, sid: str, keys: list[str], selection: dict
     """Re-encode the kept samples of one input shard into output shard `sid`."""
     sel = Selection(**{**selection, "video_size": tuple(selection["video_size"]),
                        "image_size": tuple(selection["image_size"])})
-    src, dst = DatasetFolder(root), DatasetFolder(out)
+    src = DatasetFolder(root)
     wanted = set(keys)
     rows = {r["key"]: r for r in pq.read_table(src.manifest(sid)).to_pylist() if r["key"] in wanted}
-    work = os.path.join(out, "_work", sid)
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    writer = ShardWriter(dst, sid)
-    try:
+
+    def body(work: str, writer: ShardWriter) -> None:
         probes = shared_pool(1)
         with tarfile.open(src.tar(sid)) as tar:
             for member in tar:
@@ -99,13 +96,8 @@ def select_shard(root: str, out: str, sid: str, keys: list[str], selection: dict
         for row in rows.values():
             writer.add(dict(row, status="failed_to_decode", error_reason="missing_media",
                             error_message="selected sample has no media in its source shard"))
-        stats = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return stats
+
+    return build_shard(out, sid, body)
 
 
 def select(root: str, out: str, sel: Selection, force: bool = False, address: str | None = None) -> dict:

@@ -18,11 +18,10 @@ import pyarrow.parquet as pq
 from curate.download.http import FetchError, FetchPolicy, fetch_to_file
 from curate.download.img2dataset_runner import ROW_COLUMN, STORED_SHA256
 from curate.media.digest import sha256_file
-from curate.media.mp4 import probe_mp4
 from curate.media.probe import DEFAULT_MAX_PIXELS, MediaInfo, ProbeError, ProbePool, probe_image, shared_pool
 from curate.media.transcode import TranscodeError, cap_resolution
 from curate.shards.folder import DatasetFolder
-from curate.shards.writer import ShardWriter
+from curate.shards.writer import ShardWriter, build_shard
 
 DUPLICATE_PREFIX = "duplicate of "
 IMAGE_EXT = {"jpeg": "jpg", "mpo": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp"}
@@ -37,9 +36,9 @@ class DownloadOptions:
     video_max_side: int | None = None  # re-encode larger videos down to this (None keeps the original bytes)
     image_max_side: int | None = None
     image_thread_count: int = 64
-    probe_workers: int = 2  # isolated decoder processes per shard task
-    # The probe always reads the container (dimensions, codec, frame index) and checks the index's last
-    # packets are there (truncation); decoding the first frame as well costs ~5 ms per clip, twice the rest.
+    probe_workers: int = 2  # isolated decoder processes per shard task (non-MP4 containers, decode_check)
+    # The probe always reads the container's index (dimensions, codec, frame count) and checks that the last
+    # indexed sample is in the file (truncation); also decoding the first frame costs ~5 ms per clip.
     decode_check: bool = False
 
     def to_dict(self) -> dict:
@@ -76,9 +75,7 @@ def _probe(row: dict, path: str, job: _Job, digest: str | None = None) -> tuple[
     opts = job.opts
     try:
         if row["modality"] == "video":
-            # MP4/MOV facts from the index in this process when no decode is asked for; else isolated PyAV
-            info = None if opts.decode_check else probe_mp4(path, opts.max_pixels)
-            info = info or job.probes.probe_video(path, opts.max_pixels, opts.decode_check)
+            info = job.probes.probe_video(path, opts.max_pixels, opts.decode_check)
             if opts.video_max_side and max(info.width, info.height) > opts.video_max_side:
                 small = os.path.join(job.work, f"{row['key']}.small.mp4")
                 cap_resolution(path, small, opts.video_max_side)
@@ -223,11 +220,7 @@ def _preset_failure(row: dict) -> dict | None:
 
 
 def _download_rows(rows: list[dict], opts: DownloadOptions, work: str, writer: ShardWriter) -> None:
-    _route(rows, _Job(opts, work, shared_pool(opts.probe_workers)), writer)
-
-
-def _route(rows: list[dict], job: _Job, writer: ShardWriter) -> None:
-    opts, work = job.opts, job.work
+    job = _Job(opts, work, shared_pool(opts.probe_workers))
     pending, remote_images, archived = [], [], []
     for row in rows:
         failure = _preset_failure(row)
@@ -257,28 +250,12 @@ def _route(rows: list[dict], job: _Job, writer: ShardWriter) -> None:
             writer.add(out_row, path, ext)
 
 
-def _in_workdir(root: str, sid: str, body) -> dict:
-    folder = DatasetFolder(root)
-    work = os.path.join(root, "_work", sid)
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    writer = ShardWriter(folder, sid)
-    try:
-        body(work, writer)
-        return writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
 def download_shard(root: str, number: int, sid: str, options: dict) -> dict:
     """Download every planned row of shard `number` into shard `sid` of the dataset at `root`."""
     opts = DownloadOptions.from_dict(options)
     plan = DatasetFolder(root).plan_path
     rows = pq.read_table(plan, filters=[("shard_no", "=", number)]).drop(["shard_no"]).to_pylist()
-    return _in_workdir(root, sid, lambda work, writer: _download_rows(rows, opts, work, writer))
+    return build_shard(root, sid, lambda work, writer: _download_rows(rows, opts, work, writer))
 
 
 RETRYABLE_STATUSES = ("failed_to_download", "failed_to_decode")
@@ -304,4 +281,4 @@ def retry_shard(root: str, sid: str, options: dict) -> dict:
         retry = [{k: r[k] for k in _SAMPLE_FIELDS} for r in old if r["status"] in RETRYABLE_STATUSES]
         _download_rows(retry, opts, work, writer)
 
-    return _in_workdir(root, sid, body)
+    return build_shard(root, sid, body)

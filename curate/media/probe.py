@@ -128,6 +128,14 @@ class ProbePool:
             self._idle.put(worker)
 
     def probe_video(self, path: str, max_pixels: int = DEFAULT_MAX_PIXELS, decode_check: bool = True) -> MediaInfo:
+        """Without decode_check, MP4/MOV facts come from the file's index, read in this process (nothing is
+        decoded: 0.03 ms vs ~2.3 ms for PyAV); other containers, and decode_check, go to a worker."""
+        if not decode_check:
+            from curate.media.mp4 import probe_mp4  # that module builds on this one's types
+
+            info = probe_mp4(path, max_pixels)
+            if info is not None:
+                return info
         worker = self._idle.get()
         try:
             return worker.probe(path, max_pixels, decode_check)

@@ -52,6 +52,8 @@ def _pax_records(data: bytes) -> dict[str, str]:
     records, i = {}, 0
     while i < len(data) and data[i:i + 1] != b"\0":
         length = int(data[i:data.index(b" ", i)])
+        if length <= 0:
+            raise ValueError("bad PAX record length")
         key, _, value = data[data.index(b" ", i) + 1:i + length - 1].partition(b"=")
         records[key.decode()] = value.decode("utf-8", "surrogateescape")
         i += length

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tarfile
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import pyarrow.parquet as pq
 
@@ -113,3 +115,21 @@ class ShardWriter:
         self._tar.close()
         if os.path.exists(self._tmp_tar):
             os.remove(self._tmp_tar)
+
+
+def build_shard(root: str, sid: str, body: Callable[[str, ShardWriter], None]) -> dict:
+    """Run `body(work, writer)` to fill shard `sid` of the dataset at `root`, with a scratch folder
+    root/_work/sid; publishes the shard when body returns, leaves nothing (no tar, no scratch) when it
+    raises. Returns the shard's stats."""
+    work = os.path.join(root, "_work", sid)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    writer = ShardWriter(DatasetFolder(root), sid)
+    try:
+        body(work, writer)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
