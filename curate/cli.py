@@ -199,7 +199,7 @@ def _run_score(dataset: str, section: ScoreSection, force: bool, ray_address: Op
 
 
 def _run_select(dataset: str, section: SelectSection, out: str, force: bool, ray_address: Optional[str]) -> dict:
-    from curate.scoring.select import PredicateError
+    from curate.predicate import PredicateError
     from curate.selection import Selection, select
     from curate.stats.query import QueryError
 
@@ -272,7 +272,7 @@ def report_cmd(
     where: Optional[str] = typer.Option(None, help="Selection predicate whose thresholds are drawn and counted."),
 ) -> None:
     """Static HTML: score histograms per source with thresholds, kept/dropped counts, thumbnails at quantiles."""
-    from curate.scoring.select import PredicateError
+    from curate.predicate import PredicateError
     from curate.stats.query import QueryError
     from curate.stats.report import write
 

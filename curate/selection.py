@@ -16,7 +16,7 @@ from curate import engine, provenance
 from curate.media.digest import sha256_file
 from curate.media.probe import ProbeError, ProbePool, probe_image, shared_pool
 from curate.media.transcode import TranscodeError, image_resize_center_crop, resize_center_crop
-from curate.scoring.select import check_column, check_predicate
+from curate.predicate import check_column, check_predicate
 from curate.shards.atomic import write_json
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter, build_shard

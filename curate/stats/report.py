@@ -12,7 +12,7 @@ import tarfile
 
 import numpy as np
 
-from curate.scoring.select import check_predicate
+from curate.predicate import check_predicate
 from curate.shards.folder import DatasetFolder
 from curate.stats.query import connect, run
 

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate.scoring.select import PredicateError
+from curate.predicate import PredicateError
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter
 from curate.stats.report import build, thresholds, write

@@ -3,7 +3,7 @@
 import duckdb
 import pytest
 
-from curate.scoring.select import PredicateError, check_column, check_predicate
+from curate.predicate import PredicateError, check_column, check_predicate
 
 COLUMNS = {"aesthetic_score", "clip_score", "motion_score", "source", "modality", "duration", "near_duplicate_of"}
 

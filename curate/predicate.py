@@ -1,4 +1,4 @@
-"""Selection predicates: check a user's WHERE expression against known columns before it reaches DuckDB.
+"""The predicate grammar of `curate select --where`: check a user's WHERE expression against known columns before it reaches DuckDB.
 
 Only these tokens pass: known column names (bare or double-quoted), numbers, single-quoted strings,
 comparison and arithmetic operators, parentheses, commas, the keywords AND OR NOT IN BETWEEN IS NULL
