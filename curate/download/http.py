@@ -28,7 +28,7 @@ class FetchPolicy:
     backoff: float = 0.5
     max_backoff: float = 30.0  # a Retry-After longer than this is a failure, not a stall
     max_redirects: int = 5
-    allow_private: bool = False
+    allow_private_addresses: bool = False
     user_agent: str = "curate/0.1 (dataset curation; honours Retry-After)"
 
 
@@ -67,7 +67,7 @@ def _looks_like_html(head: bytes) -> bool:
 
 def _open(url: str, policy: FetchPolicy, resolver):
     parts = urlsplit(url)
-    http_cls, https_cls = connection_classes(policy.allow_private, resolver)
+    http_cls, https_cls = connection_classes(policy.allow_private_addresses, resolver)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     if parts.scheme == "https":
         conn = https_cls(parts.hostname, port, timeout=policy.connect_timeout, context=ssl.create_default_context())

@@ -30,7 +30,7 @@ VIDEO_EXT = {"h264": "mp4", "hevc": "mp4", "av1": "mp4", "mpeg4": "mp4", "vp8": 
 
 @dataclass(frozen=True)
 class DownloadOptions:
-    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    fetch: FetchPolicy = field(default_factory=FetchPolicy, metadata={"flatten": True})  # keys sit at the section level
     thread_count: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
     video_max_side: int | None = None  # re-encode larger videos down to this (None keeps the original bytes)
@@ -164,7 +164,7 @@ def _remote_images(rows: list[dict], opts: DownloadOptions, work: str):
     fixed = [json.dumps({k: r.get(k) for k in ("key", "source", "modality", "url", "extra")}) for r in rows]
     pq.write_table(pa.table({"url": [r["url"] for r in rows], "caption": [r["caption"] for r in rows],
                              "ckey": [r["key"] for r in rows], ROW_COLUMN: fixed}), inp)
-    args = {"input": inp, "output": out, "count": len(rows), "allow_private": opts.fetch.allow_private,
+    args = {"input": inp, "output": out, "count": len(rows), "allow_private": opts.fetch.allow_private_addresses,
             "max_pixels": opts.max_pixels, "image_max_side": opts.image_max_side,
             "thread_count": opts.image_thread_count, "timeout": int(opts.fetch.read_timeout),
             "retries": opts.fetch.retries}

@@ -6,7 +6,7 @@ import pytest
 
 from curate.download.http import FetchError, FetchPolicy, fetch_to_file, parse_retry_after
 
-LOCAL = FetchPolicy(allow_private=True, retries=1, backoff=0.0, read_timeout=2.0, connect_timeout=2.0)
+LOCAL = FetchPolicy(allow_private_addresses=True, retries=1, backoff=0.0, read_timeout=2.0, connect_timeout=2.0)
 
 
 def fetch(server, path, tmp_path, policy=LOCAL, **kw):
@@ -37,7 +37,7 @@ def test_transient_errors_are_retried_with_backoff(media_server, tmp_path, code)
     path = f"/status/{code}"
     sleeps = []
     before = media_server.hits.get(path, 0)
-    assert reason(media_server, path, tmp_path, FetchPolicy(allow_private=True, retries=2, backoff=0.01),
+    assert reason(media_server, path, tmp_path, FetchPolicy(allow_private_addresses=True, retries=2, backoff=0.01),
                   sleep=sleeps.append) == f"http_{code}"
     assert media_server.hits[path] - before == 3 and len(sleeps) == 2
 
@@ -65,18 +65,18 @@ def test_redirect_chain_within_limit(media_server, tmp_path):
 
 
 def test_byte_cap(media_server, tmp_path):
-    small = FetchPolicy(allow_private=True, retries=0, max_bytes=1000)
+    small = FetchPolicy(allow_private_addresses=True, retries=0, max_bytes=1000)
     assert reason(media_server, "/video_000.mp4", tmp_path, small) == "byte_cap"
 
 
 def test_slow_server_past_deadline(media_server, tmp_path):
-    slow = FetchPolicy(allow_private=True, retries=0, deadline=0.3, read_timeout=2.0)
+    slow = FetchPolicy(allow_private_addresses=True, retries=0, deadline=0.3, read_timeout=2.0)
     assert reason(media_server, "/slow/video_000.mp4", tmp_path, slow) == "timeout"
 
 
 def test_truncated_body(media_server, tmp_path):
     assert reason(media_server, "/short/video_000.mp4", tmp_path,
-                  FetchPolicy(allow_private=True, retries=0)) == "truncated"
+                  FetchPolicy(allow_private_addresses=True, retries=0)) == "truncated"
 
 
 def test_loopback_refused_by_default(media_server, tmp_path):

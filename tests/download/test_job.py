@@ -18,7 +18,7 @@ from curate.download.job import download, retry_failed
 from curate.download.shard import DownloadOptions
 from curate.provenance import ProvenanceMismatch
 
-LOCAL = DownloadOptions(fetch=FetchPolicy(allow_private=True, retries=0, read_timeout=3, max_bytes=2 << 20))
+LOCAL = DownloadOptions(fetch=FetchPolicy(allow_private_addresses=True, retries=0, read_timeout=3, max_bytes=2 << 20))
 
 
 def url_list(tmp_path, server, names, name="urls.txt"):
