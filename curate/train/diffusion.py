@@ -3,7 +3,8 @@
 Defaults follow the VideoCrafter2 / LDM setup: the LDM "linear" schedule (a linspace of
 sqrt(beta) from 0.00085 to 0.012, squared) over 1000 steps, eps prediction, MSE loss.
 v-prediction and the cosine schedule (Nichol & Dhariwal) are options. The DDIM sampler
-uses the same uniform timestep grid as the official sampler (t = 1, 1 + c, ..., c = 1000 / steps).
+uses the same uniform timestep grid as the official sampler (t = 1, 1 + c, 1 + 2c, ... below 1000,
+c = 1000 // steps; see ddim_timesteps).
 """
 
 from __future__ import annotations
@@ -103,11 +104,18 @@ class GaussianDiffusion:
         return F.mse_loss(pred.float(), self.target(x0.float(), t, noise))
 
     def ddim_timesteps(self, steps: int) -> torch.Tensor:
-        """The official 'uniform' grid: every c-th step, shifted by one (ascending)."""
+        """The official 'uniform' grid (lvdm make_ddim_timesteps): range(0, T, T // steps) + 1, ascending.
+
+        As in the official sampler (whose length assert is commented out) the grid can hold more than
+        `steps` timesteps where steps does not divide T: 30 steps give c = 33 and 31 timesteps, 1..991.
+        Where c divides T - 1 the official grid ends at T, which is no timestep (the official sampler raises
+        IndexError: for T = 1000 that is 3, 9, 27, 36-37, 101-111, 251-333 and 501-1000 steps); that entry is
+        left out, so 3 steps give 1, 334, 667 and 501..1000 steps all give the 999 timesteps 1..T-1.
+        """
         if not 1 <= steps <= self.num_timesteps:
-            raise ValueError(f"DDIM steps must be in 1..{self.num_timesteps}, got {steps}")
-        c = self.num_timesteps // steps
-        return torch.arange(0, self.num_timesteps, c)[:steps] + 1
+            raise ValueError(f"DDIM steps must be in 1..{self.num_timesteps} (the training timesteps), got {steps}")
+        grid = torch.arange(0, self.num_timesteps, self.num_timesteps // steps) + 1
+        return grid[grid < self.num_timesteps]
 
     @torch.no_grad()
     def ddim_sample(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,8 +42,56 @@ def test_target_converts_back_to_noise_and_x0(prediction):
     assert torch.allclose(eps, noise, atol=1e-4) and torch.allclose(x0_hat, x0, atol=1e-3)
 
 
-def test_ddim_grid_matches_official_uniform_discretisation():
-    assert GaussianDiffusion().ddim_timesteps(50).tolist() == list(range(1, 1000, 20))
+def official_uniform_grid(steps: int, timesteps: int = 1000) -> np.ndarray:
+    """lvdm.models.utils_diffusion.make_ddim_timesteps('uniform', ...) as released with VideoCrafter:
+    c = T // steps; np.asarray(list(range(0, T, c))) + 1, with its length assert commented out."""
+    return np.asarray(list(range(0, timesteps, timesteps // steps))) + 1
+
+
+@pytest.mark.parametrize("steps, expected", [
+    (1, [1]),
+    (3, [1, 334, 667]),  # official: [1, 334, 667, 1000], and alphas_cumprod[1000] raises IndexError
+    (7, [1, 143, 285, 427, 569, 711, 853, 995]),  # c = 142: eight timesteps
+    (30, list(range(1, 1000, 33))),  # 31 timesteps, 1..991, as the official sampler runs
+    (50, list(range(1, 1000, 20))),
+    (250, list(range(1, 1000, 4))),
+    (999, list(range(1, 1000))),
+    (1000, list(range(1, 1000))),  # official: 1..1000, IndexError at 1000
+])
+def test_ddim_grid_is_the_official_uniform_grid(steps, expected):
+    assert GaussianDiffusion().ddim_timesteps(steps).tolist() == expected
+
+
+def test_ddim_grid_equals_official_wherever_the_official_one_is_defined():
+    d = GaussianDiffusion()
+    for steps in range(1, 1001):
+        official = official_uniform_grid(steps)
+        ours = d.ddim_timesteps(steps).numpy()
+        if official.max() < 1000:
+            np.testing.assert_array_equal(ours, official)
+        else:  # only the one timestep that does not exist is left out
+            np.testing.assert_array_equal(ours, official[:-1])
+            assert official[-1] == 1000
+
+
+@pytest.mark.parametrize("steps", [0, -1, 1001])
+def test_ddim_steps_outside_the_training_timesteps_are_refused(steps):
+    with pytest.raises(ValueError, match="1..1000"):
+        GaussianDiffusion().ddim_timesteps(steps)
+
+
+@pytest.mark.parametrize("steps", [30, 1000])
+def test_ddim_sample_visits_every_grid_timestep_once(steps):
+    d = GaussianDiffusion()
+    seen = []
+
+    def model(x, t, context, fps):
+        seen.append(int(t[0]))
+        return torch.zeros_like(x)
+
+    out = d.ddim_sample(model, (1, 1, 1, 2, 2), torch.zeros(1, 1, 1), None, torch.ones(1), steps=steps, eta=0.0,
+                        generator=torch.Generator().manual_seed(0))
+    assert seen == d.ddim_timesteps(steps).flip(0).tolist() and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
