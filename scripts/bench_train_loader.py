@@ -27,7 +27,7 @@ import torch
 
 from curate.train.data import LoaderConfig, make_loader
 from curate.train.recipe import load_recipe
-from curate.train.trainer import Trainer, loader_config
+from curate.train.loop import Trainer, loader_config
 
 
 def synthetic_dataset(root: Path, videos: int = 32, images: int = 32, per_shard: int = 16) -> Path:

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from curate.train.attention import TemporalTransformer
+from curate.train.lora import merge_lora_state
+from curate.train.recipe import Recipe, recipe_from_dict
 from curate.train.unet3d import TemporalConvBlock, UNet3D, parameter_groups
 
 CHECKPOINT_KEYS = ("model", "ema", "opt", "step", "config")
@@ -73,6 +75,59 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     folder = Path(run_dir) / "checkpoints"
     steps = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := _STEP_FILE.match(p.name))]
     return max(steps)[1] if steps else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's latest checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoints under {path}/checkpoints")
+        return found
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def recipe_of_checkpoint(ckpt: dict) -> Recipe:
+    """The recipe a checkpoint was trained with."""
+    return recipe_from_dict(ckpt["config"]["recipe"])
+
+
+def lora_scale(config: dict) -> float | None:
+    """alpha / rank of a checkpoint's recipe if it trained LoRA adapters."""
+    recipe = config.get("recipe", config)
+    return recipe["lora_alpha"] / recipe["lora_rank"] if recipe.get("method") == "lora" else None
+
+
+def export_weights(ckpt: dict, use_ema: bool = True) -> dict[str, torch.Tensor]:
+    """Plain U-Net weights of one of our checkpoints: EMA applied if asked, LoRA adapters merged."""
+    state = dict(ckpt["model"])
+    if use_ema and ckpt.get("ema"):
+        state.update(ckpt["ema"])
+    scale = lora_scale(ckpt["config"])
+    return merge_lora_state(state, scale) if scale is not None else state
+
+
+def init_weights(init_from: str) -> tuple[str, dict[str, Any]]:
+    """Read the weights an `init_from` names -> (kind, state): kind "videocrafter2" (a U-Net state dict),
+    "sd21" (the SD checkpoint as read) or "ours" (a plain U-Net state dict of our checkpoint / run folder)."""
+    kind, _, path = init_from.partition(":")
+    if kind == "videocrafter2":
+        return kind, read_videocrafter2(path)["unet"]
+    if kind == "sd21":
+        return kind, read_state(path)
+    return "ours", export_weights(load_checkpoint(resolve_checkpoint(init_from)))
+
+
+def load_init(model: nn.Module, init_from: str) -> None:
+    """Load starting weights into a plain U-Net: `videocrafter2:PATH`, `sd21:PATH`, or our checkpoint / run folder."""
+    kind, state = init_weights(init_from)
+    if kind == "sd21":
+        load_sd21_unet(model, state)
+    else:
+        load_unet_state(model, state)
 
 
 def read_state(path: str | Path, trust_checkpoint: bool = False) -> dict[str, Any]:
@@ -139,15 +194,8 @@ def sd21_key_map(model: UNet3D) -> dict[str, str]:
     return mapping
 
 
-def load_sd21_unet(model: UNet3D, state: dict[str, Any]) -> None:
-    """Initialise the spatial modules from SD 2.1 U-Net weights; temporal modules keep their zero-output init.
-
-    `state` is the U-Net state dict, or a full SD checkpoint (model.diffusion_model.* keys, possibly
-    under "state_dict"). Every spatial parameter must be provided and nothing else. The fps
-    embedding's last layer is zeroed too, so the loaded video model computes exactly the image
-    model on every frame until training moves the temporal weights (the paper's initialisation;
-    the official code leaves the fps embedding random, which would perturb the timestep embedding).
-    """
+def sd21_remap(model: UNet3D, state: dict[str, Any]) -> dict[str, Any]:
+    """SD 2.1 U-Net weights (bare, or a full checkpoint) under our key names (see `sd21_key_map`)."""
     if "state_dict" in state or any(key.startswith(UNET_PREFIX) for key in state):
         state = split_latent_diffusion(state)["unet"]
     mapping = sd21_key_map(model)
@@ -158,6 +206,19 @@ def load_sd21_unet(model: UNet3D, state: dict[str, Any]) -> None:
                 key = new + key[len(old):]
                 break
         remapped[key] = value
+    return remapped
+
+
+def load_sd21_unet(model: UNet3D, state: dict[str, Any]) -> None:
+    """Initialise the spatial modules from SD 2.1 U-Net weights; temporal modules keep their zero-output init.
+
+    `state` is the U-Net state dict, or a full SD checkpoint (model.diffusion_model.* keys, possibly
+    under "state_dict"). Every spatial parameter must be provided and nothing else. The fps
+    embedding's last layer is zeroed too, so the loaded video model computes exactly the image
+    model on every frame until training moves the temporal weights (the paper's initialisation;
+    the official code leaves the fps embedding random, which would perturb the timestep embedding).
+    """
+    remapped = sd21_remap(model, state)
     spatial = set(parameter_groups(model)["spatial"])
     result = model.load_state_dict(remapped, strict=False)
     missing_spatial = [key for key in result.missing_keys if key in spatial]

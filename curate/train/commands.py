@@ -18,7 +18,7 @@ def _fail(message: str) -> None:
 
 
 def train(
-    recipe: Annotated[Path, typer.Argument(help="Training recipe YAML, e.g. pipelines/train/tiny_f_base.yaml.")],
+    recipe: Annotated[Path, typer.Argument(help="Training recipe: a YAML file, or a bundled recipe's name such as tiny_f_base.")],
     data: Annotated[
         Optional[list[Path]], typer.Option("--data", help="Curated dataset folder (DIR/shards/*.tar); repeat for several. Replaces the recipe's data.dirs.")
     ] = None,
@@ -28,10 +28,11 @@ def train(
     init_from: Annotated[Optional[str], typer.Option(help="Override init_from: a run folder / checkpoint, videocrafter2:PATH or sd21:PATH.")] = None,
 ) -> None:
     """Train a U-Net stage (image / base / finetune) from a recipe; resumes from the run folder's latest checkpoint."""
+    from curate.bundled import recipe_path
     from curate.train.recipe import RecipeError, load_recipe  # torch loads only when a training command runs
 
     try:
-        spec = load_recipe(recipe)
+        spec = load_recipe(recipe_path(recipe))
         changes: dict = {}
         if data:
             missing = [str(d) for d in data if not (d / "shards").is_dir()]
@@ -47,7 +48,7 @@ def train(
             _fail("no training data: give --data DIR or set data.dirs in the recipe")
         if steps is not None and steps < 1:
             _fail("--steps must be >= 1")
-    except RecipeError as err:
+    except (RecipeError, FileNotFoundError) as err:
         _fail(str(err))
     run_dir = out or Path("runs") / spec.name
     if spec.train.num_workers > 1:
@@ -56,7 +57,7 @@ def train(
         train_distributed(spec, run_dir, steps)
         typer.echo(f"done: run folder {run_dir} (log.jsonl, checkpoints/)")
     else:
-        from curate.train.trainer import train as train_single
+        from curate.train.loop import train as train_single
 
         try:
             logs = train_single(spec, run_dir, steps)

@@ -19,7 +19,7 @@ def _worker_loop(config: dict) -> None:
     import torch
     from ray.train.torch import get_device, prepare_model
 
-    from curate.train.trainer import Trainer
+    from curate.train.loop import Trainer
 
     context = ray.train.get_context()
     recipe = recipe_from_dict(config["recipe"])

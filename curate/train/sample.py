@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 
 from curate.train import checkpoints
+from curate.train.checkpoints import export_weights, recipe_of_checkpoint, resolve_checkpoint
 from curate.train.autoencoder import load_autoencoder
 from curate.train.diffusion import GaussianDiffusion
 from curate.train.presets import build_unet
 from curate.train.text import load_text_encoder
-from curate.train.trainer import export_weights, recipe_of_checkpoint, resolve_checkpoint
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import torch
 from curate.train import checkpoints
 from curate.train.presets import build_unet
 from curate.train.recipe import recipe_from_dict
-from curate.train.trainer import Trainer, export_weights
+from curate.train.checkpoints import export_weights
+from curate.train.loop import Trainer
 from curate.train.unet3d import parameter_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -26,14 +26,11 @@ import torch
 from torch import nn
 
 from curate.train import checkpoints
-from curate.train.autoencoder import load_autoencoder
 from curate.train.data import LoaderConfig, make_loader
 from curate.train.diffusion import GaussianDiffusion, drop_captions
-from curate.train.lora import add_lora, merge_lora_state
+from curate.train.model import build_first_stage, build_text_encoder, prepare_for_stage, text_encoder_path
 from curate.train.presets import build_unet
-from curate.train.recipe import Recipe, RecipeError, recipe_from_dict
-from curate.train.text import FrozenTextEncoder, create_tiny, load_text_encoder
-from curate.train.unet3d import set_trainable, trainable_groups
+from curate.train.recipe import Recipe, RecipeError
 
 # recipe fields a resume may change: they do not alter what the run computes
 RESUMABLE_CHANGES = {("train", "steps"), ("train", "log_every"), ("train", "checkpoint_every"), ("data", "num_workers"), ("data", "dirs")}
@@ -42,69 +39,6 @@ RESUMABLE_CHANGES = {("train", "steps"), ("train", "log_every"), ("train", "chec
 def step_seed(seed: int, *parts: int) -> int:
     """A 63-bit seed derived from the run seed and (step, rank, micro-step)."""
     return int(np.random.SeedSequence([seed, *parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def text_encoder_path(recipe: Recipe, run_dir: Path) -> Path | None:
-    spec = recipe.text_encoder
-    if spec.kind == "tiny":
-        return Path(spec.path) if spec.path else run_dir / "text_encoder.pt"
-    return Path(spec.path) if spec.path else None
-
-
-def build_text_encoder(recipe: Recipe, run_dir: Path) -> FrozenTextEncoder:
-    """The recipe's frozen text tower; a tiny one is created from its seed on first use and saved."""
-    spec, path = recipe.text_encoder, text_encoder_path(recipe, run_dir)
-    if spec.kind == "tiny" and not path.exists():
-        create_tiny(path, width=spec.width, heads=spec.heads, layers=spec.layers, seed=spec.seed)
-    return load_text_encoder(spec.kind, path)
-
-
-def prepare_for_stage(model: nn.Module, recipe: Recipe) -> None:
-    """Freeze all but the stage's trainable groups, or insert LoRA adapters into them."""
-    groups = {"spatial"} if recipe.stage == "image" else trainable_groups(recipe.trainable, recipe.fps_group)
-    if recipe.method == "lora":
-        add_lora(model, groups, recipe.lora_rank, recipe.lora_alpha)
-    else:
-        set_trainable(model, groups)
-
-
-def lora_scale(config: dict) -> float | None:
-    """alpha / rank of a checkpoint's recipe if it trained LoRA adapters."""
-    recipe = config.get("recipe", config)
-    return recipe["lora_alpha"] / recipe["lora_rank"] if recipe.get("method") == "lora" else None
-
-
-def export_weights(ckpt: dict, use_ema: bool = True) -> dict[str, torch.Tensor]:
-    """Plain U-Net weights of one of our checkpoints: EMA applied if asked, LoRA adapters merged."""
-    state = dict(ckpt["model"])
-    if use_ema and ckpt.get("ema"):
-        state.update(ckpt["ema"])
-    scale = lora_scale(ckpt["config"])
-    return merge_lora_state(state, scale) if scale is not None else state
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder's latest checkpoint."""
-    path = Path(path)
-    if path.is_dir():
-        found = checkpoints.latest_checkpoint(path)
-        if found is None:
-            raise FileNotFoundError(f"no checkpoints under {path}/checkpoints")
-        return found
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return path
-
-
-def load_init(model: nn.Module, init_from: str) -> None:
-    """Load starting weights into a plain U-Net: `videocrafter2:PATH`, `sd21:PATH`, or our checkpoint / run folder."""
-    kind, _, path = init_from.partition(":")
-    if kind == "videocrafter2":
-        checkpoints.load_unet_state(model, checkpoints.read_videocrafter2(path)["unet"])
-    elif kind == "sd21":
-        checkpoints.load_sd21_unet(model, checkpoints.read_state(path))
-    else:
-        checkpoints.load_unet_state(model, export_weights(checkpoints.load_checkpoint(resolve_checkpoint(init_from))))
 
 
 def loader_config(recipe: Recipe) -> LoaderConfig:
@@ -160,12 +94,12 @@ class Trainer:
         torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
 
         self.text_encoder = build_text_encoder(recipe, self.run_dir).to(self.device)
-        self.first_stage = load_autoencoder(recipe.autoencoder.kind, recipe.autoencoder.path, recipe.autoencoder.scale_factor).to(self.device)
+        self.first_stage = build_first_stage(recipe).to(self.device)
         self.diffusion = GaussianDiffusion(recipe.diffusion)
         self.model = build_unet(recipe.model.preset, **recipe.model.overrides)
         resume_from = checkpoints.latest_checkpoint(self.run_dir) if recipe.train.resume == "latest" else None
         if recipe.init_from and resume_from is None:
-            load_init(self.model, recipe.init_from)
+            checkpoints.load_init(self.model, recipe.init_from)
         prepare_for_stage(self.model, recipe)
         self.model.to(self.device).set_gradient_checkpointing(recipe.train.gradient_checkpointing)
         self.trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
@@ -274,10 +208,7 @@ class Trainer:
 
 
 def train(recipe: Recipe, run_dir: str | Path, steps: int | None = None) -> list[StepLog]:
-    """Single-process training on this machine's GPU if there is one, else CPU."""
-    device = "cuda" if recipe.train.use_gpu and torch.cuda.is_available() else "cpu"
+    """Single-process training on this machine's GPU (`train.use_gpu`, checked by preflight) or CPU."""
+    device = "cuda" if recipe.train.use_gpu else "cpu"
     return Trainer(recipe, run_dir, device=device).run(steps)
 
-
-def recipe_of_checkpoint(ckpt: dict) -> Recipe:
-    return recipe_from_dict(ckpt["config"]["recipe"])
