@@ -21,7 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Curate video/image collections into WebDataset training shards, query them, train on them.")
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-DEMO_TRAIN_RECIPE = os.path.join(os.path.dirname(__file__), "..", "pipelines", "train", "tiny_f_base.yaml")
+DEMO_TRAIN_RECIPE = "tiny_f_base"  # a bundled recipe, found by curate.bundled.recipe_path
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:

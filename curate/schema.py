@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import pyarrow as pa
 import yaml
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+from curate.bundled import schema_path
 
 _TYPES = {
     "string": pa.string(),
@@ -25,9 +24,7 @@ _TYPES = {
 @lru_cache(maxsize=None)
 def load(name: str) -> pa.Schema:
     """The pyarrow schema of table `name`, with each column's meaning kept as field metadata."""
-    path = SCHEMA_DIR / f"{name}.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"no schema {name!r}: expected {path}")
+    path = schema_path(name)
     spec = yaml.safe_load(path.read_text())
     fields = []
     for column in spec["columns"]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 
+from curate.bundled import recipe_path
 from curate.demo import corpus, server
 
-DEMO_RECIPE = os.path.join(os.path.dirname(__file__), "..", "..", "pipelines", "demo.yaml")
+DEMO_RECIPE = str(recipe_path("demo"))
 
 
 def prepare(out: str, seed: int = 0) -> tuple[server.MediaServer, str]:

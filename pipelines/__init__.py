@@ -1,0 +1,1 @@
+"""The bundled recipes as package data (imported as curate._pipelines; see curate/bundled.py)."""
