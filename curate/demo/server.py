@@ -13,8 +13,9 @@ HTML = b"<!DOCTYPE html><html><body><h1>Video unavailable</h1></body></html>"
 
 class Handler(SimpleHTTPRequestHandler):
     """/status/NNN -> that status (429/503 with Retry-After: 0); /html/* -> an HTML page with 200;
-    /redirect/N -> a chain of N redirects to /media; /loop -> a redirect loop; /slow/* -> trickles bytes;
-    /short/* -> Content-Length larger than the body; /to-private -> redirect to 10.0.0.1 (never fetched)."""
+    /redirect/N -> a chain of N redirects to /media; /loop -> a redirect loop; /slow/* -> 256-byte writes 20 times
+    a second; /trickle/RATE/* -> RATE bytes a second, one byte at a time (a stalling CDN); /short/* -> Content-Length
+    larger than the body; /to-private -> redirect to 10.0.0.1 (never fetched)."""
 
     server_version = "curate-demo"
 
@@ -59,6 +60,9 @@ class Handler(SimpleHTTPRequestHandler):
                 return self._send(503, b"busy", "text/plain", [("Retry-After", "0")])
             self.path = "/" + rest
             return super().do_GET()
+        if head == "trickle":
+            rate, _, name = rest.partition("/")
+            return self._trickle(name, float(rate))
         if head in ("slow", "short"):
             file = os.path.join(self.server.root, rest)
             data = open(file, "rb").read() if os.path.isfile(file) else b"x" * 10000
@@ -75,6 +79,21 @@ class Handler(SimpleHTTPRequestHandler):
                 time.sleep(0.05)
             return None
         return super().do_GET()
+
+    def _trickle(self, name: str, rate: float) -> None:
+        file = os.path.join(self.server.root, name)
+        data = open(file, "rb").read() if os.path.isfile(file) else b"x" * 10000
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(1 / rate)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up, as it should
+            pass
 
     def translate_path(self, path):
         rel = urlsplit(path).path.lstrip("/")

@@ -1,4 +1,5 @@
-"""Streaming HTTP fetch for media: deadlines, byte cap, guarded addresses, checked redirects, polite retries."""
+"""Streaming HTTP fetch for media: deadline, low-speed limit, byte cap, guarded addresses, checked redirects,
+polite retries."""
 
 from __future__ import annotations
 
@@ -16,13 +17,20 @@ from curate.sources.sample import url_problem
 
 CHUNK = 1 << 20
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+# A deadline or low-speed abort is retried at most this many times whatever `retries` says: a server that was
+# too slow once is likely slow again, and each attempt holds a worker thread for up to a deadline.
+SLOW_RETRIES = 1
 
 
 @dataclass(frozen=True)
 class FetchPolicy:
     connect_timeout: float = 10.0
     read_timeout: float = 20.0
-    deadline: float = 300.0  # whole attempt, so a server trickling bytes cannot hold a worker forever
+    deadline: float = 300.0  # whole attempt, so a slow server cannot hold a worker forever
+    # curl's CURLOPT_LOW_SPEED_LIMIT/TIME: abort an attempt when fewer than `low_speed_limit` bytes/s arrived
+    # over `low_speed_time` seconds (0 disables). A 1 byte/s trickle costs one window, not a deadline.
+    low_speed_limit: int = 1024
+    low_speed_time: float = 30.0
     max_bytes: int = 512 << 20
     retries: int = 2
     backoff: float = 0.5
@@ -33,9 +41,12 @@ class FetchPolicy:
 
 
 class FetchError(Exception):
-    def __init__(self, reason: str, message: str, retryable: bool = False, retry_after: float | None = None):
+    """`slow`: the attempt was aborted for taking too long (deadline, low speed); retried at most SLOW_RETRIES times."""
+
+    def __init__(self, reason: str, message: str, retryable: bool = False, retry_after: float | None = None,
+                 slow: bool = False):
         super().__init__(message)
-        self.reason, self.retryable, self.retry_after = reason, retryable, retry_after
+        self.reason, self.retryable, self.retry_after, self.slow = reason, retryable, retry_after, slow
 
 
 @dataclass
@@ -120,6 +131,7 @@ def _attempt(url: str, dest: str, policy: FetchPolicy, resolver) -> tuple[str, s
 
 def _stream(resp, dest: str, policy: FetchPolicy) -> tuple[int, str]:
     started = time.monotonic()
+    window_start, window_bytes = started, 0  # low-speed window: bytes that arrived since window_start
     digest, size, head = hashlib.sha256(), 0, b""
     with open(dest, "wb") as out:
         while True:
@@ -131,8 +143,17 @@ def _stream(resp, dest: str, policy: FetchPolicy) -> tuple[int, str]:
             size += len(chunk)
             if size > policy.max_bytes:
                 raise FetchError("byte_cap", f"body exceeds the {policy.max_bytes}-byte cap")
-            if time.monotonic() - started > policy.deadline:
-                raise FetchError("timeout", f"download exceeded the {policy.deadline:.0f}s deadline", retryable=True)
+            now = time.monotonic()
+            if now - started > policy.deadline:
+                raise FetchError("timeout", f"download exceeded the {policy.deadline:.0f}s deadline", retryable=True,
+                                 slow=True)
+            window_bytes += len(chunk)
+            if policy.low_speed_time > 0 and now - window_start >= policy.low_speed_time:
+                rate = window_bytes / (now - window_start)
+                if rate < policy.low_speed_limit:
+                    raise FetchError("low_speed", f"{rate:.0f} bytes/s over {now - window_start:.1f}s, below the "
+                                                  f"{policy.low_speed_limit} bytes/s limit", retryable=True, slow=True)
+                window_start, window_bytes = now, 0
             digest.update(chunk)
             out.write(chunk)
     if size == 0:
@@ -145,11 +166,13 @@ def _stream(resp, dest: str, policy: FetchPolicy) -> tuple[int, str]:
 def fetch_to_file(url: str, dest: str, policy: FetchPolicy = FetchPolicy(), resolver=None,
                   sleep=time.sleep) -> Fetched:
     """Download `url` into `dest`. Raises FetchError with a short `reason` (the manifest's error_reason).
-    Retries timeouts, connection errors, 408/429/5xx with exponential backoff and Retry-After; never 4xx."""
+    Retries timeouts, connection errors, 408/429/5xx with exponential backoff and Retry-After, never 4xx; an
+    attempt aborted by the deadline or the low-speed limit is retried at most once (SLOW_RETRIES)."""
     problem = url_problem(url)
     if problem:
         raise FetchError("invalid_url", problem)
     resolver = resolver or socket.getaddrinfo
+    slow_failures = 0
     for attempt in range(1, policy.retries + 2):
         try:
             final, ctype, size, digest = _attempt(url, dest, policy, resolver)
@@ -166,7 +189,8 @@ def fetch_to_file(url: str, dest: str, policy: FetchPolicy = FetchPolicy(), reso
             raise FetchError("dns_error", f"cannot resolve host: {exc}") from None
         except (OSError, ValueError) as exc:  # http.client raises these for resets and malformed responses
             error = FetchError("connection_error", f"{type(exc).__name__}: {exc}", retryable=True)
-        if not error.retryable or attempt > policy.retries:
+        slow_failures += error.slow
+        if not error.retryable or attempt > policy.retries or slow_failures > SLOW_RETRIES:
             raise error
         wait = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
         if error.retry_after is not None:

@@ -1,10 +1,12 @@
 """The video fetcher against the loopback media server: every failure has its reason, nothing hangs."""
 
+import os
 import socket
 
 import pytest
 
-from curate.download.http import FetchError, FetchPolicy, fetch_to_file, parse_retry_after
+from curate.download import http
+from curate.download.http import SLOW_RETRIES, FetchError, FetchPolicy, fetch_to_file, parse_retry_after
 
 LOCAL = FetchPolicy(allow_private_addresses=True, retries=1, backoff=0.0, read_timeout=2.0, connect_timeout=2.0)
 
@@ -72,6 +74,66 @@ def test_byte_cap(media_server, tmp_path):
 def test_slow_server_past_deadline(media_server, tmp_path):
     slow = FetchPolicy(allow_private_addresses=True, retries=0, deadline=0.3, read_timeout=2.0)
     assert reason(media_server, "/slow/video_000.mp4", tmp_path, slow) == "timeout"
+
+
+def test_deadline_is_retried_once_whatever_retries_says(media_server, tmp_path):
+    path = "/slow/video_001.mp4"
+    before, sleeps = media_server.hits.get(path, 0), []
+    slow = FetchPolicy(allow_private_addresses=True, retries=3, deadline=0.3, read_timeout=2.0)
+    assert reason(media_server, path, tmp_path, slow, sleep=sleeps.append) == "timeout"
+    assert media_server.hits[path] - before == 1 + SLOW_RETRIES == 2 and len(sleeps) == 1
+
+
+def test_trickle_is_aborted_by_the_low_speed_limit_and_retried_once(media_server, tmp_path):
+    """20 bytes/s against a 1000 bytes/s limit over 0.5 s windows: aborted in the first window, tried twice
+    although `retries` allows four attempts (the deadline, 300 s, plays no part)."""
+    path = "/trickle/20/video_000.mp4"
+    before, sleeps = media_server.hits.get(path, 0), []
+    policy = FetchPolicy(allow_private_addresses=True, retries=3, backoff=0.0, read_timeout=5.0,
+                         low_speed_limit=1000, low_speed_time=0.5)
+    with pytest.raises(FetchError) as info:
+        fetch(media_server, path, tmp_path, policy, sleep=sleeps.append)
+    assert info.value.reason == "low_speed" and "below the 1000 bytes/s limit" in str(info.value)
+    assert media_server.hits[path] - before == 2 and len(sleeps) == 1
+
+
+def test_slow_but_steady_server_passes_the_low_speed_limit(media_server, tmp_path):
+    """/slow sends ~5 KB/s: above a 1000 bytes/s limit checked every 0.2 s, so the body arrives whole."""
+    policy = FetchPolicy(allow_private_addresses=True, retries=0, low_speed_limit=1000, low_speed_time=0.2)
+    got = fetch(media_server, "/slow/video_003.mp4", tmp_path, policy)
+    assert got.size == os.path.getsize(os.path.join(media_server.root, "video_003.mp4"))
+
+
+class _TrickleResponse:
+    """One byte per read, each read advancing a fake clock by one second (1 byte/s, without waiting)."""
+
+    def __init__(self, clock):
+        self.clock, self.sent = clock, 0
+
+    def read1(self, n):
+        self.clock[0] += 1.0
+        self.sent += 1
+        return b"x"
+
+
+def test_default_policy_aborts_a_one_byte_per_second_trickle_within_its_window(monkeypatch, tmp_path):
+    """With the defaults (1024 bytes/s over 30 s), a 1 byte/s body is given up after 30 s of it, not the
+    300 s deadline; with the single retry a trickling URL costs about a minute."""
+    clock = [0.0]
+    monkeypatch.setattr(http.time, "monotonic", lambda: clock[0])
+    resp = _TrickleResponse(clock)
+    with pytest.raises(FetchError) as info:
+        http._stream(resp, str(tmp_path / "o"), FetchPolicy())
+    assert info.value.reason == "low_speed" and info.value.slow and info.value.retryable
+    assert resp.sent == FetchPolicy().low_speed_time == 30
+
+
+def test_low_speed_limit_zero_time_disables_it(monkeypatch, tmp_path):
+    clock = [0.0]
+    monkeypatch.setattr(http.time, "monotonic", lambda: clock[0])
+    with pytest.raises(FetchError) as info:
+        http._stream(_TrickleResponse(clock), str(tmp_path / "o"), FetchPolicy(low_speed_time=0, deadline=100))
+    assert info.value.reason == "timeout" and clock[0] == 101
 
 
 def test_truncated_body(media_server, tmp_path):
