@@ -1,0 +1,1 @@
+"""Evaluation of trained models: metrics (FVD from I3D features, CLIPSIM, weight-free video quality) and studies."""
