@@ -1,4 +1,4 @@
-# Everything a fresh machine needs: Debian's ffmpeg, a venv in .venv, pinned torch pair (constraints.txt).
+# Everything a fresh machine needs: Debian's ffmpeg and chromium, a venv in .venv, pinned torch pair (constraints.txt).
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
@@ -9,8 +9,9 @@ export RAY_USAGE_STATS_ENABLED := 0
 .PHONY: setup demo test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
-	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg; fi
+	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null || ! command -v chromium >/dev/null \
+		|| ! command -v chromedriver >/dev/null; then $(SUDO) apt-get update -qq && \
+		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg chromium chromium-driver; fi
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	@touch $(STAMP)
