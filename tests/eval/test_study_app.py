@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import tarfile
 import threading
 import time
@@ -19,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from starlette.testclient import TestClient
 
-from curate.eval.study.app import COOKIE, make_app, open_study
+from curate.eval.study.app import COOKIE, make_app, make_server, open_study
 from curate.eval.study.media import RangeNotSatisfiable, parse_range
 from curate.eval.study.pairs import find_pairs
 from curate.eval.study.results import results
@@ -270,25 +269,21 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 class _Server:
-    """The app under uvicorn on 127.0.0.1 in a thread, on a port given or chosen by the kernel."""
+    """`curate study serve`'s server (make_server, default host) run in a thread; port 0 lets the kernel choose."""
 
-    def __init__(self, study, port: int = 0):
-        import uvicorn
-
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(make_app(study), log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+    def __init__(self, folders, votes: str, seed: int, port: int = 0):
+        self.server, self.study = make_server(list(folders), port=port, votes=votes, seed=seed)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         while not self.server.started:
+            assert self.thread.is_alive(), "the study server did not start"
             time.sleep(0.02)
+        self.host, self.port = self.server.servers[0].sockets[0].getsockname()[:2]
 
     def stop(self):
         self.server.should_exit = True
         self.thread.join(10)
-        self.sock.close()
+        self.study.votes.close()
 
 
 @pytest.fixture
@@ -323,7 +318,8 @@ def test_a_rater_session_in_headless_chromium(tmp_path, folders, browser):
     from selenium.webdriver.common.keys import Keys
 
     votes = str(tmp_path / "votes.jsonl")
-    server = _Server(open_study(list(folders), votes, seed=5))
+    server = _Server(folders, votes, seed=5)
+    assert server.host == "127.0.0.1"  # loopback unless told otherwise
     url = f"http://127.0.0.1:{server.port}/"
     try:
         browser.get(url)
@@ -350,7 +346,7 @@ def test_a_rater_session_in_headless_chromium(tmp_path, folders, browser):
 
         on_screen(3)
         server.stop()  # a restart of the server: votes come back from the log
-        server = _Server(open_study(list(folders), votes, seed=6), port=server.port)
+        server = _Server(folders, votes, seed=6, port=server.port)
         browser.refresh()
         on_screen(3)
         browser.find_element(By.ID, "vote-right").click()

@@ -11,6 +11,7 @@ import json
 import re
 import sys
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -100,17 +101,22 @@ def open_study(gen_dirs: list[str], votes: str, seed: int | None = None) -> Stud
     return Study(pairs, VoteLog(votes), seed=seed)
 
 
+def make_server(gen_dirs: list[str], port: int = 8000, host: str = "127.0.0.1", votes: str = "study_votes.jsonl",
+                seed: int | None = None) -> tuple[uvicorn.Server, Study]:
+    """The uvicorn server of the study (not started) and its state; `seed` fixes pair order and sides."""
+    study = open_study(gen_dirs, votes, seed)
+    return uvicorn.Server(uvicorn.Config(make_app(study), host=host, port=port, log_level="warning")), study
+
+
 def serve(gen_dirs: list[str], port: int = 8000, host: str = "127.0.0.1", votes: str = "study_votes.jsonl",
           seed: int | None = None) -> None:
     """Serve the study until interrupted. Loopback only unless `host` says otherwise, explicitly."""
-    import uvicorn
-
-    study = open_study(gen_dirs, votes, seed)
+    server, study = make_server(gen_dirs, port, host, votes, seed)
     if host not in LOOPBACK:
         print(f"warning: serving the study on {host}, reachable beyond this machine", file=sys.stderr)
     print(f"{len(study.pairs)} pairs from {len(gen_dirs)} folders; votes -> {votes}", file=sys.stderr)
     print(f"open http://{host}:{port}/", file=sys.stderr)
     try:
-        uvicorn.run(make_app(study), host=host, port=port, log_level="warning")
+        server.run()
     finally:
         study.votes.close()
