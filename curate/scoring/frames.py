@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from curate.media.geometry import fit_within_size
 from curate.media.isolated import IsolatedFailure, IsolatedWorker
 
 POSITIONS = ("first,middle,last", "uniform")
@@ -71,16 +72,28 @@ def load_image(image: bytes | str | Path) -> np.ndarray:
     return rgb[None]
 
 
-def fit_within(frames: np.ndarray, max_side: int) -> np.ndarray:
-    """Frames downscaled (area averaging, aspect kept) so that the longer side is at most max_side."""
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 [K,H,W] or [K,H,W,C] frames resized to height x width: area averaging when shrinking (no
+    aliasing), bilinear when enlarging (area would repeat pixels in blocks)."""
     import cv2
 
-    height, width = frames.shape[1:3]
-    scale = max_side / max(height, width)
-    if scale >= 1.0:
+    if frames.shape[1:3] == (height, width):
         return frames
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames])
+    shrinking = height * width < frames.shape[1] * frames.shape[2]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(frame, (width, height), interpolation=interpolation) for frame in frames])
+
+
+def fit_within(frames: np.ndarray, max_side: int) -> np.ndarray:
+    """Frames downscaled (aspect kept, never up) so that the longer side is at most max_side."""
+    return resize_frames(frames, *fit_within_size(*frames.shape[1:3], max_side))
+
+
+def to_grey(frames: np.ndarray) -> np.ndarray:
+    """uint8 [K,H,W,3] RGB -> uint8 [K,H,W] luma (ITU-R BT.601 weights, as OpenCV's RGB2GRAY)."""
+    import cv2
+
+    return np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames])
 
 
 def decode_media(

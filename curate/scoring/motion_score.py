@@ -5,23 +5,22 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from curate.media.geometry import longer_side_size
+from curate.scoring.frames import resize_frames, to_grey
 from curate.scoring.sample import Sample, SampleError, frames_of
 
 NAME = "motion"
-VERSION = "1"
+VERSION = "2"  # 2: frames under FLOW_SIDE are enlarged to it (v1 measured them at their own size)
 MOTION_SCORE = "motion_score"
 MOTION_SCORE_ERROR = "motion_score_error"
-FLOW_SIDE = 128  # flow is measured on grey frames whose longer side is this many pixels
+FLOW_SIDE = 128  # flow is measured on grey frames resized (down or up) so their longer side is this many pixels
 
 
-def grey_downscaled(frame: np.ndarray, longer_side: int = FLOW_SIDE) -> np.ndarray:
-    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    height, width = grey.shape
-    scale = longer_side / max(height, width)
-    if scale >= 1.0:
-        return grey
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+def flow_frames(frames: np.ndarray, side: int = FLOW_SIDE) -> np.ndarray:
+    """uint8 [K,h,w] grey frames with the longer side exactly `side`: every input size is measured at one
+    scale, so displacements are in the same units (a 64 px clip is enlarged, a 512 px one shrunk)."""
+    greys = to_grey(frames)
+    return resize_frames(greys, *longer_side_size(*greys.shape[1:3], side))
 
 
 def motion_score(frames: np.ndarray) -> float | None:
@@ -32,7 +31,7 @@ def motion_score(frames: np.ndarray) -> float | None:
     """
     if len(frames) < 2:
         return None
-    greys = [grey_downscaled(frame) for frame in frames]
+    greys = flow_frames(frames)
     magnitudes = []
     for previous, current in zip(greys, greys[1:]):
         flow = cv2.calcOpticalFlowFarneback(previous, current, None, 0.5, 3, 15, 3, 5, 1.2, 0)

@@ -1,15 +1,19 @@
-"""Technical quality (weight-free): sharpness, brightness, contrast, black-border fraction, static-frame fraction."""
+"""Technical quality (weight-free): sharpness, noise, brightness, contrast, black-border fraction, static-frame fraction."""
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
 
+from curate.scoring.frames import fit_within, to_grey
 from curate.scoring.sample import Sample, SampleError, frames_of
 
 NAME = "quality"
-VERSION = "1"
+VERSION = "2"  # 2: noise_sigma added
 SHARPNESS = "sharpness"
+NOISE_SIGMA = "noise_sigma"
 BRIGHTNESS = "brightness"
 CONTRAST = "contrast"
 BLACK_BORDER_FRACTION = "black_border_fraction"
@@ -23,20 +27,32 @@ STATIC_DIFF = 1.0  # mean absolute grey difference (0-255) below which two sampl
 
 def grey_frames(frames: np.ndarray, longer_side: int = ANALYSIS_SIDE) -> np.ndarray:
     """uint8 [K,h,w] grey frames, downscaled with area averaging to at most longer_side."""
-    greys = []
-    for frame in frames:
-        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        scale = longer_side / max(grey.shape)
-        if scale < 1.0:
-            size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
-            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-        greys.append(grey)
-    return np.stack(greys)
+    return fit_within(to_grey(frames), longer_side)
 
 
 def sharpness(greys: np.ndarray) -> float:
     """Variance of the Laplacian, mean over frames (higher is sharper; 0 for a flat image)."""
     return float(np.mean([cv2.Laplacian(grey, cv2.CV_64F).var() for grey in greys]))
+
+
+# Immerkaer's mask, a difference of two Laplacians: zero on every quadratic surface (smooth image structure),
+# while white noise of std s gives I*N of std 6 s (the weights' norm), so E|I*N| = sqrt(2/pi) * 6 s.
+_NOISE_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
+
+
+def noise_sigma(greys: np.ndarray) -> float | None:
+    """Immerkaer's fast noise estimate (1996): std of additive white Gaussian noise in grey levels (0-255),
+    sqrt(pi/2) * sum|I * N| / (6 (W-2)(H-2)) over the interior pixels, mean over frames. Fine texture counts
+    as noise too, so compare like with like. None for frames under 3x3."""
+    height, width = greys.shape[1:3]
+    if height < 3 or width < 3:
+        return None
+    sigmas = []
+    for grey in greys:
+        response = cv2.filter2D(grey.astype(np.float64), -1, _NOISE_MASK, borderType=cv2.BORDER_CONSTANT)
+        total = np.abs(response[1:-1, 1:-1]).sum()
+        sigmas.append(math.sqrt(math.pi / 2) * total / (6 * (width - 2) * (height - 2)))
+    return float(np.mean(sigmas))
 
 
 def brightness(greys: np.ndarray) -> float:
@@ -77,7 +93,7 @@ class QualityScorer:
     """All technical-quality columns of one sample from its decoded frames."""
 
     name = NAME
-    columns = (SHARPNESS, BRIGHTNESS, CONTRAST, BLACK_BORDER_FRACTION, STATIC_FRAME_FRACTION, QUALITY_ERROR)
+    columns = (SHARPNESS, NOISE_SIGMA, BRIGHTNESS, CONTRAST, BLACK_BORDER_FRACTION, STATIC_FRAME_FRACTION, QUALITY_ERROR)
 
     def check_weights(self) -> None:
         """Weight-free: nothing to resolve."""
@@ -97,6 +113,7 @@ class QualityScorer:
                 greys = grey_frames(frames_of(sample))
                 row.update({
                     SHARPNESS: sharpness(greys),
+                    NOISE_SIGMA: noise_sigma(greys),
                     BRIGHTNESS: brightness(greys),
                     CONTRAST: contrast(greys),
                     BLACK_BORDER_FRACTION: black_border_fraction(greys),
