@@ -287,10 +287,10 @@ class _Server:
 
 
 @pytest.fixture
-def browser():
+def browser(monkeypatch):
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.skip("Debian's chromium and chromium-driver are not installed (make setup installs them)")
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never try to download a browser or driver
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never try to download a browser or driver
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
