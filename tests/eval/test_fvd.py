@@ -1,0 +1,115 @@
+"""FVD over dataset folders: preprocessing against torchvision, protocol record, cached statistics, bad clips."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+from conftest import flat_video
+from synthetic_media import moving_square
+from test_i3d import save_tiny_detector
+
+from curate.eval import fvd
+from curate.eval.frechet import fit_gaussian, frechet_distance
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("height, width", [(112, 168), (240, 320), (300, 200)])
+def test_crop_preprocess_matches_torchvision_resize_and_centre_crop(height, width):
+    frames = np.random.default_rng(0).integers(0, 256, (4, height, width, 3), dtype=np.uint8)
+    got = fvd.preprocess(frames, CPU, "crop")
+    pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    scale = 224 / min(height, width)
+    size = [224, int(np.ceil(width * scale))] if height < width else [int(np.ceil(height * scale)), 224]
+    resized = TF.resize(pixels, size, antialias=False)
+    # VideoGPT's centre crop floors an odd margin (torchvision's center_crop rounds it): crop at the floor
+    top, left = (resized.shape[-2] - 224) // 2, (resized.shape[-1] - 224) // 2
+    reference = TF.crop(resized, top, left, 224, 224) * 2 - 1
+    assert got.shape == (3, 4, 224, 224)
+    assert torch.allclose(got, reference.permute(1, 0, 2, 3), atol=1e-5)
+    assert got.min() >= -1 and got.max() <= 1
+
+
+def test_squash_preprocess_matches_torchvision_resize():
+    frames = np.random.default_rng(1).integers(0, 256, (2, 120, 160, 3), dtype=np.uint8)
+    pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    reference = TF.resize(pixels, [224, 224], antialias=False) * 2 - 1
+    assert torch.allclose(fvd.preprocess(frames, CPU, "squash"), reference.permute(1, 0, 2, 3), atol=1e-5)
+
+
+def coloured_squares(count: int, base: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    samples = []
+    for index in range(count):
+        frames = moving_square(16, 64, 80, step=2).astype(np.int16)
+        frames = np.clip(frames + base + rng.integers(-20, 20, 3), 0, 255).astype(np.uint8)
+        samples.append({"key": f"v{index:03d}", "frames": frames, "caption": "a square"})
+    return samples
+
+
+@pytest.fixture
+def detector(tmp_path):
+    path = tmp_path / "i3d_torchscript.pt"
+    save_tiny_detector(path)
+    return str(path)
+
+
+def test_fvd_between_folders_with_protocol_cache_and_skipped_clips(tmp_path, folder_factory, detector):
+    real_samples = coloured_squares(6, 0, seed=1) + [
+        {"key": "short", "frames": flat_video(60, frames=8)},  # fewer than 16 frames: skipped, counted
+        {"key": "broken", "media": b"\x00\x00\x00\x18ftypmp42 not really a video"},
+        {"key": "failed", "status": "download_error"},
+        {"key": "an_image", "media": b"not read", "ext": "jpg"},  # images are not clips
+    ]
+    real = folder_factory("real", real_samples)
+    same = folder_factory("same", coloured_squares(6, 0, seed=1))
+    other = folder_factory("other", coloured_squares(6, 60, seed=2))
+
+    first = fvd.fvd(real, other, i3d_weights=detector, max_clips=2048, workers=2)
+    assert first["value"] > 1.0
+    assert first["real"]["clips"] == 6 and first["real"]["skipped"] == 2 and not first["real"]["cached"]
+    assert {e["key"] for e in first["real"]["skipped_examples"]} == {"short", "broken"}
+    proto = first["protocol"]
+    assert proto["frames"] == 16 and proto["stride"] == 1 and proto["max_clips"] == 2048
+    assert proto["extractor_sha256"] and proto["extractor_file"] == "i3d_torchscript.pt"
+    assert "N-1" in proto["covariance"] and proto["value_range"] == [-1.0, 1.0]
+    written = json.loads(open(os.path.join(other, "eval", "fvd.json")).read())
+    assert written["value"] == pytest.approx(first["value"]) and written["protocol"] == proto
+
+    # identical clips: FVD ~0; the real statistics now come from the cache under the same protocol
+    again = fvd.fvd(real, same, i3d_weights=detector, out=str(tmp_path / "same.json"))
+    assert again["real"]["cached"] and again["real"]["clips"] == 6
+    assert abs(again["value"]) < 1e-3
+    assert any(name.endswith(".npz") for name in os.listdir(os.path.join(real, "eval", "fvd_stats")))
+
+    # another protocol (stride 1 -> 2 needs 31 frames: nothing decodes) is not served from that cache
+    with pytest.raises(ValueError, match="only 0 clips"):
+        fvd.fvd(real, same, i3d_weights=detector, stride=2)
+
+
+def test_fvd_value_matches_features_computed_by_hand(folder_factory, detector):
+    from curate.eval.clips import iter_clips
+    from curate.eval.i3d import load_i3d
+
+    real = folder_factory("real", coloured_squares(5, 0, seed=3))
+    gen = folder_factory("gen", coloured_squares(5, 40, seed=4))
+    result = fvd.fvd(real, gen, i3d_weights=detector, max_clips=4, workers=1)
+    assert result["real"]["clips"] == 4 and result["generated"]["clips"] == 4
+    model = load_i3d(detector).model
+    stats = []
+    for root in (real, gen):
+        clips = [c.frames for c in iter_clips(root, frames=16, limit=4)]
+        with torch.inference_mode():
+            batch = torch.stack([fvd.preprocess(f, CPU, "crop") for f in clips])
+            stats.append(fit_gaussian(model(batch).double().numpy()))
+    assert result["value"] == pytest.approx(frechet_distance(*stats), rel=1e-6)
+
+
+def test_a_folder_without_shards_is_refused(tmp_path, detector):
+    with pytest.raises(FileNotFoundError, match="no shards"):
+        fvd.fvd(str(tmp_path / "nothing"), str(tmp_path / "nothing"), i3d_weights=detector)
