@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from curate.weightfile import read_weights, unwrap_state_dict
+
 SD_SCALE_FACTOR = 0.18215
 
 
@@ -206,8 +208,7 @@ def load_autoencoder(kind: str, path: str | Path | None = None, scale_factor: fl
             f"SD AutoencoderKL weights not found: {path!r}. Set autoencoder.path to a VideoCrafter2 model.ckpt "
             "or an SD 2.1 checkpoint (first_stage_model.* keys)."
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
+    state = unwrap_state_dict(read_weights(path, what="autoencoder weights"))
     vae = KLAutoencoder(scale_factor=scale_factor)
     own = {k[len(FIRST_STAGE_PREFIX) :]: v for k, v in state.items() if k.startswith(FIRST_STAGE_PREFIX)}
     vae.load_state_dict(own or state)

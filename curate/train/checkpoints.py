@@ -7,7 +7,6 @@ arbitrary code only loads with `trust_checkpoint=True`, for files whose source y
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from curate.train.attention import TemporalTransformer
+from curate.weightfile import read_weights
 from curate.train.lora import merge_lora_state
 from curate.train.recipe import Recipe, recipe_from_dict
 from curate.train.unet3d import TemporalConvBlock, UNet3D, parameter_groups
@@ -132,20 +132,7 @@ def load_init(model: nn.Module, init_from: str) -> None:
 
 def read_state(path: str | Path, trust_checkpoint: bool = False) -> dict[str, Any]:
     """A .safetensors, .pt or .ckpt file as a dict on CPU; pickled code only with trust_checkpoint=True."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path, device="cpu")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"{path} holds pickled objects beyond tensors and plain data, which weights_only loading "
-            f"refuses ({error}). If you trust where the file came from, pass trust_checkpoint=True."
-        ) from error
+    return read_weights(path, trust_checkpoint, what="checkpoint")
 
 
 def split_latent_diffusion(state: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:

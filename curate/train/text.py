@@ -8,7 +8,6 @@ and saved to a file, so training and sampling load it through the same code path
 
 from __future__ import annotations
 
-import glob
 import os
 from pathlib import Path
 
@@ -17,8 +16,10 @@ import torch
 from open_clip.transformer import TextTransformer
 from torch import nn
 
+from curate.weightfile import hf_cached, hf_hub_cache_dir, read_weights, unwrap_state_dict
+
 VIT_H_14 = {"width": 1024, "heads": 16, "layers": 24, "output_dim": 1024}
-VIT_H_14_HF_REPO = "models--laion--CLIP-ViT-H-14-laion2B-s32B-b79K"
+VIT_H_14_HF_REPO = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 VIT_H_14_FILES = ("open_clip_pytorch_model.bin", "open_clip_model.safetensors")
 # prefixes under which text-tower keys appear: VideoCrafter2 checkpoints, an open_clip CLIP state dict
 _KEY_PREFIXES = ("cond_stage_model.model.", "model.", "")
@@ -77,30 +78,15 @@ def create_tiny(path: str | Path, width: int = 64, heads: int = 2, layers: int =
 
 
 def _find_vit_h_14() -> Path:
-    roots = [os.environ.get("HF_HUB_CACHE"), os.environ.get("HF_HOME") and os.path.join(os.environ["HF_HOME"], "hub")]
-    roots += [os.path.expanduser("~/.cache/huggingface/hub")]
-    for root in filter(None, roots):
-        for name in VIT_H_14_FILES:
-            hits = sorted(glob.glob(os.path.join(root, VIT_H_14_HF_REPO, "snapshots", "*", name)))
-            if hits:
-                return Path(hits[-1])
+    cached = hf_cached(VIT_H_14_HF_REPO, VIT_H_14_FILES)
+    if cached is not None:
+        return cached
     raise FileNotFoundError(
-        f"OpenCLIP ViT-H-14 (laion2b_s32b_b79k) weights not found: looked for {' or '.join(VIT_H_14_FILES)} under "
-        f"<hf cache>/hub/{VIT_H_14_HF_REPO}/snapshots/*/ . Download them on a machine with network "
-        "(open_clip.create_model('ViT-H-14', pretrained='laion2b_s32b_b79k')) or set text_encoder.path to that file "
+        f"OpenCLIP ViT-H-14 (laion2b_s32b_b79k) weights not found: looked for {' or '.join(VIT_H_14_FILES)} of "
+        f"{VIT_H_14_HF_REPO} in {hf_hub_cache_dir()}. Download them on a machine with network "
+        f"(`huggingface-cli download {VIT_H_14_HF_REPO} {VIT_H_14_FILES[0]}`) or set text_encoder.path to that file "
         "or to a VideoCrafter2 model.ckpt."
     )
-
-
-def _read_state(path: Path) -> dict:
-    if not path.exists():
-        raise FileNotFoundError(f"text encoder weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
 def load_text_encoder(kind: str, path: str | Path | None = None) -> FrozenTextEncoder:
@@ -109,14 +95,12 @@ def load_text_encoder(kind: str, path: str | Path | None = None) -> FrozenTextEn
     if kind == "open_clip_vit_h_14":
         file = Path(path) if path else _find_vit_h_14()
         enc = FrozenTextEncoder(**VIT_H_14)
-        enc.load_tower_state(_read_state(file))
+        enc.load_tower_state(unwrap_state_dict(read_weights(file, what="text encoder weights")))
         return enc
     if kind == "tiny":
         if path is None:
             raise ValueError("text_encoder.path is required for kind 'tiny'")
-        if not Path(path).exists():
-            raise FileNotFoundError(f"tiny text encoder file not found: {path}")
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = read_weights(path, what="tiny text encoder")
         enc = FrozenTextEncoder(**blob["config"])
         enc.tower.load_state_dict(blob["state_dict"])
         return enc
