@@ -5,6 +5,7 @@ pair, the mean of the largest 5% optical-flow magnitudes; a pair moves when that
 the frame's shorter side / 256; a video is dynamic when round(4 * pairs / 16) pairs move. VBench measures
 the flow with RAFT at full resolution; here it is the motion scorer's Farneback flow on grey frames 128 px
 on the longer side (threshold scaled to that size), so values track VBench's but are not claimed equal.
+Sharpness, contrast and noise are the technical-quality scorer's measures.
 """
 
 from __future__ import annotations
@@ -16,15 +17,13 @@ import cv2
 import numpy as np
 
 from curate.eval.clips import iter_clips
-from curate.scoring.motion_score import grey_downscaled, motion_score
-from curate.scoring.technical_quality import contrast, grey_frames, sharpness
+from curate.scoring.motion_score import flow_frames, motion_score
+from curate.scoring.technical_quality import contrast, grey_frames, noise_sigma, sharpness
 from curate.shards.atomic import write_json
 
 TOP_FRACTION = 0.05  # VBench: mean of the top 5% flow magnitudes of a pair
 THRESHOLD_AT_256 = 6.0  # VBench: pixels of flow on a frame whose shorter side is 256
 PAIRS_PER_16 = 4  # VBench: moving pairs needed per 16 pairs
-# Immerkaer (1996) "Fast noise variance estimation": this kernel cancels image structure up to second order
-_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
 
 
 def temporal_flickering(frames: np.ndarray) -> float | None:
@@ -39,8 +38,8 @@ def temporal_flickering(frames: np.ndarray) -> float | None:
 def pair_motion(frames: np.ndarray) -> tuple[list[float], float]:
     """Per consecutive pair the mean of the top 5% Farneback flow magnitudes, and the VBench threshold at the
     analysed size."""
-    greys = [grey_downscaled(frame) for frame in frames]
-    threshold = THRESHOLD_AT_256 * min(greys[0].shape) / 256.0
+    greys = flow_frames(frames)
+    threshold = THRESHOLD_AT_256 * min(greys.shape[1:3]) / 256.0
     tops = []
     for previous, current in zip(greys, greys[1:]):
         # the motion scorer's Farneback settings (curate/scoring/motion_score.py)
@@ -59,16 +58,6 @@ def is_dynamic(frames: np.ndarray) -> bool | None:
     return sum(top > threshold for top in tops) >= needed
 
 
-def noise_sigma(frames: np.ndarray) -> float:
-    """Mean over frames of Immerkaer's noise standard deviation estimate on the grey frame (0-255 units)."""
-    sigmas = []
-    for grey in grey_frames(frames).astype(np.float64):
-        height, width = grey.shape
-        response = cv2.filter2D(grey, cv2.CV_64F, _NOISE_KERNEL)[1:-1, 1:-1]
-        sigmas.append(np.sqrt(np.pi / 2.0) * np.abs(response).sum() / (6.0 * (width - 2) * (height - 2)))
-    return float(np.mean(sigmas))
-
-
 def clip_quality(frames: np.ndarray) -> dict:
     """All weight-free measures of one clip (uint8 [T,H,W,3])."""
     greys = grey_frames(frames)
@@ -78,7 +67,7 @@ def clip_quality(frames: np.ndarray) -> dict:
         "dynamic": is_dynamic(frames),
         "sharpness": sharpness(greys),
         "contrast": contrast(greys),
-        "noise_sigma": noise_sigma(frames),
+        "noise_sigma": noise_sigma(greys),
     }
 
 
