@@ -7,26 +7,25 @@ import base64
 import html
 import io
 import os
-import re
 import tarfile
 
 import numpy as np
 
-from curate.predicate import check_predicate
+from curate.predicate import check_predicate, comparisons
 from curate.shards.folder import DatasetFolder
 from curate.stats.query import connect, run
 
 SCORE_COLUMNS = ("clip_score", "aesthetic_score", "motion_score", "sharpness", "brightness", "contrast",
                  "black_border_fraction", "static_frame_fraction")
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
-_THRESHOLD = re.compile(r'"?([A-Za-z_][A-Za-z0-9_]*)"?\s*(<=|>=|<|>)\s*(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)')
 
 
-def thresholds(predicate: str) -> dict[str, list[tuple[str, float]]]:
-    """`column op number` comparisons of a predicate, to draw on that column's histogram."""
+def thresholds(predicate: str, columns) -> dict[str, list[tuple[str, float]]]:
+    """Per column, the (operator, number) comparisons of a predicate, read by the grammar that select runs,
+    to draw on that column's histogram."""
     found: dict[str, list[tuple[str, float]]] = {}
-    for column, op, value in _THRESHOLD.findall(predicate or ""):
-        found.setdefault(column, []).append((op, float(value)))
+    for column, op, value in comparisons(predicate, columns):
+        found.setdefault(column, []).append((op, value))
     return found
 
 
@@ -101,7 +100,7 @@ def build(root: str, where: str | None = None) -> str:
     parts.append("</table>")
     if not scores:
         parts.append("<p>No score columns yet: run <code>curate score</code> first.</p>")
-    lines = thresholds(predicate)
+    lines = thresholds(predicate, columns) if predicate else {}
     for column in scores:
         rows = run(con, f'SELECT source, "{column}" AS v FROM samples WHERE "{column}" IS NOT NULL').to_pylist()
         by_source: dict[str, list] = {}

@@ -8,6 +8,7 @@ import pytest
 from curate.predicate import PredicateError
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter
+from curate.stats import report
 from curate.stats.report import build, thresholds, write
 
 
@@ -41,7 +42,28 @@ def test_report_has_counts_thresholds_histograms_and_thumbnails(scored, tmp_path
 
 
 def test_thresholds_and_bad_predicates(scored):
-    assert thresholds("sharpness >= 50 AND motion_score < 0.5") == {"sharpness": [(">=", 50.0)],
-                                                                    "motion_score": [("<", 0.5)]}
+    columns = {"sharpness", "motion_score", "aesthetic_score", "modality"}
+    assert thresholds("sharpness >= 50 AND motion_score < 0.5", columns) == {"sharpness": [(">=", 50.0)],
+                                                                             "motion_score": [("<", 0.5)]}
+    # quoted names, reversed sides, BETWEEN and OR: as the select stage's grammar reads them
+    assert thresholds('5 <= "aesthetic_score" OR sharpness BETWEEN 20 AND 1e3 OR modality = \'image\'', columns) == {
+        "aesthetic_score": [(">=", 5.0)], "sharpness": [(">=", 20.0), ("<=", 1000.0)]}
+    assert thresholds("abs(sharpness - 50) < 5", columns) == {}  # not a threshold on sharpness
     with pytest.raises(PredicateError):
         build(scored, "sharpness > 1; DROP TABLE x")
+    with pytest.raises(PredicateError):
+        thresholds("sharpnes > 1", columns)
+
+
+def test_report_draws_the_thresholds_that_select_applies(scored, monkeypatch):
+    drawn = {}
+
+    def histogram(values_by_source, column, lines):
+        drawn[column] = lines
+        return ""
+
+    monkeypatch.setattr(report, "_histogram", histogram)
+    page = build(scored, '50 <= "sharpness" AND NOT modality = \'image\'')
+    assert drawn == {"sharpness": [(">=", 50.0)]}
+    assert "<td>webvid</td><td>3</td><td>3</td><td>1</td><td>2</td>" in page  # sharpness 5, 500, 1.0: one kept
+    assert "<td>laion-coco</td><td>3</td><td>3</td><td>0</td><td>3</td>" in page
