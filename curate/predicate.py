@@ -5,7 +5,7 @@ comparison and arithmetic operators, parentheses, commas, the keywords AND OR NO
 LIKE TRUE FALSE, and calls to a few scalar functions. Everything else (semicolons, comments, SELECT
 and other keywords, unknown names, other functions) is refused, so a predicate cannot become a second
 statement or a subquery. The checked predicate is returned rebuilt from its tokens: what runs is what
-was checked.
+was checked; comparisons() reads its thresholds back from the same tokens (for the report).
 """
 
 from __future__ import annotations
