@@ -26,35 +26,57 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help="Run folder for checkpoints and log.jsonl (default: runs/RECIPE_NAME).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Ray Train workers (default: the recipe's train.num_workers; 1 = no Ray).")] = None,
     init_from: Annotated[Optional[str], typer.Option(help="Override init_from: a run folder / checkpoint, videocrafter2:PATH or sd21:PATH.")] = None,
+    describe: Annotated[bool, typer.Option("--describe", help="Print the plan (resolved recipe, parameters, data mix, memory and step-time estimates, preflight) and exit.")] = False,
 ) -> None:
-    """Train a U-Net stage (image / base / finetune) from a recipe; resumes from the run folder's latest checkpoint."""
-    from curate.bundled import recipe_path
+    """Train a U-Net stage (image / base / finetune) from a recipe; resumes from the run folder's latest checkpoint.
+
+    Before anything starts, every path, weight file, resource and batch setting is checked (preflight):
+    each problem is one line, all are listed, the exit status is 2 and the run folder is left untouched.
+    """
+    import os
+
     from curate.train.recipe import RecipeError, load_recipe  # torch loads only when a training command runs
 
     try:
-        spec = load_recipe(recipe_path(recipe))
+        spec = load_recipe(recipe)
         changes: dict = {}
         if data:
-            missing = [str(d) for d in data if not (d / "shards").is_dir()]
-            if missing:
-                _fail(f"not a curated dataset folder (no shards/ inside): {', '.join(missing)}")
             changes["data"] = {"dirs": [str(d) for d in data], "weights": []}
         if workers is not None:
             changes["train"] = {"num_workers": workers}
         if init_from is not None:
             changes["init_from"] = init_from
         spec = spec.replace(**changes) if changes else spec
-        if not spec.data.dirs:
-            _fail("no training data: give --data DIR or set data.dirs in the recipe")
         if steps is not None and steps < 1:
             _fail("--steps must be >= 1")
-    except (RecipeError, FileNotFoundError) as err:
-        _fail(str(err))
+    except RecipeError as err:
+        _fail(f"{recipe}: {err}")
+    if steps is not None:
+        spec = spec.replace(train={"steps": steps})
     run_dir = out or Path("runs") / spec.name
-    if spec.train.num_workers > 1:
-        from curate.train.distributed import train_distributed
+    address = os.environ.get("RAY_ADDRESS")
+    from curate.train import preflight
 
-        train_distributed(spec, run_dir, steps)
+    problems = preflight.check(spec, run_dir, address=address)
+    if describe:
+        from curate.train.describe import plan, render
+
+        typer.echo(render(spec, run_dir, plan(spec)) if not spec.batch_problem() else f"(no plan: {spec.batch_problem()})")
+        typer.echo("preflight: " + ("ready to start" if not problems else f"{len(problems)} problem(s)"))
+        for problem in problems:
+            typer.echo(f"  {problem}")
+        return
+    if problems:
+        for problem in problems:
+            typer.echo(f"error: {recipe}: {problem}", err=True)
+        raise typer.Exit(2)
+    if spec.train.num_workers > 1:
+        from curate.train.distributed import ResourcesUnavailable, train_distributed
+
+        try:
+            train_distributed(spec, run_dir, steps, address=address)
+        except ResourcesUnavailable as err:
+            _fail(str(err))
         typer.echo(f"done: run folder {run_dir} (log.jsonl, checkpoints/)")
     else:
         from curate.train.loop import train as train_single

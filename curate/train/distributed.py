@@ -1,9 +1,9 @@
 """Multi-worker training through Ray Train: one Trainer per worker, DDP over NCCL (GPU) or gloo (CPU).
 
-The only module that knows Ray Train. Without an address, Ray starts embedded on this machine
-(bound to 127.0.0.1, no dashboard, usage stats off); with `address` (or RAY_ADDRESS) the same
-call runs on a cluster. Every worker reads its own rank's slice of the data (see data.py), rank 0
-writes checkpoints and logs to the run folder, which must therefore be on storage all workers see.
+The only module that knows Ray Train. Ray starts through curate.engine.init: embedded on this machine
+(bound to 127.0.0.1) without an address, on a cluster with `address` (or RAY_ADDRESS). Every worker
+reads its own rank's slice of the data (see data.py); rank 0 writes checkpoints and logs to the run
+folder, which must therefore be on storage all workers see.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ import os
 from pathlib import Path
 
 from curate.train.recipe import Recipe, recipe_from_dict
+
+START_TIMEOUT_S = 120.0  # per attempt to get every worker's resources (a placement group)
+START_ATTEMPTS = 3
+MAX_FAILURES = 2  # worker-group restarts (each resumes from the last checkpoint) before the run stops
 
 
 def _worker_loop(config: dict) -> None:
@@ -49,37 +53,71 @@ def _absolute(recipe: Recipe) -> Recipe:
     return recipe.replace(**changes)
 
 
+class ResourcesUnavailable(RuntimeError):
+    """The cluster could not give the workers their resources within the start timeout, or lost them."""
+
+
 def train_distributed(
-    recipe: Recipe, run_dir: str | Path, steps: int | None = None, address: str | None = None, num_cpus: int | None = None
+    recipe: Recipe, run_dir: str | Path, steps: int | None = None, address: str | None = None,
+    num_cpus: int | None = None, start_timeout_s: float = START_TIMEOUT_S, start_attempts: int = START_ATTEMPTS,
 ) -> None:
-    """Run `recipe.train.num_workers` workers until `steps` (default: the recipe's); rank 0 logs to RUN/log.jsonl."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not address:
-        # an embedded cluster listens on 127.0.0.1 only (Ray binds every interface otherwise); checked with ss -ltnp
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    """Run `recipe.train.num_workers` workers until `steps` (default: the recipe's); rank 0 logs to RUN/log.jsonl.
+
+    Bounded waits instead of hangs: the workers' resources must be granted within `start_timeout_s`
+    (tried `start_attempts` times; a lost node that is not replaced ends the same way), and a failed
+    worker group is restarted at most MAX_FAILURES times, each time from the last checkpoint.
+    Then ResourcesUnavailable / the training error is raised; rerunning resumes from the last checkpoint.
+    """
+    from curate import engine
+
+    # Ray Train reads its start timeout from the environment of its controller (RAY_TRAIN_* is propagated)
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(start_timeout_s)
     import ray
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     recipe = _absolute(recipe)
     run_dir = Path(run_dir).resolve()
     started_here = not ray.is_initialized()
-    if started_here:
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init(address="local", num_cpus=num_cpus or recipe.train.num_workers, include_dashboard=False,
-                     object_store_memory=100_000_000, _node_ip_address="127.0.0.1")
+    engine.init(address, num_cpus=num_cpus or recipe.train.num_workers)
+    t = recipe.train
     try:
         trainer = TorchTrainer(
             _worker_loop,
             train_loop_config={"recipe": recipe.to_dict(), "run_dir": str(run_dir), "steps": steps},
-            torch_config=TorchConfig(backend="nccl" if recipe.train.use_gpu else "gloo"),
-            scaling_config=ScalingConfig(num_workers=recipe.train.num_workers, use_gpu=recipe.train.use_gpu),
-            run_config=RunConfig(name=recipe.name, storage_path=str(run_dir / "ray")),
+            torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+            scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu),
+            run_config=RunConfig(name=recipe.name, storage_path=str(run_dir / "ray"), failure_config=FailureConfig(
+                max_failures=MAX_FAILURES, controller_failure_limit=start_attempts - 1)),
         )
-        trainer.fit()
+        try:
+            trainer.fit()
+        except Exception as err:  # Ray Train wraps the cause; a start timeout is the one we can explain
+            if "WorkerGroupStartupTimeoutError" in f"{type(err).__name__} {err!r} {err}" or _caused_by_start_timeout(err):
+                raise ResourcesUnavailable(
+                    f"Ray could not start {t.num_workers} worker(s) x ({'1 GPU' if t.use_gpu else '1 CPU'}) within "
+                    f"{start_attempts} x {start_timeout_s:g} s (cluster: {_resources_line(ray)}); add resources or "
+                    f"lower --workers, then rerun: the run resumes from the last checkpoint in {run_dir}/checkpoints"
+                ) from None
+            raise
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _caused_by_start_timeout(err: BaseException) -> bool:
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, WorkerGroupStartupTimeoutError) or isinstance(getattr(err, "controller_failure", None),
+                                                                          WorkerGroupStartupTimeoutError):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _resources_line(ray) -> str:
+    total = ray.cluster_resources()
+    return ", ".join(f"{int(total.get(k, 0))} {k}" for k in ("CPU", "GPU"))

@@ -158,42 +158,54 @@ class Trainer:
         ckpt = {"model": self.model.state_dict(), "ema": self.ema, "opt": self.opt.state_dict(), "step": self.step, "config": self.config()}
         return checkpoints.save_checkpoint(checkpoints.checkpoint_path(self.run_dir, self.step), ckpt)
 
+    def batches(self):
+        """This rank's micro-batches from where the run stands (step x accumulation)."""
+        loader = make_loader(loader_config(self.recipe), rank=self.rank, world_size=self.world_size,
+                             start_batch=self.step * self.recipe.accumulation)
+        return iter(loader)
+
+    def backward(self, batches) -> tuple[float, str]:
+        """Forward + backward of one step's micro-batches (gradients synchronised on the last) -> (mean loss, modality)."""
+        accumulation = self.recipe.accumulation
+        loss_sum = 0.0
+        for micro in range(accumulation):
+            batch = next(batches)
+            seed = step_seed(self.recipe.train.seed, self.step, self.rank, micro)
+            torch.manual_seed(seed)  # module dropout draws from the global generator
+            generator = torch.Generator().manual_seed(seed)
+            sync = micro == accumulation - 1 or not hasattr(self.forward_model, "no_sync")
+            with contextlib.nullcontext() if sync else self.forward_model.no_sync():
+                loss = self.micro_step(batch, generator)
+                (loss / accumulation).backward()
+            loss_sum += loss.item()
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(f"loss is {loss_sum} at step {self.step}")
+        return loss_sum / accumulation, batch["modality"]
+
+    def update(self) -> None:
+        """Clip, optimizer step at this step's learning rate, EMA; the step count advances."""
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        if self.recipe.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.trainable.values(), self.recipe.optim.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.update_ema()
+        self.step += 1
+
     def run(self, steps: int | None = None) -> list[StepLog]:
         """Train until `steps` (default: the recipe's) optimizer steps in total; returns this call's logs."""
         recipe, total = self.recipe, steps if steps is not None else self.recipe.train.steps
-        accumulation = recipe.accumulation
-        loader = make_loader(loader_config(recipe), rank=self.rank, world_size=self.world_size,
-                             start_batch=self.step * accumulation)
-        batches = iter(loader)
+        batches = self.batches()
         logs: list[StepLog] = []
         log_file = (self.run_dir / "log.jsonl").open("a") if self.rank == 0 else None
         self.model.train()
         try:
             while self.step < total:
-                started = time.perf_counter()
-                lr = self.lr_at(self.step)
-                for group in self.opt.param_groups:
-                    group["lr"] = lr
-                loss_sum = 0.0
-                for micro in range(accumulation):
-                    batch = next(batches)
-                    seed = step_seed(recipe.train.seed, self.step, self.rank, micro)
-                    torch.manual_seed(seed)  # module dropout draws from the global generator
-                    generator = torch.Generator().manual_seed(seed)
-                    sync = micro == accumulation - 1 or not hasattr(self.forward_model, "no_sync")
-                    with contextlib.nullcontext() if sync else self.forward_model.no_sync():
-                        loss = self.micro_step(batch, generator)
-                        (loss / accumulation).backward()
-                    loss_sum += loss.item()
-                if not math.isfinite(loss_sum):
-                    raise FloatingPointError(f"loss is {loss_sum} at step {self.step}")
-                if recipe.optim.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self.trainable.values(), recipe.optim.grad_clip)
-                self.opt.step()
-                self.opt.zero_grad(set_to_none=True)
-                self.update_ema()
-                self.step += 1
-                entry = StepLog(self.step, loss_sum / accumulation, lr, recipe.train.batch_size / (time.perf_counter() - started), batch["modality"])
+                started, lr = time.perf_counter(), self.lr_at(self.step)
+                loss, modality = self.backward(batches)
+                self.update()
+                entry = StepLog(self.step, loss, lr, recipe.train.batch_size / (time.perf_counter() - started), modality)
                 logs.append(entry)
                 if self.rank == 0 and (self.step % recipe.train.log_every == 0 or self.step == total):
                     self.log(f"step {entry.step} loss {entry.loss:.4f} lr {entry.lr:.2e} samples/s {entry.samples_per_s:.2f} ({entry.modality})")

@@ -131,15 +131,21 @@ class Recipe:
         stride = self.data.frame_stride
         if len(stride) != 2 or not 1 <= stride[0] <= stride[1]:
             raise RecipeError(f"data.frame_stride must be [min, max] with 1 <= min <= max, got {list(stride)}")
+
+    def batch_problem(self) -> str | None:
+        """Why the global batch cannot be split into micro-batches x workers, or None (checked by preflight)."""
         t = self.train
         if t.batch_size % (t.micro_batch_size * t.num_workers):
-            raise RecipeError(
-                f"train.batch_size {t.batch_size} is not a multiple of micro_batch_size x num_workers "
-                f"({t.micro_batch_size} x {t.num_workers})"
-            )
+            return (f"train.batch_size: {t.batch_size} is not a multiple of train.micro_batch_size x train.num_workers "
+                    f"({t.micro_batch_size} x {t.num_workers} = {t.micro_batch_size * t.num_workers}); change one of them "
+                    "or --workers")
+        return None
 
     @property
     def accumulation(self) -> int:
+        problem = self.batch_problem()
+        if problem:
+            raise RecipeError(problem)
         t = self.train
         return t.batch_size // (t.micro_batch_size * t.num_workers)
 
