@@ -156,18 +156,20 @@ def folder_stats(root: str, model: torch.nn.Module, proto: dict, *, device: torc
     return stats, summary
 
 
-def fvd(real_dir: str, gen_dir: str, *, i3d_weights: str | None = None, max_clips: int = 2048, frames: int = 16,
+def fvd(real_dir: str, gen_dir: str, *, i3d_weights: str | None = None, i3d_trust: bool = False,
+        max_clips: int = 2048, frames: int = 16,
         stride: int = 1, resize: str = "crop", batch_size: int = 8, device: str | None = None, workers: int = 2,
         decode_timeout: float = 60.0, cache_dir: str | None = None, out: str | None = None) -> dict:
     """FVD of gen_dir against real_dir; the result (value, protocol, counts, inputs) is written to `out`
-    (default GEN_DIR/eval/fvd.json) and returned. Weights are resolved and checked before any decoding."""
+    (default GEN_DIR/eval/fvd.json) and returned. Weights are resolved and checked before any decoding;
+    i3d_trust allows a TorchScript detector file (StyleGAN-V's), which runs code from the file."""
     if resize not in RESIZE_MODES:
         raise ValueError(f"unknown resize mode {resize!r}; choose from {sorted(RESIZE_MODES)}")
     for root in (real_dir, gen_dir):
         if not DatasetFolder(root).complete_shards():
             raise FileNotFoundError(f"{root} is not a dataset folder with complete shards (no shards/*.parquet)")
     torch_device = pick_device(device)
-    loaded = i3d.load_i3d(i3d_weights, torch_device)
+    loaded = i3d.load_i3d(i3d_weights, torch_device, trust_checkpoint=i3d_trust)
     proto = protocol(loaded, frames=frames, stride=stride, resize=resize, max_clips=max_clips)
     options = {"device": torch_device, "batch_size": batch_size, "workers": workers,
                "decode_timeout": decode_timeout, "cache_dir": cache_dir}

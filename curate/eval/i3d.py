@@ -4,14 +4,11 @@ The module and parameter names follow the layout of the widely shared `i3d_pretr
 (pytorch-i3d's names: `Conv3d_1a_7x7.conv3d.weight`, `Mixed_5c.b3b.bn.bias`, `logits.conv3d.bias`, ...),
 so that file loads with strict=True. Convolutions and max-pools pad like TensorFlow's 'SAME' (the extra
 pixel of an odd padding goes after), because the weights were trained (in TF) with that padding.
-A TorchScript detector file (StyleGAN-V's `i3d_torchscript.pt`) is accepted too.
+A TorchScript detector file (StyleGAN-V's `i3d_torchscript.pt`) is accepted too, when trusted (it is code).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from curate.scoring.weights import WeightsMissing, curate_cache_dir
+from curate.weightfile import (WeightsMissing, check_layout, curate_cache_dir, file_digest, is_torchscript,
+                               module_layout, read_weights)
 
 NUM_CLASSES = 400
 FEATURE_DIM = 1024  # the pooled Mixed_5c features before the logits layer
@@ -139,7 +137,7 @@ class InceptionI3d(nn.Module):
 
 def expected_layout() -> dict[str, tuple[int, ...]]:
     """Every state-dict key of the published file and its shape (344 tensors)."""
-    return {key: tuple(value.shape) for key, value in InceptionI3d().state_dict().items()}
+    return module_layout(InceptionI3d())
 
 
 def default_weights_path() -> Path:
@@ -165,42 +163,6 @@ def resolve_weights(path: str | Path | None = None) -> Path:
         f"{curate_cache_dir()}/. They are not downloaded automatically and random weights are never used.")
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def is_torchscript(path: str | Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") for name in archive.namelist())
-
-
-def check_layout(state: dict, path: str | Path) -> None:
-    """Refuse a state dict that is not the published layout, naming the file and the first differences."""
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is not an I3D state dict (found {type(state).__name__})")
-    expected = expected_layout()
-    found = {key: tuple(value.shape) for key, value in state.items() if isinstance(value, torch.Tensor)}
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = sorted(key for key in set(expected) & set(found) if expected[key] != found[key])
-    if missing or unexpected or wrong or len(found) != len(state):
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-        if wrong:
-            details.append("wrong shapes: " + ", ".join(f"{k} {found[k]} != {expected[k]}" for k in wrong[:3]))
-        raise ValueError(f"{path} is not an {WEIGHTS_FILENAME}-layout InceptionI3d state dict "
-                         f"({len(expected)} tensors expected): " + "; ".join(details or ["non-tensor entries"]))
-
-
 class TorchScriptI3d(nn.Module):
     """StyleGAN-V's TorchScript detector behind the same call: [B,3,T,224,224] in [-1,1] -> [B,400] logits."""
 
@@ -221,18 +183,24 @@ class LoadedI3d:
     kind: str  # "state_dict" | "torchscript"
 
 
-def load_i3d(path: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedI3d:
-    """Resolve, check and load the I3D weights (strict), in eval mode on the device."""
+def load_i3d(path: str | Path | None = None, device: str | torch.device = "cpu",
+             trust_checkpoint: bool = False) -> LoadedI3d:
+    """Resolve, check (keys and shapes, before anything else) and load the I3D weights strictly, in eval mode.
+
+    A TorchScript detector runs code from the file, so it loads only with trust_checkpoint=True.
+    """
     weights = resolve_weights(path)
     if is_torchscript(weights):
-        detector = torch.jit.load(str(weights), map_location="cpu")
-        model, kind = TorchScriptI3d(detector), "torchscript"
+        if not trust_checkpoint:
+            raise ValueError(f"{weights} is a TorchScript archive (StyleGAN-V's I3D format), which runs code from "
+                             f"the file; load it only if you trust its source (trust_checkpoint / --i3d-trust)")
+        model, kind = TorchScriptI3d(torch.jit.load(str(weights), map_location="cpu")), "torchscript"
     else:
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as error:  # pickle/zip errors: say which file, whatever the loader raised
-            raise ValueError(f"{weights} could not be read as a PyTorch state dict: {error}") from error
-        check_layout(state, weights)
+            state = read_weights(weights, what="I3D")
+        except (RuntimeError, EOFError, OSError) as error:  # not a torch file at all: say which file
+            raise ValueError(f"{weights} could not be read as an I3D state dict: {error}") from error
         model, kind = InceptionI3d(), "state_dict"
+        check_layout(expected_layout(), state, weights, f"{WEIGHTS_FILENAME}-layout InceptionI3d")
         model.load_state_dict(state, strict=True)
-    return LoadedI3d(model.eval().requires_grad_(False).to(device), weights, file_sha256(weights), kind)
+    return LoadedI3d(model.eval().requires_grad_(False).to(device), weights, file_digest(weights), kind)

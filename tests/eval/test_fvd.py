@@ -70,7 +70,7 @@ def test_fvd_between_folders_with_protocol_cache_and_skipped_clips(tmp_path, fol
     same = folder_factory("same", coloured_squares(6, 0, seed=1))
     other = folder_factory("other", coloured_squares(6, 60, seed=2))
 
-    first = fvd.fvd(real, other, i3d_weights=detector, max_clips=2048, workers=2)
+    first = fvd.fvd(real, other, i3d_weights=detector, i3d_trust=True, max_clips=2048, workers=2)
     assert first["value"] > 1.0
     assert first["real"]["clips"] == 6 and first["real"]["skipped"] == 2 and not first["real"]["cached"]
     assert {e["key"] for e in first["real"]["skipped_examples"]} == {"short", "broken"}
@@ -82,14 +82,14 @@ def test_fvd_between_folders_with_protocol_cache_and_skipped_clips(tmp_path, fol
     assert written["value"] == pytest.approx(first["value"]) and written["protocol"] == proto
 
     # identical clips: FVD ~0; the real statistics now come from the cache under the same protocol
-    again = fvd.fvd(real, same, i3d_weights=detector, out=str(tmp_path / "same.json"))
+    again = fvd.fvd(real, same, i3d_weights=detector, i3d_trust=True, out=str(tmp_path / "same.json"))
     assert again["real"]["cached"] and again["real"]["clips"] == 6
     assert abs(again["value"]) < 1e-3
     assert any(name.endswith(".npz") for name in os.listdir(os.path.join(real, "eval", "fvd_stats")))
 
     # another protocol (stride 1 -> 2 needs 31 frames: nothing decodes) is not served from that cache
     with pytest.raises(ValueError, match="only 0 clips"):
-        fvd.fvd(real, same, i3d_weights=detector, stride=2)
+        fvd.fvd(real, same, i3d_weights=detector, i3d_trust=True, stride=2)
 
 
 def test_fvd_value_matches_features_computed_by_hand(folder_factory, detector):
@@ -98,9 +98,9 @@ def test_fvd_value_matches_features_computed_by_hand(folder_factory, detector):
 
     real = folder_factory("real", coloured_squares(5, 0, seed=3))
     gen = folder_factory("gen", coloured_squares(5, 40, seed=4))
-    result = fvd.fvd(real, gen, i3d_weights=detector, max_clips=4, workers=1)
+    result = fvd.fvd(real, gen, i3d_weights=detector, i3d_trust=True, max_clips=4, workers=1)
     assert result["real"]["clips"] == 4 and result["generated"]["clips"] == 4
-    model = load_i3d(detector).model
+    model = load_i3d(detector, trust_checkpoint=True).model
     stats = []
     for root in (real, gen):
         clips = [c.frames for c in iter_clips(root, frames=16, limit=4)]
