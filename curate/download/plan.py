@@ -1,4 +1,7 @@
-"""Plans a download: source rows -> one deduplicated samples table, each row assigned to a shard."""
+"""Plans a download: source rows -> one deduplicated samples table, each row assigned to a shard.
+
+Images and videos never share a shard: WebDataset clients (Hugging Face datasets, Ray Data) infer one set of
+columns per dataset from the first samples, and a .jpg sample and an .mp4 sample have different columns."""
 
 from __future__ import annotations
 
@@ -44,13 +47,20 @@ def build_plan(folder: DatasetFolder, source: str, input_path: str, source_optio
             SELECT *, row_number() OVER (PARTITION BY key ORDER BY row) AS occurrence,
                    first_value(row) OVER (PARTITION BY key ORDER BY row) AS first_row
             FROM read_parquet($parts, union_by_name = true)
+          ), numbered AS (
+            SELECT *, (row_number() OVER (PARTITION BY modality ORDER BY row) - 1) // $shard_size AS modality_shard
+            FROM ranked
+          ), offsets AS (  -- shards of earlier modalities come first, so shard numbers stay 0..N-1
+            SELECT modality, coalesce(sum(max(modality_shard) + 1) OVER (ORDER BY min(row)
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS first_shard
+            FROM numbered GROUP BY modality
           )
           SELECT CASE WHEN occurrence = 1 THEN key ELSE key || '_dup' || (occurrence - 1) END AS key,
                  {select},
                  CASE WHEN occurrence = 1 THEN input_error
                       ELSE $dup || key || ' (input row ' || first_row || ')' END AS input_error,
-                 (row_number() OVER (ORDER BY row) - 1) // $shard_size AS shard_no
-          FROM ranked ORDER BY row
+                 CAST(first_shard + modality_shard AS BIGINT) AS shard_no
+          FROM numbered JOIN offsets USING (modality) ORDER BY row
         ) TO '{tmp.replace("'", "''")}' (FORMAT parquet, ROW_GROUP_SIZE 100000)""",
         {"parts": os.path.join(parts_dir, "*.parquet"), "dup": DUPLICATE_PREFIX, "shard_size": shard_size},
     )

@@ -20,8 +20,15 @@ from curate.shards.tarout import TarOutput
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _SAFE_EXT = re.compile(r"^[a-z0-9]{1,5}$")
-METADATA_FIELDS = ("key", "source", "modality", "url", "width", "height", "fps", "num_frames", "duration",
-                   "codec", "size_bytes", "sha256")
+# KEY.json: the same keys with the same JSON types in every sample of every shard, never null, so that clients
+# inferring one schema from the first samples (Hugging Face datasets, Ray Data) read every shard.
+# "Not applicable / unknown" is "" for strings and 0 for numbers (an image: fps 0.0, duration 0.0,
+# num_frames 1; local media: url ""). `extra` is the source's columns as JSON text: their keys and types vary
+# by source and row. schemas/manifest.yaml documents the same.
+METADATA_TYPES = {"key": str, "source": str, "modality": str, "url": str, "width": int, "height": int,
+                  "fps": float, "num_frames": int, "duration": float, "codec": str, "size_bytes": int,
+                  "sha256": str, "extra": str}
+_EMPTY = {str: "", int: 0, float: 0.0}
 
 
 def member_name(key: str, ext: str) -> str:
@@ -32,9 +39,12 @@ def member_name(key: str, ext: str) -> str:
 
 
 def sample_metadata(row: dict) -> bytes:
-    """The {key}.json member of a success row."""
-    meta = {k: row.get(k) for k in METADATA_FIELDS}
-    meta["extra"] = json.loads(row.get("extra") or "{}")
+    """The {key}.json member of a success row: METADATA_TYPES, nulls written as that type's empty value."""
+    meta = {}
+    for name, kind in METADATA_TYPES.items():
+        value = row.get(name)
+        meta[name] = _EMPTY[kind] if value is None else kind(value)
+    meta["extra"] = meta["extra"] or "{}"
     return json.dumps(meta, ensure_ascii=False).encode("utf-8")
 
 
@@ -104,7 +114,10 @@ class ShardWriter:
         reasons = Counter(r.get("error_reason") for r in self.rows if r["status"] != "success")
         stats = {"count": len(self.rows), "successes": statuses.get("success", 0),
                  "failed": len(self.rows) - statuses.get("success", 0), "status_dict": dict(statuses),
-                 "error_reasons": dict(reasons), "start_time": self.started, "end_time": time.time(),
+                 "error_reasons": dict(reasons),
+                 # which WebDataset columns the tar has: clients load image and video shards separately
+                 "modalities": dict(Counter(r["modality"] for r in self.rows if r["status"] == "success")),
+                 "start_time": self.started, "end_time": time.time(),
                  "duration": time.time() - self.started}
         publish(self._tmp_tar, self.folder.tar(self.sid))
         write_json(self.folder.stats(self.sid), stats)

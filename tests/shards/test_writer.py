@@ -119,3 +119,23 @@ def test_add_tar_refuses_members_that_do_not_match_the_rows(tmp_path, extra, key
         writer.add_tar(str(foreign), [row(k, n=i) for i, k in enumerate(keys)])
     writer.abort()
     assert not os.path.exists(DatasetFolder(str(tmp_path)).tar("00000"))
+
+
+def test_sample_metadata_has_one_key_set_and_typed_values_without_nulls():
+    """An image from local disk (no url, no fps, no duration) and a remote video write the same keys with the
+    same JSON types, never null: clients infer one schema from the first samples."""
+    import json
+
+    from curate.shards.writer import sample_metadata
+
+    image = json.loads(sample_metadata({"key": "i", "source": "folder", "modality": "image", "url": None,
+                                        "width": 64, "height": 48, "fps": None, "num_frames": 1, "duration": None,
+                                        "codec": "png", "size_bytes": 10, "sha256": "ab", "extra": None}))
+    video = json.loads(sample_metadata({"key": "v", "source": "webvid", "modality": "video", "url": "http://h/v.mp4",
+                                        "width": 160, "height": 120, "fps": 8, "num_frames": 24, "duration": 3,
+                                        "codec": "h264", "size_bytes": 99, "sha256": "cd",
+                                        "extra": '{"page_idx": 7}', "laion_aesthetic": None}))
+    assert list(image) == list(video)
+    assert {k: type(v) for k, v in image.items()} == {k: type(v) for k, v in video.items()}
+    assert image["url"] == "" and image["fps"] == 0.0 and image["duration"] == 0.0 and image["extra"] == "{}"
+    assert video["fps"] == 8.0 and type(video["fps"]) is float and video["extra"] == '{"page_idx": 7}'
