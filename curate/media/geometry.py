@@ -47,7 +47,8 @@ def _even_floor(value: int) -> int:
 def even_fit_within_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     """fit_within_size with both sides even, as H.264 in 4:2:0 needs: the longer side min(longer, max_side)
     rounded down to even, the shorter one the nearest even number (halves up) to the aspect-kept length.
-    At most 1 px from fit_within_size on each side; ffmpeg_fit_within computes the same sizes."""
+    Within 1 px of fit_within_size when the longer side comes out unrounded (an even max_side it is reduced
+    to), else within 2 px; ffmpeg_fit_within computes the same sizes."""
     longer, shorter = max(height, width), min(height, width)
     out_long = min(_even_floor(longer), _even_floor(max_side))
     out_short = max(2, 2 * math.floor(shorter * out_long / (2 * longer) + 0.5))

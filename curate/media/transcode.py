@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
+from curate.media.geometry import center_crop_box, cover_size, ffmpeg_cover_crop, ffmpeg_fit_within
+
 
 class TranscodeError(Exception):
     pass
@@ -19,18 +21,18 @@ def _run(cmd: list[str], timeout: float) -> None:
 
 
 def cap_resolution(src: str, dst: str, max_side: int, crf: int = 23, timeout: float = 600.0) -> None:
-    """Downscale so the longer side is at most `max_side` (never upscale), H.264, even dimensions, no audio."""
-    scale = (f"scale='if(gte(iw,ih),min(iw,{max_side}),-2)':'if(gte(iw,ih),-2,min(ih,{max_side}))'"
-             ":flags=area")
-    _run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", src, "-an", "-vf", scale, "-c:v", "libx264",
-          "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p", "-movflags", "+faststart", dst], timeout)
+    """Downscale so the longer side is at most `max_side` (geometry.even_fit_within_size: the even sizes H.264
+    4:2:0 needs), H.264, no audio."""
+    _run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", src, "-an", "-vf", ffmpeg_fit_within(max_side),
+          "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p", "-movflags", "+faststart",
+          dst], timeout)
 
 
 def resize_center_crop(src: str, dst: str, width: int, height: int, max_frames: int | None = None,
                        crf: int = 18, timeout: float = 600.0) -> None:
-    """Scale to cover width x height, then center crop: the training geometry (e.g. 512x320)."""
-    vf = f"scale={width}:{height}:force_original_aspect_ratio=increase:flags=area,crop={width}:{height}"
-    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", src, "-an", "-vf", vf]
+    """Scale to cover width x height, then center crop: the training geometry (e.g. 512x320), with the sizes
+    and offsets of geometry.cover_size / center_crop_box (the ones torchvision and the trainer use)."""
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", src, "-an", "-vf", ffmpeg_cover_crop(height, width)]
     if max_frames:
         cmd += ["-frames:v", str(max_frames)]
     _run(cmd + ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
@@ -38,14 +40,15 @@ def resize_center_crop(src: str, dst: str, width: int, height: int, max_frames: 
 
 
 def image_resize_center_crop(src: str, dst: str, width: int, height: int, quality: int = 95) -> tuple[int, int]:
-    """Scale to cover width x height (area filter when shrinking), center crop, write JPEG; returns the size."""
+    """Scale to cover width x height (box filter when shrinking, bicubic when enlarging), center crop as
+    geometry says, write JPEG; returns the size."""
     from PIL import Image
 
     with Image.open(src) as img:
         img = img.convert("RGB")
-        scale = max(width / img.width, height / img.height)
-        size = (max(width, round(img.width * scale)), max(height, round(img.height * scale)))
-        img = img.resize(size, Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC)
-        left, top = (size[0] - width) // 2, (size[1] - height) // 2
+        cover_h, cover_w = cover_size(img.height, img.width, height, width)
+        shrinking = cover_w * cover_h < img.width * img.height
+        img = img.resize((cover_w, cover_h), Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC)
+        top, left = center_crop_box(cover_h, cover_w, height, width)
         img.crop((left, top, left + width, top + height)).save(dst, "JPEG", quality=quality)
     return width, height

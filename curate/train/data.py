@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from curate.media.geometry import center_crop_box, cover_size
+
 VIDEO_EXTS = ("mp4", "webm", "avi", "mov", "mkv")
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 _CHOICE_BLOCK = 4096
@@ -105,14 +107,14 @@ def read_member(member: Member) -> bytes:
 
 
 def resize_center_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """uint8 [T,H,W,3] -> float [3,T,height,width] in [-1,1]: scale to cover, then center crop."""
+    """uint8 [T,H,W,3] -> float [3,T,height,width] in [-1,1]: scale to cover, then center crop, with the sizes
+    and offsets of curate.media.geometry (torchvision's rounding, the same as the select stage's ffmpeg)."""
     x = frames.permute(0, 3, 1, 2).float()
     h, w = x.shape[-2:]
-    scale = max(height / h, width / w)
-    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    nh, nw = cover_size(h, w, height, width)
     if (nh, nw) != (h, w):
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    top, left = (nh - height) // 2, (nw - width) // 2
+    top, left = center_crop_box(nh, nw, height, width)
     x = x[:, :, top : top + height, left : left + width]
     return (x / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3).contiguous()
 
