@@ -35,10 +35,11 @@ def train(
     """
     import os
 
+    from curate.bundled import recipe_path
     from curate.train.recipe import RecipeError, load_recipe  # torch loads only when a training command runs
 
     try:
-        spec = load_recipe(recipe)
+        spec = load_recipe(recipe_path(recipe))  # a file, or a bundled recipe's name
         changes: dict = {}
         if data:
             changes["data"] = {"dirs": [str(d) for d in data], "weights": []}
@@ -49,7 +50,7 @@ def train(
         spec = spec.replace(**changes) if changes else spec
         if steps is not None and steps < 1:
             _fail("--steps must be >= 1")
-    except RecipeError as err:
+    except (RecipeError, FileNotFoundError) as err:
         _fail(f"{recipe}: {err}")
     if steps is not None:
         spec = spec.replace(train={"steps": steps})
