@@ -1,63 +1,220 @@
-"""Pipeline recipes (pipelines/*.yaml): strict parsing into dataclasses — an unknown key is an error."""
+"""Options as dataclasses: one strict loader (YAML sections, recipes) and the pipeline recipe's sections.
+
+A section's dataclass is the single source of its keys, types and defaults: `curate run` reads it from
+YAML with `from_mapping`, and the CLI builds its options from the same fields (curate/cli_params.py).
+A field whose metadata says `flatten` is a nested option dataclass whose keys sit at the section's level
+(e.g. the fetch policy's timeouts are plain `download:` keys).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from curate.download.http import FetchPolicy
+from curate.download.shard import DownloadOptions
 
-class ConfigError(Exception):
-    pass
+FLATTEN = {"flatten": True}
+
+
+class ConfigError(ValueError):
+    """A recipe or section that cannot be used as written; the message names the offending key."""
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap_optional(hint):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return hint, False
+
+
+def option_names(cls) -> list[str]:
+    """Every key a section accepts: its own fields, with flattened nested dataclasses expanded."""
+    names = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("flatten"):
+            names += option_names(_hints(cls)[f.name])
+        else:
+            names.append(f.name)
+    return names
+
+
+def _number(kind: type, value: Any, where: str):
+    # YAML reads 5e-5 (no dot) as a string, so numbers are converted explicitly
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if kind is int:
+        if number != int(number):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(number)
+    return number
+
+
+def _value(hint, value: Any, where: str):
+    hint, optional = _unwrap_optional(hint)
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(hint):
+        return from_mapping(hint, value, where)
+    origin = typing.get_origin(hint) or hint
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(value)
+    if origin is list:
+        if isinstance(value, str):  # "a,b" on a command line or in YAML
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return list(value)
+    if origin is dict and not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    if hint in (int, float):
+        return _number(hint, value, where)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def from_mapping(cls, data: Any, where: str = ""):
+    """Build dataclass `cls` from a mapping, strictly: unknown keys are errors naming the allowed ones,
+    numbers are converted, nested dataclasses are built recursively (flattened ones from the same level)."""
+    label = where or cls.__name__
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: expected a mapping, got {type(data).__name__}")
+    allowed = option_names(cls)
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; allowed: {', '.join(allowed)}")
+    hints = _hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("flatten"):
+            nested = {k: data[k] for k in option_names(hints[f.name]) if k in data}
+            kwargs[f.name] = from_mapping(hints[f.name], nested, where)
+        elif f.name in data:
+            kwargs[f.name] = _value(hints[f.name], data[f.name], f"{where}.{f.name}" if where else f.name)
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{label}: missing required key(s) {', '.join(missing)}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{label}: {err}") from None
+
+
+def to_mapping(obj) -> dict:
+    """The inverse of from_mapping (flattened fields back at their section's level)."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("flatten"):
+            out.update(to_mapping(value))
+        elif dataclasses.is_dataclass(value):
+            out[f.name] = to_mapping(value)
+        else:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def replace_options(obj, changes: dict):
+    """A copy of section `obj` with flat option keys changed (what the CLI does with its flags)."""
+    return from_mapping(type(obj), {**to_mapping(obj), **changes})
+
+
+def _help(text: str, **more) -> dict:
+    return {"help": text, **more}
 
 
 @dataclass
 class DownloadSection:
-    source: str
-    input: str
-    source_options: dict = field(default_factory=dict)
-    shard_size: int = 1000
-    limit: int | None = None
-    allow_private_addresses: bool = False
-    thread_count: int = 16
-    image_thread_count: int = 64
-    max_pixels: int = 8192 * 8192
-    video_max_side: int | None = None
-    decode_check: bool = False
-    image_max_side: int | None = None
-    connect_timeout: float = 10.0
-    read_timeout: float = 20.0
-    deadline: float = 300.0
-    max_bytes: int = 512 << 20
-    retries: int = 2
-    max_failure_rate: float = 1.0  # exit 1 when more rows than this fraction failed (the folder is kept)
+    source: str = field(metadata=_help("Source reader: webvid, laion-coco, laion-aesthetics, journeydb, msrvtt, "
+                                       "folder, urls."))
+    input: str = field(metadata=_help("The source's metadata file or folder, in its distributed format."))
+    source_options: dict = field(default_factory=dict, metadata=_help(
+        "Reader options: caption_column (laion-*/urls), images (journeydb), videos (msrvtt)."))
+    shard_size: int = field(default=1000, metadata=_help("Samples per shard.", min=1))
+    limit: int | None = field(default=None, metadata=_help("Only the first N input rows.", min=1))
+    max_failure_rate: float = field(default=1.0, metadata=_help(
+        "Exit 1 when a larger fraction of rows failed to download or decode (the folder is kept).", min=0.0, max=1.0))
+    options: DownloadOptions = field(default_factory=DownloadOptions, metadata=FLATTEN)
+
+    @property
+    def fetch(self) -> FetchPolicy:
+        return self.options.fetch
 
 
 @dataclass
 class ScoreSection:
-    scorers: list = field(default_factory=lambda: ["clip", "aesthetic", "motion", "quality", "dedup"])
-    clip_model: str | None = None
-    aesthetic_model: str | None = None
-    batch_size: int = 32
-    actors: int | None = None
-    frames: int = 3
-    positions: str = "first,middle,last"
-    dedup_threshold: float = 0.95
+    scorers: list = field(default_factory=lambda: ["clip", "aesthetic", "motion", "quality", "dedup"],
+                          metadata=_help("Comma-separated: clip, aesthetic, motion, quality, dedup."))
+    clip_model: str | None = field(default=None, metadata=_help(
+        "CLIP for clip_score and dedup: open_clip NAME:PRETRAINED, or a local checkpoint (default ViT-L-14:openai)."))
+    aesthetic_model: str | None = field(default=None, metadata=_help(
+        "Path to sac+logos+ava1-l14-linearMSE.pth (default: the standard caches)."))
+    aesthetic_clip_model: str | None = field(default=None, metadata=_help(
+        "The CLIP feeding the aesthetic MLP: OpenAI ViT-L/14 only (ViT-L-14:openai, or its checkpoint file)."))
+    aesthetic_custom_clip: bool = field(default=False, metadata=_help(
+        "Allow another CLIP for the aesthetic MLP (only for an MLP you trained on that CLIP's embeddings)."))
+    batch_size: int = field(default=32, metadata=_help("Samples per model batch.", min=1))
+    actors: int | None = field(default=None, metadata=_help("Scorer actors (default: one per GPU, else 1).", min=1))
+    frames: int = field(default=3, metadata=_help("Frames sampled per video.", min=1))
+    positions: str = field(default="first,middle,last", metadata=_help(
+        "Frame positions: first,middle,last or uniform."))
+    dedup_threshold: float = field(default=0.95, metadata=_help(
+        "CLIP cosine at or above which a sample is a near-duplicate."))
+    decode_timeout: float = field(default=60.0, metadata=_help(
+        "Seconds one sample's decode may take in the isolated decoder before it is a failure.", min=1.0))
 
 
 @dataclass
 class SelectSection:
-    where: str = "TRUE"
-    top: float | None = None
-    by: str | None = None
-    quotas: dict = field(default_factory=dict)
-    video_size: list = field(default_factory=lambda: [512, 320])
-    image_size: list = field(default_factory=lambda: [512, 512])
-    max_frames: int | None = None
-    out: str = "selected"  # folder beside the dataset folder (or an absolute path)
+    where: str = field(default="TRUE", metadata=_help(
+        "Predicate over `samples` columns, e.g. \"aesthetic_score >= 5.5 AND clip_score >= 0.28\"."))
+    top: float | None = field(default=None, metadata=_help(
+        "Keep this fraction (0-1] of what passes --where, best first by --by."))
+    by: str | None = field(default=None, metadata=_help("Column that ranks samples for --top and --quota."))
+    quotas: dict = field(default_factory=dict, metadata=_help("SOURCE=N: at most N samples from SOURCE."))
+    video_size: tuple = field(default=(512, 320), metadata=_help(
+        "Training geometry for videos, width x height (resize to cover + centre crop)."))
+    image_size: tuple = field(default=(512, 512), metadata=_help("Training geometry for images, width x height."))
+    max_frames: int | None = field(default=None, metadata=_help("Cap the frames kept per video.", min=1))
+    out: str = field(default="selected", metadata=_help(
+        "Output folder; a relative path is beside the dataset folder."))
+
+    def __post_init__(self):
+        for name in ("video_size", "image_size"):
+            size = tuple(getattr(self, name))
+            if len(size) != 2 or min(int(v) for v in size) < 8:
+                raise ConfigError(f"select.{name}: expected [width, height] of at least 8 px, got {list(size)}")
+            setattr(self, name, tuple(int(v) for v in size))
+        if self.top is not None and not 0 < self.top <= 1:
+            raise ConfigError("select.top is a fraction in (0, 1]")
+        if (self.top is not None or self.quotas) and not self.by:
+            raise ConfigError("select.top and select.quotas need `by`: the column that ranks samples")
 
 
 @dataclass
@@ -69,20 +226,6 @@ class Pipeline:
     select: SelectSection | None = None
 
 
-def _build(cls, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
-    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"{where}: missing required key(s) {missing}")
-    return cls(**data)
-
-
 def load_pipeline(path: str) -> Pipeline:
     """Relative input paths are resolved against the recipe's folder, so recipes travel with their data."""
     try:
@@ -92,13 +235,10 @@ def load_pipeline(path: str) -> Pipeline:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe is a mapping with at least `name` and `download`")
-    data = dict(data)
-    data["download"] = _build(DownloadSection, data.get("download"), f"{path}: download")
-    if data.get("score") is not None:
-        data["score"] = _build(ScoreSection, data["score"], f"{path}: score")
-    if data.get("select") is not None:
-        data["select"] = _build(SelectSection, data["select"], f"{path}: select")
-    pipeline = _build(Pipeline, data, path)
+    try:
+        pipeline = from_mapping(Pipeline, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     base = os.path.dirname(os.path.abspath(path))
     dl = pipeline.download
     dl.input = os.path.normpath(os.path.join(base, os.path.expandvars(dl.input)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -29,9 +30,10 @@ def init(address: str | None = None, num_cpus: int | None = None) -> None:
 
 
 def run_tasks(fn: Callable, jobs: Sequence[tuple], desc: str, address: str | None = None,
-              num_cpus_per_task: float = 1, max_in_flight: int | None = None) -> tuple[list, list]:
+              num_cpus_per_task: float = 1, max_in_flight: int | None = None,
+              label: Callable = lambda job: job) -> tuple[list, list]:
     """Run fn(*job) as Ray tasks with a bounded window, showing progress with total and ETA.
-    Returns (results, failures) where failures are (job, error message). A crashed worker is retried by
+    Returns (results, failures) where failures are (label(job), error message). A crashed worker is retried by
     Ray; an exception in fn is a failure of that job only (its shard stays incomplete for the next run)."""
     import ray
 
@@ -53,7 +55,7 @@ def run_tasks(fn: Callable, jobs: Sequence[tuple], desc: str, address: str | Non
                     try:
                         results.append(ray.get(ref))
                     except Exception as exc:  # noqa: BLE001 - reported per job, the run goes on
-                        failures.append((job, f"{type(exc).__name__}: {exc}"))
+                        failures.append((label(job), f"{type(exc).__name__}: {exc}"))
                     bar.update(1)
         except KeyboardInterrupt:
             for ref in pending:
@@ -62,40 +64,42 @@ def run_tasks(fn: Callable, jobs: Sequence[tuple], desc: str, address: str | Non
     return results, failures
 
 
-def map_shards(shards: Sequence[str], expand: Callable, expand_kwargs: dict, model_cls: type, model_kwargs: dict,
-               expected: dict[str, int], on_shard: Callable[[str, list[dict]], None], *, batch_size: int = 32,
-               actors: int = 1, gpus_per_actor: float = 0, desc: str = "score", address: str | None = None) -> None:
-    """Ray Data: `expand(shard)` (CPU tasks, e.g. read + decode) yields one row per sample; `model_cls` runs
-    in an actor pool (one GPU each when asked; setup once per actor) on batches; rows come back to the
-    driver, which calls on_shard(shard, rows) once all `expected[shard]` rows of a shard are in — so each
-    shard's output is written whole, and a rerun redoes only shards that were not written."""
+def map_units(units: Sequence, expand: Callable, expand_kwargs: dict, model_cls: type, model_kwargs: dict,
+              expected: dict, on_unit: Callable[[object, list[dict]], None], *, batch_size: int = 32,
+              actors: int = 1, gpus_per_actor: float = 0, desc: str = "score", address: str | None = None) -> None:
+    """Ray Data: `expand({"unit": u})` (CPU tasks, e.g. read + decode) yields rows carrying "unit"; `model_cls`
+    runs in an actor pool (one GPU each when asked; set up once per actor) on batches; rows come back to the
+    driver, which calls on_unit(unit, rows) once all `expected[unit]` rows of a unit are in — so each unit's
+    output is written whole, and a rerun redoes only units that were not written."""
     import ray
     from ray.data import ActorPoolStrategy
 
     init(address)
-    if not shards:
+    if not units:
         return
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # one tqdm bar over samples below instead of Ray's per-operator bars
+    ctx.enable_progress_bars = False  # one tqdm bar over rows below instead of Ray's per-operator bars
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
-    ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=len(shards))
-    ds = ds.flat_map(expand, fn_kwargs=expand_kwargs)
-    ds = ds.map_batches(model_cls, fn_constructor_kwargs=model_kwargs, batch_size=batch_size, batch_format="pyarrow",
-                        compute=ActorPoolStrategy(min_size=1, max_size=max(1, actors)), num_gpus=gpus_per_actor)
-    pending: dict[str, list[dict]] = {s: [] for s in shards}
-    with tqdm(total=sum(expected[s] for s in shards), desc=desc, unit="sample", dynamic_ncols=True) as bar:
-        for row in ds.iter_rows():
-            shard = row["shard"]
-            pending[shard].append(row)
-            bar.update(1)
-            if len(pending[shard]) == expected[shard]:
-                on_shard(shard, pending.pop(shard))
-    for shard, rows in pending.items():  # shards with nothing to score still get their (empty) output
-        if expected[shard] == 0 or len(rows) == expected[shard]:
-            on_shard(shard, rows)
-        else:
-            raise RuntimeError(f"shard {shard}: {len(rows)} of {expected[shard]} rows came back")
+    pending: dict = {u: [] for u in units}
+    todo = [u for u in units if expected[u] > 0]
+    with tqdm(total=sum(expected[u] for u in units), desc=desc, unit="sample", dynamic_ncols=True) as bar:
+        if todo:
+            ds = ray.data.from_items([{"unit": u} for u in todo], override_num_blocks=len(todo))
+            ds = ds.flat_map(expand, fn_kwargs=expand_kwargs)
+            ds = ds.map_batches(model_cls, fn_constructor_kwargs=model_kwargs, batch_size=batch_size,
+                                batch_format="pyarrow", num_gpus=gpus_per_actor,
+                                compute=ActorPoolStrategy(min_size=1, max_size=max(1, actors)))
+            for row in ds.iter_rows():
+                unit = row["unit"]
+                pending[unit].append(row)
+                bar.update(1)
+                if len(pending[unit]) == expected[unit]:
+                    on_unit(unit, pending.pop(unit))
+    for unit, rows in pending.items():  # units with nothing to process still get their (empty) output
+        if len(rows) != expected[unit]:
+            raise RuntimeError(f"{unit}: {len(rows)} of {expected[unit]} rows came back")
+        on_unit(unit, rows)
 
 
 def cluster_gpus(address: str | None = None) -> float:
@@ -104,3 +108,51 @@ def cluster_gpus(address: str | None = None) -> float:
 
     init(address)
     return float(ray.cluster_resources().get("GPU", 0))
+
+
+def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict:
+    """Run one stage under the contract of curate.stage: checks before anything is written, provenance
+    and the resume check (refused on changed inputs or settings unless `force`, which resets the stage),
+    only the units still to do, progress, and the summary. Provenance says complete only without failures."""
+    from curate import provenance
+    from curate.shards.atomic import write_json
+    from curate.stage import expand_unit, process_unit
+
+    stage.check()
+    config = json.loads(json.dumps(stage.config(), sort_keys=True, default=str))
+    fingerprint = stage.fingerprint()
+    existing = stage.read_provenance()
+    if existing is not None and force:
+        stage.reset()
+        existing = None
+    provenance.check_resume(existing, config, fingerprint)
+    os.makedirs(os.path.dirname(stage.provenance_path), exist_ok=True)
+    record = provenance.record(stage.name, config, fingerprint, **stage.record())
+    write_json(stage.provenance_path, dict(record, complete=False))
+    stage.prepare()
+    units = stage.todo()
+    if stage.uses_actors:
+        r = stage.resources
+        gpus = cluster_gpus(address) if r.gpus_per_actor else 0
+        actors = r.actors or (int(gpus) if gpus >= 1 else 1)
+        model_cls, model_kwargs = stage.model()
+        done: list = []
+
+        def on_unit(unit, rows):
+            stage.write(unit, rows)
+            done.append(unit)
+
+        map_units(units, expand_unit, {"stage": stage}, model_cls, model_kwargs,
+                  {u: stage.expected_rows(u) for u in units}, on_unit, batch_size=r.batch_size, actors=actors,
+                  gpus_per_actor=r.gpus_per_actor if gpus >= 1 else 0, desc=stage.name, address=address)
+        failures: list = []
+    else:
+        import ray
+
+        init(address)
+        shared = ray.put(stage) if units else None  # one copy in the object store, not one per task
+        done, failures = run_tasks(process_unit, [(shared, u) for u in units], desc=stage.name, address=address,
+                                   num_cpus_per_task=stage.resources.cpus, label=lambda job: job[1])
+    summary = stage.finish(done, failures)
+    write_json(stage.provenance_path, dict(record, complete=not failures, summary=summary))
+    return summary

@@ -8,41 +8,27 @@ import json
 import os
 import shutil
 import tarfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
 from curate import engine, provenance
+from curate.config import SelectSection, to_mapping
 from curate.media.digest import sha256_file
 from curate.media.probe import ProbeError, ProbePool, probe_image, shared_pool
 from curate.media.transcode import TranscodeError, image_resize_center_crop, resize_center_crop
 from curate.predicate import check_column, check_predicate
-from curate.shards.atomic import write_json
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter, build_shard
+from curate.stage import Resources, Stage
 from curate.stats.query import connect, run
 
 
-@dataclass
-class Selection:
-    where: str = "TRUE"
-    top: float | None = None  # keep this fraction (0-1] of what passes `where`, best first by `by`
-    by: str | None = None
-    quotas: dict[str, int] = field(default_factory=dict)  # at most N per source, best first by `by`
-    video_size: tuple[int, int] = (512, 320)  # width, height (the paper's base geometry)
-    image_size: tuple[int, int] = (512, 512)  # the paper's spatial fine-tune geometry
-    max_frames: int | None = None
-
-
-def selection_sql(con, sel: Selection) -> tuple[str, str, list]:
+def selection_sql(con, sel: SelectSection) -> tuple[str, str, list]:
     """(checked predicate, SELECT of the kept keys, its parameters): every name in the SQL is a known
     column and every user value is a bound parameter."""
     columns = run(con, "SELECT * FROM samples LIMIT 0").column_names
     where = check_predicate(sel.where, columns)
-    if (sel.top is not None or sel.quotas) and not sel.by:
-        raise ValueError("--top and quotas need --by COLUMN to rank samples")
-    if sel.top is not None and not 0 < sel.top <= 1:
-        raise ValueError("--top is a fraction in (0, 1]")
     rank = f'"{check_column(sel.by, columns)}"' if sel.by else "NULL"
     sql = f"SELECT key, shard, source, {rank} AS _by FROM samples WHERE status = 'success' AND ({where})"
     params: list = []
@@ -59,7 +45,7 @@ def selection_sql(con, sel: Selection) -> tuple[str, str, list]:
     return where, f"SELECT key, shard FROM ({sql}) ORDER BY shard, key", params
 
 
-def _encode(row: dict, src: str, work: str, sel: Selection, probes: ProbePool):
+def _encode(row: dict, src: str, work: str, sel: SelectSection, probes: ProbePool):
     try:
         if row["modality"] == "video":
             dst = os.path.join(work, f"{row['key']}.out.mp4")
@@ -77,10 +63,8 @@ def _encode(row: dict, src: str, work: str, sel: Selection, probes: ProbePool):
     return out, dst, ext
 
 
-def select_shard(root: str, out: str, sid: str, keys: list[str], selection: dict) -> dict:
+def select_shard(root: str, out: str, sid: str, keys: list[str], sel: SelectSection) -> dict:
     """Re-encode the kept samples of one input shard into output shard `sid`."""
-    sel = Selection(**{**selection, "video_size": tuple(selection["video_size"]),
-                       "image_size": tuple(selection["image_size"])})
     src = DatasetFolder(root)
     wanted = set(keys)
     rows = {r["key"]: r for r in pq.read_table(src.manifest(sid)).to_pylist() if r["key"] in wanted}
@@ -100,44 +84,90 @@ def select_shard(root: str, out: str, sid: str, keys: list[str], selection: dict
     return build_shard(out, sid, body)
 
 
-def select(root: str, out: str, sel: Selection, force: bool = False, address: str | None = None) -> dict:
-    """Write the samples that pass `sel` to the dataset folder `out`; resumable per shard. Returns counts;
-    `kept` equals the count of the same predicate in DuckDB (`curate query`)."""
-    root, out = os.path.abspath(root), os.path.abspath(out)
-    con = connect(root)
-    where, sql, params = selection_sql(con, sel)
-    chosen = run(con, sql, params).to_pylist()
-    by_shard: dict[str, list[str]] = {}
-    for r in chosen:
-        by_shard.setdefault(r["shard"], []).append(r["key"])
-    config = json.loads(json.dumps(asdict(sel)))
-    # What decides the selection: the manifests and score tables (small), not the media tars (terabytes).
-    tables = glob.glob(DatasetFolder(root).manifest_glob()) + glob.glob(os.path.join(root, "scores", "*", "*.parquet"))
-    fingerprint = provenance.files_fingerprint(root, tables)
-    folder = DatasetFolder(out)
-    existing = folder.read_provenance()
-    if existing and force:
-        shutil.rmtree(out)
-        existing = None
-    provenance.check_resume(existing, config, fingerprint)
-    scores = {}
-    for prov in sorted(os.listdir(os.path.join(root, "scores"))) if os.path.isdir(os.path.join(root, "scores")) else []:
-        path = os.path.join(root, "scores", prov, "_provenance.json")
-        if os.path.exists(path):
-            scores[prov] = json.load(open(path)).get("scorers")
-    os.makedirs(out, exist_ok=True)
-    record = provenance.record("select", config, fingerprint, source_dataset=root, predicate=where, sql=sql,
-                               params=params,
-                               scorers=scores, kept=len(chosen))
-    write_json(folder.provenance_path, record)
-    done = set(folder.complete_shards())
-    jobs = [(root, out, sid, keys, config) for sid, keys in sorted(by_shard.items()) if sid not in done]
-    _, failures = engine.run_tasks(select_shard, jobs, desc="select", address=address)
-    try:
-        os.rmdir(os.path.join(out, "_work"))
-    except OSError:
-        pass
-    (total,) = con.execute("SELECT count(*) FROM samples").fetchone()
-    (passing,) = con.execute("SELECT count(*) FROM samples WHERE status = 'success'").fetchone()
-    return {"kept": len(chosen), "dropped": passing - len(chosen), "not_success": total - passing,
-            "shards": len(by_shard), "failed_shards": [{"shard": j[2], "error": e} for j, e in failures]}
+
+
+@dataclass
+class SelectStage(Stage):
+    """A checked SQL predicate over manifest + scores -> a training dataset folder `out`, shard for shard."""
+
+    root: str
+    out: str
+    section: SelectSection
+
+    name = "select"
+    resources = Resources(cpus=1)
+
+    def __post_init__(self):
+        self.root, self.out = os.path.abspath(self.root), os.path.abspath(self.out)
+        self.folder = DatasetFolder(self.out)
+        self.inputs = (self.root,)
+        self.outputs = (self.out,)
+        self.chosen: dict[str, list[str]] = {}
+        self.sql: tuple = ()
+
+    @property
+    def provenance_path(self) -> str:
+        return self.folder.provenance_path
+
+    def config(self) -> dict:
+        return {k: v for k, v in to_mapping(self.section).items() if k != "out"}
+
+    def check(self) -> None:
+        """The predicate and ranking column are checked against the `samples` columns before anything is written."""
+        con = connect(self.root)
+        where, sql, params = selection_sql(con, self.section)
+        self.sql = (where, sql, params)
+        self.chosen = {}
+        for r in run(con, sql, params).to_pylist():
+            self.chosen.setdefault(r["shard"], []).append(r["key"])
+        con.close()
+
+    def fingerprint(self) -> str:
+        # What decides the selection: the manifests and score tables (small), not the media tars (terabytes).
+        tables = (glob.glob(DatasetFolder(self.root).manifest_glob())
+                  + glob.glob(os.path.join(self.root, "scores", "*", "*.parquet")))
+        return provenance.files_fingerprint(self.root, tables)
+
+    def reset(self) -> None:
+        shutil.rmtree(self.out, ignore_errors=True)
+
+    def record(self) -> dict:
+        scores = {}
+        for path in sorted(glob.glob(os.path.join(self.root, "scores", "*", "_provenance.json"))):
+            with open(path, encoding="utf-8") as f:
+                scores[os.path.basename(os.path.dirname(path))] = json.load(f)
+        where, sql, params = self.sql
+        return {"source_dataset": self.root, "predicate": where, "sql": sql, "params": params, "scorers": scores,
+                "kept": sum(len(k) for k in self.chosen.values())}
+
+    def describe(self) -> list[str]:
+        s = self.section
+        return [f"{self.name}: WHERE {s.where}" + (f", top {s.top} by {s.by}" if s.top else "")
+                + (f", quotas {s.quotas}" if s.quotas else ""),
+                f"  videos {s.video_size[0]}x{s.video_size[1]}" + (f" (<= {s.max_frames} frames)" if s.max_frames else "")
+                + f", images {s.image_size[0]}x{s.image_size[1]} -> {self.out}; {self.resources.cpus:g} CPU per shard task"]
+
+    def todo(self) -> list[str]:
+        done = set(self.folder.complete_shards())
+        return [sid for sid in sorted(self.chosen) if sid not in done]
+
+    def process(self, unit: str) -> dict:
+        return select_shard(self.root, self.out, unit, self.chosen[unit], self.section)
+
+    def finish(self, done: list, failures: list) -> dict:
+        try:
+            os.rmdir(os.path.join(self.out, "_work"))
+        except OSError:
+            pass
+        con = connect(self.root)
+        (total,) = con.execute("SELECT count(*) FROM samples").fetchone()
+        (passing,) = con.execute("SELECT count(*) FROM samples WHERE status = 'success'").fetchone()
+        kept = sum(len(k) for k in self.chosen.values())
+        return {"kept": kept, "dropped": passing - kept, "not_success": total - passing, "shards": len(self.chosen),
+                "out": self.out, "failed_shards": [{"shard": u, "error": e} for u, e in failures]}
+
+
+def select(root: str, out: str, section: SelectSection, force: bool = False, address: str | None = None) -> dict:
+    """Write the samples that pass `section` to the dataset folder `out`; resumable per shard. `kept` equals
+    the count of the same predicate in DuckDB (`curate query`)."""
+    return engine.run_stage(SelectStage(root, out, section), force=force, address=address)

@@ -23,7 +23,7 @@ import numpy as np
 
 from curate.demo import corpus, server
 from curate.download.http import FetchPolicy
-from curate.download.job import download
+from curate.download.stage import download
 from curate.download.shard import DownloadOptions
 
 THREADS = 16

@@ -59,7 +59,7 @@ def test_usage_errors_exit_2(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: x\ndownload: {source: urls, input: u.txt, shard_sise: 3}\n")
     result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "unknown key(s) ['shard_sise']" in result.output
+    assert result.exit_code == 2 and "unknown key(s) download.shard_sise" in result.output
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "pipelines", "*.yaml"))))
@@ -84,6 +84,6 @@ def test_run_describe_prints_the_plan_without_running(tmp_path):
     recipe = os.path.join(ROOT, "pipelines", "demo.yaml")
     result = runner.invoke(app, ["run", recipe, "--out", str(tmp_path / "ds"), "--describe"])
     assert result.exit_code == 0
-    assert "pipeline demo: download -> score -> select" in result.output
+    assert "pipeline demo: download -> score -> dedup -> select" in result.output
     assert "private addresses ALLOWED" in result.output and "WHERE (modality = 'image'" in result.output
     assert not (tmp_path / "ds").exists()

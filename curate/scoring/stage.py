@@ -1,42 +1,74 @@
-"""The score stage: shards -> decoded samples (CPU) -> ScorerSet in actor pools -> scores/<run>/NNNNN.parquet."""
+"""The score and dedup stages: shards -> decoded samples (CPU) -> scorers in an actor pool -> scores/<scorer>/.
+
+Each scorer writes its own folder (scores/clip/, scores/motion/, ...) with one table per shard and its own
+_provenance.json, so a column has exactly one home. A shard's score table records the digest of what it
+scored (the shard's success keys and media hashes): when that changes — e.g. retry-failed turned failures
+into successes — the next run scores the shard again. Scorers asked for together share one decode (and
+one CLIP pass for clip + aesthetic).
+"""
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
 import shutil
 import tarfile
+import time
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate import engine, provenance, schema
+from curate import engine, schema
+from curate.config import ScoreSection
 from curate.scoring import dedup
 from curate.scoring.clip_score import CLIP_EMBEDDING
 from curate.scoring.embeddings import align_embeddings, read_embeddings, write_embeddings
-from curate.scoring.frames import DECODE_MAX_SIDE, DEFAULT_K, DEFAULT_POSITIONS, FrameDecodeError, IsolatedDecoder
+from curate.scoring.frames import DECODE_MAX_SIDE, FrameDecodeError, IsolatedDecoder
 from curate.scoring.scorer_set import SCORER_NAMES, ScorerSet
+from curate.scoring.weights import DEFAULT_CLIP
 from curate.shards.atomic import publish, write_json
 from curate.shards.folder import DatasetFolder
+from curate.stage import Resources, Stage
 
 ALL_SCORERS = SCORER_NAMES + (dedup.NAME,)
+CONTENT_KEY = b"curate.content"  # score-table metadata: digest of the manifest rows it scored
 _MEDIA_EXT = ("mp4", "webm", "jpg", "png", "webp", "gif", "bmp")
 
 
-def run_name(scorers: list[str]) -> str:
-    """Each combination of per-batch scorers writes its own folder, so runs with other scorers add columns."""
-    return "+".join(sorted(s for s in scorers if s != dedup.NAME))
+def shard_content(manifest_path: str) -> tuple[str, int]:
+    """(digest of the shard's success rows as (key, sha256) pairs, their count): what a score table covers."""
+    table = pq.read_table(manifest_path, columns=["key", "sha256", "status"])
+    pairs = sorted((k, d or "") for k, d, s in zip(*(table.column(c).to_pylist() for c in ("key", "sha256", "status")))
+                   if s == "success")
+    digest = hashlib.sha256("\n".join(f"{k}\t{d}" for k, d in pairs).encode()).hexdigest()
+    return digest, len(pairs)
 
 
-def expand_shard(item: dict, root: str, k: int, positions: str, decode_timeout: float) -> list[dict]:
+def stored_content(path: str) -> str | None:
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    value = meta.get(CONTENT_KEY)
+    return value.decode() if value else None
+
+
+def expand_shard(root: str, sid: str, k: int, positions: str, decode_timeout: float) -> list[dict]:
     """Every success row of one shard with its frames, decoded in an isolated child (a crash there is one
     sample's decode_error). Frames travel as raw bytes + shape."""
     folder = DatasetFolder(root)
-    sid = item["shard"]
     manifest = pq.read_table(folder.manifest(sid), columns=["key", "modality", "caption", "sha256", "status"])
     rows = {r["key"]: r for r in manifest.to_pylist() if r["status"] == "success"}
     out = []
+
+    def row(meta: dict, blob, shape, error) -> dict:
+        return {"unit": sid, "key": meta["key"], "modality": meta["modality"], "caption": meta["caption"],
+                "sha256": meta["sha256"], "frames": blob, "shape": shape, "decode_error": error}
+
     with tarfile.open(folder.tar(sid)) as tar, IsolatedDecoder(decode_timeout) as decoder:
         for member in tar:
             key, _, ext = member.name.partition(".")
@@ -45,15 +77,13 @@ def expand_shard(item: dict, root: str, k: int, positions: str, decode_timeout: 
             meta = rows.pop(key)
             media = tar.extractfile(member).read()
             try:
-                frames = np.ascontiguousarray(decoder.decode(media, meta["modality"], k, positions, DECODE_MAX_SIDE), np.uint8)
-                blob, shape, error = frames.tobytes(), list(frames.shape), None
+                frames = np.ascontiguousarray(decoder.decode(media, meta["modality"], k, positions, DECODE_MAX_SIDE),
+                                              np.uint8)
+                out.append(row(meta, frames.tobytes(), list(frames.shape), None))
             except FrameDecodeError as exc:
-                blob, shape, error = None, None, str(exc)
-            out.append({"shard": sid, "key": key, "modality": meta["modality"], "caption": meta["caption"],
-                        "sha256": meta["sha256"], "frames": blob, "shape": shape, "decode_error": error})
-    for key, meta in rows.items():  # listed as success but absent from the tar: scored as an error, not lost
-        out.append({"shard": sid, "key": key, "modality": meta["modality"], "caption": meta["caption"],
-                    "sha256": meta["sha256"], "frames": None, "shape": None, "decode_error": "media missing from tar"})
+                out.append(row(meta, None, None, str(exc)))
+    for meta in rows.values():  # listed as success but absent from the tar: scored as an error, not lost
+        out.append(row(meta, None, None, "media missing from tar"))
     return out
 
 
@@ -73,118 +103,250 @@ class ScoreModel:
             samples.append({"key": row["key"], "modality": row["modality"], "caption": row["caption"],
                             "sha256": row["sha256"], "frames": frames, "decode_error": row["decode_error"]})
         scored = self.scorers.score_batch(samples)
-        for row, source in zip(scored, batch.column("shard").to_pylist()):
-            row["shard"] = source
+        for row, unit in zip(scored, batch.column("unit").to_pylist()):
+            row["unit"] = unit
             emb = row.pop(CLIP_EMBEDDING, None)
             row[CLIP_EMBEDDING] = None if emb is None else np.asarray(emb, np.float32).tobytes()
         return pa.Table.from_pylist(scored)
 
 
-def _score_schema(columns: list[str]) -> pa.Schema:
-    full = schema.load("scores")
-    return pa.schema([full.field(c) for c in columns])
-
-
-def _write_shard(root: str, run: str, columns: list[str], clip_model: str | None, sid: str, rows: list[dict]) -> None:
-    rows.sort(key=lambda r: r["key"])
-    out_dir = os.path.join(root, "scores", run)
-    if clip_model is not None:
-        kept = [(r["key"], np.frombuffer(r[CLIP_EMBEDDING], np.float32)) for r in rows if r.get(CLIP_EMBEDDING)]
-        if kept:
-            write_embeddings(os.path.join(root, "embeddings", f"{sid}.parquet"), [k for k, _ in kept],
-                             np.stack([e for _, e in kept]), clip_model)
-    table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows], schema=_score_schema(columns))
-    tmp = os.path.join(out_dir, f".{sid}.parquet.tmp")
+def _write_table(path: str, table: pa.Table, content: str | None = None) -> None:
+    if content is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), CONTENT_KEY: content.encode()})
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
     pq.write_table(table, tmp)
-    publish(tmp, os.path.join(out_dir, f"{sid}.parquet"))
+    publish(tmp, path)
 
 
-def _dedup(root: str, threshold: float) -> int:
-    """Exact (sha256) and near (stored CLIP embeddings) duplicate flags over the whole dataset, in
-    manifest order, so the earliest copy is the one kept."""
-    import duckdb
+@dataclass
+class ScoreStage(Stage):
+    """Per-batch scorers (clip, aesthetic, motion, quality) over every success sample of a dataset folder."""
 
-    folder = DatasetFolder(root)
-    keys, digests = [], []
-    for key, digest in duckdb.connect().execute(
-            "SELECT key, sha256 FROM read_parquet(?) WHERE status = 'success' ORDER BY shard, row",
-            [folder.manifest_glob()]).fetchall():
-        keys.append(key)
-        digests.append(digest)
-    exact = dedup.exact_duplicate_of(keys, digests)
-    paths = sorted(p for p in (os.path.join(root, "embeddings", n) for n in os.listdir(os.path.join(root, "embeddings")))
-                   if p.endswith(".parquet")) if os.path.isdir(os.path.join(root, "embeddings")) else []
-    near: list = [None] * len(keys)
-    if paths:
-        stored_keys, stored, _ = read_embeddings(paths)
-        near = dedup.near_duplicate_of(keys, align_embeddings(keys, stored_keys, stored), threshold)
-    out_dir = os.path.join(root, "scores", dedup.NAME)
-    os.makedirs(out_dir, exist_ok=True)
-    table = pa.table({"key": keys, dedup.EXACT_DUPLICATE_OF: pa.array(exact, pa.string()),
-                      dedup.NEAR_DUPLICATE_OF: pa.array(near, pa.string())})
-    tmp = os.path.join(out_dir, ".all.parquet.tmp")
-    pq.write_table(table, tmp)
-    publish(tmp, os.path.join(out_dir, "all.parquet"))
-    return sum(e is not None for e in exact) + sum(n is not None for n in near)
+    root: str
+    section: ScoreSection
+
+    name = "score"
+
+    def __post_init__(self):
+        self.root = os.path.abspath(self.root)
+        self.folder = DatasetFolder(self.root)
+        unknown = [s for s in self.section.scorers if s not in ALL_SCORERS]
+        if unknown or not self.section.scorers:
+            raise ValueError(f"unknown scorers {unknown}; choose from {', '.join(ALL_SCORERS)}")
+        self.scorers = [s for s in SCORER_NAMES if s in self.section.scorers]
+        self.inputs = (self.folder.shards_dir,)
+        self.outputs = tuple(self.scorer_dir(s) for s in self.scorers)
+        models = any(s in ("clip", "aesthetic") for s in self.scorers)
+        self.resources = Resources(actors=self.section.actors or 0, gpus_per_actor=1.0 if models else 0.0,
+                                   batch_size=self.section.batch_size)
+        self.needs: dict[str, set[str]] = {}
+        self.content: dict[str, tuple[str, int]] = {}
+
+    def describe(self) -> list[str]:
+        s = self.section
+        return super().describe() + [f"  {', '.join(self.scorers)} on {s.frames} frames ({s.positions}); decoding in "
+                                     "CPU tasks, each scorer writes scores/<scorer>/"]
+
+    def scorer_dir(self, scorer: str) -> str:
+        return os.path.join(self.root, "scores", scorer)
+
+    @property
+    def provenance_path(self) -> str:
+        return os.path.join(self.root, "scores", "_provenance.json")  # the last score run, as a whole
+
+    def scorer_kwargs(self, names) -> dict:
+        s = self.section
+        kwargs = {"names": list(names), "keep_embedding": True}
+        if s.clip_model:
+            kwargs["clip_model"] = s.clip_model
+        if s.aesthetic_model:
+            kwargs["aesthetic_model"] = s.aesthetic_model
+        if s.aesthetic_clip_model:
+            kwargs["aesthetic_clip_model"] = s.aesthetic_clip_model
+        if s.aesthetic_custom_clip:
+            kwargs["aesthetic_custom_clip"] = True
+        return kwargs
+
+    def scorer_config(self, scorer: str) -> dict:
+        s = self.section
+        config = {"frames": s.frames, "positions": s.positions}
+        if scorer == "clip":
+            config["clip_model"] = s.clip_model or DEFAULT_CLIP
+        if scorer == "aesthetic":
+            config.update(aesthetic_model=s.aesthetic_model, aesthetic_clip_model=s.aesthetic_clip_model or DEFAULT_CLIP,
+                          aesthetic_custom_clip=s.aesthetic_custom_clip)
+        return config
+
+    def config(self) -> dict:
+        return {"scorers": {s: self.scorer_config(s) for s in self.scorers}}
+
+    def read_provenance(self) -> dict | None:
+        """The settings each requested scorer's folder was built with (a scorer without a folder yet takes
+        this run's), so the runner refuses a scorer whose settings changed, whatever else is asked."""
+        stored = {}
+        for scorer in self.scorers:
+            path = os.path.join(self.scorer_dir(scorer), "_provenance.json")
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    stored[scorer] = json.load(f)["config"]
+        if not stored:
+            return None
+        config = json.loads(json.dumps(self.config(), sort_keys=True, default=str))
+        config["scorers"].update(stored)
+        return {"config": config, "input_fingerprint": ""}
+
+    def check(self) -> None:
+        if not self.folder.complete_shards():
+            raise FileNotFoundError(f"{self.root} has no complete shards to score")
+        if self.scorers:
+            ScorerSet(**self.scorer_kwargs(self.scorers)).check_weights()
+
+    def reset(self) -> None:
+        for scorer in self.scorers:
+            shutil.rmtree(self.scorer_dir(scorer), ignore_errors=True)
+        if "clip" in self.scorers:
+            shutil.rmtree(os.path.join(self.root, "embeddings"), ignore_errors=True)
+
+    def record(self) -> dict:
+        return {"dataset": self.root, "scorers": self.scorers}
+
+    def todo(self) -> list[str]:
+        self.content = {sid: shard_content(self.folder.manifest(sid)) for sid in self.folder.complete_shards()}
+        self.needs = {}
+        for scorer in self.scorers:
+            for sid, (digest, _) in self.content.items():
+                if stored_content(os.path.join(self.scorer_dir(scorer), f"{sid}.parquet")) != digest:
+                    self.needs.setdefault(sid, set()).add(scorer)
+        return sorted(self.needs)
+
+    def expand(self, unit: str) -> list[dict]:
+        s = self.section
+        return expand_shard(self.root, unit, s.frames, s.positions, s.decode_timeout)
+
+    def expected_rows(self, unit: str) -> int:
+        return self.content[unit][1]
+
+    def model(self):
+        names = sorted(set().union(*self.needs.values())) if self.needs else self.scorers
+        return ScoreModel, {"scorer_kwargs": self.scorer_kwargs(names)}
+
+    def write(self, unit: str, rows: list[dict]) -> None:
+        rows.sort(key=lambda r: r["key"])
+        digest = self.content[unit][0]
+        full = schema.load("scores")
+        for scorer in sorted(self.needs.get(unit, ())):
+            columns = ["key"] + [c for c in _scorer_columns(scorer) if c in full.names]
+            table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows],
+                                         schema=pa.schema([full.field(c) for c in columns]))
+            if scorer == "clip":  # the stored embedding serves dedup and retrieval
+                kept = [(r["key"], np.frombuffer(r[CLIP_EMBEDDING], np.float32)) for r in rows if r.get(CLIP_EMBEDDING)]
+                if kept:
+                    write_embeddings(os.path.join(self.root, "embeddings", f"{unit}.parquet"), [k for k, _ in kept],
+                                     np.stack([e for _, e in kept]), self.section.clip_model or DEFAULT_CLIP)
+            _write_table(os.path.join(self.scorer_dir(scorer), f"{unit}.parquet"), table, digest)
+
+    def finish(self, done: list, failures: list) -> dict:
+        run = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        models = ScorerSet(**self.scorer_kwargs(self.scorers)).provenance() if self.scorers else {}
+        for scorer in self.scorers:
+            write_json(os.path.join(self.scorer_dir(scorer), "_provenance.json"), {
+                "stage": "score", "scorer": scorer, "config": self.scorer_config(scorer), "run": run,
+                "columns": [c for c in _scorer_columns(scorer) if c != CLIP_EMBEDDING], "model": models.get(scorer),
+                "shards_scored_this_run": sorted(s for s, names in self.needs.items() if scorer in names)})
+        return {"scored_shards": len(self.needs), "skipped_shards": len(self.content) - len(self.needs),
+                "scorers": self.scorers, "failed_shards": []}
 
 
-def score(root: str, scorers: list[str], *, clip_model: str | None = None, aesthetic_model: str | None = None,
-          batch_size: int = 32, actors: int | None = None, frames: int = DEFAULT_K,
-          positions: str = DEFAULT_POSITIONS, dedup_threshold: float = dedup.DEFAULT_THRESHOLD,
-          decode_timeout: float = 60.0, force: bool = False, address: str | None = None) -> dict:
-    """Score every success sample of the dataset folder; resumable per shard; refuses a changed config."""
-    root = os.path.abspath(root)
-    unknown = [s for s in scorers if s not in ALL_SCORERS]
-    if unknown or not scorers:
-        raise ValueError(f"unknown scorers {unknown}; choose from {', '.join(ALL_SCORERS)}")
-    folder = DatasetFolder(root)
-    shards = folder.complete_shards()
-    if not shards:
-        raise FileNotFoundError(f"{root} has no complete shards to score")
-    batch_scorers = [s for s in scorers if s in SCORER_NAMES]
-    summary = {"scored_shards": 0, "skipped_shards": 0, "duplicates_flagged": None}
-    if batch_scorers:
-        run = run_name(batch_scorers)
-        kwargs = {"names": batch_scorers, "keep_embedding": True}
-        if clip_model:
-            kwargs.update(clip_model=clip_model, aesthetic_clip_model=clip_model)
-        if aesthetic_model:
-            kwargs["aesthetic_model"] = aesthetic_model
-        config = json.loads(json.dumps({"scorers": batch_scorers, "scorer_kwargs": kwargs, "frames": frames,
-                                        "positions": positions}, sort_keys=True))
-        out_dir = os.path.join(root, "scores", run)
-        prov_path = os.path.join(out_dir, "_provenance.json")
-        existing = json.load(open(prov_path)) if os.path.exists(prov_path) else None
-        fingerprint = "|".join(shards)
-        if existing and force:
-            shutil.rmtree(out_dir)
-            existing = None
-        provenance.check_resume(existing, config, fingerprint)
-        probe = ScorerSet(**kwargs)
-        probe.check_weights()  # resolves (not loads) every weights file: missing ones fail before Ray work
-        os.makedirs(out_dir, exist_ok=True)
-        columns = [c for c in probe.columns if c != CLIP_EMBEDDING]
-        write_json(prov_path, provenance.record("score", config, fingerprint, run=run, columns=columns))
-        done = {n[: -len(".parquet")] for n in os.listdir(out_dir) if n.endswith(".parquet")}
-        todo = [s for s in shards if s not in done]
-        expected = {s: int(pq.read_table(folder.manifest(s), columns=["status"]).column("status")
-                           .to_pylist().count("success")) for s in todo}
-        gpus = engine.cluster_gpus(address) if probe.needs_gpu else 0
-        pool = actors or (int(gpus) if gpus >= 1 else 1)
-        clip_spec = kwargs.get("clip_model") if "clip" in batch_scorers else None
-        if "clip" in batch_scorers and clip_spec is None:
-            from curate.scoring.weights import DEFAULT_CLIP
+def _scorer_columns(scorer: str) -> tuple[str, ...]:
+    """The score columns one scorer writes (its error column included), from the scorer classes."""
+    from curate.scoring import aesthetic_score, clip_score, motion_score, technical_quality
 
-            clip_spec = DEFAULT_CLIP
-        engine.map_shards(
-            todo, expand_shard, {"root": root, "k": frames, "positions": positions, "decode_timeout": decode_timeout},
-            ScoreModel, {"scorer_kwargs": kwargs}, expected,
-            lambda sid, rows: _write_shard(root, run, columns, clip_spec, sid, rows),
-            batch_size=batch_size, actors=pool, gpus_per_actor=1 if gpus >= 1 else 0, desc=f"score {run}",
-            address=address)
-        write_json(prov_path, provenance.record("score", config, fingerprint, run=run, columns=columns,
-                                                scorers=probe.provenance(), complete=True))
-        summary.update(scored_shards=len(todo), skipped_shards=len(shards) - len(todo), run=run)
+    return {clip_score.NAME: (clip_score.CLIP_SCORE, clip_score.CLIP_MODEL, clip_score.CLIP_SCORE_ERROR, CLIP_EMBEDDING),
+            aesthetic_score.NAME: (aesthetic_score.AESTHETIC_SCORE, aesthetic_score.AESTHETIC_SCORE_MIN,
+                                   aesthetic_score.AESTHETIC_MODEL, aesthetic_score.AESTHETIC_SCORE_ERROR),
+            motion_score.NAME: motion_score.MotionScorer.columns,
+            technical_quality.NAME: technical_quality.QualityScorer.columns}[scorer]
+
+
+@dataclass
+class DedupStage(Stage):
+    """Exact (sha256) and near (stored CLIP embeddings) duplicate flags over the whole dataset, in manifest
+    order, so the earliest copy is the one kept. Recomputed whenever the manifests or embeddings change."""
+
+    root: str
+    threshold: float = dedup.DEFAULT_THRESHOLD
+
+    name = "dedup"
+    resources = Resources(cpus=1)
+
+    def __post_init__(self):
+        self.root = os.path.abspath(self.root)
+        self.folder = DatasetFolder(self.root)
+        self.inputs = (self.folder.shards_dir, os.path.join(self.root, "embeddings"))
+        self.outputs = (self.out_dir,)
+
+    @property
+    def out_dir(self) -> str:
+        return os.path.join(self.root, "scores", dedup.NAME)
+
+    @property
+    def provenance_path(self) -> str:
+        return os.path.join(self.out_dir, "_provenance.json")
+
+    def config(self) -> dict:
+        return {"threshold": self.threshold}
+
+    def check(self) -> None:
+        if not self.folder.complete_shards():
+            raise FileNotFoundError(f"{self.root} has no complete shards to deduplicate")
+
+    def reset(self) -> None:
+        shutil.rmtree(self.out_dir, ignore_errors=True)
+
+    def content(self) -> str:
+        from curate.provenance import files_fingerprint
+
+        files = glob.glob(self.folder.manifest_glob()) + glob.glob(os.path.join(self.root, "embeddings", "*.parquet"))
+        return files_fingerprint(self.root, files) + f"|{self.threshold}"
+
+    def todo(self) -> list[str]:
+        return [] if stored_content(os.path.join(self.out_dir, "all.parquet")) == self.content() else ["all"]
+
+    def process(self, unit: str) -> int:
+        import duckdb
+
+        keys, digests = [], []
+        for key, digest in duckdb.connect().execute(
+                "SELECT key, sha256 FROM read_parquet(?) WHERE status = 'success' ORDER BY shard, row",
+                [self.folder.manifest_glob()]).fetchall():
+            keys.append(key)
+            digests.append(digest)
+        exact = dedup.exact_duplicate_of(keys, digests)
+        paths = sorted(glob.glob(os.path.join(self.root, "embeddings", "*.parquet")))
+        near: list = [None] * len(keys)
+        if paths:
+            stored_keys, stored, _ = read_embeddings(paths)
+            near = dedup.near_duplicate_of(keys, align_embeddings(keys, stored_keys, stored), self.threshold)
+        table = pa.table({"key": pa.array(keys, pa.string()), dedup.EXACT_DUPLICATE_OF: pa.array(exact, pa.string()),
+                          dedup.NEAR_DUPLICATE_OF: pa.array(near, pa.string())})
+        _write_table(os.path.join(self.out_dir, "all.parquet"), table, self.content())
+        return sum(e is not None for e in exact) + sum(n is not None for n in near)
+
+    def finish(self, done: list, failures: list) -> dict:
+        summary = super().finish(done, failures)
+        summary["duplicates_flagged"] = done[0] if done else None
+        return summary
+
+
+def score(root: str, scorers: list[str], *, force: bool = False, address: str | None = None, **options) -> dict:
+    """Score every success sample of the dataset folder (options: ScoreSection fields); resumable per shard
+    and per scorer; refuses a scorer whose settings changed unless `force`. Dedup runs last when asked."""
+    section = ScoreSection(scorers=list(scorers), **options)
+    summary: dict = {}
+    if any(s in SCORER_NAMES for s in scorers):
+        summary.update(engine.run_stage(ScoreStage(root, section), force=force, address=address))
     if dedup.NAME in scorers:
-        summary["duplicates_flagged"] = _dedup(root, dedup_threshold)
+        summary["duplicates_flagged"] = engine.run_stage(DedupStage(root, section.dedup_threshold), force=force,
+                                                         address=address)["duplicates_flagged"]
     return summary

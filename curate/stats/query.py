@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 
 import duckdb
@@ -19,9 +20,26 @@ def _quote(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
 
+def _written_at(folder: str) -> str:
+    path = os.path.join(folder, "_provenance.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+        return str(record.get("run") or record.get("created_at") or "")
+    except (OSError, ValueError):
+        return ""
+
+
 def score_tables(root: str) -> list[str]:
-    """Score folders written by `curate score`: scores/<scorer>/*.parquet, each with a `key` column."""
-    return sorted(d for d in glob.glob(os.path.join(root, "scores", "*")) if glob.glob(os.path.join(d, "*.parquet")))
+    """Score folders written by `curate score` (scores/<scorer>/*.parquet, each with a `key` column), newest
+    run first: where two folders hold the same column, the newer one is the one `samples` shows."""
+    folders = [d for d in glob.glob(os.path.join(root, "scores", "*")) if glob.glob(os.path.join(d, "*.parquet"))]
+    return sorted(folders, key=lambda d: (_written_at(d), d), reverse=True)
+
+
+def column_sources(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """{score column: the scores/ folder it is read from} for a session made by connect()."""
+    return json.loads(con.execute("SELECT value FROM _curate_columns").fetchone()[0])
 
 
 def connect(root: str) -> duckdb.DuckDBPyConnection:
@@ -34,16 +52,19 @@ def connect(root: str) -> duckdb.DuckDBPyConnection:
     sql = f"SELECT m.* FROM read_parquet({_quote(folder.manifest_glob())}, union_by_name = true) m"
     columns = {c for (c,) in con.execute(
         f"SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet({_quote(folder.manifest_glob())}))").fetchall()}
+    sources: dict[str, str] = {}
     for i, table in enumerate(score_tables(root)):
         path = os.path.join(table, "*.parquet")
         names = [c for (c,) in con.execute(
             f"SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet({_quote(path)}))").fetchall()]
         new = [c for c in names if c != "key" and c not in columns]
         columns.update(new)
+        sources.update({c: os.path.relpath(table, root) for c in new})
         picked = ", ".join(f's{i}."{c}"' for c in new) or "NULL AS _none"
         sql = (f"SELECT q.*, {picked} FROM ({sql}) q "
                f"LEFT JOIN read_parquet({_quote(path)}, union_by_name = true) s{i} USING (key)")
     con.execute(f"CREATE VIEW samples AS {sql}")
+    con.execute("CREATE TABLE _curate_columns AS SELECT ? AS value", [json.dumps(sources)])
     con.execute(f"SET allowed_directories = [{_quote(os.path.abspath(root))}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

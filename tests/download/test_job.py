@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from curate.download.http import FetchPolicy
-from curate.download.job import download, retry_failed
+from curate.download.stage import download, retry_failed
 from curate.download.shard import DownloadOptions
 from curate.provenance import ProvenanceMismatch
 

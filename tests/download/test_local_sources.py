@@ -8,7 +8,7 @@ import tarfile
 
 import duckdb
 
-from curate.download.job import download
+from curate.download.stage import download
 
 
 def manifest(out):

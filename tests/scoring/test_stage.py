@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from curate.scoring.stage import score
-from curate.selection import Selection, select
+from curate.config import SelectSection
+from curate.selection import select
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter
 from curate.stats.query import connect, run
@@ -46,22 +47,23 @@ def scores_of(root):
 def test_weight_free_scores_dedup_and_resume(ray_local, demo_media, tmp_path):
     root = build_dataset(tmp_path / "ds", demo_media[0], SHARDS)
     summary = score(root, ["motion", "quality", "dedup"], batch_size=3)
-    assert summary["scored_shards"] == 2 and summary["run"] == "motion+quality"
+    assert summary["scored_shards"] == 2 and summary["scorers"] == ["motion", "quality"]
     rows = scores_of(root)
     assert len(rows) == 9
     static, moving = rows["k001"], rows["k000"]  # video_003 is the demo's static clip
     assert static["motion_score"] == pytest.approx(0.0, abs=0.05) and static["static_frame_fraction"] == 1.0
     assert moving["motion_score"] > 1.0
     corrupt = rows["k002"]
-    assert corrupt["motion_score"] is None and "decod" in corrupt["score_error"].lower()
+    assert corrupt["motion_score"] is None and "decod" in corrupt["motion_score_error"].lower()
     assert rows["k003"]["motion_score"] is None and rows["k003"]["sharpness"] > 0  # image: no motion
-    assert rows["k004"]["motion_score"] is None and rows["k004"]["score_error"] is None  # failed row: not scored
+    assert rows["k004"]["motion_score"] is None and rows["k004"]["motion_score_error"] is None  # failed row: not scored
     assert rows["k006"]["exact_duplicate_of"] == "k000"  # same file (sha256) in another shard
-    scored = duckdb.sql(f"SELECT key FROM read_parquet('{root}/scores/motion+quality/*.parquet')").fetchall()
-    assert len(scored) == len({k for (k,) in scored}) == 7
+    for scorer in ("motion", "quality"):  # one folder per scorer, each sample once
+        scored = duckdb.sql(f"SELECT key FROM read_parquet('{root}/scores/{scorer}/*.parquet')").fetchall()
+        assert len(scored) == len({k for (k,) in scored}) == 7
 
     # a crash mid-shard leaves only a temporary file: the rerun redoes exactly that shard
-    out = os.path.join(root, "scores", "motion+quality")
+    out = os.path.join(root, "scores", "motion")
     os.replace(os.path.join(out, "00001.parquet"), os.path.join(out, ".00001.parquet.tmp"))
     again = score(root, ["motion", "quality"])
     assert again["scored_shards"] == 1 and again["skipped_shards"] == 1
@@ -75,7 +77,7 @@ def test_selection_count_equals_duckdb_count(ray_local, demo_media, tmp_path):
     score(root, ["motion", "quality"])
     where = "(modality = 'image' OR motion_score > 1.0) AND sharpness > 1"
     (expected,) = connect(root).execute(f"SELECT count(*) FROM samples WHERE status = 'success' AND {where}").fetchone()
-    summary = select(root, str(tmp_path / "sel"), Selection(where=where, video_size=(48, 32), image_size=(32, 32),
+    summary = select(root, str(tmp_path / "sel"), SelectSection(where=where, video_size=(48, 32), image_size=(32, 32),
                                                              max_frames=8))
     assert summary["kept"] == expected >= 3
     out = run(connect(str(tmp_path / "sel")), "SELECT * FROM samples").to_pylist()
@@ -83,7 +85,7 @@ def test_selection_count_equals_duckdb_count(ray_local, demo_media, tmp_path):
     videos = [r for r in out if r["modality"] == "video"]
     assert {(r["width"], r["height"], r["num_frames"]) for r in videos} == {(48, 32, 8)}
     assert {(r["width"], r["height"]) for r in out if r["modality"] == "image"} == {(32, 32)}
-    top = select(root, str(tmp_path / "top"), Selection(where="TRUE", top=0.5, by="sharpness"))
+    top = select(root, str(tmp_path / "top"), SelectSection(where="TRUE", top=0.5, by="sharpness"))
     assert top["kept"] == 4  # ceil(0.5 * 7)
 
 
@@ -95,16 +97,18 @@ def test_clip_and_aesthetic_through_the_real_loading_path(ray_local, demo_media,
                               torch.nn.Linear(64, 16), torch.nn.Linear(16, 1))
     weights = tmp_path / "sac+logos+ava1-l14-linearMSE.pth"
     torch.save({f"layers.{k}": v for k, v in mlp.state_dict().items()}, weights)
-    summary = score(root, ["clip", "aesthetic", "dedup"], clip_model=str(tiny_clip_dir), aesthetic_model=str(weights))
+    summary = score(root, ["clip", "aesthetic", "dedup"], clip_model=str(tiny_clip_dir), aesthetic_model=str(weights),
+                    aesthetic_clip_model=str(tiny_clip_dir), aesthetic_custom_clip=True)
     assert summary["scored_shards"] == 1
     rows = scores_of(root)
     for key in ("k000", "k001"):
         assert -1 <= rows[key]["clip_score"] <= 1 and rows[key]["aesthetic_score"] is not None
-        assert rows[key]["score_error"] is None
+        assert rows[key]["clip_score_error"] is None and rows[key]["aesthetic_score_error"] is None
     assert os.path.exists(os.path.join(root, "embeddings", "00000.parquet"))
-    shutil.rmtree(os.path.join(root, "scores", "aesthetic+clip"))
+    shutil.rmtree(os.path.join(root, "scores", "aesthetic"))
     with pytest.raises(FileNotFoundError):
-        score(root, ["aesthetic"], clip_model=str(tiny_clip_dir), aesthetic_model=str(tmp_path / "missing.pth"))
+        score(root, ["aesthetic"], aesthetic_clip_model=str(tiny_clip_dir), aesthetic_custom_clip=True,
+              aesthetic_model=str(tmp_path / "missing.pth"))
 
 
 def test_resume_after_kill_scores_every_key_once(demo_media, tmp_path):
@@ -118,7 +122,7 @@ def test_resume_after_kill_scores_every_key_once(demo_media, tmp_path):
     root = build_dataset(tmp_path / "ds", demo_media[0], {f"{i:05d}": names for i in range(12)})
     cmd = [sys.executable, "-m", "curate.cli", "score", root, "--scorers", "motion,quality", "--batch-size", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    out = os.path.join(root, "scores", "motion+quality")
+    out = os.path.join(root, "scores", "motion")
     deadline = time.time() + 180
     while time.time() < deadline and not (os.path.isdir(out) and any(n.endswith(".parquet") for n in os.listdir(out))):
         time.sleep(0.1)

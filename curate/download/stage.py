@@ -1,0 +1,159 @@
+"""The download stage: plan the source once, download the unfinished shards, and retry failed rows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+import duckdb
+
+from curate import engine, provenance
+from curate.config import DownloadSection
+from curate.download.plan import build_plan
+from curate.download.shard import RETRYABLE_STATUSES, DownloadOptions, download_shard, retry_shard
+from curate.shards.folder import DatasetFolder, shard_id
+from curate.stage import Resources, Stage
+
+
+def _placeholders(values) -> str:
+    return ", ".join("?" for _ in values)
+
+
+@dataclass
+class DownloadStage(Stage):
+    """source metadata -> dataset folder `out` (shards/NNNNN.tar|.parquet|_stats.json, _plan/, provenance.json).
+    With `retry=True` it re-attempts only the rows that failed to download or decode."""
+
+    out: str
+    section: DownloadSection
+    retry: bool = False
+    fingerprint_value: str | None = None  # retry: the folder's own input fingerprint (the input may be gone)
+
+    name = "download"
+    resources = Resources(cpus=1)
+
+    def __post_init__(self):
+        self.out = os.path.abspath(self.out)  # Ray workers do not share the driver's working directory
+        self.folder = DatasetFolder(self.out)
+        self.inputs = (self.section.input,)
+        self.outputs = (os.path.join(self.out, "shards"),)
+        if self.retry:
+            self.name = "retry-failed"
+
+    @property
+    def provenance_path(self) -> str:
+        return self.folder.provenance_path
+
+    def config(self) -> dict:
+        s = self.section
+        return {"source": s.source, "source_options": s.source_options, "options": s.options.to_dict(),
+                "shard_size": s.shard_size, "limit": s.limit}
+
+    def fingerprint(self) -> str:
+        return self.fingerprint_value or provenance.input_fingerprint(self.section.input)
+
+    def check(self) -> None:
+        from curate.sources import READERS
+
+        if self.section.source not in READERS:
+            raise ValueError(f"unknown source {self.section.source!r}; choose one of {', '.join(READERS)}")
+        if not self.retry and not os.path.exists(self.section.input):
+            raise FileNotFoundError(f"input {self.section.input} does not exist")
+
+    def reset(self) -> None:
+        for path in (self.folder.shards_dir, os.path.dirname(self.folder.plan_path), os.path.join(self.out, "_work"),
+                     os.path.join(self.out, "scores"), os.path.join(self.out, "embeddings")):
+            shutil.rmtree(path, ignore_errors=True)
+
+    def record(self) -> dict:
+        return {"input": os.path.abspath(self.section.input)}
+
+    def describe(self) -> list[str]:
+        s, o = self.section, self.section.options
+        return [f"{self.name}: {s.source} from {s.input}" + (f" (first {s.limit} rows)" if s.limit else ""),
+                f"  shards of {s.shard_size} samples, images and videos in separate shards -> "
+                f"{self.folder.shards_dir}/NNNNN.tar|.parquet",
+                f"  {self.resources.cpus:g} CPU per shard task, {o.thread_count} video fetches each, img2dataset with "
+                f"{o.image_thread_count} threads for images; private addresses "
+                f"{'ALLOWED' if o.fetch.allow_private_addresses else 'refused'}; {o.fetch.retries} retries; "
+                f"byte cap {o.fetch.max_bytes}; failure budget {s.max_failure_rate:.0%}"]
+
+    def prepare(self) -> None:
+        if not self.retry and not os.path.exists(self.folder.plan_path):
+            s = self.section
+            build_plan(self.folder, s.source, s.input, s.source_options, s.shard_size, s.limit)
+
+    def planned_shards(self) -> list[str]:
+        (count,) = duckdb.connect().execute("SELECT coalesce(max(shard_no) + 1, 0) FROM read_parquet(?)",
+                                            [self.folder.plan_path]).fetchone()
+        return [shard_id(n) for n in range(int(count))]
+
+    def todo(self) -> list[str]:
+        if self.retry:
+            rows = duckdb.connect().execute(
+                f"SELECT DISTINCT shard FROM read_parquet(?) WHERE status IN ({_placeholders(RETRYABLE_STATUSES)}) "
+                "ORDER BY shard", [self.folder.manifest_glob(), *RETRYABLE_STATUSES]).fetchall()
+            return [sid for (sid,) in rows]
+        done = set(self.folder.complete_shards())
+        return [sid for sid in self.planned_shards() if sid not in done]
+
+    def process(self, unit: str):
+        if self.retry:
+            return retry_shard(self.out, unit, self.section.options.to_dict())
+        return download_shard(self.out, int(unit), unit, self.section.options.to_dict())
+
+    def failure_rate(self) -> float:
+        """Fraction of rows that failed to download or decode (invalid inputs and duplicates are not counted)."""
+        if not self.folder.complete_shards():
+            return 0.0
+        (rate,) = duckdb.connect().execute(
+            f"SELECT coalesce(avg(CASE WHEN status IN ({_placeholders(RETRYABLE_STATUSES)}) THEN 1.0 ELSE 0.0 END), 0) "
+            "FROM read_parquet(?) WHERE status NOT IN ('invalid_input', 'duplicate')",
+            [*RETRYABLE_STATUSES, self.folder.manifest_glob()]).fetchone()
+        return round(float(rate), 4)
+
+    def finish(self, done: list, failures: list) -> dict:
+        try:
+            os.rmdir(os.path.join(self.out, "_work"))
+        except OSError:
+            pass
+        failed = [{"shard": unit, "error": error} for unit, error in failures]
+        rate = self.failure_rate()
+        if self.retry:
+            return {"shards_retried": len(done) + len(failures), "failed_shards": failed, "failure_rate": rate}
+        total = len(self.planned_shards())
+        if rate > self.section.max_failure_rate:
+            failed.append({"shard": "*", "error": f"failure rate {rate:.1%} exceeds the budget "
+                                                  f"{self.section.max_failure_rate:.1%}"})
+        return {"shards": total, "skipped": total - len(done) - len(failures), "ran": len(done),
+                "failed_shards": failed, "failure_rate": rate}
+
+
+def download(source: str, input_path: str, out: str, *, source_options: dict | None = None,
+             options: DownloadOptions | None = None, shard_size: int = 1000, limit: int | None = None,
+             max_failure_rate: float = 1.0, force: bool = False, ray_address: str | None = None) -> dict:
+    """Build (or continue building) the dataset folder `out` from a source. Finished shards are skipped;
+    a folder built from another input or config is refused unless `force` (which starts it over)."""
+    section = DownloadSection(source=source, input=input_path, source_options=source_options or {},
+                              shard_size=shard_size, limit=limit, max_failure_rate=max_failure_rate,
+                              options=options or DownloadOptions())
+    return engine.run_stage(DownloadStage(out, section), force=force, address=ray_address)
+
+
+def retry_stage(out: str) -> DownloadStage:
+    """The download stage of folder `out` as it was built (its own config), in retry mode."""
+    folder = DatasetFolder(os.path.abspath(out))
+    record = folder.read_provenance()
+    if record is None or record.get("stage") not in ("download", "retry-failed"):
+        raise FileNotFoundError(f"{out} is not a downloaded dataset folder (no download provenance.json)")
+    config = record["config"]
+    section = DownloadSection(source=config["source"], input=record.get("input", ""),
+                              source_options=config["source_options"], shard_size=config["shard_size"],
+                              limit=config["limit"], options=DownloadOptions.from_dict(config["options"]))
+    return DownloadStage(out, section, retry=True, fingerprint_value=record["input_fingerprint"])
+
+
+def retry_failed(out: str, ray_address: str | None = None) -> dict:
+    """Re-attempt only the rows that failed to download or decode, shard by shard, with the folder's options."""
+    return engine.run_stage(retry_stage(out), address=ray_address)

@@ -1,0 +1,54 @@
+"""A pipeline recipe as a list of stages (download -> score -> dedup -> select), described or run in order."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from curate import engine
+from curate.config import Pipeline
+from curate.download.stage import DownloadStage
+from curate.scoring import dedup
+from curate.scoring.scorer_set import SCORER_NAMES
+from curate.scoring.stage import DedupStage, ScoreStage
+from curate.selection import SelectStage
+from curate.stage import Stage
+
+
+def select_out(recipe: Pipeline, out: str) -> str:
+    """The select stage's folder: absolute as written, else beside the dataset folder."""
+    target = recipe.select.out
+    return target if os.path.isabs(target) else os.path.join(os.path.dirname(os.path.abspath(out)), target)
+
+
+def stages(recipe: Pipeline, out: str) -> list[Stage]:
+    plan: list[Stage] = [DownloadStage(out, recipe.download)]
+    if recipe.score:
+        if any(s in SCORER_NAMES for s in recipe.score.scorers):
+            plan.append(ScoreStage(out, recipe.score))
+        if dedup.NAME in recipe.score.scorers:
+            plan.append(DedupStage(out, recipe.score.dedup_threshold))
+    if recipe.select:
+        plan.append(SelectStage(out, select_out(recipe, out), recipe.select))
+    return plan
+
+
+def describe(recipe: Pipeline, out: str) -> str:
+    """What `curate run` will do, stage by stage, before it does it."""
+    plan = stages(recipe, out)
+    lines = [f"pipeline {recipe.name}: " + " -> ".join(s.name for s in plan)]
+    for stage in plan:
+        lines += ["  " + line for line in stage.describe()]
+    return "\n".join(lines)
+
+
+def run(recipe: Pipeline, out: str, *, force: bool = False, address: str | None = None,
+        echo: Callable[[str, dict], None] = lambda name, summary: None) -> dict:
+    """Run the stages in order; a stage that reports failed shards stops the pipeline (its summary says why)."""
+    results = {}
+    for stage in stages(recipe, out):
+        results[stage.name] = summary = engine.run_stage(stage, force=force, address=address)
+        echo(stage.name, summary)
+        if summary.get("failed_shards"):
+            break
+    return results

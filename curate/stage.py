@@ -1,0 +1,115 @@
+"""The stage contract: what a stage declares (inputs, outputs, resources) and the hooks the runner calls.
+
+A stage turns dataset folders into a dataset folder (or a table) shard by shard. The runner
+(curate.engine.run_stage) owns everything around the work, once for all stages:
+
+    check() -> provenance resume check (--force: reset()) -> provenance written -> prepare()
+    -> todo() -> work on Ray (tasks, or an actor pool) -> finish() -> provenance marked complete
+
+Nothing is written before check() passes. A stage runs its work one of two ways:
+- tasks: `process(unit)` runs as one Ray task per unit (CPUs from `resources.cpus`);
+- actors: `expand(unit)` (CPU tasks, e.g. read + decode) yields rows, `model()` builds the callable that
+  `resources.actors` actors (one GPU each when there are GPUs) apply to batches, and the driver calls
+  `write(unit, rows)` once every row of a unit is back — so each unit's output is written whole.
+Units are shard ids (strings) or tuples of plain values: they travel to Ray workers, as does the stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float = 1.0  # per task (task stages) or per expand task (actor stages)
+    actors: int = 0  # > 0: an actor pool of this size runs model() (actor stages)
+    gpus_per_actor: float = 0.0
+    batch_size: int = 32  # rows per model batch (actor stages)
+
+
+class Stage:
+    """Base class: override what the stage needs; the defaults do nothing."""
+
+    name = "stage"
+    inputs: tuple[str, ...] = ()  # folders/files read, for describe()
+    outputs: tuple[str, ...] = ()  # folders/files written
+    resources = Resources()
+
+    @property
+    def provenance_path(self) -> str:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """Settings that decide the outputs: a rerun with other settings is refused unless forced."""
+        return {}
+
+    def fingerprint(self) -> str:
+        """The inputs' content: a rerun over other inputs is refused unless forced."""
+        return ""
+
+    def check(self) -> None:
+        """Everything that can fail before any work (weights, columns, paths); raises with the reason."""
+
+    def reset(self) -> None:
+        """--force: remove what this stage wrote before, so it starts over."""
+
+    def prepare(self) -> None:
+        """Once per run, after provenance is written (e.g. plan the download)."""
+
+    def record(self) -> dict:
+        """Extra provenance fields (model ids and hashes, predicate, source folder...)."""
+        return {}
+
+    def todo(self) -> list:
+        """Units still to do, judged by content (a unit whose inputs changed is to do again)."""
+        return []
+
+    def process(self, unit) -> Any:  # tasks
+        raise NotImplementedError
+
+    def expand(self, unit) -> list[dict]:  # actors: rows of one unit, each with a "unit" column
+        raise NotImplementedError
+
+    def model(self) -> tuple[type, dict]:  # actors: (callable class, constructor kwargs)
+        raise NotImplementedError
+
+    def expected_rows(self, unit) -> int:  # actors: rows expand(unit) yields
+        raise NotImplementedError
+
+    def write(self, unit, rows: list[dict]) -> None:  # actors: on the driver, all rows of one unit
+        raise NotImplementedError
+
+    def finish(self, done: list, failures: list[tuple[Any, str]]) -> dict:
+        """The run's summary (printed as JSON by the CLI); `failed_shards` lists failed units."""
+        return {"ran": len(done), "failed_shards": [{"shard": str(u), "error": e} for u, e in failures]}
+
+    def describe(self) -> list[str]:
+        """Lines for `curate run --describe`: what runs, on what, with which resources."""
+        r = self.resources
+        how = (f"{r.actors or 'auto'} actor(s), {r.gpus_per_actor or 0} GPU each when the cluster has GPUs, "
+               f"batch {r.batch_size}" if self.uses_actors else f"{r.cpus:g} CPU per shard task")
+        return [f"{self.name}: {', '.join(self.inputs)} -> {', '.join(self.outputs)}", f"  {how}"]
+
+    @property
+    def uses_actors(self) -> bool:
+        return type(self).model is not Stage.model
+
+    def read_provenance(self) -> dict | None:
+        if not os.path.exists(self.provenance_path):
+            return None
+        with open(self.provenance_path, encoding="utf-8") as f:
+            return json.load(f)
+
+
+def process_unit(stage: Stage, unit) -> Any:
+    """Ray task body: the stage object travels with the task (plain fields only)."""
+    return stage.process(unit)
+
+
+def expand_unit(item: dict, stage: Stage) -> list[dict]:
+    """Ray Data flat_map body for actor stages."""
+    return stage.expand(item["unit"])
+
