@@ -13,9 +13,12 @@ from curate.scoring.frames import (
     IsolatedDecoder,
     decode_isolated,
     decode_media,
+    fit_within,
     frame_indices,
     load_image,
+    resize_frames,
     sample_frames,
+    to_grey,
 )
 
 
@@ -58,6 +61,26 @@ def test_decode_media_downscales_to_max_side():
     assert decode_media(data, "video").shape == (3, 48, 128, 3)
     assert decode_media(data, "video", max_side=64).shape == (3, 24, 64, 3)
     assert decode_isolated(data, max_side=256).shape == (3, 48, 128, 3)  # never upscaled
+
+
+def test_fit_within_and_resize_frames():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 333, 501, 3), dtype=np.uint8)
+    assert fit_within(frames, 128).shape == (2, 85, 128, 3)  # 333 * 128 / 501 = 85.08
+    assert fit_within(frames, 1000) is frames
+    # shrinking averages areas: a 2x2 checkerboard halves to flat grey
+    checker = np.indices((64, 64)).sum(axis=0) % 2 * 255
+    assert np.all(np.abs(resize_frames(checker[None].astype(np.uint8), 32, 32).astype(int) - 128) <= 1)
+    # enlarging interpolates: a ramp stays a ramp (no repeated blocks)
+    ramp = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (4, 1))[None]
+    row = resize_frames(ramp, 8, 32)[0, 4].astype(int)
+    assert len(set(row.tolist())) > 16 and np.all(np.diff(row) >= 0)
+
+
+def test_to_grey_is_bt601_luma_as_pil():
+    frames = np.random.default_rng(1).integers(0, 256, (2, 20, 30, 3), dtype=np.uint8)
+    reference = np.stack([np.asarray(Image.fromarray(frame).convert("L")) for frame in frames])
+    assert np.abs(to_grey(frames).astype(int) - reference).max() <= 1
 
 
 def test_load_image():
