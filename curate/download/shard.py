@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate import schema
 from curate.download.http import FetchError, FetchPolicy, fetch_to_file
 from curate.download.img2dataset_runner import ROW_COLUMN, STORED_SHA256
 from curate.media.digest import sha256_file
@@ -259,7 +260,6 @@ def download_shard(root: str, number: int, sid: str, options: dict) -> dict:
 
 
 RETRYABLE_STATUSES = ("failed_to_download", "failed_to_decode")
-_SAMPLE_FIELDS = ("key", "row", "source", "modality", "url", "path", "caption", "extra")
 
 
 def retry_shard(root: str, sid: str, options: dict) -> dict:
@@ -278,7 +278,8 @@ def retry_shard(root: str, sid: str, options: dict) -> dict:
                     writer.add(kept.pop(key), os.path.join(work, member.name), ext)
         for row in kept.values():
             writer.add(row)
-        retry = [{k: r[k] for k in _SAMPLE_FIELDS} for r in old if r["status"] in RETRYABLE_STATUSES]
+        fields = [f.name for f in schema.load("samples") if f.name != "input_error"]  # typed source columns too
+        retry = [{k: r.get(k) for k in fields} for r in old if r["status"] in RETRYABLE_STATUSES]
         _download_rows(retry, opts, work, writer)
 
     return build_shard(root, sid, body)

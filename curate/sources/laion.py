@@ -7,6 +7,8 @@ import math
 import os
 from collections.abc import Iterator
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.sources.sample import make_key, sample, url_digest
@@ -25,10 +27,28 @@ def parquet_files(path: str) -> list[str]:
     return files
 
 
+# typed column <- the LAION column(s) it is read from, first present wins
+TYPED_COLUMNS = {"laion_aesthetic": AESTHETIC_SCORE_COLUMNS, "punsafe": ("punsafe",), "pwatermark": ("pwatermark",),
+                 "similarity": ("similarity",), "source_width": ("WIDTH",), "source_height": ("HEIGHT",)}
+_INTEGER = ("source_width", "source_height")  # LAION-Aesthetics lists them as float64
+
+
 def _clean(value):
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def _typed(name: str, value, single: bool):
+    """A source value as its typed column's value: numbers only (a stray string or NaN becomes null). A float32
+    value becomes the float64 of its shortest decimal (AESTHETIC_SCORE 6.7, not 6.699999809), so a predicate
+    `laion_aesthetic >= 6.7` keeps the rows the source lists as 6.7."""
+    value = _clean(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if name in _INTEGER:
+        return int(round(value))
+    return float(str(np.float32(value))) if single else float(value)
 
 
 def _rows(path: str, source: str, caption_column: str, batch_rows: int) -> Iterator[list[dict]]:
@@ -41,14 +61,21 @@ def _rows(path: str, source: str, caption_column: str, batch_rows: int) -> Itera
             raise ValueError(f"{file}: no URL column (have {names})")
         if caption_column not in names:
             raise ValueError(f"{file}: caption column {caption_column!r} not found (have {names})")
+        typed = {}  # typed column -> (its LAION column in this file, is it float32)
+        for name, candidates in TYPED_COLUMNS.items():
+            column = next((c for c in candidates if c in names), None)
+            if column is not None:
+                typed[name] = (column, pf.schema_arrow.field(column).type in (pa.float32(), pa.float16()))
         for batch in pf.iter_batches(batch_size=batch_rows):
             cols = batch.to_pydict()
             extras = [c for c in names if c not in (url_col, caption_column)]
             chunk = []
             for i, url in enumerate(cols[url_col]):
                 extra = {c: _clean(cols[c][i]) for c in extras}
+                columns = {name: _typed(name, cols[c][i], single) for name, (c, single) in typed.items()}
                 chunk.append(sample(key=make_key("", url_digest(url or f"{file}:{row}")), row=row, source=source,
-                                    modality="image", url=url, caption=cols[caption_column][i], extra=extra))
+                                    modality="image", url=url, caption=cols[caption_column][i], extra=extra,
+                                    columns=columns))
                 row += 1
             yield chunk
 
@@ -59,5 +86,6 @@ def read_coco(path: str, caption_column: str = "top_caption", batch_rows: int = 
 
 
 def read_aesthetics(path: str, caption_column: str = "TEXT", batch_rows: int = 65536) -> Iterator[list[dict]]:
-    """LAION-Aesthetics V2: the score column (AESTHETIC_SCORE, or `aesthetic` in laion2B-en derivatives) stays in extra."""
+    """LAION-Aesthetics V2: the score column (AESTHETIC_SCORE, or `aesthetic` in laion2B-en derivatives) becomes
+    `laion_aesthetic`; like punsafe, pwatermark, similarity, WIDTH/HEIGHT it also stays in extra."""
     return _rows(path, "laion-aesthetics", caption_column, batch_rows)

@@ -9,6 +9,9 @@ from urllib.parse import urlsplit
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MAX_KEY_LEN = 96
+# Typed samples/manifest columns a reader fills from the source's own columns (schemas/samples.yaml)
+SOURCE_COLUMNS = ("laion_aesthetic", "punsafe", "pwatermark", "similarity", "source_width", "source_height",
+                  "source_duration", "page_dir", "page_idx")
 
 
 def url_digest(url: str, n: int = 16) -> str:
@@ -38,12 +41,15 @@ def url_problem(url: str | None) -> str | None:
 
 def sample(*, key: str, row: int, source: str, modality: str, caption: str | None,
            url: str | None = None, path: str | None = None, extra: dict | None = None,
-           input_error: str | None = None) -> dict:
-    """One samples-table row (see schemas/samples.yaml)."""
+           input_error: str | None = None, columns: dict | None = None) -> dict:
+    """One samples-table row (see schemas/samples.yaml); `columns`: values of SOURCE_COLUMNS (the rest are null)."""
     if path is None and input_error is None:  # remote sample: the URL must be fetchable at all
         input_error = url_problem(url)
+    unknown = set(columns or ()) - set(SOURCE_COLUMNS)
+    if unknown:
+        raise ValueError(f"not a typed source column: {sorted(unknown)}")
     return {
         "key": key, "row": row, "source": source, "modality": modality, "url": url, "path": path,
         "caption": caption or "", "extra": json.dumps(extra or {}, ensure_ascii=False, default=str),
-        "input_error": input_error,
+        "input_error": input_error, **dict.fromkeys(SOURCE_COLUMNS), **(columns or {}),
     }

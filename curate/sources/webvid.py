@@ -1,7 +1,9 @@
-"""WebVid-10M reader: the distributed CSVs (videoid, contentUrl, duration, page_dir, name), streamed."""
+"""WebVid-10M reader: the distributed CSVs (videoid, contentUrl, duration, page_dir, name; the 2M CSVs add
+page_idx and order the columns differently), streamed."""
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Iterator
 
@@ -10,7 +12,7 @@ import pyarrow.csv as pacsv
 
 from curate.sources.sample import make_key, sample, url_digest
 
-COLUMNS = ["videoid", "contentUrl", "duration", "page_dir", "name"]
+URL, CAPTION = "contentUrl", "name"
 _ISO_DURATION = re.compile(r"^P(?:(\d+)D)?T?(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
 
 
@@ -29,32 +31,38 @@ def parse_duration(text: str | None) -> float | None:
         return None
 
 
+def _integer(text: str | None) -> int | None:
+    text = (text or "").strip()
+    return int(text) if text.isdigit() else None
+
+
 def read(path: str, block_rows_hint: int = 1 << 20) -> Iterator[list[dict]]:
     """Yield chunks of sample rows. Streams with pyarrow's CSV reader: the 2.7 GB train CSV is never
-    held in memory, and quoted captions with commas, quotes and newlines parse as real CSV."""
-    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS}, strings_can_be_null=True,
-                                   include_columns=None)
+    held in memory, and quoted captions with commas, quotes and newlines parse as real CSV. Every column is
+    read as text (no type guessed from the first block), kept verbatim in extra but for contentUrl and name;
+    duration, page_dir and page_idx are also typed columns."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        header = next(csv.reader(f), [])
+    missing = [c for c in ("videoid", URL) if c not in header]
+    if missing:
+        raise ValueError(f"{path}: not a WebVid CSV, missing columns {missing} (have {header})")
+    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True)
     parse = pacsv.ParseOptions(newlines_in_values=True)
     read_opts = pacsv.ReadOptions(block_size=block_rows_hint * 8)
     reader = pacsv.open_csv(path, read_options=read_opts, parse_options=parse, convert_options=convert)
-    missing = [c for c in ("videoid", "contentUrl") if c not in reader.schema.names]
-    if missing:
-        raise ValueError(f"{path}: not a WebVid CSV, missing columns {missing} (have {reader.schema.names})")
     row = 0
     for batch in reader:
         cols = batch.to_pydict()
-        n = batch.num_rows
-        get = lambda c: cols.get(c) or [None] * n  # noqa: E731 - optional columns
+        extras = [c for c in cols if c not in (URL, CAPTION)]
         chunk = []
-        for videoid, url, duration, page_dir, name in zip(get("videoid"), get("contentUrl"), get("duration"),
-                                                          get("page_dir"), get("name")):
-            vid = (videoid or "").strip()
+        for i in range(batch.num_rows):
+            extra = {c: cols[c][i] for c in extras}
+            url, vid = cols[URL][i], (extra["videoid"] or "").strip()
             key = make_key("webvid_", vid) if vid else make_key("webvid_url_", url_digest(url or f"row{row}"))
-            error = None if vid else "missing videoid"
-            chunk.append(sample(
-                key=key, row=row, source="webvid", modality="video", url=url, caption=name,
-                extra={"videoid": vid or None, "duration": duration, "duration_s": parse_duration(duration),
-                       "page_dir": page_dir},
-                input_error=error))
+            columns = {"source_duration": parse_duration(extra.get("duration")), "page_dir": extra.get("page_dir"),
+                       "page_idx": _integer(extra.get("page_idx"))}
+            chunk.append(sample(key=key, row=row, source="webvid", modality="video", url=url,
+                                caption=cols[CAPTION][i] if CAPTION in cols else "", extra=extra, columns=columns,
+                                input_error=None if vid else "missing videoid"))
             row += 1
         yield chunk

@@ -39,6 +39,44 @@ def test_laion_aesthetics_keeps_score_column_either_spelling(tmp_path):
     assert [r["row"] for r in rows] == [0, 1]
 
 
+TYPED = ("laion_aesthetic", "punsafe", "pwatermark", "similarity", "source_width", "source_height")
+
+
+def test_laion_aesthetics_6_5plus_columns_become_typed_columns(tmp_path):
+    """The improved_aesthetics_6.5plus layout: WIDTH/HEIGHT/similarity float64, punsafe/pwatermark/AESTHETIC_SCORE
+    float32. Typed columns keep the listed values (float32 6.7 -> 6.7, not 6.699999809)."""
+    pq.write_table(pa.table({
+        "URL": ["https://a.test/x.png", "https://a.test/y.jpg"], "TEXT": ["t", "u"],
+        "WIDTH": pa.array([1024.0, 600.0], pa.float64()), "HEIGHT": pa.array([768.0, float("nan")], pa.float64()),
+        "similarity": pa.array([0.3125, 0.28], pa.float64()),
+        "punsafe": pa.array([0.00012, 0.9], pa.float32()), "pwatermark": pa.array([0.07, 0.6], pa.float32()),
+        "AESTHETIC_SCORE": pa.array([6.7, 6.5], pa.float32()),
+        "hash": pa.array([-123, 456], pa.int64()), "__index_level_0__": pa.array([10, 11], pa.int64()),
+    }), tmp_path / "part-00000.parquet")
+    rows = [r for c in read("laion-aesthetics", str(tmp_path)) for r in c]
+    assert [tuple(r[c] for c in TYPED) for r in rows] == [(6.7, 0.00012, 0.07, 0.3125, 1024, 768),
+                                                          (6.5, 0.9, 0.6, 0.28, 600, None)]
+    assert type(rows[0]["source_width"]) is int
+    assert json.loads(rows[0]["extra"])["hash"] == -123 and json.loads(rows[1]["extra"])["__index_level_0__"] == 11
+
+
+def test_laion_coco_columns_become_typed_columns_without_an_aesthetic_score(tmp_path):
+    pq.write_table(pa.table({
+        "URL": ["https://img.test/1.jpg"], "TEXT": ["alt"], "top_caption": ["a dog"], "all_captions": [["a dog"]],
+        "all_similarities": [[0.4]], "WIDTH": pa.array([640], pa.int64()), "HEIGHT": pa.array([480], pa.int64()),
+        "similarity": [0.31], "hash": pa.array([7], pa.int64()), "pwatermark": [0.2], "punsafe": [0.01],
+    }), tmp_path / "coco.parquet")
+    (row,) = [r for c in read("laion-coco", str(tmp_path)) for r in c]
+    assert {c: row.get(c) for c in TYPED} == {"laion_aesthetic": None, "punsafe": 0.01, "pwatermark": 0.2,
+                                              "similarity": 0.31, "source_width": 640, "source_height": 480}
+
+
+def test_laion2b_lowercase_aesthetic_is_the_same_column(tmp_path):
+    pq.write_table(pa.table({"URL": ["https://a.test/y.png"], "TEXT": ["u"], "aesthetic": [6.1]}), tmp_path / "b.parquet")
+    (row,) = [r for c in read("laion-aesthetics", str(tmp_path)) for r in c]
+    assert row["laion_aesthetic"] == 6.1 and row["punsafe"] is None
+
+
 def test_missing_caption_column_is_a_clear_error(tmp_path):
     pq.write_table(pa.table({"URL": ["https://a.test/x.png"]}), tmp_path / "a.parquet")
     with pytest.raises(ValueError, match="caption column 'top_caption' not found"):

@@ -1,4 +1,5 @@
 import csv
+import json
 
 import pytest
 
@@ -28,8 +29,29 @@ def test_captions_with_commas_quotes_unicode_and_newlines(tmp_path):
     assert rows[0]["caption"] == 'Aerial, "drone" shot of 海'
     assert rows[1]["caption"] == "line one\nline two"
     assert rows[0]["modality"] == "video" and rows[0]["source"] == "webvid"
-    assert '"duration_s": 11.0' in rows[0]["extra"] and '"page_dir": "000001_000050"' in rows[0]["extra"]
+    assert json.loads(rows[0]["extra"]) == {"videoid": "1066676110", "duration": "PT00H00M11S",
+                                            "page_dir": "000001_000050"}
+    assert rows[0]["source_duration"] == 11.0 and rows[1]["source_duration"] == 65.0
+    assert rows[0]["page_dir"] == "000001_000050" and rows[0]["page_idx"] is None
     assert all(r["input_error"] is None for r in rows)
+
+
+def test_2m_val_csv_keeps_page_idx_and_every_column(tmp_path):
+    """results_2M_val.csv orders its columns videoid,name,page_idx,page_dir,duration,contentUrl; every column but
+    the URL and the caption is kept verbatim in extra, and the ones users filter on are typed columns."""
+    path = tmp_path / "results_2M_val.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["videoid", "name", "page_idx", "page_dir", "duration", "contentUrl"])
+        w.writerow(["1053841541", "Travel blogger shooting a story, 4k", "1", "000001_000050", "PT00H00M13S",
+                    "https://x.test/1053841541/preview.mp4"])
+        w.writerow(["29245", "no page", "", "", "", "https://x.test/29245.mp4"])
+    rows = rows_of(path)
+    assert rows[0]["caption"] == "Travel blogger shooting a story, 4k" and rows[0]["url"].endswith("preview.mp4")
+    assert json.loads(rows[0]["extra"]) == {"videoid": "1053841541", "page_idx": "1", "page_dir": "000001_000050",
+                                            "duration": "PT00H00M13S"}
+    typed = [(r["source_duration"], r["page_dir"], r["page_idx"]) for r in rows]
+    assert typed == [(13.0, "000001_000050", 1), (None, None, None)]
 
 
 def test_missing_fields_become_input_errors(tmp_path):
