@@ -10,7 +10,8 @@ from torch import nn
 
 from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
 from curate.scoring.sample import Sample
-from curate.scoring.weights import AESTHETIC_V2_L14, DEFAULT_CLIP, resolve_clip, resolve_known_file
+from curate.scoring.weights import AESTHETIC_V2_L14, DEFAULT_CLIP, ClipSource, resolve_known_file
+from curate.weightfile import file_digest, load_strict, read_weights, unwrap_state_dict
 
 NAME = "aesthetic"
 VERSION = "1"
@@ -19,6 +20,7 @@ AESTHETIC_SCORE_MIN = "aesthetic_score_min"  # worst sampled frame
 AESTHETIC_MODEL = "aesthetic_model"
 AESTHETIC_SCORE_ERROR = "aesthetic_score_error"
 EMBED_DIM = 768  # the OpenAI ViT-L/14 embedding the released weights were trained on
+AESTHETIC_CLIP_RELEASE = "ViT-L-14"  # the OpenAI CLIP release whose embeddings the MLP was trained on
 
 
 class AestheticMLP(nn.Module):
@@ -44,49 +46,74 @@ class AestheticMLP(nn.Module):
         return self.layers(embeddings)
 
 
-def load_aesthetic_mlp(path: str | Path | None = None) -> tuple[AestheticMLP, Path]:
-    """The predictor with the released weights (explicit path, cache, or download), in eval mode on CPU."""
+def load_aesthetic_mlp(path: str | Path | None = None, input_dim: int = EMBED_DIM) -> tuple[AestheticMLP, Path]:
+    """The predictor with the released weights (explicit path, cache, or download), in eval mode on CPU.
+
+    A file without the released layout is a WeightsLayoutError naming the file and the expected keys.
+    """
     weights = resolve_known_file(AESTHETIC_V2_L14, path, what="LAION aesthetic predictor v2")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    mlp = AestheticMLP()
-    mlp.load_state_dict(state, strict=True)
+    mlp = AestheticMLP(input_dim)
+    load_strict(mlp, unwrap_state_dict(read_weights(weights, what="aesthetic predictor")), weights,
+                f"aesthetic predictor (MLP {input_dim}-1024-128-64-16-1)")
     return mlp.eval().requires_grad_(False), weights
 
 
+def require_openai_l14(source: ClipSource, spec: str) -> None:
+    """Refuse a CLIP other than OpenAI's ViT-L/14 for the released predictor, by name, whatever its width."""
+    if source.openai != AESTHETIC_CLIP_RELEASE:
+        raise ValueError(
+            f"the LAION aesthetic predictor is defined on OpenAI CLIP {AESTHETIC_CLIP_RELEASE} embeddings; "
+            f"{spec!r} is not OpenAI's {AESTHETIC_CLIP_RELEASE} weights. Give the aesthetic scorer its own CLIP "
+            f"({DEFAULT_CLIP}, or OpenAI's ViT-L-14.pt file), or, for an MLP you trained on this CLIP's "
+            "embeddings, say so with the custom-CLIP override (aesthetic_custom_clip=True)."
+        )
+
+
 class AestheticScorer:
-    """Predicted aesthetic rating (about 1-10, unclamped) per frame; mean and min over a video's frames."""
+    """Predicted aesthetic rating (about 1-10, unclamped) per frame; mean and min over a video's frames.
+
+    The CLIP feeding the MLP must be OpenAI's ViT-L/14 (the tag ViT-L-14:openai, OpenAI's published file,
+    or OpenAI's repository in the hub cache): other CLIPs are refused by name, even 768-d ones such as
+    ViT-L-14:laion2b_s32b_b82k, whose embeddings mean something else to the MLP. custom_clip=True lifts
+    that check for an MLP file of the same layout trained on another CLIP's embeddings (its width must
+    match the MLP's input).
+    """
 
     name = NAME
     columns = (AESTHETIC_SCORE, AESTHETIC_SCORE_MIN, AESTHETIC_MODEL, AESTHETIC_SCORE_ERROR)
 
     def __init__(self, aesthetic_model: str | Path | None = None, clip_model: str = DEFAULT_CLIP,
-                 device: str | None = None, embedder: ClipEmbedder | None = None):
+                 device: str | None = None, embedder: ClipEmbedder | None = None, custom_clip: bool = False):
         self.weights_path = aesthetic_model
         self.embedder = embedder or ClipEmbedder(clip_model, device)
+        self.custom_clip = custom_clip
         self.mlp: AestheticMLP | None = None
+        self.resolved: Path | None = None
         self.model_id = ""
 
     def check_weights(self) -> None:
-        """Resolve the CLIP and predictor weights without building models (fails fast where they are missing)."""
-        resolve_clip(self.embedder.spec)
-        resolve_known_file(AESTHETIC_V2_L14, self.weights_path, what="LAION aesthetic predictor v2")
+        """Strict checks before any work: the CLIP is the right one and loads, the MLP file has the released layout."""
+        source = self.embedder.resolve()
+        if not self.custom_clip:  # by name first: a wrong CLIP is refused before its weights are read
+            require_openai_l14(source, self.embedder.spec)
+        self.embedder.check()
+        _, self.resolved = load_aesthetic_mlp(self.weights_path, self.embedder.embed_dim)
+        self.model_id = f"{self.resolved.name}@{source.model_id}"
 
     def setup(self) -> None:
+        if not self.custom_clip:
+            require_openai_l14(self.embedder.resolve(), self.embedder.spec)
         self.embedder.load()
-        if self.embedder.embed_dim != EMBED_DIM:
-            raise ValueError(
-                f"the aesthetic predictor needs {EMBED_DIM}-d CLIP ViT-L/14 embeddings; "
-                f"{self.embedder.model_id} gives {self.embedder.embed_dim}-d"
-            )
-        self.mlp, weights = load_aesthetic_mlp(self.weights_path)
+        self.mlp, self.resolved = load_aesthetic_mlp(self.weights_path, self.embedder.embed_dim)
         self.mlp.to(self.embedder.device)
-        self.model_id = f"{weights.name}@{self.embedder.model_id}"
+        self.model_id = f"{self.resolved.name}@{self.embedder.model_id}"
 
     def provenance(self) -> dict:
-        return {"scorer": NAME, "version": VERSION, "model": self.model_id,
-                "checksum_source": AESTHETIC_V2_L14.checksum_source}
+        if self.resolved is None:
+            self.check_weights()
+        return {"scorer": NAME, "version": VERSION, "model": self.model_id, "weights": str(self.resolved),
+                "sha256": file_digest(self.resolved), "checksum_source": AESTHETIC_V2_L14.checksum_source,
+                "custom_clip": self.custom_clip, "clip": self.embedder.provenance()}
 
     def score_batch(self, samples: list[Sample]) -> list[dict]:
         return self.score_embedded(samples, embed_sample_frames(self.embedder, samples))

@@ -1,17 +1,19 @@
-"""CLIP embeddings of uint8 frames and captions with an open_clip model loaded through the weights registry."""
+"""CLIP embeddings of uint8 frames and captions with an open_clip model built from a resolved weights file."""
 
 from __future__ import annotations
 
 import contextlib
-import zipfile
 
 import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from PIL import Image
 
 from curate.scoring.sample import SampleError, frames_of
-from curate.scoring.weights import DEFAULT_CLIP, ClipSource, resolve_clip
+from curate.scoring.weights import DEFAULT_CLIP, ClipSource, build_clip, resolve_clip, to_open_clip_layout
+from curate.weightfile import check_layout, file_digest, load_strict, module_layout, read_weights
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -20,61 +22,58 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _is_torchscript(path) -> bool:
-    # OpenAI's original release files (ViT-L-14.pt, ...) are TorchScript archives.
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") for name in archive.namelist())
-
-
 class ClipEmbedder:
     """One open_clip model on one device: L2-normalised image embeddings of frames and text embeddings of captions.
 
-    Frames are preprocessed as tensors on the device (resize shortest side, centre crop, normalise), which
-    matches open_clip's PIL pipeline up to interpolation rounding and avoids a per-image PIL round trip.
+    Frames go through open_clip's own eval transform (the one create_model_and_transforms returns for the
+    model's preprocess cfg) on PIL images, so inputs equal open_clip's exactly; see the README for the cost.
     """
 
-    def __init__(self, spec: str = DEFAULT_CLIP, device: str | None = None):
+    def __init__(self, spec: str = DEFAULT_CLIP, device: str | None = None, trust_checkpoint: bool = False):
         self.spec = spec
         self.device = pick_device(device)
+        self.trust_checkpoint = trust_checkpoint
         self.source: ClipSource | None = None
+        self.sha256: str | None = None
         self.model = None
         self.tokenizer = None
+        self.transform = None
         self.embed_dim = 0
+
+    def resolve(self) -> ClipSource:
+        """Which architecture and weights file the spec names (no file is read beyond its checksum)."""
+        if self.source is None:
+            self.source = resolve_clip(self.spec, self.trust_checkpoint)
+        return self.source
+
+    def check(self) -> ClipSource:
+        """Resolve the weights and compare their keys and shapes with the architecture's, without loading them.
+
+        The model is built on the meta device (no memory, no init) and the file memory-mapped where it can be,
+        so this is cheap enough for a driver to run before any work starts.
+        """
+        if self.sha256 is not None:
+            return self.source
+        source = self.resolve()
+        with torch.device("meta"):
+            model = build_clip(source.architecture, source.quick_gelu, device="meta", preprocess=source.preprocess)
+        state = to_open_clip_layout(model, read_weights(source.checkpoint, source.trusted, "CLIP checkpoint", mmap=True))
+        check_layout(module_layout(model), state, source.checkpoint, f"CLIP {source.architecture}")
+        self.embed_dim = _embed_dim(model)
+        self.sha256 = file_digest(source.checkpoint)
+        return source
 
     def load(self) -> "ClipEmbedder":
         if self.model is not None:
             return self
-        source = resolve_clip(self.spec)
-        cfg = source.pretrained_cfg
-        options = {}
-        if cfg:
-            options.update(
-                image_mean=cfg.get("mean"),
-                image_std=cfg.get("std"),
-                image_interpolation=cfg.get("interpolation"),
-                image_resize_mode=cfg.get("resize_mode"),
-            )
-        quick_gelu = bool(cfg.get("quick_gelu", False))
-        if source.checkpoint is not None:
-            options["pretrained"] = str(source.checkpoint)
-            if _is_torchscript(source.checkpoint):
-                # an OpenAI release file: not a plain state dict, and every OpenAI CLIP uses QuickGELU
-                options["weights_only"] = False
-                quick_gelu = True
-        model, _, _ = open_clip.create_model_and_transforms(
-            source.architecture, device=self.device, force_quick_gelu=quick_gelu, **options
-        )
-        self.model = model.eval().requires_grad_(False)
+        source = self.resolve()
+        model = build_clip(source.architecture, source.quick_gelu, preprocess=source.preprocess)
+        state = to_open_clip_layout(model, read_weights(source.checkpoint, source.trusted, "CLIP checkpoint"))
+        load_strict(model, state, source.checkpoint, f"CLIP {source.architecture}")
+        self.model = model.to(self.device).eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(source.architecture)
-        self.source = source
-        preprocess = open_clip.get_model_preprocess_cfg(model)
-        self._size = tuple(preprocess["size"]) if isinstance(preprocess["size"], (tuple, list)) else (preprocess["size"],) * 2
-        self._resize_mode = preprocess.get("resize_mode", "shortest")
-        self._interpolation = preprocess.get("interpolation", "bicubic")
-        self._mean = torch.tensor(preprocess["mean"], device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(preprocess["std"], device=self.device).view(1, 3, 1, 1)
+        preprocess = PreprocessCfg(**open_clip.get_model_preprocess_cfg(model))
+        self.transform = image_transform_v2(preprocess, is_train=False)
         self.embed_dim = int(self.embed_texts([""]).shape[1])
         return self
 
@@ -82,27 +81,22 @@ class ClipEmbedder:
     def model_id(self) -> str:
         return self.source.model_id if self.source else self.spec
 
+    def provenance(self) -> dict:
+        """Model name, architecture, weights file and its sha256 (after check() or load())."""
+        source = self.check()
+        return {"model": source.model_id, "architecture": source.architecture, "checkpoint": str(source.checkpoint),
+                "sha256": self.sha256, "quick_gelu": source.quick_gelu,
+                "openai_release": source.openai}
+
     def _autocast(self):
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 [N,H,W,3] -> normalised float [N,3,S,S] on the device."""
-        pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        height, width = pixels.shape[-2:]
-        target_h, target_w = self._size
-        mode = self._interpolation if self._interpolation in ("bicubic", "bilinear") else "bicubic"
-        if self._resize_mode == "squash":
-            pixels = F.interpolate(pixels, size=(target_h, target_w), mode=mode, antialias=True, align_corners=False)
-        else:
-            scale = max(target_h / height, target_w / width)
-            resized = (max(target_h, round(height * scale)), max(target_w, round(width * scale)))
-            pixels = F.interpolate(pixels, size=resized, mode=mode, antialias=True, align_corners=False)
-            top = (resized[0] - target_h) // 2
-            left = (resized[1] - target_w) // 2
-            pixels = pixels[:, :, top : top + target_h, left : left + target_w]
-        return (pixels.clamp(0.0, 1.0) - self._mean) / self._std
+        """uint8 [N,H,W,3] -> normalised float [N,3,S,S] on the device, by open_clip's transform."""
+        pixels = [self.transform(Image.fromarray(frame)) for frame in np.ascontiguousarray(frames)]
+        return torch.stack(pixels).to(self.device)
 
     @torch.inference_mode()
     def embed_frames(self, frames: np.ndarray) -> torch.Tensor:
@@ -118,6 +112,13 @@ class ClipEmbedder:
         with self._autocast():
             features = self.model.encode_text(tokens)
         return F.normalize(features.float(), dim=-1)
+
+
+def _embed_dim(meta_model) -> int:
+    """Width of the image embedding, by running the model's forward on the meta device (shapes only)."""
+    size = open_clip.get_model_preprocess_cfg(meta_model)["size"]
+    height, width = (size, size) if isinstance(size, int) else size
+    return int(meta_model.encode_image(torch.empty(1, 3, height, width, device="meta")).shape[-1])
 
 
 def embed_sample_frames(embedder: ClipEmbedder, samples: list) -> list[np.ndarray | str]:

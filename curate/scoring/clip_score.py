@@ -6,7 +6,7 @@ import numpy as np
 
 from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
 from curate.scoring.sample import Sample
-from curate.scoring.weights import DEFAULT_CLIP, resolve_clip
+from curate.scoring.weights import DEFAULT_CLIP
 
 NAME = "clip"
 VERSION = "1"
@@ -32,15 +32,14 @@ class ClipScorer:
         return base + (CLIP_EMBEDDING,) if self.keep_embedding else base
 
     def check_weights(self) -> None:
-        """Resolve the CLIP weights without building the model (fails fast where they are missing)."""
-        resolve_clip(self.embedder.spec)
+        """Resolve the CLIP weights and check their layout without loading them (fails fast, before any work)."""
+        self.embedder.check()
 
     def setup(self) -> None:
         self.embedder.load()
 
     def provenance(self) -> dict:
-        return {"scorer": NAME, "version": VERSION, "model": self.embedder.model_id,
-                "checkpoint": str(self.embedder.source.checkpoint) if self.embedder.source else None}
+        return {"scorer": NAME, "version": VERSION, **self.embedder.provenance()}
 
     def score_batch(self, samples: list[Sample]) -> list[dict]:
         return self.score_embedded(samples, embed_sample_frames(self.embedder, samples))

@@ -20,26 +20,32 @@ MODEL_SCORERS = (clip_score.NAME, aesthetic_score.NAME)  # the ones that want a 
 class ScorerSet:
     """Per-batch scoring for a subset of SCORER_NAMES; one row per input sample, always, in input order.
 
+    clip_model feeds the CLIP score only; aesthetic_clip_model feeds the aesthetic MLP and must be OpenAI's
+    ViT-L/14 unless aesthetic_custom_clip says the MLP file was trained on that other CLIP. When both name
+    the same model, one CLIP pass serves both. trust_checkpoint lets CLIP files whose checksum is not a
+    published one be read although they hold TorchScript or pickled objects.
     Dedup is not here: it compares the whole dataset, see curate.scoring.dedup.
     """
 
     def __init__(self, names: list[str] | tuple[str, ...], clip_model: str = DEFAULT_CLIP,
                  aesthetic_model: str | Path | None = None, aesthetic_clip_model: str = DEFAULT_CLIP,
-                 device: str | None = None, keep_embedding: bool = True):
+                 device: str | None = None, keep_embedding: bool = True, aesthetic_custom_clip: bool = False,
+                 trust_checkpoint: bool = False):
         unknown = [name for name in names if name not in SCORER_NAMES]
         if unknown:
             raise ValueError(f"unknown scorers {unknown}; per-batch scorers are {list(SCORER_NAMES)}")
         self.names = tuple(name for name in SCORER_NAMES if name in names)
         self.scorers = []
         self._shared: ClipEmbedder | None = None
-        clip_embedder = ClipEmbedder(clip_model, device)
+        clip_embedder = ClipEmbedder(clip_model, device, trust_checkpoint)
         if clip_score.NAME in self.names:
             self.scorers.append(clip_score.ClipScorer(keep_embedding=keep_embedding, embedder=clip_embedder))
         if aesthetic_score.NAME in self.names:
             shares = clip_score.NAME in self.names and aesthetic_clip_model == clip_model
-            embedder = clip_embedder if shares else ClipEmbedder(aesthetic_clip_model, device)
+            embedder = clip_embedder if shares else ClipEmbedder(aesthetic_clip_model, device, trust_checkpoint)
             self._shared = clip_embedder if shares else None
-            self.scorers.append(aesthetic_score.AestheticScorer(aesthetic_model, embedder=embedder))
+            self.scorers.append(aesthetic_score.AestheticScorer(aesthetic_model, embedder=embedder,
+                                                                custom_clip=aesthetic_custom_clip))
         if motion_score.NAME in self.names:
             self.scorers.append(motion_score.MotionScorer())
         if technical_quality.NAME in self.names:
@@ -54,7 +60,8 @@ class ScorerSet:
         return (KEY,) + tuple(column for scorer in self.scorers for column in scorer.columns) + (SCORE_ERROR,)
 
     def check_weights(self) -> None:
-        """Resolve every weights file now without building models: call in the driver before starting workers."""
+        """Strict checks of every weights file (found, right model, right keys and shapes) without loading the
+        models: the driver calls this before writing anything or starting workers."""
         for scorer in self.scorers:
             scorer.check_weights()
 
@@ -64,6 +71,7 @@ class ScorerSet:
             scorer.setup()
 
     def provenance(self) -> dict[str, dict]:
+        """Per scorer: version, model names, weight files and their sha256 (checks the weights if not yet done)."""
         return {scorer.name: scorer.provenance() for scorer in self.scorers}
 
     def score_batch(self, samples: list[Sample]) -> list[dict]:

@@ -1,31 +1,60 @@
-"""Weights registry: resolve a scorer's model file from an explicit path, the local caches, or (online) a download.
+"""Which weights a scorer uses: CLIP specs resolved to an architecture and a local file, and the published scorer files.
 
-Order: explicit path -> standard caches (Hugging Face hub cache, open_clip's ~/.cache/clip, curate's own
-cache) -> download. Offline and missing is a WeightsMissing error naming the file and where to put it;
-random weights are never substituted.
+A CLIP spec is one of:
+  NAME:TAG          an open_clip pretrained tag, e.g. "ViT-L-14:openai" (from the Hugging Face hub cache,
+                    open_clip's ~/.cache/clip, or a download unless offline);
+  NAME:/path/file   an open_clip architecture and a checkpoint file (.pt, .pth, .bin, .safetensors);
+  /path/file        a checkpoint file alone: the architecture is recognised from the file (a published
+                    checksum, a Hugging Face cache folder) or inferred from its keys and shapes; a file that
+                    fits several architectures is refused with the candidates to choose from;
+  /path/dir         a folder with open_clip_config.json and its weights, as open_clip saves them;
+  hf-hub:ORG/REPO   such a folder on the Hugging Face hub, taken from the hub cache.
+
+Activation: open_clip's names fix it (ViT-L-14 is GELU, ViT-L-14-quickgelu QuickGELU). OpenAI trained
+with QuickGELU, so weights known to be OpenAI's (the openai tag, a file with OpenAI's published sha256,
+an OpenAI repository's file in the hub cache, any TorchScript archive, which is OpenAI's release format)
+are always built with QuickGELU. A bare file whose layout fits both a GELU and a QuickGELU name is refused.
+Missing weights are a WeightsMissing error naming the file and where to put it; random weights are never
+substituted.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-from dataclasses import dataclass
+import logging
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import open_clip
+import torch
 
-OFFLINE_ENV = ("CURATE_OFFLINE", "HF_HUB_OFFLINE")
+from curate.weightfile import (
+    WeightsMismatch,
+    WeightsMissing,
+    check_layout,
+    curate_cache_dir,
+    downloads_allowed,
+    fetch,
+    file_digest,
+    hf_cached,
+    hf_file,
+    hf_hub_cache_dir,
+    is_torchscript,
+    module_layout,
+    read_weights,
+    unwrap_state_dict,
+)
+
+__all__ = ["WeightsMismatch", "WeightsMissing"]  # re-exported: the scorers' callers catch these from here
+
 DEFAULT_CLIP = "ViT-L-14:openai"
 HF_CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 HF_HUB_PREFIX = "hf-hub:"
-
-
-class WeightsMissing(FileNotFoundError):
-    """A model file is not on disk and could not be downloaded."""
-
-
-class WeightsMismatch(ValueError):
-    """A model file is on disk but is not the published file (size or checksum differs)."""
+QUICKGELU_SUFFIX = "-quickgelu"
+_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
+_SHA256_IN_URL = re.compile(r"/([0-9a-f]{64})/")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,42 +93,8 @@ CLIP_VIT_L14_OPENAI = KnownFile(
 )
 
 
-def curate_cache_dir() -> Path:
-    return Path(os.environ.get("CURATE_CACHE", Path.home() / ".cache" / "curate"))
-
-
 def open_clip_cache_dir() -> Path:
     return Path.home() / ".cache" / "clip"
-
-
-def hf_hub_cache_dir() -> Path:
-    if "HF_HUB_CACHE" in os.environ:
-        return Path(os.environ["HF_HUB_CACHE"])
-    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
-
-
-def downloads_allowed() -> bool:
-    return not any(os.environ.get(name, "").lower() in ("1", "true", "yes") for name in OFFLINE_ENV)
-
-
-def fetch(url: str, target: Path) -> Path:
-    """Download url to target atomically (the only network access here; tests replace it)."""
-    import urllib.request
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-        while chunk := response.read(1 << 20):
-            out.write(chunk)
-    partial.replace(target)
-    return target
-
-
-def fetch_from_hf(repo_id: str, filename: str) -> Path:
-    """Download one file of a Hugging Face repository into the standard hub cache."""
-    from huggingface_hub import hf_hub_download
-
-    return Path(hf_hub_download(repo_id, filename, cache_dir=hf_hub_cache_dir()))
 
 
 def verify(path: Path, known: KnownFile) -> None:
@@ -109,18 +104,10 @@ def verify(path: Path, known: KnownFile) -> None:
         raise WeightsMismatch(f"{path} is {size:,} bytes; the published {known.filename} is {known.size:,} bytes")
     for algorithm, expected in (("sha256", known.sha256), ("md5", known.md5)):
         if expected:
-            digest = _file_digest(path, algorithm)
+            digest = file_digest(path, algorithm)
             if digest != expected:
                 raise WeightsMismatch(f"{path} has {algorithm} {digest}; the published {known.filename} has {expected}")
             return
-
-
-def _file_digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_known_file(known: KnownFile, explicit: str | Path | None = None, what: str = "model") -> Path:
@@ -157,95 +144,230 @@ def _missing_message(what: str, known: KnownFile, looked: list[Path], why: str) 
 
 @dataclass(frozen=True)
 class ClipSource:
-    """What open_clip needs to build one CLIP model from local files."""
+    """What open_clip needs to build one CLIP model from a local file, and what the weights are known to be."""
 
     model_id: str  # recorded in outputs, e.g. "ViT-L-14:openai"
     architecture: str  # open_clip model name, or "local-dir:PATH"
-    checkpoint: Path | None  # None when the architecture is a local dir holding its own weights
-    pretrained_cfg: dict  # preprocessing and quick_gelu settings of a pretrained tag, {} otherwise
+    checkpoint: Path  # the weights file
+    quick_gelu: bool  # build with QuickGELU (OpenAI's weights) whatever the architecture name says
+    preprocess: dict = field(default_factory=dict)  # mean/std/interpolation/resize_mode of a pretrained tag
+    openai: str | None = None  # the OpenAI release these weights are (e.g. "ViT-L-14"); None when not known
+    trusted: bool = False  # the file's checksum is the published one, so a TorchScript archive may be read
 
 
-def resolve_clip(spec: str = DEFAULT_CLIP) -> ClipSource:
-    """Resolve a CLIP spec to local files.
+def resolve_clip(spec: str = DEFAULT_CLIP, trust_checkpoint: bool = False) -> ClipSource:
+    """Resolve a CLIP spec (see the module docstring) to a local weights file and how to build it.
 
-    Spec forms: "NAME:TAG" (open_clip pretrained tag, e.g. "ViT-L-14:openai"), "NAME:/path/ckpt"
-    (open_clip architecture + checkpoint file), "/path/dir" (a folder with open_clip_config.json
-    and its weights, as open_clip saves them for the hub), or "hf-hub:ORG/REPO" (such a folder on
-    the Hugging Face hub, taken from the hub cache).
+    trust_checkpoint=True reads a TorchScript archive or pickle whose checksum is not a published one.
     """
     as_path = Path(spec).expanduser()
     if as_path.is_dir():
-        if not (as_path / "open_clip_config.json").is_file():
-            raise WeightsMissing(f"CLIP model folder {as_path} has no open_clip_config.json")
-        # open_clip would warn and build random weights for a folder without a checkpoint; refuse instead
-        if not any(next(as_path.glob(pattern), None) for pattern in ("*.safetensors", "*.bin", "*.pth")):
-            raise WeightsMissing(f"CLIP model folder {as_path} has no weights (*.safetensors, *.bin or *.pth)")
-        return ClipSource(f"local-dir:{as_path}", f"local-dir:{as_path}", None, {})
+        return _clip_folder(as_path, spec)
+    if as_path.is_file():
+        return _clip_file(as_path, None, trust_checkpoint)
     if spec.startswith(HF_HUB_PREFIX):
-        return _clip_from_hf_repo(spec)
+        repo_id = spec[len(HF_HUB_PREFIX):].strip("/")
+        config = hf_file(repo_id, ("open_clip_config.json",), f"CLIP model {spec}")
+        hf_file(repo_id, HF_CHECKPOINT_NAMES, f"CLIP model {spec}")
+        return _clip_folder(config.parent, spec)
     architecture, sep, pretrained = spec.partition(":")
     if not sep or not pretrained:
-        raise ValueError(f"CLIP spec {spec!r} must be NAME:TAG, NAME:/path/to/checkpoint, or a model folder")
+        raise ValueError(f"CLIP spec {spec!r} must be NAME:TAG, NAME:/path/to/checkpoint, a checkpoint file "
+                         "or a model folder")
     if architecture not in open_clip.list_models():
         raise ValueError(f"unknown open_clip architecture {architecture!r}")
     pretrained_path = Path(pretrained).expanduser()
     if pretrained_path.is_file():
-        return ClipSource(f"{architecture}:{pretrained_path}", architecture, pretrained_path, {})
+        return _clip_file(pretrained_path, architecture, trust_checkpoint)
     cfg = open_clip.get_pretrained_cfg(architecture, pretrained)
     if not cfg:
         if "/" in pretrained or pretrained_path.suffix:
             raise WeightsMissing(f"CLIP checkpoint not found at {pretrained_path}")
         tags = open_clip.list_pretrained_tags_by_model(architecture)
         raise ValueError(f"{architecture} has no pretrained tag {pretrained!r}; known tags: {tags}")
-    return ClipSource(spec, architecture, _clip_checkpoint(architecture, pretrained, cfg), cfg)
+    checkpoint = _clip_checkpoint(architecture, pretrained, cfg)
+    return ClipSource(spec, architecture, checkpoint, bool(cfg.get("quick_gelu")), _preprocess_of(cfg),
+                      _openai_name(architecture, pretrained), trusted=_sha256_in_url(cfg) is not None)
 
 
-def _clip_from_hf_repo(spec: str) -> ClipSource:
-    """A hub repository holding an open_clip folder: use its cached snapshot folder as a local model folder."""
-    from huggingface_hub import try_to_load_from_cache
+def _clip_folder(folder: Path, spec: str) -> ClipSource:
+    import json
 
-    repo_id = spec[len(HF_HUB_PREFIX):].strip("/")
-    config = try_to_load_from_cache(repo_id, "open_clip_config.json", cache_dir=hf_hub_cache_dir())
-    if not isinstance(config, str) and downloads_allowed():
-        try:
-            config = str(fetch_from_hf(repo_id, "open_clip_config.json"))
-            fetch_from_hf(repo_id, HF_CHECKPOINT_NAMES[1])
-        except OSError as error:
-            raise WeightsMissing(f"CLIP model {spec} is not in {hf_hub_cache_dir()} and download failed: {error}") from error
-    if not isinstance(config, str):
-        raise WeightsMissing(
-            f"CLIP model {spec} is not in {hf_hub_cache_dir()} and downloads are disabled (offline). "
-            f"Fetch it with `huggingface-cli download {repo_id}`, or pass a local model folder."
+    config_file = folder / "open_clip_config.json"
+    if not config_file.is_file():
+        raise WeightsMissing(f"CLIP model folder {folder} has no open_clip_config.json")
+    # open_clip would warn and build random weights for a folder without a checkpoint; refuse instead
+    checkpoint = next((folder / name for name in HF_CHECKPOINT_NAMES if (folder / name).is_file()), None)
+    if checkpoint is None:
+        found = sorted(path for pattern in ("*.safetensors", "*.bin", "*.pth") for path in folder.glob(pattern))
+        if len(found) > 1:
+            raise ValueError(f"CLIP model folder {folder} holds several weights files {[p.name for p in found]}; "
+                             f"keep one, or name one as {HF_CHECKPOINT_NAMES[0]}")
+        if not found:
+            raise WeightsMissing(f"CLIP model folder {folder} has no weights (*.safetensors, *.bin or *.pth)")
+        checkpoint = found[0]
+    model_cfg = json.loads(config_file.read_text()).get("model_cfg", {})
+    model_id = spec if spec.startswith(HF_HUB_PREFIX) else f"local-dir:{folder}"
+    return ClipSource(model_id, f"local-dir:{folder}", checkpoint, bool(model_cfg.get("quick_gelu")))
+
+
+def _clip_file(path: Path, architecture: str | None, trust_checkpoint: bool) -> ClipSource:
+    """A checkpoint file, with or without the architecture named: recognise it, else infer or take the name."""
+    published = _published_file(path)
+    torchscript = is_torchscript(path)
+    if published is not None:
+        known_arch, tag, cfg, checked = published
+        if architecture is not None and _base_name(architecture) != _base_name(known_arch):
+            raise ValueError(f"{path} is the published {known_arch}:{tag} checkpoint, not {architecture}")
+        architecture = architecture or known_arch
+        quick_gelu = bool(cfg.get("quick_gelu")) or torchscript or architecture.endswith(QUICKGELU_SUFFIX)
+        return ClipSource(f"{architecture}:{path}", architecture, path, quick_gelu, _preprocess_of(cfg),
+                          _openai_name(known_arch, tag), trusted=checked or trust_checkpoint)
+    if torchscript and not trust_checkpoint:
+        raise ValueError(
+            f"{path} is a TorchScript archive (OpenAI's CLIP release format) but its sha256 is not one OpenAI "
+            "published, so it is not read by default. Pass the published file, or trust it explicitly."
         )
-    folder = resolve_clip(str(Path(config).parent))
-    return ClipSource(spec, folder.architecture, None, {})
+    if architecture is None:
+        architecture = _infer_architecture(path, torchscript, trust_checkpoint)
+    elif not torchscript and "openai" in open_clip.list_pretrained_tags_by_model(architecture) \
+            and not architecture.endswith(QUICKGELU_SUFFIX):
+        log.warning("%s: building %s with GELU, as open_clip's name says; OpenAI-trained weights need "
+                    "%s%s:%s", path, architecture, architecture, QUICKGELU_SUFFIX, path)
+    quick_gelu = torchscript or architecture.endswith(QUICKGELU_SUFFIX)
+    return ClipSource(f"{architecture}:{path}", architecture, path, quick_gelu, trusted=trust_checkpoint)
+
+
+def _infer_architecture(path: Path, torchscript: bool, trust_checkpoint: bool) -> str:
+    """The one open_clip architecture whose keys and shapes a bare checkpoint file fits."""
+    state = unwrap_state_dict(read_weights(path, trust_checkpoint, "CLIP checkpoint", mmap=True))
+    shapes = {key: tuple(value.shape) for key, value in state.items() if hasattr(value, "shape")}
+    if "text_projection" not in shapes or "visual.conv1.weight" not in shapes:
+        raise ValueError(f"{path} does not look like an open_clip/OpenAI CLIP state dict (no text_projection or "
+                         "visual.conv1.weight); name its architecture as NAME:/path or pass a model folder")
+    fits = []
+    for name in open_clip.list_models():
+        cfg = open_clip.get_model_config(name) or {}
+        vision = cfg.get("vision_cfg", {})
+        if cfg.get("embed_dim") != shapes["text_projection"][-1] or vision.get("width") != shapes["visual.conv1.weight"][0]:
+            continue
+        try:
+            check_layout(clip_layout(name), state, path, name)
+        except ValueError:
+            continue
+        fits.append(name)
+    if torchscript:  # OpenAI's format: QuickGELU whichever name is chosen, so the twins are one answer
+        fits = sorted({_base_name(name) for name in fits})
+    if len(fits) == 1:
+        return fits[0]
+    if not fits:
+        raise ValueError(f"{path} fits no open_clip architecture; name it as NAME:/path or pass a model folder")
+    raise ValueError(
+        f"{path} fits several open_clip architectures {fits}; name one as NAME:{path}. Architectures that differ "
+        f"only in the activation cannot be told apart from the weights: OpenAI-trained weights are NAME{QUICKGELU_SUFFIX}, "
+        "others (LAION, DataComp) are the plain name."
+    )
+
+
+@lru_cache(maxsize=None)
+def clip_layout(architecture: str, quick_gelu: bool = False) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of an open_clip architecture's state dict (built on the meta device: no memory, no init)."""
+    with torch.device("meta"):
+        model = build_clip(architecture, quick_gelu, device="meta")
+    return module_layout(model)
+
+
+def build_clip(architecture: str, quick_gelu: bool, device: str = "cpu", preprocess: dict | None = None):
+    """An open_clip model without weights (they are loaded by the caller, through curate.weightfile)."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # open_clip warns that no weights were loaded: that is the point here
+    try:
+        return open_clip.create_model(architecture, load_weights=False, device=device, force_quick_gelu=quick_gelu,
+                                      force_preprocess_cfg=preprocess or None)
+    finally:
+        logger.setLevel(level)
+
+
+def to_open_clip_layout(model, state: dict) -> dict:
+    """A CLIP state dict in the key layout of an open_clip model (what open_clip's own loader converts)."""
+    from open_clip.convert import convert_state_dict
+    from open_clip.model import convert_to_custom_text_state_dict
+
+    state = convert_state_dict(model, unwrap_state_dict(state))
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)
+    if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
+        state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+    return state
+
+
+@lru_cache(maxsize=1)
+def _published() -> tuple[dict[str, tuple[str, str, dict]], dict[str, tuple[str, str, dict]]]:
+    """(sha256 -> (architecture, tag, cfg), hub repo -> same) for every open_clip pretrained tag."""
+    by_sha, by_repo = {}, {}
+    for architecture, tag in open_clip.list_pretrained():
+        cfg = open_clip.get_pretrained_cfg(architecture, tag)
+        entry = (architecture, tag, cfg)
+        if (sha := _sha256_in_url(cfg)) is not None:
+            by_sha.setdefault(sha, entry)
+        if repo := cfg.get("hf_hub", "").strip("/"):
+            by_repo.setdefault(repo, entry)
+    return by_sha, by_repo
+
+
+def _published_file(path: Path) -> tuple[str, str, dict, bool] | None:
+    """(architecture, tag, cfg, checksum_checked) when the file is a known pretrained checkpoint, else None.
+
+    Known by its sha256 (OpenAI's URLs name it) or by sitting in the hub cache folder of a tag's repository.
+    """
+    by_sha, by_repo = _published()
+    for part in path.expanduser().absolute().parts:
+        if part.startswith("models--") and (entry := by_repo.get(part[len("models--"):].replace("--", "/"))):
+            return (*entry, False)
+    entry = by_sha.get(file_digest(path))
+    return (*entry, True) if entry else None
+
+
+def _sha256_in_url(cfg: dict) -> str | None:
+    match = _SHA256_IN_URL.search(cfg.get("url", ""))
+    return match.group(1) if match else None
+
+
+def _base_name(architecture: str) -> str:
+    return architecture.removesuffix(QUICKGELU_SUFFIX)
+
+
+def _openai_name(architecture: str, tag: str) -> str | None:
+    return _base_name(architecture) if tag == "openai" else None
+
+
+def _preprocess_of(cfg: dict) -> dict:
+    return {key: cfg[key] for key in _PREPROCESS_KEYS if cfg.get(key) is not None}
 
 
 def _clip_checkpoint(architecture: str, tag: str, cfg: dict) -> Path:
-    repo_id = cfg.get("hf_hub", "").rstrip("/")
+    repo_id = cfg.get("hf_hub", "").strip("/")
     url = cfg.get("url", "")
     looked: list[str] = []
     if repo_id:
-        from huggingface_hub import try_to_load_from_cache
-
-        for filename in HF_CHECKPOINT_NAMES:
-            cached = try_to_load_from_cache(repo_id, filename, cache_dir=hf_hub_cache_dir())
-            if isinstance(cached, str):
-                return Path(cached)
+        cached = hf_cached(repo_id, HF_CHECKPOINT_NAMES)
+        if cached is not None:
+            return cached
         looked.append(f"{hf_hub_cache_dir()} (Hugging Face repo {repo_id})")
     if url:
         for directory in (open_clip_cache_dir(), curate_cache_dir()):
             path = directory / url.rsplit("/", 1)[-1]
             if path.is_file():
-                if url == CLIP_VIT_L14_OPENAI.url:
-                    verify(path, CLIP_VIT_L14_OPENAI)
+                if sha256 := _sha256_in_url(cfg):
+                    verify(path, KnownFile(path.name, url, None, sha256, None, "sha256 in the release URL"))
                 return path
             looked.append(str(path))
     if not downloads_allowed():
         raise WeightsMissing(_clip_missing(architecture, tag, looked, "downloads are disabled (offline)", repo_id, url))
     try:
         if repo_id:
-            return fetch_from_hf(repo_id, HF_CHECKPOINT_NAMES[1])
+            return hf_file(repo_id, HF_CHECKPOINT_NAMES, f"CLIP weights {architecture}:{tag}")
         return fetch(url, open_clip_cache_dir() / url.rsplit("/", 1)[-1])
     except OSError as error:
         raise WeightsMissing(_clip_missing(architecture, tag, looked, f"download failed: {error}", repo_id, url)) from error

@@ -53,3 +53,13 @@ def tiny_clip_checkpoint(tmp_path_factory, tiny_clip_dir):
     (configs / "curate-tiny.json").write_text(json.dumps(TINY_CLIP_CFG))
     open_clip.add_model_config(configs / "curate-tiny.json")
     return "curate-tiny", tiny_clip_dir / "open_clip_pytorch_model.bin"
+
+
+@pytest.fixture(scope="session")
+def openai_style_file(tmp_path_factory, tiny_clip_checkpoint):
+    """A tiny QuickGELU CLIP saved as OpenAI releases CLIP (a TorchScript archive), and the model itself."""
+    torch.manual_seed(5)
+    model = open_clip.CLIP(**TINY_CLIP_CFG, quick_gelu=True).eval()
+    path = tmp_path_factory.mktemp("openai_style") / "tiny-openai.pt"
+    torch.jit.script(model).save(path)
+    return path, model

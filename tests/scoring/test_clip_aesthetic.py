@@ -1,11 +1,16 @@
-"""CLIP score and aesthetic predictor with tiny models loaded from checkpoints through the weights registry."""
+"""CLIP score and aesthetic predictor with tiny models loaded from checkpoints; which CLIP may feed the predictor."""
+
+import hashlib
 
 import numpy as np
 import open_clip
 import pytest
 import torch
+from PIL import Image
 from synthetic_media import COLOURS, solid
+from tiny_clip import TINY_CLIP_CFG
 
+from curate.scoring import aesthetic_score, weights
 from curate.scoring.aesthetic_score import (
     AESTHETIC_SCORE,
     AESTHETIC_SCORE_MIN,
@@ -14,6 +19,8 @@ from curate.scoring.aesthetic_score import (
 )
 from curate.scoring.clip_embedder import ClipEmbedder
 from curate.scoring.clip_score import CLIP_EMBEDDING, CLIP_MODEL, CLIP_SCORE, CLIP_SCORE_ERROR, ClipScorer
+from curate.scoring.scorer_set import ScorerSet
+from curate.weightfile import WeightsLayoutError, file_digest
 
 RELEASED_KEYS = {  # the layout of sac+logos+ava1-l14-linearMSE.pth
     "layers.0.weight": (1024, 768), "layers.0.bias": (1024,),
@@ -108,7 +115,7 @@ def test_aesthetic_mlp_loads_released_layout_and_matches_reference(aesthetic_wei
 
 def test_aesthetic_scorer_mean_and_min_over_frames(tiny_clip_dir, aesthetic_weights):
     path, state = aesthetic_weights
-    scorer = AestheticScorer(path, clip_model=str(tiny_clip_dir))
+    scorer = AestheticScorer(path, clip_model=str(tiny_clip_dir), custom_clip=True)
     scorer.setup()
     video = colour_samples()[0]
     image = {"key": "img", "modality": "image", "frames": solid("blue", 48)[None], "caption": "x"}
@@ -123,34 +130,76 @@ def test_aesthetic_scorer_mean_and_min_over_frames(tiny_clip_dir, aesthetic_weig
 
 def test_aesthetic_rejects_a_state_dict_with_another_layout(tmp_path):
     path = tmp_path / "other.pth"
-    torch.save({"layers.0.weight": torch.zeros(1024, 768)}, path)
-    with pytest.raises(RuntimeError, match="Missing key"):
+    torch.save({"layers.0.weight": torch.zeros(1024, 768), "head.weight": torch.zeros(1, 16)}, path)
+    with pytest.raises(WeightsLayoutError) as error:
         load_aesthetic_mlp(path)
+    message = str(error.value)
+    assert str(path) in message and "unexpected head.weight" in message and "missing layers.0.bias" in message
+    assert "Expected keys: layers.0.weight (1024, 768), layers.0.bias (1024,), layers.2.weight (128, 1024)" in message
 
 
+def test_check_weights_fails_on_a_wrong_aesthetic_file_before_loading_any_model(tiny_clip_dir, tmp_path, monkeypatch):
+    bad = tmp_path / "not-the-predictor.pth"
+    torch.save({"fc.weight": torch.zeros(1, 768)}, bad)
 
-def test_openai_style_torchscript_file_is_built_with_quick_gelu(tiny_clip_checkpoint, tmp_path, monkeypatch):
-    """OpenAI's release files are TorchScript archives of QuickGELU models: such a file must be built as one.
+    def no_loading(self):
+        raise AssertionError("a model was loaded during the check")
 
-    (A scripted open_clip model also carries its attn_mask buffer, which OpenAI's files do not, so this
-    checks how the file is handed to open_clip rather than loading it.)
-    """
-    from tiny_clip import TINY_CLIP_CFG
+    monkeypatch.setattr(ClipEmbedder, "load", no_loading)
+    scorers = ScorerSet(["clip", "aesthetic"], clip_model=str(tiny_clip_dir), aesthetic_model=bad,
+                        aesthetic_clip_model=str(tiny_clip_dir), aesthetic_custom_clip=True)
+    with pytest.raises(WeightsLayoutError, match="not-the-predictor.pth is not a aesthetic predictor"):
+        scorers.check_weights()
+    wrong_clip = ScorerSet(["clip"], clip_model=f"curate-tiny:{bad}")  # a CLIP spec naming a non-CLIP file
+    with pytest.raises(WeightsLayoutError, match="not-the-predictor.pth is not a CLIP curate-tiny weights file"):
+        wrong_clip.check_weights()
 
-    architecture, state_dict_file = tiny_clip_checkpoint
-    scripted = tmp_path / "openai_style.pt"
-    torch.jit.script(open_clip.CLIP(**TINY_CLIP_CFG, quick_gelu=True).eval()).save(scripted)
-    seen = {}
 
-    def capture(name, **options):
-        seen[name] = options
-        raise RuntimeError("stop after capturing")
+def test_aesthetic_clip_is_openai_vit_l14_by_name_not_by_width(tmp_path, monkeypatch, aesthetic_weights):
+    """ViT-L-14 laion2b is 768-d too, but the MLP was trained on OpenAI's embeddings: refused, files untouched."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = open_clip.get_pretrained_cfg("ViT-L-14", "laion2b_s32b_b82k")["hf_hub"].strip("/")
+    snapshot = tmp_path / "hub" / ("models--" + repo.replace("/", "--")) / "snapshots" / "r"
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_pytorch_model.bin").write_bytes(b"placeholder: never read")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("r")
+    path, _ = aesthetic_weights
+    for spec in ("ViT-L-14:laion2b_s32b_b82k", str(snapshot / "open_clip_pytorch_model.bin")):
+        scorers = ScorerSet(["aesthetic"], aesthetic_model=path, aesthetic_clip_model=spec)
+        with pytest.raises(ValueError, match="defined on OpenAI CLIP ViT-L-14 embeddings") as error:
+            scorers.check_weights()
+        assert spec in str(error.value) and "aesthetic_custom_clip=True" in str(error.value)
 
-    monkeypatch.setattr(open_clip, "create_model_and_transforms", capture)
-    for checkpoint in (scripted, state_dict_file):
-        with pytest.raises(RuntimeError, match="stop after capturing"):
-            ClipEmbedder(f"{architecture}:{checkpoint}").load()
-        options = seen.pop(architecture)
-        is_openai_style = checkpoint == scripted
-        assert options["force_quick_gelu"] is is_openai_style
-        assert options.get("weights_only", True) is not is_openai_style
+
+def test_published_openai_file_feeds_the_aesthetic_scorer(openai_style_file, aesthetic_weights, monkeypatch):
+    """OpenAI's release file given by path is accepted (known by its sha256), read and built as QuickGELU."""
+    scripted, _ = openai_style_file
+    published = ({file_digest(scripted): ("curate-tiny", "openai", {"quick_gelu": True})}, {})
+    monkeypatch.setattr(weights, "_published", lambda: published)
+    monkeypatch.setattr(aesthetic_score, "AESTHETIC_CLIP_RELEASE", "curate-tiny")  # the tiny stands in for L/14
+    path, _ = aesthetic_weights
+    scorers = ScorerSet(["aesthetic"], aesthetic_model=path, aesthetic_clip_model=str(scripted))
+    scorers.check_weights()
+    record = scorers.provenance()["aesthetic"]
+    assert record["clip"]["openai_release"] == "curate-tiny" and record["clip"]["quick_gelu"] is True
+    assert record["clip"]["sha256"] == hashlib.sha256(scripted.read_bytes()).hexdigest()
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and record["model"]
+
+
+def test_openai_style_torchscript_file_is_built_with_quick_gelu(openai_style_file):
+    """OpenAI's release files are TorchScript archives of QuickGELU models: embeddings must be the original's."""
+    scripted, original = openai_style_file
+    frames = np.stack([solid(name, 40) for name in COLOURS])
+    embedder = ClipEmbedder(f"curate-tiny:{scripted}", trust_checkpoint=True).load()
+    assert embedder.source.quick_gelu
+    transform = open_clip.image_transform(TINY_CLIP_CFG["vision_cfg"]["image_size"], is_train=False)
+    pixels = torch.stack([transform(Image.fromarray(frame)) for frame in frames])
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(original.encode_image(pixels), dim=-1)
+        gelu = open_clip.CLIP(**TINY_CLIP_CFG).eval()
+        gelu.load_state_dict(original.state_dict())
+        as_gelu = torch.nn.functional.normalize(gelu.encode_image(pixels), dim=-1)
+    ours = embedder.embed_frames(frames)
+    torch.testing.assert_close(ours, expected, atol=1e-6, rtol=0)
+    assert (ours - as_gelu).abs().max() > 1e-4  # 100x the tolerance: a GELU build of these weights fails

@@ -40,7 +40,7 @@ def decoded_batch():
 
 def test_corrupt_video_gets_errors_and_the_rest_are_scored(tiny_clip_dir, aesthetic_path):
     scorers = ScorerSet(SCORER_NAMES, clip_model=str(tiny_clip_dir), aesthetic_model=aesthetic_path,
-                        aesthetic_clip_model=str(tiny_clip_dir))
+                        aesthetic_clip_model=str(tiny_clip_dir), aesthetic_custom_clip=True)
     scorers.setup()
     rows = scorers.score_batch(decoded_batch())
     assert [row["key"] for row in rows] == ["clip-ok", "clip-corrupt", "still"]
@@ -68,7 +68,7 @@ def test_clip_runs_once_per_batch_for_both_model_scorers(tiny_clip_dir, aestheti
 
     monkeypatch.setattr(ClipEmbedder, "embed_frames", counting)
     scorers = ScorerSet(["clip", "aesthetic"], clip_model=str(tiny_clip_dir), aesthetic_model=aesthetic_path,
-                        aesthetic_clip_model=str(tiny_clip_dir))
+                        aesthetic_clip_model=str(tiny_clip_dir), aesthetic_custom_clip=True)
     scorers.setup()
     samples = [{"key": str(index), "frames": solid("blue", 40, seed=index)[None], "caption": "blue"} for index in range(4)]
     calls.clear()

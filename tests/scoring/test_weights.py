@@ -2,8 +2,11 @@
 
 import hashlib
 
+import open_clip
 import pytest
+from tiny_clip import TINY_CLIP_CFG
 
+from curate import weightfile
 from curate.scoring import weights
 from curate.scoring.clip_score import ClipScorer
 from curate.scoring.scorer_set import ScorerSet
@@ -24,14 +27,15 @@ def empty_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "curate-cache"))
     monkeypatch.delenv("HF_HOME", raising=False)
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    for name in weights.OFFLINE_ENV:
+    for name in weightfile.OFFLINE_ENV:
         monkeypatch.delenv(name, raising=False)
 
     def no_network(*args):
         raise AssertionError("network access attempted")
 
-    monkeypatch.setattr(weights, "fetch", no_network)
-    monkeypatch.setattr(weights, "fetch_from_hf", no_network)
+    for module in (weights, weightfile):  # resolve_known_file calls the name it imported
+        monkeypatch.setattr(module, "fetch", no_network)
+    monkeypatch.setattr(weightfile, "fetch_from_hf", no_network)
     return tmp_path
 
 
@@ -116,7 +120,9 @@ def test_clip_tag_found_in_the_hugging_face_cache(empty_caches):
     (refs / "main").write_text("abc123")
     source = resolve_clip("ViT-L-14:openai")
     assert source.checkpoint == snapshot / "open_clip_pytorch_model.bin"
-    assert source.architecture == "ViT-L-14" and source.pretrained_cfg["quick_gelu"] is True
+    assert (source.architecture, source.quick_gelu, source.openai) == ("ViT-L-14", True, "ViT-L-14")
+    assert source.preprocess == {"mean": open_clip.OPENAI_DATASET_MEAN, "std": open_clip.OPENAI_DATASET_STD,
+                                 "interpolation": "bicubic", "resize_mode": "shortest"}
 
 
 def test_clip_hub_repo_found_in_the_hugging_face_cache(empty_caches, monkeypatch):
@@ -157,8 +163,8 @@ def test_scorer_set_checks_weights_without_building_models(empty_caches, tiny_cl
     monkeypatch.setenv("CURATE_OFFLINE", "1")
     ScorerSet(["clip", "motion", "quality"], clip_model=str(tiny_clip_dir)).check_weights()
     with pytest.raises(WeightsMissing, match="sac\\+logos"):
-        ScorerSet(["clip", "aesthetic"], clip_model=str(tiny_clip_dir),
-                  aesthetic_clip_model=str(tiny_clip_dir)).check_weights()
+        ScorerSet(["clip", "aesthetic"], clip_model=str(tiny_clip_dir), aesthetic_clip_model=str(tiny_clip_dir),
+                  aesthetic_custom_clip=True).check_weights()
     with pytest.raises(WeightsMissing, match="ViT-L-14:openai"):
         ScorerSet(["aesthetic"], aesthetic_model=empty_caches / "a.pth").check_weights()
 
@@ -170,3 +176,53 @@ def test_bad_clip_specs():
         resolve_clip("ViT-L-14:no-such-tag")
     with pytest.raises(WeightsMissing, match="not found"):
         resolve_clip("ViT-L-14:/no/such/checkpoint.pt")
+
+
+def hf_snapshot(repo_id: str, filename: str = "open_clip_pytorch_model.bin"):
+    """A file in the hub cache layout (snapshots/<rev>/<file>, refs/main), holding placeholder bytes."""
+    repo_dir = weights.hf_hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / "rev1"
+    snapshot.mkdir(parents=True)
+    (snapshot / filename).write_bytes(b"x")
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text("rev1")
+    return snapshot / filename
+
+
+def test_bare_checkpoint_path_infers_its_architecture(tiny_clip_checkpoint):
+    architecture, checkpoint = tiny_clip_checkpoint
+    source = resolve_clip(str(checkpoint))
+    assert (source.architecture, source.checkpoint, source.quick_gelu) == (architecture, checkpoint, False)
+    assert source.model_id == f"{architecture}:{checkpoint}"
+
+
+def test_bare_checkpoint_that_fits_a_gelu_and_a_quickgelu_name_is_refused(tiny_clip_checkpoint, monkeypatch):
+    architecture, checkpoint = tiny_clip_checkpoint
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, f"{architecture}-quickgelu", {**TINY_CLIP_CFG, "quick_gelu": True})
+    with pytest.raises(ValueError, match="fits several open_clip architectures") as error:
+        resolve_clip(str(checkpoint))
+    assert f"{architecture}-quickgelu" in str(error.value) and "OpenAI-trained" in str(error.value)
+    assert resolve_clip(f"{architecture}-quickgelu:{checkpoint}").quick_gelu  # named: no ambiguity
+
+
+def test_openai_checkpoint_in_the_hub_cache_is_known_by_its_folder(empty_caches):
+    path = hf_snapshot("timm/vit_large_patch14_clip_224.openai")
+    source = resolve_clip(str(path))  # a bare path: recognised without reading the (placeholder) file
+    assert (source.architecture, source.quick_gelu, source.openai) == ("ViT-L-14", True, "ViT-L-14")
+    named = resolve_clip(f"ViT-L-14:{path}")  # the GELU name, but OpenAI's weights: still QuickGELU
+    assert named.quick_gelu and named.openai == "ViT-L-14"
+    with pytest.raises(ValueError, match="published ViT-L-14:openai checkpoint, not ViT-B-32"):
+        resolve_clip(f"ViT-B-32:{path}")
+
+
+def test_torchscript_file_needs_a_published_checksum_or_trust(openai_style_file, monkeypatch):
+    path, _ = openai_style_file
+    with pytest.raises(ValueError, match="TorchScript archive .* sha256 is not one OpenAI published"):
+        resolve_clip(str(path))
+    trusted = resolve_clip(str(path), trust_checkpoint=True)
+    assert trusted.architecture == "curate-tiny" and trusted.quick_gelu and trusted.openai is None
+    published = ({weightfile.file_digest(path): ("curate-tiny", "openai", {"quick_gelu": True, "mean": (0.5,) * 3})}, {})
+    monkeypatch.setattr(weights, "_published", lambda: published)
+    known = resolve_clip(f"curate-tiny:{path}")  # the published file: read without an explicit trust
+    assert known.trusted and known.quick_gelu and known.openai == "curate-tiny"
+    assert known.preprocess == {"mean": (0.5,) * 3}
