@@ -129,9 +129,33 @@ def _attempt(url: str, dest: str, policy: FetchPolicy, resolver) -> tuple[str, s
     raise FetchError("too_many_redirects", f"more than {policy.max_redirects} redirects")
 
 
+class Pace:
+    """The deadline and low-speed limit of one attempt: `arrived(n)` after every read raises FetchError (slow)
+    once the attempt is past its deadline, or fewer than `low_speed_limit` bytes/s arrived over a window of
+    `low_speed_time` seconds. Checked as bytes arrive; a server that sends nothing is the read timeout's case."""
+
+    def __init__(self, policy: FetchPolicy):
+        self.policy = policy
+        self.started = self.window_start = time.monotonic()
+        self.window_bytes = 0
+
+    def arrived(self, n: int) -> None:
+        policy, now = self.policy, time.monotonic()
+        if now - self.started > policy.deadline:
+            raise FetchError("timeout", f"download exceeded the {policy.deadline:.0f}s deadline", retryable=True,
+                             slow=True)
+        self.window_bytes += n
+        elapsed = now - self.window_start
+        if policy.low_speed_time > 0 and elapsed >= policy.low_speed_time:
+            rate = self.window_bytes / elapsed
+            if rate < policy.low_speed_limit:
+                raise FetchError("low_speed", f"{rate:.0f} bytes/s over {elapsed:.1f}s, below the "
+                                              f"{policy.low_speed_limit} bytes/s limit", retryable=True, slow=True)
+            self.window_start, self.window_bytes = now, 0
+
+
 def _stream(resp, dest: str, policy: FetchPolicy) -> tuple[int, str]:
-    started = time.monotonic()
-    window_start, window_bytes = started, 0  # low-speed window: bytes that arrived since window_start
+    pace = Pace(policy)
     digest, size, head = hashlib.sha256(), 0, b""
     with open(dest, "wb") as out:
         while True:
@@ -143,17 +167,7 @@ def _stream(resp, dest: str, policy: FetchPolicy) -> tuple[int, str]:
             size += len(chunk)
             if size > policy.max_bytes:
                 raise FetchError("byte_cap", f"body exceeds the {policy.max_bytes}-byte cap")
-            now = time.monotonic()
-            if now - started > policy.deadline:
-                raise FetchError("timeout", f"download exceeded the {policy.deadline:.0f}s deadline", retryable=True,
-                                 slow=True)
-            window_bytes += len(chunk)
-            if policy.low_speed_time > 0 and now - window_start >= policy.low_speed_time:
-                rate = window_bytes / (now - window_start)
-                if rate < policy.low_speed_limit:
-                    raise FetchError("low_speed", f"{rate:.0f} bytes/s over {now - window_start:.1f}s, below the "
-                                                  f"{policy.low_speed_limit} bytes/s limit", retryable=True, slow=True)
-                window_start, window_bytes = now, 0
+            pace.arrived(len(chunk))
             digest.update(chunk)
             out.write(chunk)
     if size == 0:

@@ -1,8 +1,10 @@
-"""Runs img2dataset on one shard's image URLs in its own process, behind our outbound-address policy.
+"""Runs img2dataset on one shard's image URLs in its own process, behind our outbound-address policy and pace.
 
 img2dataset must run under a __main__ guard (it hangs otherwise) and fetches with urllib.request.urlopen,
 so installing a guarded global opener here puts every connection it makes, redirects included, through
-the same address check as our video downloader. Invoked as `python -m curate.download.img2dataset_runner JSON`.
+the same address check as our video downloader, and every body it reads through the same deadline and
+low-speed limit (its own timeout is per socket read: a server trickling a byte a second would hold a thread
+for the whole body). Invoked as `python -m curate.download.img2dataset_runner JSON`.
 """
 
 from __future__ import annotations
@@ -19,25 +21,71 @@ ROW_COLUMN = "crow"  # input: JSON of our manifest row's fixed fields (key, sour
 STORED_SHA256 = "stored_sha256"  # output parquet: SHA-256 of the stored image bytes
 
 
-def install_guarded_opener(allow_private: bool) -> None:
+class PacedResponse:
+    """An http.client response whose read() enforces a FetchPolicy's deadline and low-speed limit (Pace).
+    Slow aborts are counted per URL in `slow`: after 1 + SLOW_RETRIES of them the URL is not fetched again,
+    whatever img2dataset's own retry count says."""
+
+    def __init__(self, resp, url: str, policy, slow: dict):
+        from curate.download.http import Pace
+
+        self._resp, self._url, self._slow, self._pace = resp, url, slow, Pace(policy)
+
+    def read(self, amt: int | None = None) -> bytes:
+        from curate.download.http import FetchError
+
+        parts, size = [], 0
+        while amt is None or size < amt:
+            chunk = self._resp.read1(1 << 16 if amt is None else min(1 << 16, amt - size))
+            if not chunk:
+                break
+            try:
+                self._pace.arrived(len(chunk))
+            except FetchError as exc:
+                self._slow[self._url] = (self._slow.get(self._url, (0, ""))[0] + 1, str(exc))
+                raise
+            parts.append(chunk)
+            size += len(chunk)
+        return b"".join(parts)
+
+    def __getattr__(self, name):  # status, headers, info(), close() ... as the response has them
+        return getattr(self._resp, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._resp.close()
+
+
+def install_guarded_opener(allow_private: bool, pace: dict | None = None) -> None:
+    """`pace`: FetchPolicy fields (deadline, low_speed_limit, low_speed_time) for every body read."""
     from curate.download.address import connection_classes
+    from curate.download.http import SLOW_RETRIES, FetchError, FetchPolicy
 
     http_cls, https_cls = connection_classes(allow_private)
+    policy, slow = FetchPolicy(**(pace or {})), {}
+
+    def paced(req, open_response):
+        count, message = slow.get(req.full_url, (0, ""))
+        if count > SLOW_RETRIES:
+            raise FetchError("low_speed", f"{message} (not tried again after {count} slow attempts)")
+        return PacedResponse(open_response(), req.full_url, policy, slow)
 
     class HTTPHandler(urllib.request.HTTPHandler):
         def http_open(self, req):
-            return self.do_open(http_cls, req)
+            return paced(req, lambda: self.do_open(http_cls, req))
 
     class HTTPSHandler(urllib.request.HTTPSHandler):
         def https_open(self, req):
-            return self.do_open(https_cls, req, context=self._context)
+            return paced(req, lambda: self.do_open(https_cls, req, context=self._context))
 
     urllib.request.install_opener(urllib.request.build_opener(HTTPHandler, HTTPSHandler))
 
 
 def _configure_from_argv() -> dict:
     args = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
-    install_guarded_opener(bool(args.get("allow_private")))
+    install_guarded_opener(bool(args.get("allow_private")), args.get("pace"))
     if args.get("max_pixels"):
         from PIL import Image
 

@@ -149,6 +149,7 @@ def _img2dataset_reason(message: str) -> str:
         return f"http_{match.group(1)}"
     text = (message or "").lower()
     for needle, reason in (("non-public address", "private_address"), ("timed out", "timeout"),
+                           ("bytes/s limit", "low_speed"), ("s deadline", "timeout"),
                            ("image area", "pixel_cap"), ("decompression", "pixel_cap"),
                            ("cv_io_max_image_pixels", "pixel_cap")):
         if needle in text:
@@ -168,7 +169,8 @@ def _remote_images(rows: list[dict], opts: DownloadOptions, work: str):
     args = {"input": inp, "output": out, "count": len(rows), "allow_private": opts.fetch.allow_private_addresses,
             "max_pixels": opts.max_pixels, "image_max_side": opts.image_max_side,
             "thread_count": opts.image_thread_count, "timeout": int(opts.fetch.read_timeout),
-            "retries": opts.fetch.retries}
+            "retries": opts.fetch.retries,
+            "pace": {k: getattr(opts.fetch, k) for k in ("deadline", "low_speed_limit", "low_speed_time")}}
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
     proc = subprocess.run([sys.executable, "-m", "curate.download.img2dataset_runner", json.dumps(args)],
                           capture_output=True, env=env, check=False)
