@@ -1,4 +1,4 @@
-"""Frames for scoring: sample K frames of a video (decord) or load an image, optionally in a crash-isolated child process."""
+"""Frames for scoring: sample video frames (decord) or load an image, optionally crash-isolated; resize and grey them."""
 
 from __future__ import annotations
 
