@@ -1,7 +1,11 @@
 """Plans a download: source rows -> one deduplicated samples table, each row assigned to a shard.
 
-Images and videos never share a shard: WebDataset clients (Hugging Face datasets, Ray Data) infer one set of
-columns per dataset from the first samples, and a .jpg sample and an .mp4 sample have different columns."""
+Images and videos never share a shard, nor do media that will be stored under different member extensions:
+WebDataset clients (Hugging Face datasets, Ray Data) infer one set of columns from the first samples, and a
+.jpg sample and an .mp4 (or a .png) sample have different columns. The extension is predicted here: remote
+images are re-encoded to JPEG by img2dataset, local images keep their format (the file's extension), videos
+are .webm when the name says so and .mp4 otherwise. A file whose content contradicts its name can still land
+under another extension."""
 
 from __future__ import annotations
 
@@ -45,24 +49,32 @@ def build_plan(folder: DatasetFolder, source: str, input_path: str, source_optio
         f"""COPY (
           WITH ranked AS (
             SELECT *, row_number() OVER (PARTITION BY key ORDER BY row) AS occurrence,
-                   first_value(row) OVER (PARTITION BY key ORDER BY row) AS first_row
+                   first_value(row) OVER (PARTITION BY key ORDER BY row) AS first_row,
+                   lower(regexp_extract(coalesce(path, url, ''), $name_ext, 1)) AS name_ext
             FROM read_parquet($parts, union_by_name = true)
-          ), numbered AS (
-            SELECT *, (row_number() OVER (PARTITION BY modality ORDER BY row) - 1) // $shard_size AS modality_shard
+          ), grouped AS (
+            SELECT *, coalesce(modality, '') || '/' || CASE
+                WHEN modality = 'video' THEN (CASE WHEN name_ext = 'webm' THEN 'webm' ELSE 'mp4' END)
+                WHEN path IS NULL OR name_ext IN ('jpeg', 'jpe', 'jfif') THEN 'jpg'
+                ELSE name_ext END AS member_group
             FROM ranked
-          ), offsets AS (  -- shards of earlier modalities come first, so shard numbers stay 0..N-1
-            SELECT modality, coalesce(sum(max(modality_shard) + 1) OVER (ORDER BY min(row)
+          ), numbered AS (
+            SELECT *, (row_number() OVER (PARTITION BY member_group ORDER BY row) - 1) // $shard_size AS group_shard
+            FROM grouped
+          ), offsets AS (  -- shards of groups met earlier come first, so shard numbers stay 0..N-1
+            SELECT member_group, coalesce(sum(max(group_shard) + 1) OVER (ORDER BY min(row)
                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS first_shard
-            FROM numbered GROUP BY modality
+            FROM numbered GROUP BY member_group
           )
           SELECT CASE WHEN occurrence = 1 THEN key ELSE key || '_dup' || (occurrence - 1) END AS key,
                  {select},
                  CASE WHEN occurrence = 1 THEN input_error
                       ELSE $dup || key || ' (input row ' || first_row || ')' END AS input_error,
-                 CAST(first_shard + modality_shard AS BIGINT) AS shard_no
-          FROM numbered JOIN offsets USING (modality) ORDER BY row
+                 CAST(first_shard + group_shard AS BIGINT) AS shard_no
+          FROM numbered JOIN offsets USING (member_group) ORDER BY row
         ) TO '{tmp.replace("'", "''")}' (FORMAT parquet, ROW_GROUP_SIZE 100000)""",
-        {"parts": os.path.join(parts_dir, "*.parquet"), "dup": DUPLICATE_PREFIX, "shard_size": shard_size},
+        {"parts": os.path.join(parts_dir, "*.parquet"), "dup": DUPLICATE_PREFIX, "shard_size": shard_size,
+         "name_ext": r"\.([A-Za-z0-9]+)(\?.*)?$"},
     )
     publish(tmp, folder.plan_path)
     shutil.rmtree(parts_dir, ignore_errors=True)

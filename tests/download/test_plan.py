@@ -22,13 +22,29 @@ def test_modalities_never_share_a_shard_and_keep_input_order(tmp_path):
     shards: dict[int, list[dict]] = {}
     for r in rows:
         shards.setdefault(r["shard_no"], []).append(r)
-    # images came first in the input: 5 images -> shards 0-2, then 4 videos (one a duplicate) -> shards 3-4
-    assert sorted(shards) == list(range(5))
+    # images came first: 5 remote images (all stored as .jpg: img2dataset re-encodes) -> shards 0-2, then the
+    # .mp4 videos (one a duplicate) -> 3-4, then the .webm video (another member extension) -> 5
+    assert sorted(shards) == list(range(6))
     assert {n: [r["url"].rsplit("/", 1)[1] for r in shards[n]] for n in shards} == {
-        0: ["a.jpg", "b.png"], 1: ["c.jpg", "d.jpg"], 2: ["e.jpg"], 3: ["v1.mp4", "v2.webm"], 4: ["v3.mp4", "v1.mp4"]}
+        0: ["a.jpg", "b.png"], 1: ["c.jpg", "d.jpg"], 2: ["e.jpg"], 3: ["v1.mp4", "v3.mp4"], 4: ["v1.mp4"],
+        5: ["v2.webm"]}
     assert all(len({r["modality"] for r in shard}) == 1 for shard in shards.values())
     dup = [r for r in rows if r["input_error"]]
     assert len(dup) == 1 and dup[0]["key"].endswith("_dup1") and dup[0]["shard_no"] == 4
+
+
+def test_local_images_of_different_formats_get_different_shards(tmp_path):
+    """Local images keep their format, so their member extensions differ: .png and .jpg never share a shard
+    (.jpeg is stored as .jpg)."""
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("a.jpg", "b.png", "c.jpeg", "d.png", "e.jpg", "f.mp4"):
+        (media / name).write_bytes(b"")
+    folder = DatasetFolder(str(tmp_path / "ds"))
+    build_plan(folder, "folder", str(media), {}, 10)
+    rows = pq.read_table(folder.plan_path).to_pylist()
+    assert {r["path"].rsplit("/", 1)[1]: r["shard_no"] for r in rows} == {
+        "a.jpg": 0, "b.png": 1, "c.jpeg": 0, "d.png": 1, "e.jpg": 0, "f.mp4": 2}
 
 
 def test_one_modality_fills_shards_in_order(tmp_path):
