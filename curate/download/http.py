@@ -9,7 +9,7 @@ import random
 import socket
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 from curate.download.address import AddressRefused, connection_classes
@@ -29,8 +29,10 @@ class FetchPolicy:
     deadline: float = 300.0  # whole attempt, so a slow server cannot hold a worker forever
     # curl's CURLOPT_LOW_SPEED_LIMIT/TIME: abort an attempt when fewer than `low_speed_limit` bytes/s arrived
     # over `low_speed_time` seconds (0 disables). A 1 byte/s trickle costs one window, not a deadline.
-    low_speed_limit: int = 1024
-    low_speed_time: float = 30.0
+    low_speed_limit: int = field(default=1024, metadata={
+        "help": "Abort a download slower than this many bytes/s over --low-speed-time (retried once).", "min": 0})
+    low_speed_time: float = field(default=30.0, metadata={
+        "help": "Seconds over which --low-speed-limit is measured (0 disables it).", "min": 0.0})
     max_bytes: int = 512 << 20
     retries: int = 2
     backoff: float = 0.5
