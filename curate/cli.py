@@ -251,6 +251,46 @@ def demo_cmd(
         run_demo(out, train_steps, ray_address, echo=typer.echo)
 
 
+study_app = typer.Typer(no_args_is_help=True, help="A blind A/B preference study between generated folders.")
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("serve")
+def study_serve_cmd(
+    gen_dirs: list[str] = typer.Argument(..., help="Two or more generated dataset folders (curate generate)."),
+    port: int = typer.Option(8000, help="Port on the host below."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+    votes: str = typer.Option("study_votes.jsonl", help="Vote log (appended, fsynced); reused across restarts."),
+    seed: Optional[int] = typer.Option(None, help="Seed for pair order and sides (default: random)."),
+) -> None:
+    """Show raters pairs of videos for the same prompt and seed, models hidden and sides randomised."""
+    from curate.eval.study.app import serve
+
+    if len(gen_dirs) < 2:
+        fail("give at least two generated folders")
+    with usage_errors(gen_dirs[0]):
+        serve(gen_dirs, port=port, host=host, votes=votes, seed=seed)
+
+
+@study_app.command("results")
+def study_results_cmd(
+    votes: str = typer.Argument("study_votes.jsonl", help="The study's vote log."),
+    bootstrap: int = typer.Option(1000, min=0, help="Bootstrap resamples for the model table (3+ models)."),
+    format: str = typer.Option("table", "--format", help="table, csv or json (the pairwise table)."),
+) -> None:
+    """Win rate of each model over each other with 95% Wilson intervals (ties apart); Bradley-Terry for 3+ models."""
+    from curate.eval.study.results import results
+
+    with usage_errors(votes):
+        table = results(votes, bootstrap_samples=bootstrap)
+    if format == "table":
+        typer.echo(str(table))
+    elif format == "csv":
+        typer.echo(table.pairs.to_csv(index=False))
+    else:
+        typer.echo(table.pairs.to_json(orient="records"))
+
+
 # The trainer's commands live with the trainer; registered here so `curate --help` lists every stage.
 app.command("train")(train_commands.train)
 app.command("sample")(train_commands.sample)

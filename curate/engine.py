@@ -23,6 +23,12 @@ def init(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, logging_level="WARNING", log_to_driver=True)
         return
+    # Local Ray binds loopback only. Ray reads this switch when it is first imported, so a caller that imported
+    # ray before curate would otherwise get listeners on every interface: set the read value too.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
     num_cpus = num_cpus or (int(os.environ["CURATE_RAY_NUM_CPUS"]) if os.environ.get("CURATE_RAY_NUM_CPUS") else None)
     ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              object_store_memory=int(os.environ.get("CURATE_RAY_OBJECT_STORE", 256 << 20)),
@@ -55,7 +61,8 @@ def run_tasks(fn: Callable, jobs: Sequence[tuple], desc: str, address: str | Non
                     try:
                         results.append(ray.get(ref))
                     except Exception as exc:  # noqa: BLE001 - reported per job, the run goes on
-                        failures.append((label(job), f"{type(exc).__name__}: {exc}"))
+                        cause = getattr(exc, "cause", None) or exc  # a task's own exception, not Ray's wrapper
+                        failures.append((label(job), f"{type(cause).__name__}: {cause}"))
                     bar.update(1)
         except KeyboardInterrupt:
             for ref in pending:

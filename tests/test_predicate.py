@@ -10,18 +10,27 @@ from curate.predicate import PredicateError, check_column, check_predicate, comp
 COLUMNS = {"aesthetic_score", "clip_score", "motion_score", "source", "modality", "duration", "near_duplicate_of"}
 
 
-@pytest.mark.parametrize("predicate", [
-    "aesthetic_score >= 5.5 AND clip_score >= 0.28",
-    "(motion_score > 0.5 or modality = 'image') and not source in ('webvid', 'laion''s')",
-    "duration between 2 and 1e1 and near_duplicate_of is null",
-    "abs(clip_score - 0.3) < .05 AND lower(source) LIKE 'web%'",
-    '"aesthetic_score" <> 4',
+# Rows with missing scores (NULL) among them: a sample without a score must never pass a threshold on it.
+ROWS = """SELECT * FROM (VALUES
+    ('r1', 6.0, 0.30, 1.0, 'webvid', 'video', 5.0, NULL),
+    ('r2', 4.0, 0.20, NULL, 'laion', 'image', NULL, 'r1'),
+    ('r3', NULL, NULL, NULL, 'webvid', 'video', 3.0, NULL),
+    ('r4', 5.5, 0.28, 0.6, 'other', 'video', 20.0, NULL))
+    t(key, aesthetic_score, clip_score, motion_score, source, modality, duration, near_duplicate_of)"""
+
+
+@pytest.mark.parametrize("predicate, kept", [
+    ("aesthetic_score >= 5.5 AND clip_score >= 0.28", {"r1", "r4"}),
+    ("(motion_score > 0.5 or modality = 'image') and not source in ('webvid', 'laion''s')", {"r2", "r4"}),
+    ("duration between 2 and 1e1 and near_duplicate_of is null", {"r1", "r3"}),
+    ("abs(clip_score - 0.3) < .05 AND lower(source) LIKE 'web%'", {"r1"}),
+    ('"aesthetic_score" <> 4', {"r1", "r4"}),
+    ("NOT aesthetic_score < 5", {"r1", "r4"}),  # NOT NULL is NULL: the unscored row stays out
 ])
-def test_allowed_predicates_pass_and_run_in_duckdb(predicate):
+def test_allowed_predicates_run_in_duckdb_and_never_keep_unscored_rows(predicate, kept):
     checked = check_predicate(predicate, COLUMNS)
-    columns = ", ".join(f"NULL::{'VARCHAR' if name in ('source', 'modality', 'near_duplicate_of') else 'DOUBLE'} AS {name}"
-                        for name in sorted(COLUMNS))
-    duckdb.sql(f"SELECT count(*) FROM (SELECT {columns}) WHERE {checked}").fetchall()
+    rows = duckdb.sql(f"SELECT key FROM ({ROWS}) WHERE {checked}").fetchall()
+    assert {key for (key,) in rows} == kept
 
 
 @pytest.mark.parametrize("predicate, complaint", [

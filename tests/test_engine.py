@@ -1,0 +1,141 @@
+"""The stage runner: checks before any write, provenance and resume, --force, failures, task and actor stages."""
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pytest
+
+from curate import engine
+from curate.provenance import ProvenanceMismatch
+from curate.stage import Resources, Stage
+
+# Ray workers cannot import this test module: its stages travel by value.
+from ray import cloudpickle  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@dataclass
+class CountStage(Stage):
+    """Writes out/NNNNN.txt per unit; units in `bad` raise; a failing check raises before anything."""
+
+    root: str
+    n: int
+    bad: tuple = ()
+    check_error: str | None = None
+
+    name = "count"
+
+    @property
+    def provenance_path(self):
+        return os.path.join(self.root, "provenance.json")
+
+    def config(self):
+        return {"n": self.n}
+
+    def fingerprint(self):
+        return "input-v1"
+
+    def check(self):
+        if self.check_error:
+            raise ValueError(self.check_error)
+
+    def reset(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def todo(self):
+        return [f"{i:05d}" for i in range(self.n) if not os.path.exists(os.path.join(self.root, "out", f"{i:05d}.txt"))]
+
+    def process(self, unit):
+        if unit in self.bad:
+            raise RuntimeError(f"unit {unit} broke")
+        os.makedirs(os.path.join(self.root, "out"), exist_ok=True)
+        with open(os.path.join(self.root, "out", f"{unit}.txt"), "w") as f:
+            f.write(unit)
+        return unit
+
+
+class Doubler:
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        return pa.Table.from_pylist([dict(r, value=r["value"] * self.factor) for r in rows])
+
+
+@dataclass
+class DoubleStage(Stage):
+    """An actor stage: unit u expands to int(u) rows; the model doubles them; write() gets each unit whole."""
+
+    root: str
+    units: tuple = ("0", "3", "5")
+
+    name = "double"
+    resources = Resources(actors=1, batch_size=2)
+
+    @property
+    def provenance_path(self):
+        return os.path.join(self.root, "provenance.json")
+
+    def todo(self):
+        return [u for u in self.units if not os.path.exists(os.path.join(self.root, f"{u}.json"))]
+
+    def expand(self, unit):
+        return [{"unit": unit, "value": i} for i in range(int(unit))]
+
+    def expected_rows(self, unit):
+        return int(unit)
+
+    def model(self):
+        return Doubler, {"factor": 2}
+
+    def write(self, unit, rows):
+        with open(os.path.join(self.root, f"{unit}.json"), "w") as f:
+            json.dump(sorted(r["value"] for r in rows), f)
+
+
+def provenance(root):
+    with open(os.path.join(root, "provenance.json")) as f:
+        return json.load(f)
+
+
+def test_a_failing_check_writes_nothing(ray_local, tmp_path):
+    root = str(tmp_path / "stage")
+    with pytest.raises(ValueError, match="expected keys"):
+        engine.run_stage(CountStage(root, 3, check_error="weights.pth: expected keys layers.0.weight"))
+    assert not os.path.exists(root)
+
+
+def test_resume_refusal_force_and_failures(ray_local, tmp_path):
+    root = str(tmp_path / "stage")
+    summary = engine.run_stage(CountStage(root, 4, bad=("00002",)))
+    assert summary["ran"] == 3 and summary["failed_shards"] == [{"shard": "00002", "error": "RuntimeError: unit 00002 broke"}]
+    assert provenance(root)["complete"] is False and provenance(root)["input_fingerprint"] == "input-v1"
+
+    summary = engine.run_stage(CountStage(root, 4))  # the rerun does only the unit that failed
+    assert summary["ran"] == 1 and not summary["failed_shards"] and provenance(root)["complete"] is True
+    assert sorted(os.listdir(os.path.join(root, "out"))) == [f"{i:05d}.txt" for i in range(4)]
+
+    with pytest.raises(ProvenanceMismatch, match=r"\['n'\]"):
+        engine.run_stage(CountStage(root, 5))
+    assert len(os.listdir(os.path.join(root, "out"))) == 4  # refused before touching anything
+    summary = engine.run_stage(CountStage(root, 2), force=True)
+    assert summary["ran"] == 2 and sorted(os.listdir(os.path.join(root, "out"))) == ["00000.txt", "00001.txt"]
+    assert provenance(root)["config"] == {"n": 2}
+
+
+def test_actor_stage_writes_each_unit_whole(ray_local, tmp_path):
+    root = tmp_path / "double"
+    root.mkdir()
+    engine.run_stage(DoubleStage(str(root)))
+    assert json.loads((root / "5.json").read_text()) == [0, 2, 4, 6, 8]
+    assert json.loads((root / "3.json").read_text()) == [0, 2, 4]
+    assert json.loads((root / "0.json").read_text()) == []  # a unit with no rows still gets its output
+    (root / "3.json").unlink()
+    engine.run_stage(DoubleStage(str(root)))
+    assert json.loads((root / "3.json").read_text()) == [0, 2, 4]
