@@ -93,7 +93,8 @@ class QualityScorer:
     """All technical-quality columns of one sample from its decoded frames."""
 
     name = NAME
-    columns = (SHARPNESS, NOISE_SIGMA, BRIGHTNESS, CONTRAST, BLACK_BORDER_FRACTION, STATIC_FRAME_FRACTION, QUALITY_ERROR)
+    columns = (SHARPNESS, NOISE_SIGMA, BRIGHTNESS, CONTRAST, BLACK_BORDER_FRACTION, STATIC_FRAME_FRACTION,
+               QUALITY_ERROR)
 
     def check_weights(self) -> None:
         """Weight-free: nothing to resolve."""

@@ -143,11 +143,12 @@ def smooth_image(kind: str) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["flat", "smooth"])
 @pytest.mark.parametrize("sigma", [2.0, 5.0, 10.0, 20.0])
 def test_noise_sigma_recovers_added_gaussian_noise(kind, sigma):
-    noisy = smooth_image(kind) + np.random.default_rng(int(sigma)).normal(0, sigma, (240, 320))
-    grey = np.clip(np.round(noisy), 0, 255).astype(np.uint8)
-    rgb = np.repeat(grey[None, :, :, None], 3, axis=-1)
-    assert noise_sigma(grey_frames(rgb)) == pytest.approx(sigma, rel=0.1)
-    assert noise_sigma(grey_frames(np.repeat(np.round(smooth_image(kind)).astype(np.uint8)[None, :, :, None], 3, -1))) < 0.5
+    def as_frames(image):
+        return np.repeat(np.clip(np.round(image), 0, 255).astype(np.uint8)[None, :, :, None], 3, axis=-1)
+
+    noise = np.random.default_rng(int(sigma)).normal(0, sigma, (240, 320))
+    assert noise_sigma(grey_frames(as_frames(smooth_image(kind) + noise))) == pytest.approx(sigma, rel=0.05)
+    assert noise_sigma(grey_frames(as_frames(smooth_image(kind)))) < 0.5  # only the rounding to 8 bits
 
 
 def test_demo_recipe_drops_the_noisy_samples_that_sharpness_ranks_first(demo_media):
