@@ -34,9 +34,12 @@ SELECTION = ("the first N decodable video clips in manifest order (shards by id,
 
 
 def preprocess(frames: np.ndarray, device: torch.device, resize: str = "crop") -> torch.Tensor:
-    """uint8 [T,H,W,3] -> float32 [3,T,224,224] in [-1, 1] on the device."""
-    video = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float() / 255.0
-    height, width = video.shape[-2:]
+    """uint8 [T,H,W,3] (or a batch [B,T,H,W,3]) -> float32 [3,T,224,224] ([B,3,T,224,224]) in [-1, 1] on the device."""
+    batched = frames.ndim == 5
+    clips = frames if batched else frames[None]
+    count, length, height, width = clips.shape[:4]
+    video = torch.from_numpy(np.ascontiguousarray(clips)).to(device).reshape(count * length, height, width, 3)
+    video = video.permute(0, 3, 1, 2).float() / 255.0
     if resize == "squash":
         video = F.interpolate(video, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
     elif resize == "crop":
@@ -47,7 +50,8 @@ def preprocess(frames: np.ndarray, device: torch.device, resize: str = "crop") -
         video = video[:, :, top : top + SIZE, left : left + SIZE]
     else:
         raise ValueError(f"unknown resize mode {resize!r}; choose from {sorted(RESIZE_MODES)}")
-    return (video * 2.0 - 1.0).permute(1, 0, 2, 3).contiguous()
+    video = (video * 2.0 - 1.0).reshape(count, length, 3, SIZE, SIZE).permute(0, 2, 1, 3, 4).contiguous()
+    return video if batched else video[0]
 
 
 @torch.inference_mode()
@@ -55,13 +59,21 @@ def i3d_features(model: torch.nn.Module, clips: Iterable[np.ndarray], *, device:
                  resize: str = "crop", batch_size: int = 8) -> np.ndarray:
     """[N,400] float64 I3D logits of uint8 [T,H,W,3] clips (all with the same T), batch by batch."""
     features, batch = [], []
+
+    def run() -> None:
+        if len({clip.shape for clip in batch}) == 1:  # one upload and one resize for the whole batch
+            pixels = preprocess(np.stack(batch), device, resize)
+        else:
+            pixels = torch.stack([preprocess(clip, device, resize) for clip in batch])
+        features.append(model(pixels).double().cpu())
+        batch.clear()
+
     for frames in clips:
-        batch.append(preprocess(frames, device, resize))
+        batch.append(frames)
         if len(batch) == batch_size:
-            features.append(model(torch.stack(batch)).double().cpu())
-            batch = []
+            run()
     if batch:
-        features.append(model(torch.stack(batch)).double().cpu())
+        run()
     return torch.cat(features).numpy() if features else np.zeros((0, i3d.NUM_CLASSES))
 
 

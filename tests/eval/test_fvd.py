@@ -113,3 +113,16 @@ def test_fvd_value_matches_features_computed_by_hand(folder_factory, detector):
 def test_a_folder_without_shards_is_refused(tmp_path, detector):
     with pytest.raises(FileNotFoundError, match="no shards"):
         fvd.fvd(str(tmp_path / "nothing"), str(tmp_path / "nothing"), i3d_weights=detector)
+
+
+def test_batched_features_equal_clip_by_clip_features_also_for_mixed_sizes():
+    from test_i3d import TinyDetector
+
+    torch.manual_seed(0)
+    model = TinyDetector().eval()
+    rng = np.random.default_rng(5)
+    clips = [rng.integers(0, 256, (16, h, w, 3), dtype=np.uint8) for h, w in ((64, 80), (64, 80), (48, 96), (80, 60))]
+    one_by_one = fvd.i3d_features(model, clips, device=CPU, batch_size=1)
+    batched = fvd.i3d_features(model, clips, device=CPU, batch_size=3)  # a same-size batch, then a mixed one
+    assert one_by_one.shape == (4, 400)
+    assert np.allclose(batched, one_by_one, atol=1e-6)
