@@ -49,15 +49,18 @@ def test_same_padding_matches_tensorflow(kernel, stride):
         assert (size + before + after - kernel) // stride + 1 == out
 
 
-def test_output_shapes_for_a_16_frame_224_clip():
+def test_output_shapes_and_the_logits_head():
     model = random_i3d()
-    x = torch.rand(1, 3, 16, 224, 224) * 2 - 1
+    pooled = []
+    model.logits.register_forward_hook(lambda module, args, out: pooled.append(args[0]))
     with torch.inference_mode():
-        logits, pooled = model(x), model.features(x)
-        # the logits are the 1x1x1 logits conv applied to the pooled features
-        head = F.linear(pooled, model.logits.conv3d.weight.view(400, 1024), model.logits.conv3d.bias)
-    assert logits.shape == (1, 400) and pooled.shape == (1, 1024)
+        logits = model(torch.rand(1, 3, 16, 224, 224) * 2 - 1)
+        # 16 frames at 224 px leave one 1024-d position after the 2x7x7 pool; the logits are a 1x1x1 conv of it
+        head = F.linear(pooled[0].flatten(1), model.logits.conv3d.weight.view(400, 1024), model.logits.conv3d.bias)
+        features = model.features(torch.rand(1, 3, 9, 193, 193))  # the smallest input the published head takes
+    assert logits.shape == (1, 400) and pooled[0].shape == (1, 1024, 1, 1, 1)
     assert torch.allclose(logits, head, atol=1e-4)
+    assert features.shape == (1, 1024)
 
 
 def test_strict_load_of_a_saved_state_dict(tmp_path):
