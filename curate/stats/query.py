@@ -39,7 +39,7 @@ def score_tables(root: str) -> list[str]:
 
 def column_sources(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """{score column: the scores/ folder it is read from} for a session made by connect()."""
-    return json.loads(con.execute("SELECT value FROM _curate_columns").fetchone()[0])
+    return json.loads(con.execute("SELECT value FROM _curate_columns").fetchall()[0][0])
 
 
 def connect(root: str) -> duckdb.DuckDBPyConnection:

@@ -134,3 +134,68 @@ def test_resume_after_kill_scores_every_key_once(demo_media, tmp_path):
     keys = [k for (k,) in duckdb.sql(f"SELECT key FROM read_parquet('{out}/*.parquet')").fetchall()]
     assert len(keys) == len(set(keys)) == 12 * len(names)
     assert not [n for n in os.listdir(out) if n.startswith(".")]  # no temporary files left behind
+
+
+def test_rows_that_become_successes_are_scored_by_the_next_run(ray_local, media_server, demo_media, tmp_path):
+    """download -> score -> retry-failed turns a failure into a success -> score again scores exactly that shard."""
+    from curate.download.http import FetchPolicy
+    from curate.download.shard import DownloadOptions
+    from curate.download.stage import download, retry_failed
+
+    late = "late_arrival_score.mp4"
+    urls = tmp_path / "urls.txt"
+    urls.write_text("".join(f"{media_server.base_url}/{n}\tcaption {n}\n" for n in ["video_000.mp4", "video_001.mp4", late]))
+    out = str(tmp_path / "ds")
+    download("urls", str(urls), out, shard_size=2,
+             options=DownloadOptions(fetch=FetchPolicy(allow_private_addresses=True, retries=0, read_timeout=3)))
+    first = score(out, ["motion"])
+    assert first["scored_shards"] == 2
+    before = scores_of(out)
+    late_key = next(k for k, r in before.items() if r["url"].endswith(late))
+    assert before[late_key]["status"] == "failed_to_download" and before[late_key]["motion_score"] is None
+    shutil.copy(os.path.join(demo_media[0], "video_002.mp4"), os.path.join(demo_media[0], late))
+    try:
+        assert not retry_failed(out)["failed_shards"]
+    finally:
+        os.remove(os.path.join(demo_media[0], late))
+    again = score(out, ["motion"])
+    assert again["scored_shards"] == 1 and again["skipped_shards"] == 1
+    after = scores_of(out)
+    assert after[late_key]["status"] == "success" and after[late_key]["motion_score"] > 1.0
+    assert score(out, ["motion"])["scored_shards"] == 0
+
+
+def test_a_column_has_one_home_and_the_newer_run_wins_visibly(ray_local, demo_media, tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.provenance import ProvenanceMismatch
+    from curate.stats.query import column_sources
+
+    root = build_dataset(tmp_path / "ds", demo_media[0], {"00000": ["video_000.mp4", "image_000.jpg"]})
+    score(root, ["motion", "quality"])
+    score(root, ["quality"])  # asking again for a scorer already done: nothing rescored, nothing refused
+    with pytest.raises(ProvenanceMismatch):
+        score(root, ["motion"], frames=5)  # motion's settings changed: refused, whatever else is asked
+    score(root, ["motion"], frames=5, force=True)
+    with open(os.path.join(root, "scores", "motion", "_provenance.json")) as f:
+        record = json.load(f)
+    assert record["config"]["frames"] == 5 and record["columns"] == ["motion_score", "motion_score_error"]
+    assert os.path.exists(os.path.join(root, "scores", "quality", "00000.parquet"))  # quality left alone
+    # a folder from an older layout that also holds motion_score: the newer folder's values are the ones shown
+    legacy = os.path.join(root, "scores", "motion+quality")
+    os.makedirs(legacy)
+    pq.write_table(pa.table({"key": ["k000"], "motion_score": pa.array([99.0], pa.float32())}),
+                   os.path.join(legacy, "00000.parquet"))
+    with open(os.path.join(legacy, "_provenance.json"), "w") as f:
+        json.dump({"created_at": "2000-01-01T00:00:00Z"}, f)
+    con = connect(root)
+    assert column_sources(con)["motion_score"] == os.path.join("scores", "motion")
+    assert run(con, "SELECT motion_score FROM samples WHERE key = 'k000'").to_pylist()[0]["motion_score"] != 99.0
+    with open(os.path.join(legacy, "_provenance.json"), "w") as f:
+        json.dump({"created_at": "2999-01-01T00:00:00Z"}, f)
+    con = connect(root)
+    assert column_sources(con)["motion_score"] == os.path.join("scores", "motion+quality")
+    assert run(con, "SELECT motion_score FROM samples WHERE key = 'k000'").to_pylist()[0]["motion_score"] == 99.0
