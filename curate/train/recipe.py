@@ -16,14 +16,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 import yaml
 
+from curate.config import ConfigError, from_mapping
 from curate.train.diffusion import DiffusionConfig
 
 
-class RecipeError(ValueError):
+class RecipeError(ConfigError):
     """A recipe that cannot be used as written; the message names the offending key."""
 
 
@@ -175,50 +176,14 @@ class _Checker:
             raise RecipeError(f"{dotted}: {value!r} is not one of {', '.join(allowed)}")
 
 
-def _build(cls, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise RecipeError(f"{where or 'recipe'}: expected a mapping, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise RecipeError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; allowed: {', '.join(names)}")
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            value = _build(hint, value, f"{where}.{name}" if where else name)
-        elif hint is tuple and value is not None:
-            value = tuple(value)
-        elif hint in (int, float) and not isinstance(value, bool):
-            value = _number(hint, value, f"{where}.{name}" if where else name)
-        kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as err:  # a required key is missing
-        raise RecipeError(f"{where or 'recipe'}: {err}") from None
-    except ValueError as err:
-        if isinstance(err, RecipeError):
-            raise
-        raise RecipeError(f"{where or 'recipe'}: {err}") from None
-
-
-def _number(kind: type, value: Any, where: str):
-    # YAML reads 5e-5 (no dot) as a string, so numbers are converted explicitly
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise RecipeError(f"{where}: expected a number, got {value!r}") from None
-    if kind is int:
-        if number != int(number):
-            raise RecipeError(f"{where}: expected an integer, got {value!r}")
-        return int(number)
-    return number
-
-
 def recipe_from_dict(data: dict[str, Any]) -> Recipe:
-    return _build(Recipe, data, "")
+    """A recipe from plain data, strictly (the one option loader: curate.config.from_mapping)."""
+    try:
+        return from_mapping(Recipe, data)
+    except RecipeError:
+        raise
+    except ConfigError as err:
+        raise RecipeError(str(err)) from None
 
 
 def load_recipe(path: str | Path) -> Recipe:
