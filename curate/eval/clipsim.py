@@ -22,11 +22,11 @@ def clipsim_video(embedder: ClipEmbedder, frames: np.ndarray, caption: str) -> f
 
 
 def clipsim(gen_dir: str, *, clip_model: str = DEFAULT_CLIPSIM_MODEL, frames: int = 16, stride: int = 1,
-            max_clips: int | None = None, device: str | None = None, workers: int = 2,
-            decode_timeout: float = 60.0, out: str | None = None) -> dict:
+            max_clips: int | None = None, device: str | None = None, trust_checkpoint: bool = False,
+            workers: int = 2, decode_timeout: float = 60.0, out: str | None = None) -> dict:
     """CLIPSIM of a folder of captioned videos (images count as one-frame clips); the result with its protocol
     is written to `out` (default GEN_DIR/eval/clipsim.json) and returned."""
-    embedder = ClipEmbedder(clip_model, device).load()  # weights resolved before any decoding
+    embedder = ClipEmbedder(clip_model, device, trust_checkpoint).load()  # weights checked before any decoding
     scores, skipped = [], []
     for clip in iter_clips(gen_dir, frames=frames, stride=stride, exact=False, videos_only=False, limit=max_clips,
                            workers=workers, decode_timeout=decode_timeout):
@@ -37,10 +37,10 @@ def clipsim(gen_dir: str, *, clip_model: str = DEFAULT_CLIPSIM_MODEL, frames: in
     result = {
         "metric": "clipsim", "value": float(np.mean(scores)) if scores else None, "clips": len(scores),
         "skipped": len(skipped), "skipped_examples": skipped[:5],
-        "protocol": {"model": embedder.model_id, "frames": frames, "stride": stride, "start_frame": 0,
+        "protocol": {"model": embedder.model_id, "weights_sha256": embedder.provenance()["sha256"], "frames": frames, "stride": stride, "start_frame": 0,
                      "max_clips": max_clips, "caption": "the manifest's caption column",
                      "aggregation": "cosine per frame, mean over frames, then mean over videos; unscaled",
-                     "preprocess": "the CLIP scorer's: resize shorter side, centre crop, normalise"},
+                     "preprocess": "open_clip's eval transform of the model (via the CLIP scorer's embedder)"},
     }
     target = out or os.path.join(gen_dir, "eval", "clipsim.json")
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
