@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 from curate import schema
 from curate.download.http import FetchPolicy
 from curate.download.plan import build_plan
-from curate.download.shard import DownloadOptions, download_shard
+from curate.download.shard import DownloadOptions, download_shard, retry_shard
 from curate.predicate import check_predicate
 from curate.shards.folder import DatasetFolder, shard_id
 from curate.sources.sample import SOURCE_COLUMNS
@@ -56,10 +56,17 @@ def test_webvid_columns_over_a_downloaded_folder(media_server, tmp_path):
     csv = tmp_path / "results_2M_val.csv"
     csv.write_text("videoid,name,page_idx,page_dir,duration,contentUrl\n"
                    f'1,"a square, moving",1,000001_000050,PT00H00M03S,{media_server.base_url}/video_000.mp4\n'
-                   f"2,a circle,2,000001_000050,PT00H00M40S,{media_server.base_url}/video_001.mp4\n")
+                   f"2,a circle,2,000001_000050,PT00H00M40S,{media_server.base_url}/video_001.mp4\n"
+                   f"3,gone,3,000051_000100,PT00H00M05S,{media_server.base_url}/broken_missing.mp4\n")
     folder = download(tmp_path / "ds", "webvid", csv)
     con = connect(folder.root)
     columns = run(con, "SELECT * FROM samples LIMIT 0").column_names
     where = check_predicate("source_duration < 30 AND page_idx = 1 AND page_dir = '000001_000050'", columns)
     rows = run(con, f"SELECT key, status, punsafe FROM samples WHERE {where}").to_pylist()
     assert rows == [{"key": "webvid_1", "status": "success", "punsafe": None}]
+    # retry-failed re-attempts the failed row; its typed columns survive the retry
+    retry_shard(folder.root, shard_id(0), OPTIONS)
+    rows = pq.read_table(folder.manifest(shard_id(0))).to_pylist()
+    assert [(r["key"], r["status"], r["page_idx"], r["source_duration"], r["page_dir"]) for r in rows] == [
+        ("webvid_1", "success", 1, 3.0, "000001_000050"), ("webvid_2", "success", 2, 40.0, "000001_000050"),
+        ("webvid_3", "failed_to_download", 3, 5.0, "000051_000100")]
