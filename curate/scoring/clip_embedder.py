@@ -93,14 +93,15 @@ class ClipEmbedder:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 [N,H,W,3] -> normalised float [N,3,S,S] on the device, by open_clip's transform."""
-        pixels = [self.transform(Image.fromarray(frame)) for frame in np.ascontiguousarray(frames)]
+    def preprocess(self, frames: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+        """uint8 [N,H,W,3] (or a list of [H,W,3] of any sizes) -> normalised float [N,3,S,S] on the device,
+        by open_clip's transform."""
+        pixels = [self.transform(Image.fromarray(np.ascontiguousarray(frame))) for frame in frames]
         return torch.stack(pixels).to(self.device)
 
     @torch.inference_mode()
-    def embed_frames(self, frames: np.ndarray) -> torch.Tensor:
-        """L2-normalised float32 image embeddings [N,D] of uint8 frames [N,H,W,3] (all of one size)."""
+    def embed_frames(self, frames: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+        """L2-normalised float32 image embeddings [N,D] of uint8 frames [N,H,W,3] (or a list of any sizes)."""
         with self._autocast():
             features = self.model.encode_image(self.preprocess(frames))
         return F.normalize(features.float(), dim=-1)
@@ -124,33 +125,34 @@ def _embed_dim(meta_model) -> int:
 def embed_sample_frames(embedder: ClipEmbedder, samples: list) -> list[np.ndarray | str]:
     """Per sample: float32 [K,D] frame embeddings, or the message saying why that sample has none.
 
-    Frames of equal size share one forward pass; if a shared pass fails, its samples are retried one by one
-    so that only the bad sample gets the error.
+    All frames of the batch share one forward pass (the transform makes every size the model's input size);
+    if that pass fails, the samples are retried one by one so that only the bad sample gets the error.
     """
     results: list[np.ndarray | str] = [""] * len(samples)
-    groups: dict[tuple, list[int]] = {}
+    valid = []
     for index, sample in enumerate(samples):
         try:
-            frames = frames_of(sample)
+            frames_of(sample)
         except SampleError as error:
             results[index] = str(error)
             continue
-        groups.setdefault(frames.shape[1:], []).append(index)
-    for indices in groups.values():
-        try:
-            _embed_group(embedder, samples, indices, results)
-        except Exception:  # isolate the failing sample instead of failing its neighbours
-            for index in indices:
-                try:
-                    _embed_group(embedder, samples, [index], results)
-                except Exception as error:
-                    results[index] = f"CLIP embedding failed: {type(error).__name__}: {error}"
+        valid.append(index)
+    if not valid:
+        return results
+    try:
+        _embed_group(embedder, samples, valid, results)
+    except Exception:  # isolate the failing sample instead of failing its neighbours
+        for index in valid:
+            try:
+                _embed_group(embedder, samples, [index], results)
+            except Exception as error:
+                results[index] = f"CLIP embedding failed: {type(error).__name__}: {error}"
     return results
 
 
 def _embed_group(embedder: ClipEmbedder, samples: list, indices: list[int], results: list) -> None:
     stacked = [frames_of(samples[index]) for index in indices]
-    embeddings = embedder.embed_frames(np.concatenate(stacked)).cpu().numpy()
+    embeddings = embedder.embed_frames([frame for frames in stacked for frame in frames]).cpu().numpy()
     start = 0
     for index, frames in zip(indices, stacked):
         results[index] = embeddings[start : start + len(frames)]

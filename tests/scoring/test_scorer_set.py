@@ -59,6 +59,7 @@ def test_corrupt_video_gets_errors_and_the_rest_are_scored(tiny_clip_dir, aesthe
 
 
 def test_clip_runs_once_per_batch_for_both_model_scorers(tiny_clip_dir, aesthetic_path, monkeypatch):
+    """One CLIP forward for the whole batch, frames of different sizes included, shared by both scorers."""
     calls = []
     original = ClipEmbedder.embed_frames
 
@@ -70,10 +71,12 @@ def test_clip_runs_once_per_batch_for_both_model_scorers(tiny_clip_dir, aestheti
     scorers = ScorerSet(["clip", "aesthetic"], clip_model=str(tiny_clip_dir), aesthetic_model=aesthetic_path,
                         aesthetic_clip_model=str(tiny_clip_dir), aesthetic_custom_clip=True)
     scorers.setup()
-    samples = [{"key": str(index), "frames": solid("blue", 40, seed=index)[None], "caption": "blue"} for index in range(4)]
+    samples = [{"key": str(index), "frames": solid("blue", 40 + 8 * index, seed=index)[None], "caption": "blue"}
+               for index in range(4)]
+    samples[3]["frames"] = np.concatenate([samples[3]["frames"]] * 2)  # a two-frame video
     calls.clear()
     rows = scorers.score_batch(samples)
-    assert calls == [4]
+    assert calls == [5]
     assert all(row["clip_score"] is not None and row["aesthetic_score"] is not None for row in rows)
     assert set(scorers.provenance()) == {"clip", "aesthetic"} and scorers.needs_gpu
 
