@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from curate.weightfile import (WeightsMissing, check_layout, curate_cache_dir, file_digest, is_torchscript,
+from curate.weightfile import (WeightsMissing, curate_cache_dir, file_digest, is_torchscript, load_strict,
                                module_layout, read_weights)
 
 NUM_CLASSES = 400
@@ -201,6 +201,5 @@ def load_i3d(path: str | Path | None = None, device: str | torch.device = "cpu",
         except (RuntimeError, EOFError, OSError) as error:  # not a torch file at all: say which file
             raise ValueError(f"{weights} could not be read as an I3D state dict: {error}") from error
         model, kind = InceptionI3d(), "state_dict"
-        check_layout(expected_layout(), state, weights, f"{WEIGHTS_FILENAME}-layout InceptionI3d")
-        model.load_state_dict(state, strict=True)
+        load_strict(model, state, weights, f"{WEIGHTS_FILENAME}-layout InceptionI3d")  # keys + shapes, then strict
     return LoadedI3d(model.eval().requires_grad_(False).to(device), weights, file_digest(weights), kind)
