@@ -72,7 +72,8 @@ def test_laion_coco_columns_become_typed_columns_without_an_aesthetic_score(tmp_
 
 
 def test_laion2b_lowercase_aesthetic_is_the_same_column(tmp_path):
-    pq.write_table(pa.table({"URL": ["https://a.test/y.png"], "TEXT": ["u"], "aesthetic": [6.1]}), tmp_path / "b.parquet")
+    pq.write_table(pa.table({"URL": ["https://a.test/y.png"], "TEXT": ["u"], "aesthetic": [6.1]}),
+                   tmp_path / "b.parquet")
     (row,) = [r for c in read("laion-aesthetics", str(tmp_path)) for r in c]
     assert row["laion_aesthetic"] == 6.1 and row["punsafe"] is None
 
