@@ -26,7 +26,9 @@ class ClipEmbedder:
     """One open_clip model on one device: L2-normalised image embeddings of frames and text embeddings of captions.
 
     Frames go through open_clip's own eval transform (the one create_model_and_transforms returns for the
-    model's preprocess cfg) on PIL images, so inputs equal open_clip's exactly; see the README for the cost.
+    model's preprocess cfg) on PIL images, so inputs equal open_clip's exactly. Measured on one core it costs
+    2.2-4.5 ms of CPU per frame (320x240 to 512x512), no more than the tensor resize it replaced (2.1-5.4 ms),
+    which differed from open_clip by up to 1.26 in normalised input units (rounding and interpolation).
     """
 
     def __init__(self, spec: str = DEFAULT_CLIP, device: str | None = None, trust_checkpoint: bool = False):
