@@ -8,7 +8,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: setup demo test bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml setup.py constraints.txt
 	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null || ! command -v chromium >/dev/null \
 		|| ! command -v chromedriver >/dev/null; then $(SUDO) apt-get update -qq && \
 		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg chromium chromium-driver; fi
