@@ -283,8 +283,9 @@ def build_clip(architecture: str, quick_gelu: bool, device: str = "cpu", preproc
     level = logger.level
     logger.setLevel(logging.ERROR)  # open_clip warns that no weights were loaded: that is the point here
     try:
-        return open_clip.create_model(architecture, load_weights=False, device=device, force_quick_gelu=quick_gelu,
-                                      force_preprocess_cfg=preprocess or None)
+        # pretrained_text=False: a Hugging Face text tower would otherwise fetch its own base weights
+        return open_clip.create_model(architecture, load_weights=False, pretrained_text=False, device=device,
+                                      force_quick_gelu=quick_gelu, force_preprocess_cfg=preprocess or None)
     finally:
         logger.setLevel(level)
 
