@@ -1,0 +1,276 @@
+"""`curate eval`: an eval recipe (prompts, sampler, metrics) over checkpoints -> generated folders + one results
+table (RUN_DIR/results.parquet, one row per checkpoint x metric with its protocol); `compare` sets two runs side
+by side; `demo_eval` is the demo's last step (a 2x2 grid and a tiny table).
+
+Metrics: the weight-free video quality measures always; CLIPSIM when the recipe's CLIP weights resolve; FVD when
+the I3D weights resolve and a real folder is given. A metric whose weights are missing is a `skipped` row that
+says why (never random weights); a wrong weight file fails the run before any number is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import pyarrow.parquet as pq
+import yaml
+
+from curate import provenance, schema
+from curate.config import ConfigError, from_mapping, to_mapping
+from curate.eval.generate import GenerateOptions, GenerateStage, checkpoint_label
+from curate.shards.atomic import publish, write_json
+
+RESULTS = "results.parquet"
+QUALITY_METRICS = ("temporal_flickering", "motion_score", "dynamic_degree", "sharpness", "contrast", "noise_sigma")
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class MetricsSection:
+    clip_model: str | None = field(default="ViT-B-32:openai", metadata=_help(
+        "CLIPSIM's CLIP (open_clip NAME:PRETRAINED or a checkpoint); null skips CLIPSIM."))
+    clip_frames: int = field(default=16, metadata=_help("Frames per video for CLIPSIM."))
+    fvd: bool = field(default=True, metadata=_help("Compute FVD (needs `real` and the I3D weights)."))
+    i3d_weights: str | None = field(default=None, metadata=_help(
+        "i3d_pretrained_400.pt (default: the standard cache, ~/.cache/curate)."))
+    fvd_frames: int = field(default=16, metadata=_help("Frames per clip for FVD."))
+    fvd_max_clips: int = field(default=2048, metadata=_help("Clips per side for FVD."))
+    fvd_resize: str = field(default="crop", metadata=_help("crop (VideoGPT/StyleGAN-V) or squash (TF FVD)."))
+    quality_frames: int = field(default=16, metadata=_help("Frames per video for the weight-free measures."))
+    max_clips: int | None = field(default=None, metadata=_help("Only the first N videos for CLIPSIM and quality."))
+
+
+@dataclass
+class EvalRecipe:
+    name: str
+    description: str = ""
+    prompts: list = field(default_factory=list, metadata=_help("Prompts written in the recipe."))
+    prompts_from: str | None = field(default=None, metadata=_help(
+        "A prompt file (one per line) or a dataset folder whose captions are the prompts."))
+    real: str | None = field(default=None, metadata=_help("Dataset folder of real videos, FVD's reference."))
+    generate: GenerateOptions = field(default_factory=GenerateOptions)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+
+    def __post_init__(self):
+        if bool(self.prompts) == bool(self.prompts_from):
+            raise ConfigError(f"{self.name}: give exactly one of `prompts` (a list) and `prompts_from` (a path)")
+
+
+def _path(base: str, value: str | None) -> str | None:
+    """Environment variables expanded, relative paths against the recipe's folder; an unset variable is an error."""
+    if value is None:
+        return None
+    expanded = os.path.expandvars(value)
+    if "$" in expanded:
+        raise ConfigError(f"{value}: set the environment variable it names (e.g. the folder `curate run "
+                          f"pipelines/msrvtt.yaml` wrote)")
+    return os.path.normpath(os.path.join(base, os.path.expanduser(expanded)))
+
+
+def load_eval_recipe(path: str) -> EvalRecipe:
+    """An eval recipe file or a bundled one (`tiny`, `eval/msrvtt`), strictly read."""
+    from curate.bundled import recipe_path
+
+    name = str(path)
+    found = recipe_path(name if os.path.exists(name) or name.startswith("eval/") else f"eval/{name}")
+    with open(found, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    try:
+        recipe = from_mapping(EvalRecipe, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{found}: {exc}") from None
+    base = os.path.dirname(os.path.abspath(found))
+    recipe.prompts_from, recipe.real = _path(base, recipe.prompts_from), _path(base, recipe.real)
+    if recipe.metrics.i3d_weights:
+        recipe.metrics.i3d_weights = _path(base, recipe.metrics.i3d_weights)
+    return recipe
+
+
+def _write_prompts(recipe: EvalRecipe, out: str) -> str:
+    if recipe.prompts_from:
+        return recipe.prompts_from
+    path = os.path.join(out, "prompts.txt")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(" ".join(str(p).split()) + "\n" for p in recipe.prompts)
+    publish(tmp, path)
+    return path
+
+
+def _row(base: dict, metric: str, value=None, status="ok", reason=None, protocol=None, counts=None) -> dict:
+    return dict(base, metric=metric, value=None if value is None else float(value), status=status, reason=reason,
+                protocol=json.dumps(protocol or {}, sort_keys=True, default=str),
+                counts=json.dumps(counts or {}, sort_keys=True, default=str))
+
+
+def measure(gen_dir: str, base: dict, recipe: EvalRecipe, real: str | None, echo=print) -> list[dict]:
+    """The metric rows of one generated folder."""
+    from curate.eval.clipsim import clipsim
+    from curate.eval.fvd import fvd
+    from curate.eval.video_quality import video_quality
+    from curate.weightfile import WeightsMissing
+
+    m, rows = recipe.metrics, []
+    folder = os.path.join(gen_dir, "eval")
+    quality = video_quality(gen_dir, frames=m.quality_frames, max_clips=m.max_clips,
+                            out=os.path.join(folder, "video_quality.json"))
+    counts = {"clips": quality["clips"], "skipped": quality["skipped"]}
+    for name in QUALITY_METRICS:
+        proto = {"frames": m.quality_frames, "max_clips": m.max_clips, "measure": quality["protocol"].get(
+            "dynamic" if name == "dynamic_degree" else name)}
+        rows.append(_row(base, name, quality[name], protocol=proto, counts=counts))
+    if not m.clip_model:
+        rows.append(_row(base, "clipsim", status="skipped", reason="the recipe sets no clip_model"))
+    else:
+        try:
+            result = clipsim(gen_dir, clip_model=m.clip_model, frames=m.clip_frames, max_clips=m.max_clips,
+                             out=os.path.join(folder, "clipsim.json"))
+            rows.append(_row(base, "clipsim", result["value"], protocol=result["protocol"],
+                             counts={"clips": result["clips"], "skipped": result["skipped"]}))
+        except WeightsMissing as exc:
+            rows.append(_row(base, "clipsim", status="skipped", reason=f"CLIP weights missing: {exc}"))
+    if not m.fvd:
+        rows.append(_row(base, "fvd", status="skipped", reason="the recipe sets fvd: false"))
+    elif not real:
+        rows.append(_row(base, "fvd", status="skipped", reason="no real folder (recipe `real` or --real)"))
+    else:
+        try:
+            result = fvd(real, gen_dir, i3d_weights=m.i3d_weights, max_clips=m.fvd_max_clips, frames=m.fvd_frames,
+                         resize=m.fvd_resize, out=os.path.join(folder, "fvd.json"))
+            rows.append(_row(base, "fvd", result["value"], protocol=result["protocol"],
+                             counts={"real": result["real"]["clips"], "generated": result["generated"]["clips"]}))
+        except WeightsMissing as exc:
+            rows.append(_row(base, "fvd", status="skipped", reason=f"I3D weights missing: {exc}"))
+    for row in rows:
+        if row["status"] == "skipped":
+            echo(f"{base['checkpoint']}: {row['metric']} skipped: {row['reason']}")
+    return rows
+
+
+def evaluate(checkpoints: list[str], recipe: str, out: str, *, real: str | None = None,
+             clip_model: str | None = None, i3d_weights: str | None = None, force: bool = False,
+             address: str | None = None, echo=print) -> dict:
+    """Generate with each checkpoint (resumable) and measure every folder; writes OUT/results.parquet and
+    OUT/eval.json (recipe, checkpoints, versions). `real`, `clip_model`, `i3d_weights` override the recipe's."""
+    from curate import engine
+    from curate.train.checkpoints import resolve_checkpoint
+
+    spec = load_eval_recipe(recipe)
+    if clip_model:
+        spec.metrics.clip_model = clip_model
+    if i3d_weights:
+        spec.metrics.i3d_weights = i3d_weights
+    real = real or spec.real
+    if real and spec.metrics.fvd and not os.path.isdir(os.path.join(real, "shards")):
+        raise FileNotFoundError(f"FVD's real folder {real} is not a dataset folder (no shards/)")
+    if not checkpoints:
+        raise ValueError("give at least one checkpoint or run folder")
+    out = os.path.abspath(out)
+    os.makedirs(out, exist_ok=True)
+    prompts = _write_prompts(spec, out)
+    paths = [str(resolve_checkpoint(c).resolve()) for c in checkpoints]
+    labels = [checkpoint_label(p) for p in paths]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"checkpoints share a label: {labels}; evaluate them in separate runs")
+    stages = [GenerateStage(p, prompts, os.path.join(out, "generated", label), spec.generate)
+              for p, label in zip(paths, labels)]
+    rows, created = [], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for stage, label in zip(stages, labels):
+        echo(json.dumps({"generate": engine.run_stage(stage, force=force, address=address)}, default=str))
+        base = {"recipe": spec.name, "checkpoint": label, "checkpoint_path": stage.checkpoint,
+                "checkpoint_sha256": stage.checkpoint_sha256, "checkpoint_step": _step(stage.out),
+                "generated": stage.out, "videos": len(stage.items), "created_at": created}
+        rows += measure(stage.out, base, spec, real, echo)
+    table = schema.table("eval_results", rows)
+    tmp = os.path.join(out, f".{RESULTS}.tmp")
+    pq.write_table(table, tmp)
+    publish(tmp, os.path.join(out, RESULTS))
+    write_json(os.path.join(out, "eval.json"), {"recipe": to_mapping(spec), "checkpoints": dict(zip(labels, [
+        s.checkpoint for s in stages])), "real": real, "prompts": prompts, "created_at": created,
+        "versions": provenance.package_versions()})
+    return {"out": out, "results": os.path.join(out, RESULTS), "rows": len(rows), "checkpoints": labels,
+            "table": render(rows)}
+
+
+def _step(gen_dir: str) -> int | None:
+    """The checkpoint step the folder's videos were sampled from (every row has it)."""
+    import duckdb
+
+    found = duckdb.connect().execute(f"SELECT max(checkpoint_step) FROM read_parquet('{gen_dir}/shards/*.parquet')"
+                                     ).fetchone()
+    return found[0] if found else None
+
+
+def read_results(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, RESULTS) if os.path.isdir(run_dir) else run_dir
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: not an eval run folder")
+    return pq.read_table(path).to_pylist()
+
+
+def _format(value) -> str:
+    return "-" if value is None else f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+
+
+def _table(header: list[str], lines: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header] + lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + lines)
+
+
+def render(rows: list[dict]) -> str:
+    """The results as an aligned text table (skipped metrics show their reason)."""
+    lines = [[r["checkpoint"], r["metric"], _format(r["value"]) if r["status"] == "ok" else r["status"],
+              (r["reason"] or "")[:70]] for r in rows]
+    return _table(["checkpoint", "metric", "value", "note"], lines)
+
+
+def compare(run_a: str, run_b: str) -> str:
+    """Metrics of two eval runs side by side with B - A. Rows match by (checkpoint, metric); when each run has a
+    single checkpoint they match by metric alone (two models, one recipe)."""
+    a, b = read_results(run_a), read_results(run_b)
+    single = len({r["checkpoint"] for r in a}) == 1 and len({r["checkpoint"] for r in b}) == 1
+
+    def key(row):
+        return row["metric"] if single else (row["checkpoint"], row["metric"])
+
+    index_a, index_b = {key(r): r for r in a}, {key(r): r for r in b}
+    lines = []
+    for k in list(index_a) + [k for k in index_b if k not in index_a]:
+        ra, rb = index_a.get(k), index_b.get(k)
+        va = ra["value"] if ra and ra["status"] == "ok" else None
+        vb = rb["value"] if rb and rb["status"] == "ok" else None
+        name = k if single else f"{k[0]} {k[1]}"
+        lines.append([name, _format(va), _format(vb), _format(vb - va) if va is not None and vb is not None else "-"])
+    label_a = f"A: {a[0]['checkpoint']}" if single and a else "A"
+    label_b = f"B: {b[0]['checkpoint']}" if single and b else "B"
+    return _table(["metric", label_a, label_b, "B - A"], lines)
+
+
+DEMO_PROMPTS = 2  # grid rows: the tiny recipe's first prompts
+
+
+def demo_eval(run_dir: str, out_dir: str, echo=print) -> dict:
+    """The demo's evaluation: the run's first and last checkpoints through the tiny recipe (generate + weight-free
+    metrics -> results table), then a 2x2 grid (those checkpoints x the first two prompts) from the generated
+    folders, so its cells are the table's videos."""
+    from curate.eval.grid import grid
+    from curate.train.checkpoints import latest_checkpoint
+
+    found = sorted((os.path.join(run_dir, "checkpoints", n) for n in os.listdir(os.path.join(run_dir, "checkpoints"))
+                    if n.startswith("step_") and n.endswith(".pt")))
+    if len(found) < 2:
+        raise ValueError(f"{run_dir} has {len(found)} checkpoint(s); the demo grid compares the first and the last")
+    first, last = found[0], str(latest_checkpoint(run_dir))
+    result = evaluate([first, last], "tiny", os.path.join(out_dir, "eval"), echo=echo)
+    echo(result["table"])
+    spec = load_eval_recipe("tiny")
+    folders = [os.path.join(result["out"], "generated", label) for label in result["checkpoints"]]
+    drawn = grid(folders, spec.prompts[:DEMO_PROMPTS], os.path.join(out_dir, "grid.mp4"), fps=spec.generate.fps)
+    echo(f"grid: {drawn['out']} ({', '.join(drawn['columns'])} x {drawn['rows']} prompts)")
+    return {"grid": drawn["out"], "results": result["results"], "table": result["table"],
+            "checkpoints": result["checkpoints"]}
