@@ -253,7 +253,7 @@ def _infer_architecture(path: Path, torchscript: bool, trust_checkpoint: bool) -
             continue
         try:
             check_layout(clip_layout(name), state, path, name)
-        except ValueError:
+        except Exception:  # a different layout, or a tower this install cannot build (timm, transformers)
             continue
         fits.append(name)
     if torchscript:  # OpenAI's format: QuickGELU whichever name is chosen, so the twins are one answer
