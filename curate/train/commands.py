@@ -72,12 +72,13 @@ def train(
             typer.echo(f"error: {recipe}: {problem}", err=True)
         raise typer.Exit(2)
     if spec.train.num_workers > 1:
-        from curate.train.distributed import ResourcesUnavailable, train_distributed
+        from curate.train.distributed import RunStopped, train_distributed
 
         try:
             train_distributed(spec, run_dir, steps, address=address)
-        except ResourcesUnavailable as err:
-            _fail(str(err))
+        except RunStopped as err:  # resources not granted or lost, workers failing: a message, exit 1
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1)
         typer.echo(f"done: run folder {run_dir} (log.jsonl, checkpoints/)")
     else:
         from curate.train.loop import train as train_single

@@ -121,10 +121,9 @@ def frozen_parts(recipe: Recipe) -> dict[str, torch.nn.Module]:
     return parts
 
 
-def encoder_flops(recipe: Recipe, frames: int) -> int:
+def encoder_flops(recipe: Recipe, parts: dict[str, torch.nn.Module], frames: int) -> int:
     """Forward FLOPs of the frozen encoders for one micro-batch (text tower; the VAE encoder per frame)."""
     b = recipe.train.micro_batch_size
-    parts = frozen_parts(recipe)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad(), torch.device("meta"):
         parts["text encoder"](["a caption"] * b)
@@ -145,7 +144,8 @@ def plan(recipe: Recipe) -> dict:
     groups = {g: count(named[n] for n in names) for g, names in parameter_groups(model).items()}
     trains = stage_groups(recipe)
     trainable = count(p for p in model.parameters() if p.requires_grad)
-    frozen = {name: count(m.parameters()) for name, m in frozen_parts(recipe).items()}
+    parts = frozen_parts(recipe)
+    frozen = {name: count(m.parameters()) for name, m in parts.items()}
     shapes = {"video": d.frames} if d.image_ratio < 1 else {}
     if d.image_ratio > 0:
         shapes["image"] = 1
@@ -156,7 +156,7 @@ def plan(recipe: Recipe) -> dict:
     for modality, frames in shapes.items():
         forward, total = step_flops(recipe, frames)
         recompute = forward if t.gradient_checkpointing else 0  # checkpointed blocks run their forward again
-        flops_micro += share[modality] * (total + recompute + encoder_flops(recipe, frames))
+        flops_micro += share[modality] * (total + recompute + encoder_flops(recipe, parts, frames))
     accumulation = recipe.accumulation
     flops_step_per_gpu = flops_micro * accumulation
     peak_name, peak = GPU_PEAK[t.precision]

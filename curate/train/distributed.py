@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from curate.train import checkpoints
 from curate.train.recipe import Recipe, recipe_from_dict
 
 START_TIMEOUT_S = 120.0  # per attempt to get every worker's resources (a placement group)
@@ -53,7 +54,11 @@ def _absolute(recipe: Recipe) -> Recipe:
     return recipe.replace(**changes)
 
 
-class ResourcesUnavailable(RuntimeError):
+class RunStopped(RuntimeError):
+    """The run stopped before its last step (its message says why and how it resumes)."""
+
+
+class ResourcesUnavailable(RunStopped):
     """The cluster could not give the workers their resources within the start timeout, or lost them."""
 
 
@@ -99,7 +104,10 @@ def train_distributed(
                     f"{start_attempts} x {start_timeout_s:g} s (cluster: {_resources_line(ray)}); add resources or "
                     f"lower --workers, then rerun: the run resumes from the last checkpoint in {run_dir}/checkpoints"
                 ) from None
-            raise
+            latest = checkpoints.latest_checkpoint(run_dir)
+            resume = f"resumes from {latest}" if latest else "starts again from step 0 (no checkpoint yet)"
+            raise RunStopped(f"training stopped after {MAX_FAILURES} restart(s): {type(err).__name__}: "
+                             f"{' '.join(str(err).split())[:500]}; rerunning the same command {resume}") from err
     finally:
         if started_here:
             ray.shutdown()
