@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from curate.scoring.sample import SampleError, frames_of
+from curate.scoring.sample import SampleError, clip_frames_of
 from curate.scoring.weights import DEFAULT_CLIP, ClipSource, build_clip, resolve_clip, to_open_clip_layout
 from curate.weightfile import check_layout, file_digest, load_strict, module_layout, read_weights
 
@@ -41,6 +41,7 @@ class ClipEmbedder:
         self.tokenizer = None
         self.transform = None
         self.embed_dim = 0
+        self.preprocess_cfg: dict = {}
 
     def resolve(self) -> ClipSource:
         """Which architecture and weights file the spec names (no file is read beyond its checksum)."""
@@ -62,8 +63,20 @@ class ClipEmbedder:
         state = to_open_clip_layout(model, read_weights(source.checkpoint, source.trusted, "CLIP checkpoint", mmap=True))
         check_layout(module_layout(model), state, source.checkpoint, f"CLIP {source.architecture}")
         self.embed_dim = _embed_dim(model)
+        self.preprocess_cfg = open_clip.get_model_preprocess_cfg(model)
         self.sha256 = file_digest(source.checkpoint)
         return source
+
+    def first_resize(self) -> tuple[int, str] | None:
+        """(size, interpolation) of the transform's first step when it is a shorter-side Resize to a square
+        input (open_clip's 'shortest' mode), so decoders can apply it to full-resolution frames; else None."""
+        self.check()
+        cfg = self.preprocess_cfg
+        size = cfg.get("size")
+        size = size[0] if isinstance(size, (list, tuple)) and len(set(size)) == 1 else size
+        if cfg.get("resize_mode", "shortest") != "shortest" or not isinstance(size, int):
+            return None
+        return size, cfg.get("interpolation", "bicubic")
 
     def load(self) -> "ClipEmbedder":
         if self.model is not None:
@@ -134,7 +147,7 @@ def embed_sample_frames(embedder: ClipEmbedder, samples: list) -> list[np.ndarra
     valid = []
     for index, sample in enumerate(samples):
         try:
-            frames_of(sample)
+            clip_frames_of(sample)
         except SampleError as error:
             results[index] = str(error)
             continue
@@ -153,7 +166,7 @@ def embed_sample_frames(embedder: ClipEmbedder, samples: list) -> list[np.ndarra
 
 
 def _embed_group(embedder: ClipEmbedder, samples: list, indices: list[int], results: list) -> None:
-    stacked = [frames_of(samples[index]) for index in indices]
+    stacked = [clip_frames_of(samples[index]) for index in indices]
     embeddings = embedder.embed_frames([frame for frames in stacked for frame in frames]).cpu().numpy()
     start = 0
     for index, frames in zip(indices, stacked):

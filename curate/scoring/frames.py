@@ -96,24 +96,42 @@ def to_grey(frames: np.ndarray) -> np.ndarray:
     return np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames])
 
 
+def clip_first_resize(frames: np.ndarray, size: int, interpolation: str = "bicubic") -> np.ndarray:
+    """open_clip's first eval step (torchvision Resize(size) on PIL: shorter side = size) on full-resolution
+    frames. Done where the frames are decoded, so CLIP sees exactly what open_clip's transform makes of the
+    original, whatever cap the other scorers' frames get; the rest of the transform (Resize again is a no-op,
+    CenterCrop, Normalize) runs in the embedder."""
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    mode = InterpolationMode(interpolation)
+    return np.stack([np.asarray(TF.resize(Image.fromarray(frame), size, interpolation=mode)) for frame in frames])
+
+
 def decode_media(
     media: bytes | str | Path,
     modality: str,
     k: int = DEFAULT_K,
     positions: str = DEFAULT_POSITIONS,
     max_side: int | None = None,
-) -> np.ndarray:
-    """Frames of one sample: sampled video frames or the image as a single frame, optionally downscaled."""
+    clip_resize: tuple[int, str] | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Frames of one sample: sampled video frames or the image as a single frame, optionally downscaled.
+    With `clip_resize` (size, interpolation) also CLIP's first resize of the original frames: (frames, clip)."""
     if modality == "video":
         frames = sample_frames(media, k, positions)
     elif modality == "image":
         frames = load_image(media)
     else:
         raise FrameDecodeError(f"unknown modality {modality!r}")
-    return fit_within(frames, max_side) if max_side else frames
+    capped = fit_within(frames, max_side) if max_side else frames
+    if clip_resize is None:
+        return capped
+    return capped, clip_first_resize(frames, *clip_resize)
 
 
-DecodeFn = Callable[[bytes | str | Path, str, int, str, int | None], np.ndarray]
+DecodeFn = Callable[..., np.ndarray | tuple[np.ndarray, np.ndarray]]
 
 
 class IsolatedDecoder:
@@ -137,9 +155,12 @@ class IsolatedDecoder:
         k: int = DEFAULT_K,
         positions: str = DEFAULT_POSITIONS,
         max_side: int | None = None,
-    ) -> np.ndarray:
+        clip_resize: tuple[int, str] | None = None,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         try:
-            return self._worker.call(media, modality, k, positions, max_side)
+            if clip_resize is None:
+                return self._worker.call(media, modality, k, positions, max_side)
+            return self._worker.call(media, modality, k, positions, max_side, clip_resize)
         except IsolatedFailure as error:
             raise FrameDecodeError(f"decoding {error} on this sample") from None
         except FrameDecodeError:

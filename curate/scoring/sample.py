@@ -11,6 +11,7 @@ class Sample(TypedDict, total=False):
     key: str
     modality: str  # "video" | "image"
     frames: np.ndarray | None  # uint8 [K,H,W,3]; None when decoding failed
+    clip_frames: np.ndarray | None  # uint8 [K,h,w,3]: CLIP's first resize of the original frames, when made
     decode_error: str | None  # why frames is None
     caption: str | None
     sha256: str | None
@@ -29,3 +30,11 @@ def frames_of(sample: Sample) -> np.ndarray:
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
         raise SampleError(f"frames must be uint8 [K,H,W,3] with K >= 1, got {frames.dtype} {frames.shape}")
     return frames
+
+
+def clip_frames_of(sample: Sample) -> np.ndarray:
+    """The frames CLIP should see: the decoder's CLIP resize of the originals when present (exact open_clip
+    inputs above the decode cap), else the sample's frames."""
+    frames = frames_of(sample)
+    clip = sample.get("clip_frames")
+    return frames if clip is None else np.asarray(clip)

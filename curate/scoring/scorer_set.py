@@ -65,6 +65,12 @@ class ScorerSet:
         for scorer in self.scorers:
             scorer.check_weights()
 
+    def clip_first_resize(self) -> tuple[int, str] | None:
+        """The first resize step shared by every CLIP model in use (None when there is none, or they differ:
+        then CLIP sees the capped frames)."""
+        steps = {scorer.embedder.first_resize() for scorer in self.scorers if hasattr(scorer, "embedder")}
+        return steps.pop() if len(steps) == 1 else None
+
     def setup(self) -> None:
         """Load every model once per worker (raises WeightsMissing here, before any batch is read)."""
         for scorer in self.scorers:

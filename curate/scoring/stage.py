@@ -57,17 +57,22 @@ def stored_content(path: str) -> str | None:
     return value.decode() if value else None
 
 
-def expand_shard(root: str, sid: str, k: int, positions: str, decode_timeout: float) -> list[dict]:
+def expand_shard(root: str, sid: str, k: int, positions: str, decode_timeout: float,
+                 clip_resize: tuple[int, str] | None = None) -> list[dict]:
     """Every success row of one shard with its frames, decoded in an isolated child (a crash there is one
-    sample's decode_error). Frames travel as raw bytes + shape."""
+    sample's decode_error), plus CLIP's first resize of the original frames when `clip_resize` is given.
+    Frames travel as raw bytes + shape."""
     folder = DatasetFolder(root)
     manifest = pq.read_table(folder.manifest(sid), columns=["key", "modality", "caption", "sha256", "status"])
     rows = {r["key"]: r for r in manifest.to_pylist() if r["status"] == "success"}
     out = []
 
-    def row(meta: dict, blob, shape, error) -> dict:
+    def row(meta: dict, frames=None, clip=None, error=None) -> dict:
         return {"unit": sid, "key": meta["key"], "modality": meta["modality"], "caption": meta["caption"],
-                "sha256": meta["sha256"], "frames": blob, "shape": shape, "decode_error": error}
+                "sha256": meta["sha256"], "frames": None if frames is None else frames.tobytes(),
+                "shape": None if frames is None else list(frames.shape),
+                "clip_frames": None if clip is None else clip.tobytes(),
+                "clip_shape": None if clip is None else list(clip.shape), "decode_error": error}
 
     with tarfile.open(folder.tar(sid)) as tar, IsolatedDecoder(decode_timeout) as decoder:
         for member in tar:
@@ -77,13 +82,14 @@ def expand_shard(root: str, sid: str, k: int, positions: str, decode_timeout: fl
             meta = rows.pop(key)
             media = tar.extractfile(member).read()
             try:
-                frames = np.ascontiguousarray(decoder.decode(media, meta["modality"], k, positions, DECODE_MAX_SIDE),
-                                              np.uint8)
-                out.append(row(meta, frames.tobytes(), list(frames.shape), None))
+                decoded = decoder.decode(media, meta["modality"], k, positions, DECODE_MAX_SIDE, clip_resize)
+                frames, clip = decoded if clip_resize else (decoded, None)
+                out.append(row(meta, np.ascontiguousarray(frames, np.uint8),
+                               None if clip is None else np.ascontiguousarray(clip, np.uint8)))
             except FrameDecodeError as exc:
-                out.append(row(meta, None, None, str(exc)))
+                out.append(row(meta, error=str(exc)))
     for meta in rows.values():  # listed as success but absent from the tar: scored as an error, not lost
-        out.append(row(meta, None, None, "media missing from tar"))
+        out.append(row(meta, error="media missing from tar"))
     return out
 
 
@@ -97,11 +103,12 @@ class ScoreModel:
     def __call__(self, batch: pa.Table) -> pa.Table:
         samples = []
         for row in batch.to_pylist():
-            frames = None
-            if row["frames"] is not None:
-                frames = np.frombuffer(row["frames"], np.uint8).reshape(row["shape"])
+            frames = None if row["frames"] is None else np.frombuffer(row["frames"], np.uint8).reshape(row["shape"])
+            clip = None if row["clip_frames"] is None else \
+                np.frombuffer(row["clip_frames"], np.uint8).reshape(row["clip_shape"])
             samples.append({"key": row["key"], "modality": row["modality"], "caption": row["caption"],
-                            "sha256": row["sha256"], "frames": frames, "decode_error": row["decode_error"]})
+                            "sha256": row["sha256"], "frames": frames, "clip_frames": clip,
+                            "decode_error": row["decode_error"]})
         scored = self.scorers.score_batch(samples)
         for row, unit in zip(scored, batch.column("unit").to_pylist()):
             row["unit"] = unit
@@ -142,6 +149,7 @@ class ScoreStage(Stage):
                                    batch_size=self.section.batch_size)
         self.needs: dict[str, set[str]] = {}
         self.content: dict[str, tuple[str, int]] = {}
+        self.clip_resize: tuple[int, str] | None = None
 
     def describe(self) -> list[str]:
         s = self.section
@@ -200,7 +208,9 @@ class ScoreStage(Stage):
         if not self.folder.complete_shards():
             raise FileNotFoundError(f"{self.root} has no complete shards to score")
         if self.scorers:
-            ScorerSet(**self.scorer_kwargs(self.scorers)).check_weights()
+            scorers = ScorerSet(**self.scorer_kwargs(self.scorers))
+            scorers.check_weights()
+            self.clip_resize = scorers.clip_first_resize()
 
     def reset(self) -> None:
         for scorer in self.scorers:
@@ -222,7 +232,7 @@ class ScoreStage(Stage):
 
     def expand(self, unit: str) -> list[dict]:
         s = self.section
-        return expand_shard(self.root, unit, s.frames, s.positions, s.decode_timeout)
+        return expand_shard(self.root, unit, s.frames, s.positions, s.decode_timeout, self.clip_resize)
 
     def expected_rows(self, unit: str) -> int:
         return self.content[unit][1]

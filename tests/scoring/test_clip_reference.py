@@ -79,3 +79,22 @@ def test_clip_score_equals_open_clip_cosine_averaged_over_frames(tiny_clip_dir):
     ours = [row[CLIP_SCORE] for row in scorer.score_batch(samples)]
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
     assert len(set(np.round(expected, 4))) == 3  # three different values: the comparison can tell them apart
+
+
+@pytest.mark.parametrize("height,width", [(1080, 1920), (1600, 700), (320, 240), (7, 5)])
+def test_decoded_samples_reach_clip_exactly_as_open_clip_sees_the_original(clip224, height, width, tmp_path):
+    """Through the decoder the score stage uses: frames above the decode cap are downscaled for the other
+    scorers, but CLIP gets open_clip's own first resize of the original, so its inputs equal open_clip's."""
+    from curate.scoring.frames import DECODE_MAX_SIDE, decode_media
+
+    transform, embedder = clip224
+    frame = textured_frame(height, width, seed=5) if min(height, width) >= 8 else \
+        np.random.default_rng(5).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    path = tmp_path / "image.png"
+    Image.fromarray(frame).save(path)
+    capped, clip_frames = decode_media(str(path), "image", max_side=DECODE_MAX_SIDE, clip_resize=embedder.first_resize())
+    assert max(capped.shape[1:3]) <= DECODE_MAX_SIDE
+    expected = transform(Image.fromarray(frame))[None]
+    assert torch.equal(embedder.preprocess(clip_frames), expected)
+    if max(height, width) > DECODE_MAX_SIDE:  # the capped frames alone would not have been exact
+        assert not torch.equal(embedder.preprocess(capped), expected)
