@@ -172,13 +172,17 @@ class ScoreSection:
     scorers: list = field(default_factory=lambda: ["clip", "aesthetic", "motion", "quality", "dedup"],
                           metadata=_help("Comma-separated: clip, aesthetic, motion, quality, dedup."))
     clip_model: str | None = field(default=None, metadata=_help(
-        "CLIP for clip_score and dedup: open_clip NAME:PRETRAINED, or a local checkpoint (default ViT-L-14:openai)."))
+        "CLIP for clip_score and dedup (default ViT-L-14:openai): open_clip NAME:TAG, NAME:/path/checkpoint, a "
+        "checkpoint file (architecture recognised or inferred from its shapes; refused when ambiguous; "
+        "NAME-quickgelu for OpenAI-trained weights), a model folder, or hf-hub:ORG/REPO."))
     aesthetic_model: str | None = field(default=None, metadata=_help(
         "Path to sac+logos+ava1-l14-linearMSE.pth (default: the standard caches)."))
     aesthetic_clip_model: str | None = field(default=None, metadata=_help(
         "The CLIP feeding the aesthetic MLP: OpenAI ViT-L/14 only (ViT-L-14:openai, or its checkpoint file)."))
     aesthetic_custom_clip: bool = field(default=False, metadata=_help(
         "Allow another CLIP for the aesthetic MLP (only for an MLP you trained on that CLIP's embeddings)."))
+    trust_checkpoint: bool = field(default=False, metadata=_help(
+        "Read pickled/TorchScript CLIP files whose checksum is not published (they can run code)."))
     batch_size: int = field(default=32, metadata=_help("Samples per model batch.", min=1))
     actors: int | None = field(default=None, metadata=_help("Scorer actors (default: one per GPU, else 1).", min=1))
     frames: int = field(default=3, metadata=_help("Frames sampled per video.", min=1))

@@ -174,6 +174,8 @@ class ScoreStage(Stage):
             kwargs["aesthetic_clip_model"] = s.aesthetic_clip_model
         if s.aesthetic_custom_clip:
             kwargs["aesthetic_custom_clip"] = True
+        if s.trust_checkpoint:
+            kwargs["trust_checkpoint"] = True
         return kwargs
 
     def scorer_config(self, scorer: str) -> dict:
