@@ -100,3 +100,20 @@ def test_sound_files_pass_and_a_wrong_unet_checkpoint_is_refused(tmp_path, mixed
     [line] = preflight.check(recipe_from_dict({**base, "init_from": f"videocrafter2:{good}"}), tmp_path / "run", gpus=0)
     assert line.startswith(f"init_from: {good} is not a U-Net (preset 'tiny')") and "wrong shapes" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_the_real_preset_is_checked_on_the_meta_device(tmp_path):
+    """f_spa_dir as shipped, given a tiny VideoCrafter2-layout checkpoint: the 1.4B-parameter layout is built
+    without memory and the file is refused by name; the machine is told to have the 8 GPUs it asks for."""
+    from pathlib import Path
+
+    from curate.train.recipe import load_recipe
+
+    tiny = build_unet("tiny", in_channels=4, out_channels=4, context_dim=1024)
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {f"model.diffusion_model.{k}": v for k, v in tiny.state_dict().items()}}, path)
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "pipelines" / "train" / "f_spa_dir.yaml")
+    lines = preflight.check(recipe.replace(init_from=f"videocrafter2:{path}"), tmp_path / "run", gpus=8)
+    [line] = [line for line in lines if line.startswith("init_from")]
+    assert line.startswith(f"init_from: {path} is not a U-Net (preset 'videocrafter2_512')") and "missing" in line
+    assert not any(line.startswith("train.use_gpu") for line in lines)
