@@ -140,18 +140,14 @@ def label_of(path: str) -> str:
     return checkpoint_label(resolve_checkpoint(path))
 
 
-def grid(inputs: list[str], prompts, out: str = "grid.mp4", *, seed: int = 0, frames: int = 16, fps: float = 8.0,
-         steps: int = 50, guidance: float = 12.0, eta: float = 1.0, height: int | None = None,
-         width: int | None = None, use_ema: bool = True, labels: list[str] | None = None, min_cell: int = 128,
-         device: str = "cpu") -> dict:
-    """Write the grid of `inputs` (checkpoint files, run folders or generated folders) x `prompts` (a list or a
-    prompt file) to `out` (.mp4 or .gif); returns where, the seeds per row and the layout."""
-    import torch
+def grid_frames(inputs: list[str], prompts, *, seed: int = 0, frames: int = 16, fps: float = 8.0, steps: int = 50,
+                guidance: float = 12.0, eta: float = 1.0, height: int | None = None, width: int | None = None,
+                use_ema: bool = True, labels: list[str] | None = None, min_cell: int = 128,
+                device: str = "cpu") -> tuple[np.ndarray, Layout, list[int], list[str]]:
+    """(grid frames uint8 [T,H,W,3], layout, seed per row, column labels) of `inputs` (checkpoint files, run
+    folders or generated folders) x `prompts` (a list or a prompt file)."""
+    from curate.train.sample import SampleSettings, VideoSampler
 
-    from curate.train.sample import SampleSettings, VideoSampler, write_video
-
-    if os.path.splitext(str(out))[1].lower() not in (".mp4", ".gif"):
-        raise ValueError(f"grid output must end in .mp4 or .gif, got {out}")
     texts = read_prompt_list(prompts)
     if not inputs or not texts:
         raise ValueError("a grid needs at least one input and one prompt")
@@ -182,6 +178,19 @@ def grid(inputs: list[str], prompts, out: str = "grid.mp4", *, seed: int = 0, fr
         columns.append(column)
     cells = [[columns[c][r] for c in range(len(inputs))] for r in range(len(texts))]
     video, layout = compose(cells, labels, [f"{t}  (seed {s})" for t, s in zip(texts, seeds)], min_cell)
+    return video, layout, seeds, labels
+
+
+def grid(inputs: list[str], prompts, out: str = "grid.mp4", *, fps: float = 8.0, **options) -> dict:
+    """Write the grid of `inputs` x `prompts` (options: grid_frames') to `out` (.mp4 or .gif); returns where,
+    the seed of each row and the layout."""
+    import torch
+
+    from curate.train.sample import write_video
+
+    if os.path.splitext(str(out))[1].lower() not in (".mp4", ".gif"):
+        raise ValueError(f"grid output must end in .mp4 or .gif, got {out}")
+    video, layout, seeds, labels = grid_frames(inputs, prompts, fps=fps, **options)
     write_video(torch.from_numpy(video), out, fps)
-    return {"out": str(out), "rows": len(texts), "columns": labels, "seeds": seeds, "frames": int(video.shape[0]),
+    return {"out": str(out), "rows": layout.rows, "columns": labels, "seeds": seeds, "frames": int(video.shape[0]),
             "size": [layout.width, layout.height], "scale": layout.scale}
