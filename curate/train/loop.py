@@ -30,10 +30,7 @@ from curate.train.data import LoaderConfig, make_loader
 from curate.train.diffusion import GaussianDiffusion, drop_captions
 from curate.train.model import build_first_stage, build_text_encoder, prepare_for_stage, text_encoder_path
 from curate.train.presets import build_unet
-from curate.train.recipe import Recipe, RecipeError
-
-# recipe fields a resume may change: they do not alter what the run computes
-RESUMABLE_CHANGES = {("train", "steps"), ("train", "log_every"), ("train", "checkpoint_every"), ("data", "num_workers"), ("data", "dirs")}
+from curate.train.recipe import Recipe, RecipeError, resume_changes
 
 
 def step_seed(seed: int, *parts: int) -> int:
@@ -49,18 +46,6 @@ def loader_config(recipe: Recipe) -> LoaderConfig:
         batch_size=recipe.train.micro_batch_size, image_ratio=d.image_ratio, frame_stride=tuple(d.frame_stride),
         image_fps=d.image_fps, seed=recipe.train.seed, num_workers=d.num_workers,
     )
-
-
-def _config_changes(old: dict, new: dict) -> list[str]:
-    changes = []
-    for section, value in new.items():
-        if isinstance(value, dict):
-            for key, v in value.items():
-                if old.get(section, {}).get(key) != v and (section, key) not in RESUMABLE_CHANGES:
-                    changes.append(f"{section}.{key}")
-        elif old.get(section) != value:
-            changes.append(section)
-    return changes
 
 
 @dataclass
@@ -117,7 +102,7 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         ckpt = checkpoints.load_checkpoint(path)
-        changes = _config_changes(ckpt["config"]["recipe"], self.recipe.to_dict())
+        changes = resume_changes(ckpt["config"]["recipe"], self.recipe.to_dict())
         if changes:
             raise RecipeError(f"cannot resume {path}: the recipe changed ({', '.join(changes)}); use a new --out folder")
         self.model.load_state_dict(ckpt["model"])

@@ -1,7 +1,7 @@
 """Checks before a training run starts: every problem a recipe would hit later, found in seconds and listed at once.
 
 Run by `curate train` before Ray starts and before anything is written to the run folder:
-- the batch splits into micro-batches x workers;
+- the batch splits into micro-batches x workers; a run folder's checkpoint was made by this recipe;
 - the machine (or, for a cluster, see distributed.py) has the GPUs the recipe asks for;
 - every file the recipe names exists and loads strictly: `init_from` (unless the run resumes from its
   own checkpoint), the autoencoder, the text encoder, against the layouts the recipe's preset builds.
@@ -22,7 +22,7 @@ from curate import weightfile
 from curate.train import checkpoints, text
 from curate.train.autoencoder import FIRST_STAGE_PREFIX, KLAutoencoder, PixelSpace
 from curate.train.presets import build_unet, unet_params
-from curate.train.recipe import Recipe
+from curate.train.recipe import Recipe, resume_changes
 from curate.train.unet3d import parameter_groups
 
 
@@ -38,6 +38,7 @@ def check(recipe: Recipe, run_dir: str | Path, address: str | None = None, gpus:
         problems.append(batch)
     problems += _resources(recipe, address, torch.cuda.device_count() if gpus is None else gpus)
     problems += _data(recipe)
+    problems += _resume(recipe, Path(run_dir))
     reader = _Reader()
     problems += _init_from(recipe, Path(run_dir), reader)
     problems += _autoencoder(recipe, reader)
@@ -82,6 +83,21 @@ class _Reader:
         if path not in self.cache:
             self.cache[path] = weightfile.read_weights(path, mmap=True)  # keys and shapes, no copy of a 5 GB file
         return self.cache[path]
+
+
+def _resume(recipe: Recipe, run_dir: Path) -> list[str]:
+    latest = checkpoints.latest_checkpoint(run_dir) if recipe.train.resume == "latest" else None
+    if latest is None:
+        return []
+    try:  # mapped, not read: only the config is looked at
+        config = weightfile.read_weights(latest, mmap=True)["config"]["recipe"]
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        return [f"train.resume: {latest}: not a readable training checkpoint: {_one_line(err)}"]
+    changes = resume_changes(config, recipe.to_dict())
+    if changes:
+        return [f"train.resume: {latest} was trained with a different recipe ({', '.join(changes)}); use a new --out "
+                "folder, or set train.resume: none to start over in this one"]
+    return []
 
 
 def _init_from(recipe: Recipe, run_dir: Path, read: _Reader) -> list[str]:

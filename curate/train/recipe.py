@@ -176,6 +176,24 @@ class _Checker:
             raise RecipeError(f"{dotted}: {value!r} is not one of {', '.join(allowed)}")
 
 
+# recipe fields a resume may change: they do not alter what the run computes
+RESUMABLE_CHANGES = {("train", "steps"), ("train", "log_every"), ("train", "checkpoint_every"), ("data", "num_workers"),
+                     ("data", "dirs")}
+
+
+def resume_changes(old: dict, new: dict) -> list[str]:
+    """The keys in which recipe `new` differs from the checkpointed `old` in a way a resume must refuse."""
+    changes = []
+    for section, value in new.items():
+        if isinstance(value, dict):
+            for key, v in value.items():
+                if old.get(section, {}).get(key) != v and (section, key) not in RESUMABLE_CHANGES:
+                    changes.append(f"{section}.{key}")
+        elif old.get(section) != value:
+            changes.append(section)
+    return changes
+
+
 def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     """A recipe from plain data, strictly (the one option loader: curate.config.from_mapping)."""
     try:

@@ -117,3 +117,20 @@ def test_the_real_preset_is_checked_on_the_meta_device(tmp_path):
     [line] = [line for line in lines if line.startswith("init_from")]
     assert line.startswith(f"init_from: {path} is not a U-Net (preset 'videocrafter2_512')") and "missing" in line
     assert not any(line.startswith("train.use_gpu") for line in lines)
+
+
+def test_a_run_folder_of_another_recipe_is_refused_before_anything_runs(tmp_path, mixed_dataset, capsys):
+    from curate.train import checkpoints
+
+    run = tmp_path / "run"
+    trained = recipe_from_dict({**TINY, "data": {**TINY["data"], "dirs": [str(mixed_dataset)]}, "optim": {"lr": 1e-4}})
+    checkpoints.save_checkpoint(checkpoints.checkpoint_path(run, 1), {
+        "model": {}, "ema": None, "opt": {}, "step": 1, "config": {"recipe": trained.to_dict()}})
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    with pytest.raises(typer.Exit) as exit_info:
+        commands.train(recipe=recipe_file(tmp_path, optim={"lr": 2e-4}), data=[mixed_dataset], steps=None, out=run,
+                       workers=None, init_from=None, describe=False)
+    assert exit_info.value.exit_code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "train.resume: " in line and "step_00000001.pt was trained with a different recipe (optim.lr)" in line
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
