@@ -2,7 +2,8 @@
 
 Run by `curate train` before Ray starts and before anything is written to the run folder:
 - the batch splits into micro-batches x workers; a run folder's checkpoint was made by this recipe;
-- the machine (or, for a cluster, see distributed.py) has the GPUs the recipe asks for;
+- this machine has the GPUs the recipe asks for (a cluster, which may autoscale, gets a bounded start wait
+  in distributed.py instead);
 - every file the recipe names exists and loads strictly: `init_from` (unless the run resumes from its
   own checkpoint), the autoencoder, the text encoder, against the layouts the recipe's preset builds.
   Layouts come from models built on the meta device, so checking the 1.4B-parameter preset costs no memory;
@@ -29,7 +30,7 @@ from curate.train.unet3d import parameter_groups
 def check(recipe: Recipe, run_dir: str | Path, address: str | None = None, gpus: int | None = None) -> list[str]:
     """Every problem that would stop `recipe` in `run_dir`, one line each ([] = ready to start).
 
-    `address`: a Ray cluster, whose GPUs are checked once connected (distributed.py), not here;
+    `address`: a Ray cluster, whose GPUs are not counted here (distributed.py bounds the wait for them);
     `gpus`: this machine's GPU count (default: what torch sees).
     """
     problems: list[str] = []
