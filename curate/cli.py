@@ -18,6 +18,7 @@ import typer
 
 from curate.cli_params import section_from_flags, with_options
 from curate.config import ConfigError, DownloadSection, ScoreSection, SelectSection, load_pipeline
+from curate.eval.generate import GenerateOptions
 from curate.train import commands as train_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -249,6 +250,97 @@ def demo_cmd(
 
     with usage_errors(out):
         run_demo(out, train_steps, ray_address, echo=typer.echo)
+
+
+@app.command("generate")
+@with_options(GenerateOptions)
+def generate_cmd(
+    checkpoint: str = typer.Argument(..., help="A checkpoint file or a run folder (its latest checkpoint)."),
+    prompts: str = typer.Option(..., "--prompts", help="A text file (one prompt per line) or a dataset folder "
+                                                       "(its captions; one picked per row when it lists several)."),
+    out: str = typer.Option(..., "--out", help="Dataset folder of generated videos to create or continue."),
+    ray_address: Optional[str] = RAY_ADDRESS,
+    force: bool = FORCE,
+    **options,
+) -> None:
+    """Sample videos for prompts into a dataset folder (manifest rows: prompt key, checkpoint, seed, sampler),
+    resumable per shard; GPU actors when the cluster has GPUs."""
+    from curate.eval.generate import generate
+
+    with usage_errors(out):
+        summary = generate(checkpoint, prompts, out, force=force, address=ray_address,
+                           **vars(section_from_flags(GenerateOptions, options)))
+    finish(summary)
+
+
+@app.command("fvd")
+def fvd_cmd(
+    real_dir: str = typer.Argument(..., help="Dataset folder of real videos (statistics cached per protocol)."),
+    gen_dir: str = typer.Argument(..., help="Dataset folder of generated videos."),
+    i3d_weights: Optional[str] = typer.Option(None, help="i3d_pretrained_400.pt (pytorch-i3d layout) or the "
+                                                         "TorchScript i3d_torchscript.pt (default: the standard cache)."),
+    max_clips: int = typer.Option(2048, min=2, help="Clips per side (the common protocol: 2,048 real vs 2,048 generated)."),
+    frames: int = typer.Option(16, min=1, help="Frames per clip."),
+    stride: int = typer.Option(1, min=1, help="Frame stride within a clip."),
+    batch_size: int = typer.Option(8, min=1, help="Clips per I3D batch."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+) -> None:
+    """Frechet Video Distance between two folders, printed and written with its whole protocol."""
+    from curate.eval.fvd import fvd
+
+    with usage_errors(gen_dir):
+        result = fvd(real_dir, gen_dir, i3d_weights=i3d_weights, max_clips=max_clips, frames=frames, stride=stride,
+                     batch_size=batch_size, device=device)
+    typer.echo(json.dumps(result, default=str))
+
+
+@app.command("eval")
+def eval_cmd(
+    targets: list[str] = typer.Argument(..., help="Checkpoints or run folders; or `compare RUN_A RUN_B`."),
+    recipe: str = typer.Option("tiny", "--recipe", help="Eval recipe: a YAML file or a bundled name (msrvtt, tiny)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Eval run folder (generated videos, results.parquet)."),
+    real: Optional[str] = typer.Option(None, help="Real videos for FVD (overrides the recipe's)."),
+    clip_model: Optional[str] = typer.Option(None, help="CLIP for CLIPSIM (overrides the recipe's)."),
+    i3d_weights: Optional[str] = typer.Option(None, help="I3D weights for FVD (overrides the recipe's)."),
+    ray_address: Optional[str] = RAY_ADDRESS,
+    force: bool = FORCE,
+) -> None:
+    """Generate with each checkpoint and measure it: one results table (checkpoint x metric, with protocol),
+    queryable with DuckDB. `curate eval compare RUN_A RUN_B` prints two runs side by side."""
+    from curate.bundled import recipe_path
+    from curate.eval.run import compare, evaluate
+
+    with usage_errors(out or targets[0]):
+        if targets[0] == "compare":
+            if len(targets) != 3:
+                fail("usage: curate eval compare RUN_A RUN_B")
+            typer.echo(compare(targets[1], targets[2]))
+            return
+        if not out:
+            fail("--out RUN_DIR is required")
+        result = evaluate(targets, str(recipe_path(recipe)), out, real=real, clip_model=clip_model,
+                          i3d_weights=i3d_weights, force=force, address=ray_address, echo=typer.echo)
+    typer.echo(result["table"])
+    typer.echo(f"results: {result['results']} (query with DuckDB: SELECT * FROM read_parquet('{result['results']}'))")
+
+
+@app.command("grid")
+def grid_cmd(
+    inputs: list[str] = typer.Argument(..., help="Checkpoints, run folders or generated folders: the columns."),
+    prompts: str = typer.Option(..., "--prompts", help="Prompt file, one per line: the rows."),
+    out: str = typer.Option("grid.mp4", "--out", help="grid.mp4 or grid.gif."),
+    seed: int = typer.Option(0, help="Seed of the first row (the same seed across a row)."),
+    frames: int = typer.Option(16, min=1, help="Frames per video (checkpoint columns)."),
+    fps: float = typer.Option(8.0, help="Frame rate."),
+    steps: int = typer.Option(50, min=1, help="DDIM steps (checkpoint columns)."),
+    guidance: float = typer.Option(12.0, help="Classifier-free guidance (checkpoint columns)."),
+) -> None:
+    """Side-by-side samples (the paper's Fig. 1): inputs as columns, prompts as rows, labels on the frames."""
+    from curate.eval.grid import grid
+
+    with usage_errors(out):
+        typer.echo(json.dumps(grid(inputs, prompts, out, seed=seed, frames=frames, fps=fps, steps=steps,
+                                   guidance=guidance), default=str))
 
 
 study_app = typer.Typer(no_args_is_help=True, help="A blind A/B preference study between generated folders.")
