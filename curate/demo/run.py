@@ -68,4 +68,8 @@ def run_demo(out: str, train_steps: int, ray_address: str | None, echo=print) ->
         echo(f"\n== curate sample {run_dir} --prompt ... --out {gif}")
         train_commands.sample(checkpoint=run_dir, prompt="a red circle moving on a teal background", out=gif,
                               frames=8, steps=25, guidance=4.0)
+        from curate.eval.run import demo_eval
+
+        echo(f"\n== curate eval (first and last checkpoint of {run_dir}, recipe tiny) and a 2x2 grid")
+        results["eval"] = demo_eval(str(run_dir), out, echo=echo)
     return results
