@@ -168,6 +168,8 @@ def evaluate(checkpoints: list[str], recipe: str, out: str, *, real: str | None 
     real = real or spec.real
     if real and spec.metrics.fvd and not os.path.isdir(os.path.join(real, "shards")):
         raise FileNotFoundError(f"FVD's real folder {real} is not a dataset folder (no shards/)")
+    if spec.metrics.i3d_weights and not os.path.isfile(spec.metrics.i3d_weights):
+        raise FileNotFoundError(f"I3D weights file {spec.metrics.i3d_weights} does not exist")  # named, so not skipped
     if not checkpoints:
         raise ValueError("give at least one checkpoint or run folder")
     out = os.path.abspath(out)
