@@ -38,15 +38,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def best_of(fn, repeats: int, device: torch.device) -> float:
-    times = []
+def timed(fn, device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def side_by_side(ours, bare, repeats: int, device: torch.device) -> tuple[float, float]:
+    """Best-of-N seconds of each, the two alternating, so that load drifting on a shared machine hits both."""
+    t_ours, t_bare = [], []
     for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
+        t_bare.append(timed(bare, device))
+        t_ours.append(timed(ours, device))
+    return min(t_ours), min(t_bare)
 
 
 @torch.inference_mode()
@@ -76,7 +82,7 @@ def bench_i3d(args, device: torch.device, folder: str) -> dict:
     ours = lambda: fvd.i3d_features(model, clips, device=device, batch_size=args.batch)  # noqa: E731
     bare = lambda: bare_i3d(model, clips, device, args.batch)  # noqa: E731
     assert np.allclose(ours(), bare(), atol=1e-3), "ours and the bare loop disagree"
-    t_bare, t_ours = best_of(bare, args.repeats, device), best_of(ours, args.repeats, device)
+    t_ours, t_bare = side_by_side(ours, bare, args.repeats, device)
     return {"what": "I3D features (clips/s)", "ours": args.clips / t_ours, "bare": args.clips / t_bare}
 
 
@@ -109,7 +115,7 @@ def bench_clipsim(args, device: torch.device, folder: str) -> dict:
     ours = lambda: [clipsim_video(embedder, v, c) for v, c in zip(videos, captions)]  # noqa: E731
     bare = lambda: bare_clipsim(model.eval(), preprocess, tokenizer, videos, captions, device)  # noqa: E731
     assert np.allclose(ours(), bare(), atol=1e-2), "ours and the bare loop disagree"
-    t_bare, t_ours = best_of(bare, args.repeats, device), best_of(ours, args.repeats, device)
+    t_ours, t_bare = side_by_side(ours, bare, args.repeats, device)
     frames = 16 * args.clips
     return {"what": "CLIPSIM ViT-B/32 (frames/s)", "ours": frames / t_ours, "bare": frames / t_bare}
 
@@ -117,14 +123,14 @@ def bench_clipsim(args, device: torch.device, folder: str) -> dict:
 def bench_frechet(args) -> dict:
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(2048, 400)), rng.normal(size=(2048, 400)) + 0.1
-    ours = best_of(lambda: frechet_distance(fit_gaussian(x), fit_gaussian(y)), args.repeats, torch.device("cpu"))
 
     def scipy_way():
         a, b = fit_gaussian(x), fit_gaussian(y)
         root = scipy.linalg.sqrtm(a.sigma @ b.sigma)
         return np.sum((a.mu - b.mu) ** 2) + np.trace(a.sigma + b.sigma - 2 * root.real)
 
-    reference = best_of(scipy_way, args.repeats, torch.device("cpu"))
+    ours, reference = side_by_side(lambda: frechet_distance(fit_gaussian(x), fit_gaussian(y)), scipy_way,
+                                   args.repeats, torch.device("cpu"))
     return {"what": "FVD 2048x2048 400-d (s)", "ours": ours, "bare": reference}
 
 
