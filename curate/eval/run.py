@@ -256,10 +256,10 @@ def compare(run_a: str, run_b: str) -> str:
 DEMO_PROMPTS = 2  # grid rows: the tiny recipe's first prompts
 
 
-def demo_eval(run_dir: str, out_dir: str, echo=print) -> dict:
+def demo_eval(run_dir: str, out_dir: str, recipe: str = "tiny", echo=print) -> dict:
     """The demo's evaluation: the run's first and last checkpoints through the tiny recipe (generate + weight-free
-    metrics -> results table), then a 2x2 grid (those checkpoints x the first two prompts) from the generated
-    folders, so its cells are the table's videos."""
+    metrics -> results table), then a 2x2 grid (those checkpoints x the recipe's first two prompts) from the
+    generated folders, so its cells are the table's videos."""
     from curate.eval.grid import grid
     from curate.train.checkpoints import latest_checkpoint
 
@@ -268,9 +268,9 @@ def demo_eval(run_dir: str, out_dir: str, echo=print) -> dict:
     if len(found) < 2:
         raise ValueError(f"{run_dir} has {len(found)} checkpoint(s); the demo grid compares the first and the last")
     first, last = found[0], str(latest_checkpoint(run_dir))
-    result = evaluate([first, last], "tiny", os.path.join(out_dir, "eval"), echo=echo)
+    result = evaluate([first, last], recipe, os.path.join(out_dir, "eval"), echo=echo)
     echo(result["table"])
-    spec = load_eval_recipe("tiny")
+    spec = load_eval_recipe(recipe)
     folders = [os.path.join(result["out"], "generated", label) for label in result["checkpoints"]]
     drawn = grid(folders, spec.prompts[:DEMO_PROMPTS], os.path.join(out_dir, "grid.mp4"), fps=spec.generate.fps)
     echo(f"grid: {drawn['out']} ({', '.join(drawn['columns'])} x {drawn['rows']} prompts)")

@@ -1,0 +1,190 @@
+"""`curate eval` on a tiny run: the recipes load strictly, the demo's eval (two checkpoints, weight-free metrics,
+skipped rows with reasons, a 2x2 grid), CLIPSIM and FVD rows with weight files given, DuckDB over the table,
+and compare."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+import av
+import duckdb
+import numpy as np
+import open_clip
+import pytest
+import torch
+from tiny_run import tiny_run
+
+from curate import schema
+from curate.config import ConfigError
+from curate.eval.i3d import InceptionI3d
+from curate.eval.run import compare, demo_eval, evaluate, load_eval_recipe, render
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scoring"))
+from tiny_clip import TINY_CLIP_CFG  # noqa: E402
+
+QUALITY = ["temporal_flickering", "motion_score", "dynamic_degree", "sharpness", "contrast", "noise_sigma"]
+
+
+def test_recipes_load_strictly(tmp_path, monkeypatch):
+    tiny = load_eval_recipe("tiny")
+    assert len(tiny.prompts) == 4 and tiny.prompts_from is None and tiny.metrics.clip_model is None
+    assert (tiny.generate.frames, tiny.generate.steps, tiny.generate.width) == (16, 10, 32)
+    monkeypatch.delenv("MSRVTT_DATASET", raising=False)
+    with pytest.raises(ConfigError, match="environment variable"):
+        load_eval_recipe("msrvtt")
+    monkeypatch.setenv("MSRVTT_DATASET", str(tmp_path / "msrvtt"))
+    paper = load_eval_recipe("eval/msrvtt")
+    assert paper.prompts_from == paper.real == str(tmp_path / "msrvtt")
+    assert (paper.generate.frames, paper.generate.steps, paper.generate.guidance, paper.generate.eta) == (16, 50, 12, 1)
+    assert (paper.metrics.clip_model, paper.metrics.fvd_max_clips, paper.metrics.fvd_frames) == ("ViT-B-32:openai", 2048, 16)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nprompts: [a]\ngenerate: {stepz: 3}\n")
+    with pytest.raises(ConfigError, match="generate.stepz"):
+        load_eval_recipe(str(bad))
+    bad.write_text("name: x\nprompts: [a]\nprompts_from: p.txt\n")
+    with pytest.raises(ConfigError, match="exactly one"):
+        load_eval_recipe(str(bad))
+    relative = tmp_path / "rel.yaml"
+    relative.write_text("name: x\nprompts_from: prompts.txt\n")
+    assert load_eval_recipe(str(relative)).prompts_from == str(tmp_path / "prompts.txt")
+
+
+# The tiny recipe with fewer prompts, frames and steps (its 16 frames x 10 steps take a minute a video on a busy
+# 2-core machine); 10 frames: I3D needs at least 9.
+SMALL = """name: small
+prompts: [a red circle moving on a teal background, a blue square moving on a grey background]
+generate: {frames: 10, height: 32, width: 32, fps: 8, steps: 2, guidance: 4.0}
+metrics: {clip_model: null, fvd_frames: 10, quality_frames: 10}
+"""
+
+
+@pytest.fixture(scope="module")
+def small_recipe(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("recipe") / "small.yaml"
+    path.write_text(SMALL)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def demo(ray_local, tmp_path_factory, small_recipe):
+    run = tiny_run(tmp_path_factory)
+    out = tmp_path_factory.mktemp("demo_eval")
+    lines: list[str] = []
+    return run, out, demo_eval(str(run), str(out), small_recipe, echo=lines.append), lines
+
+
+def decoded_videos(folder: str) -> list[np.ndarray]:
+    videos = []
+    for tar_path in sorted(Path(folder, "shards").glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".mp4"):
+                    with av.open(io.BytesIO(tar.extractfile(member).read())) as container:
+                        videos.append(np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]))
+    return videos
+
+
+def test_demo_eval_table_of_two_checkpoints(demo):
+    run, out, result, lines = demo
+    con = duckdb.connect()
+    rows = con.execute("SELECT checkpoint, checkpoint_step, metric, value, status, reason, protocol, counts, videos "
+                       "FROM read_parquet(?) ORDER BY checkpoint_step, metric", [result["results"]]).fetchall()
+    assert result["checkpoints"] == [f"{run.name}-step1", f"{run.name}-step2"]
+    assert len(rows) == 2 * (len(QUALITY) + 2)
+    assert set(schema.load("eval_results").names) == {d[0] for d in con.execute(
+        "DESCRIBE SELECT * FROM read_parquet(?)", [result["results"]]).fetchall()}
+    for checkpoint, step, metric, value, status, reason, protocol, counts, videos in rows:
+        assert checkpoint == f"{run.name}-step{step}" and videos == 2
+        if metric in QUALITY:
+            assert status == "ok" and value is not None and reason is None
+            assert json.loads(counts) == {"clips": 2, "skipped": 0} and json.loads(protocol)["frames"] == 10
+        else:  # no weights offline, no real folder: recorded with the reason, never a number
+            assert status == "skipped" and value is None
+            assert reason == {"clipsim": "the recipe sets no clip_model",
+                              "fvd": "no real folder (recipe `real` or --real)"}[metric]
+    assert any("fvd skipped" in line for line in lines) and "temporal_flickering" in result["table"]
+    # VBench's temporal flickering from frames decoded here with PyAV
+    for step in (1, 2):
+        videos = decoded_videos(str(out / "eval" / "generated" / f"{run.name}-step{step}"))
+        expected = np.mean([(255 - np.abs(np.diff(v.astype(float), axis=0)).mean()) / 255 for v in videos])
+        value = con.execute("SELECT value FROM read_parquet(?) WHERE metric = 'temporal_flickering' AND "
+                            "checkpoint_step = ?", [result["results"], step]).fetchone()[0]
+        assert value == pytest.approx(expected, abs=1e-9)
+
+
+def test_demo_grid_is_two_checkpoints_by_two_prompts(demo):
+    run, out, result, _ = demo
+    assert result["grid"] == str(out / "grid.mp4")
+    with av.open(result["grid"]) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 10  # the recipe's frames
+    # 2 columns of 32 px cells scaled x4 (>= 128 px) with gaps; two rows with their label bands
+    assert frames[0].width >= 2 * 128 and frames[0].height >= 2 * 128
+
+
+def test_clipsim_and_fvd_rows_with_weight_files(demo, tmp_path, small_recipe):
+    run, out, _, _ = demo
+    copy = tmp_path / "eval"
+    shutil.copytree(out / "eval", copy)
+    clip = tmp_path / "tiny_clip"
+    clip.mkdir()
+    torch.manual_seed(0)
+    (clip / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": {}}))
+    torch.save(open_clip.CLIP(**TINY_CLIP_CFG).state_dict(), clip / "open_clip_pytorch_model.bin")
+    i3d = tmp_path / "i3d_pretrained_400.pt"
+    torch.save(InceptionI3d().state_dict(), i3d)  # random weights saved as the real file is laid out
+    real = str(copy / "generated" / f"{run.name}-step1")
+    lines: list[str] = []
+    result = evaluate([str(run)], small_recipe, str(copy), real=real, clip_model=str(clip), i3d_weights=str(i3d),
+                      echo=lines.append)
+    assert json.loads(lines[0])["generate"]["ran"] == 0  # the videos were already there: resumed, not redone
+    rows = {r["metric"]: r for r in duckdb.connect().execute(
+        "SELECT * FROM read_parquet(?)", [result["results"]]).fetch_df().to_dict("records")}
+    assert set(rows) == set(QUALITY) | {"clipsim", "fvd"}
+    assert rows["clipsim"]["status"] == "ok" and -1 <= rows["clipsim"]["value"] <= 1
+    assert json.loads(rows["clipsim"]["counts"]) == {"clips": 2, "skipped": 0}
+    fvd = rows["fvd"]
+    assert fvd["status"] == "ok" and fvd["value"] > 0
+    protocol = json.loads(fvd["protocol"])
+    assert protocol["extractor_sha256"] == hashlib.sha256(i3d.read_bytes()).hexdigest() and protocol["frames"] == 10
+    assert json.loads(fvd["counts"]) == {"real": 2, "generated": 2}
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        evaluate([str(run)], small_recipe, str(copy), i3d_weights=str(tmp_path / "absent.pt"))
+
+
+def write_results(folder: Path, checkpoint: str, values: dict) -> str:
+    folder.mkdir()
+    rows = [{"checkpoint": checkpoint, "metric": m, "value": v, "status": "ok" if v is not None else "skipped",
+             "reason": None if v is not None else "weights missing"} for m, v in values.items()]
+    import pyarrow.parquet as pq
+
+    pq.write_table(schema.table("eval_results", rows), folder / "results.parquet")
+    return str(folder)
+
+
+def test_compare_sets_two_runs_side_by_side(tmp_path, demo):
+    a = write_results(tmp_path / "a", "base", {"clipsim": 0.30, "fvd": 485.0, "temporal_flickering": None})
+    b = write_results(tmp_path / "b", "spa", {"clipsim": 0.2962, "fvd": 653.0, "dynamic_degree": 0.5})
+    lines = compare(a, b).splitlines()
+    assert lines[0].split() == ["metric", "A:", "base", "B:", "spa", "B", "-", "A"]
+    table = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert table["clipsim"] == ["0.3000", "0.2962", "-0.0038"]
+    assert table["fvd"] == ["485.0000", "653.0000", "168.0000"]
+    assert table["temporal_flickering"] == ["-", "-", "-"] and table["dynamic_degree"] == ["-", "0.5000", "-"]
+    _, out, _, _ = demo  # two checkpoints per run: rows match by checkpoint and metric
+    same = compare(str(out / "eval"), str(out / "eval")).splitlines()
+    assert len(same) == 1 + 16 and all(line.split()[-1] in ("0.0000", "-") for line in same[1:])
+    assert "skipped" in render(pq_rows(a))
+
+
+def pq_rows(folder: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(os.path.join(folder, "results.parquet")).to_pylist()
