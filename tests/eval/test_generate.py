@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 import pytest
 from tiny_run import tiny_run
 
-from curate import engine
 from curate.eval.generate import GenerateOptions, GenerateStage, generate, read_prompts
 from curate.provenance import ProvenanceMismatch
 from curate.stats.query import connect
