@@ -145,8 +145,9 @@ def train_command(name: str, recipe: str, init: str | None, data: str, out: str,
     return command
 
 
-def train_all(out: str, data: dict, jobs: int, steps: int | None) -> dict:
-    """Each wave's runs in parallel processes; returns wall seconds per run (0 when skipped)."""
+def train_all(out: str, data: dict, jobs: int, steps: int | None, base_steps: int | None = None) -> dict:
+    """Each wave's runs in parallel processes; returns wall seconds per run (0 when skipped). `steps` replaces
+    every recipe's step count (smoke), `base_steps` only F-base's and P-base's (a shorter budget)."""
     from curate.train.recipe import load_recipe
 
     timings, pending = {}, list(STAGES)
@@ -155,7 +156,8 @@ def train_all(out: str, data: dict, jobs: int, steps: int | None) -> dict:
         pending = [s for s in pending if s not in ready]
         running = []
         for name, recipe, init, source in ready:
-            target = steps or load_recipe(os.path.join(RECIPES, recipe)).train.steps
+            wanted = steps or (base_steps if name in ("f_base", "p_base") else None)
+            target = wanted or load_recipe(os.path.join(RECIPES, recipe)).train.steps
             run_dir = os.path.join(out, "runs", name)
             if finished_step(run_dir) >= target:
                 log(f"train: {name} already at step {finished_step(run_dir)}")
@@ -166,7 +168,7 @@ def train_all(out: str, data: dict, jobs: int, steps: int | None) -> dict:
             os.makedirs(run_dir, exist_ok=True)
             handle = open(os.path.join(run_dir, "train.log"), "a", encoding="utf-8")
             env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-            command = train_command(name, recipe, init, data[source], out, steps)
+            command = train_command(name, recipe, init, data[source], out, wanted)
             log(f"train: {name} ({target} steps) from {init or 'scratch'} on {source}")
             process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
             running.append((name, process, handle, time.time()))
@@ -306,6 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--jobs", type=int, default=2, help="parallel processes (one thread each)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--sample-steps", type=int, default=25, help="DDIM steps per sample")
+    parser.add_argument("--base-steps", type=int, help="F-base and P-base steps (default: the recipes')")
     args = parser.parse_args(argv)
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
@@ -314,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     started = time.time()
     data = build_data(out, args.smoke)
-    train_seconds = train_all(out, data, args.jobs, SMOKE["steps"] if args.smoke else None)
+    train_seconds = train_all(out, data, args.jobs, SMOKE["steps"] if args.smoke else None, args.base_steps)
     prompts = world.held_out_prompts()[: SMOKE["prompts"] if args.smoke else None]
     seeds = list(range(SMOKE["seeds"] if args.smoke else args.seeds))
     sample_steps = SMOKE["sample_steps"] if args.smoke else args.sample_steps
@@ -333,7 +336,8 @@ def main(argv: list[str] | None = None) -> dict:
     with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
         f.write(table)
     grid = write_grid(out, samples, prompts)
-    result = {"rows": rows, "prompts": prompts, "seeds": seeds, "sample_steps": sample_steps, "smoke": args.smoke,
+    result = {"rows": rows, "base_steps": args.base_steps, "prompts": prompts, "seeds": seeds,
+              "sample_steps": sample_steps, "smoke": args.smoke,
               "curation": data["curation"], "train_seconds": train_seconds, "grid": grid,
               "seconds": round(time.time() - started)}
     write_json(os.path.join(out, "table.json"), result)
