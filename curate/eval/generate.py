@@ -6,8 +6,9 @@ them, picked by a random generator seeded with (caption_seed, key) — the usual
 order — and the pick is recorded in the row's `extra`. Prompt i's j-th video uses seed `seed + i*per_prompt + j`.
 
 Units are output shards of `shard_size` videos; the sampler (model weights) loads once per actor, one actor per
-GPU when the cluster has GPUs, else one on CPU. A rerun skips complete shards; provenance records the
-checkpoint (path, sha256), the prompts' fingerprint, seeds and sampler settings.
+GPU when the cluster has GPUs, else one on CPU. A sample that fails is a row (status failed_to_generate) and a
+rerun redoes its shard; otherwise a rerun skips complete shards. Provenance records the checkpoint (path,
+sha256), the prompts' fingerprint, seeds and sampler settings.
 """
 
 from __future__ import annotations
@@ -247,8 +248,11 @@ class GenerateStage(Stage):
                                      f"DDIM {o.steps} steps, guidance {o.guidance:g}, eta {o.eta:g}, fps {o.fps:g}"]
 
     def todo(self) -> list[str]:
+        """Shards not written yet, and shards with failed rows (out of memory, a lost GPU...): sampling is
+        deterministic, so a rerun that succeeds gives the videos a first run would have."""
         done = set(self.folder.complete_shards())
-        return [sid for sid in self.units if sid not in done]
+        return [sid for sid in self.units if sid not in done or "failed_to_generate" in
+                pq.read_table(self.folder.manifest(sid), columns=["status"]).column("status").to_pylist()]
 
     def expand(self, unit: str) -> list[dict]:
         return [{"unit": unit, "row": item["row"], "caption": item["caption"], "seed": item["seed"]}

@@ -157,3 +157,22 @@ def test_one_caption_per_video_picked_with_a_fixed_seed_and_recorded(tmp_path):
     again = {p.key: p.text for p in read_prompts(write_msrvtt_like(tmp_path / "b", shuffled, shards=3))}
     assert again == {p.key: p.text for p in prompts}
     assert len(read_prompts(folder, limit=7)) == 7
+
+
+def test_a_failed_sample_is_a_row_and_its_shard_is_redone(generated, tmp_path):
+    run, prompts, _, _ = generated
+    # 7x9 pixels do not fit the tiny U-Net's downsampling: every sample fails inside the model
+    stage = GenerateStage(str(run), prompts, str(tmp_path / "bad"),
+                          GenerateOptions(frames=2, steps=1, height=7, width=9, shard_size=2))
+    model_cls, kwargs = stage.model()
+    results = model_cls(**kwargs)(pa.Table.from_pylist(stage.expand("00000"))).to_pylist()
+    stage.write("00000", results)
+    rows = pq.read_table(tmp_path / "bad" / "shards" / "00000.parquet").to_pylist()
+    assert [(r["prompt_key"], r["seed"]) for r in rows] == [("p00000", 0), ("p00001", 1)]
+    for row in rows:
+        assert (row["status"], row["error_reason"]) == ("failed_to_generate", "generation_error")
+        assert row["error_message"].startswith("RuntimeError") and row["sha256"] is None
+    with tarfile.open(tmp_path / "bad" / "shards" / "00000.tar") as tar:
+        assert tar.getnames() == []
+    assert rows[0]["checkpoint_step"] == 2 and len(rows) == 2
+    assert stage.todo() == ["00000", "00001"]  # the failed shard is tried again, with the unwritten one
