@@ -35,7 +35,7 @@ QUALITY = ["temporal_flickering", "motion_score", "dynamic_degree", "sharpness",
 def test_recipes_load_strictly(tmp_path, monkeypatch):
     tiny = load_eval_recipe("tiny")
     assert len(tiny.prompts) == 4 and tiny.prompts_from is None and tiny.metrics.clip_model is None
-    assert (tiny.generate.frames, tiny.generate.steps, tiny.generate.width) == (16, 10, 32)
+    assert (tiny.generate.frames, tiny.generate.steps, tiny.generate.width) == (10, 8, 32)
     monkeypatch.delenv("MSRVTT_DATASET", raising=False)
     with pytest.raises(ConfigError, match="environment variable"):
         load_eval_recipe("msrvtt")
@@ -56,8 +56,8 @@ def test_recipes_load_strictly(tmp_path, monkeypatch):
     assert load_eval_recipe(str(relative)).prompts_from == str(tmp_path / "prompts.txt")
 
 
-# The tiny recipe with fewer prompts, frames and steps (its 16 frames x 10 steps take a minute a video on a busy
-# 2-core machine); 10 frames: I3D needs at least 9.
+# The tiny recipe with fewer prompts and steps (seconds a video on a busy 2-core machine); 10 frames: I3D needs
+# at least 9.
 SMALL = """name: small
 prompts: [a red circle moving on a teal background, a blue square moving on a grey background]
 generate: {frames: 10, height: 32, width: 32, fps: 8, steps: 2, guidance: 4.0}
