@@ -2,7 +2,7 @@
 
 Both sides get the same decoded uint8 frames (K per video) and captions and the same random-weight model,
 loaded once from a temporary checkpoint through curate's weights registry. The bare loop is what one would
-write by hand: tensor preprocessing, encode_image, encode_text, cosine, mean over frames. Reported:
+write by hand: open_clip's transform per frame, encode_image, encode_text, cosine, mean over frames. Reported:
 samples/s of each (best of interleaved repeats, by wall clock and by this process's CPU time) and their
 ratio (target >= 0.8). Also reports the weight-free scorers' samples/s.
 
@@ -57,28 +57,25 @@ def make_inputs(count: int, frames: int, height: int, width: int) -> list[dict]:
 
 
 class BareLoop:
-    """The hand-written baseline: same model object, same preprocessing maths, no per-sample bookkeeping."""
+    """The hand-written baseline: the same model object with open_clip's own eval transform on PIL frames
+    (what the open_clip README does), no per-sample bookkeeping."""
 
     def __init__(self, embedder):
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
         self.model = embedder.model
         self.tokenizer = embedder.tokenizer
         self.device = embedder.device
-        cfg = open_clip.get_model_preprocess_cfg(self.model)
-        self.size = cfg["size"][0] if isinstance(cfg["size"], (tuple, list)) else cfg["size"]
-        self.mean = torch.tensor(cfg["mean"], device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(cfg["std"], device=self.device).view(1, 3, 1, 1)
+        self.preprocess = image_transform_v2(PreprocessCfg(**open_clip.get_model_preprocess_cfg(self.model)),
+                                             is_train=False)
 
     @torch.inference_mode()
     def scores(self, batch: list[dict]) -> list[float]:
-        frames = torch.from_numpy(np.concatenate([sample["frames"] for sample in batch])).to(self.device)
-        pixels = frames.permute(0, 3, 1, 2).float() / 255.0
-        height, width = pixels.shape[-2:]
-        scale = self.size / min(height, width)
-        resized = (max(self.size, round(height * scale)), max(self.size, round(width * scale)))
-        pixels = F.interpolate(pixels, size=resized, mode="bicubic", antialias=True, align_corners=False)
-        top, left = (resized[0] - self.size) // 2, (resized[1] - self.size) // 2
-        pixels = pixels[:, :, top : top + self.size, left : left + self.size].clamp(0, 1)
-        images = F.normalize(self.model.encode_image((pixels - self.mean) / self.std), dim=-1)
+        from PIL import Image
+
+        frames = np.concatenate([sample["frames"] for sample in batch])
+        pixels = torch.stack([self.preprocess(Image.fromarray(frame)) for frame in frames]).to(self.device)
+        images = F.normalize(self.model.encode_image(pixels), dim=-1)
         texts = F.normalize(self.model.encode_text(self.tokenizer([s["caption"] for s in batch]).to(self.device)), dim=-1)
         per_frame = (images.view(len(batch), -1, images.shape[-1]) * texts[:, None]).sum(-1)
         return per_frame.mean(1).tolist()
@@ -104,7 +101,7 @@ def bench_model(name: str, args, folder: Path) -> dict:
     samples = make_inputs(args.samples, args.frames, args.height, args.width)
     warm = samples[: args.batch_size]
     ours = [row["clip_score"] for row in scorers.score_batch(warm)]
-    np.testing.assert_allclose(ours, bare.scores(warm), atol=1e-4)  # same computation, same answers
+    np.testing.assert_allclose(ours, bare.scores(warm), atol=1e-6)  # same computation, same answers
     curate_passes, bare_passes = [], []
     for _ in range(args.repeats):  # interleaved so that machine load drifts hit both alike
         bare_passes.append(throughput(bare.scores, samples, args.batch_size))
