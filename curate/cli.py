@@ -307,7 +307,6 @@ def eval_cmd(
 ) -> None:
     """Generate with each checkpoint and measure it: one results table (checkpoint x metric, with protocol),
     queryable with DuckDB. `curate eval compare RUN_A RUN_B` prints two runs side by side."""
-    from curate.bundled import recipe_path
     from curate.eval.run import compare, evaluate
 
     with usage_errors(out or targets[0]):
@@ -318,7 +317,7 @@ def eval_cmd(
             return
         if not out:
             fail("--out RUN_DIR is required")
-        result = evaluate(targets, str(recipe_path(recipe)), out, real=real, clip_model=clip_model,
+        result = evaluate(targets, recipe, out, real=real, clip_model=clip_model,
                           i3d_weights=i3d_weights, force=force, address=ray_address, echo=typer.echo)
     typer.echo(result["table"])
     typer.echo(f"results: {result['results']} (query with DuckDB: SELECT * FROM read_parquet('{result['results']}'))")

@@ -54,8 +54,11 @@ class VideoSampler:
         self.model = build_unet(r.model.preset, **r.model.overrides)
 
     def _load(self, use_ema: bool) -> None:
+        if getattr(self, "_loaded", None) == use_ema:  # a generate actor samples many videos from one state
+            return
         self.model.load_state_dict(export_weights(self.ckpt, use_ema))
         self.model.to(self.device).eval()
+        self._loaded = use_ema
 
     @torch.no_grad()
     def sample(self, prompt: str, settings: SampleSettings = SampleSettings()) -> torch.Tensor:
