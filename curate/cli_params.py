@@ -106,7 +106,7 @@ def with_options(cls, exclude: tuple[str, ...] = ()):
     """Decorator: append `cls`'s options to a command's own parameters (the command gets them as **options)."""
 
     def wrap(fn):
-        own = [p for p in inspect.signature(fn).parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
         names = {p.name for p in own}
         extra = [p for p in option_params(cls, exclude) if p.name not in names]
 
