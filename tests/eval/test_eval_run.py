@@ -188,3 +188,22 @@ def pq_rows(folder: str) -> list[dict]:
     import pyarrow.parquet as pq
 
     return pq.read_table(os.path.join(folder, "results.parquet")).to_pylist()
+
+
+def test_cli_eval_and_compare(demo, small_recipe, tmp_path):
+    """What a user types: `curate eval CKPT --recipe R --out DIR`, then `curate eval compare A B`."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    run, out, result, _ = demo
+    runner = CliRunner()
+    last = str(run / "checkpoints" / "step_00000002.pt")
+    done = runner.invoke(app, ["eval", last, "--recipe", small_recipe, "--out", str(tmp_path / "cli_eval")])
+    assert done.exit_code == 0, done.output
+    assert "temporal_flickering" in done.output and "results:" in done.output
+    compared = runner.invoke(app, ["eval", "compare", os.path.dirname(result["results"]), str(tmp_path / "cli_eval")])
+    assert compared.exit_code == 0, compared.output
+    assert "temporal_flickering" in compared.output
+    bundled = runner.invoke(app, ["eval", last, "--recipe", "nosuch", "--out", str(tmp_path / "x")])
+    assert bundled.exit_code == 2 and "error:" in bundled.output
