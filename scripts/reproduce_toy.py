@@ -116,6 +116,9 @@ def build_data(out: str, smoke: bool) -> dict:
                                echo=lambda name, summary: log(f"data: {name} {json.dumps(summary, default=str)}"))
     finally:
         srv.shutdown()
+        import ray
+
+        ray.shutdown()  # Ray's daemons would hold memory and CPU through the hour of training that follows
     if "select" not in results or results["select"].get("failed_shards"):
         raise SystemExit(f"the data pipeline stopped early: {json.dumps(results, default=str)}")
     report = {"dataset": dataset, "hq": recipe.select.out, "base": dataset, "hq_where": recipe.select.where,
