@@ -4,7 +4,12 @@ equal a local run; a worker node killed mid-download loses and duplicates nothin
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import os
+import signal
 import subprocess
+import sys
 import tarfile
 import time
 
@@ -85,3 +90,129 @@ def test_stages_run_on_the_worker_node_and_equal_a_local_run(cluster, urls, tmp_
     assert sorted(r["key"] for r in manifest(c / "sel")) == sorted(
         r["key"] for r in scored if r["status"] == "success" and (r["modality"] == "image" or r["motion_score"] > 1.0))
     loopback_only(cluster)
+
+
+def test_worker_node_killed_mid_download_loses_and_duplicates_nothing(cluster, media_server, tmp_path):
+    """SIGKILL every process of the worker node once its first shard landed, start a fresh worker node, rerun."""
+    count = 18
+    names = [f"slow/video_00{i % 6}.mp4" if i % 3 == 0 else f"video_00{i % 6}.mp4" for i in range(count)]
+    urls = tmp_path / "urls.txt"
+    urls.write_text("".join(f"{media_server.base_url}/{n}?i={i}\tc{i}\n" for i, n in enumerate(names)))
+    out = tmp_path / "ds"
+    args = ("download", "urls", str(urls), "--out", str(out), "--allow-private-addresses", "--shard-size", "3",
+            "--thread-count", "1", "--retries", "0")
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen(cluster.command(*args), env=cluster.driver_env(), stdout=log, stderr=log,
+                                  start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not list(out.glob("shards/*.parquet")) and driver.poll() is None:
+            time.sleep(0.2)
+        (worker,) = cluster.workers()
+        worker.kill()
+        assert 1 <= len(list(out.glob("shards/*.parquet"))) < count // 3, (tmp_path / "driver.log").read_text()[-2000:]
+        fresh = cluster.start_node(2)
+        try:  # the lost tasks are retried on the fresh node (or left for the rerun)
+            driver.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pass
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    ok(cluster.curate(*args))
+    rows = manifest(out)
+    assert [r["row"] for r in rows] == list(range(count))
+    assert len({r["key"] for r in rows}) == count and all(r["status"] == "success" for r in rows)
+    members = tar_members(out)  # every tar reads to its end
+    assert len(members) == 3 * count and {m.split(".")[0] for m in members} == {r["key"] for r in rows}
+    assert all(members[f"{r['key']}.mp4"] == r["sha256"] for r in rows)
+    assert ran_here(fresh, "process_unit") >= 1
+
+
+def training_shards(demo_media, root):
+    """Two shards of demo videos and images in the training format (KEY.mp4|jpg, KEY.txt, KEY.json)."""
+    media, _ = demo_media
+    items = [f"video_00{i}.mp4" for i in (0, 1, 2, 4)] + [f"image_00{i}.jpg" for i in range(4)]
+    (root / "shards").mkdir(parents=True)
+    for shard in range(2):
+        with tarfile.open(root / "shards" / f"{shard:05d}.tar", "w") as tar:
+            for name in items[shard::2]:
+                key, ext = name.replace("_", "").split(".")
+                video = ext == "mp4"
+                meta = {"key": key, "source": "test", "modality": "video" if video else "image", "width": 160,
+                        "height": 96, "num_frames": 24 if video else 1, "fps": 8 if video else None,
+                        "duration": 3.0 if video else None}
+                for member, data in ((name.replace(name.split(".")[0], key), open(os.path.join(media, name), "rb").read()),
+                                     (f"{key}.txt", f"caption of {name}".encode()),
+                                     (f"{key}.json", json.dumps(meta).encode())):
+                    info = tarfile.TarInfo(member)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return root
+
+
+RECIPE = {
+    "name": "cluster", "stage": "base", "trainable": "all",
+    "model": {"preset": "tiny", "overrides": {"in_channels": 3, "out_channels": 3}},
+    "data": {"frames": 2, "height": 8, "width": 8, "image_ratio": 0.25, "num_workers": 0},
+    "optim": {"lr": 1e-3},
+    "train": {"steps": 3, "batch_size": 2, "micro_batch_size": 1, "num_workers": 2, "log_every": 1,
+              "checkpoint_every": 1, "cpu_threads": 1},
+}
+
+
+def one_process_reference(recipe, run_dir, steps):
+    """Both ranks' micro-batches in this process, their gradients averaged by hand, then one update each."""
+    from curate.train.loop import Trainer
+
+    ranks = [Trainer(recipe, run_dir / f"rank{r}", rank=r, world_size=2) for r in range(2)]
+    streams = [t.batches() for t in ranks]
+    for t in ranks:
+        t.model.train()
+    for _ in range(steps):
+        for t, stream in zip(ranks, streams):
+            t.backward(stream)
+        for p0, p1 in zip(ranks[0].trainable.values(), ranks[1].trainable.values()):
+            mean = (p0.grad + p1.grad) / 2
+            p0.grad, p1.grad = mean.clone(), mean.clone()
+        for t in ranks:
+            t.update()
+    return ranks[0]
+
+
+def test_ray_train_across_two_nodes_resumes_on_fresh_nodes(cluster, demo_media, tmp_path):
+    """2 CPU workers (gloo) on two 1-CPU worker nodes: 2 steps, both nodes lost, 1 more step on two fresh nodes;
+    the checkpoint in the run folder equals one process averaging the same global batch for 3 steps."""
+    import torch
+    import yaml
+
+    from curate.train import checkpoints
+    from curate.train.recipe import recipe_from_dict
+
+    data = training_shards(demo_media, tmp_path / "data")
+    spec = dict(RECIPE, data=dict(RECIPE["data"], dirs=[str(data)]))
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(spec))
+    run_dir = tmp_path / "run"
+    train = [sys.executable, "-m", "curate.cli", "train", str(tmp_path / "recipe.yaml"), "--out", str(run_dir)]
+    env = dict(cluster.driver_env(), RAY_ADDRESS=cluster.address)
+
+    for node in cluster.workers():
+        node.stop()
+    for steps in (2, 3):
+        nodes = [cluster.start_node(1), cluster.start_node(1)]  # one worker per node: a placement across nodes
+        result = subprocess.run(train + ["--steps", str(steps)], env=env, capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert all(ran_here(node, "RayTrainWorker") >= 1 for node in nodes)
+        assert checkpoints.load_checkpoint(checkpoints.latest_checkpoint(run_dir))["step"] == steps
+        for node in nodes:
+            node.kill()
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3]  # resumed at step 3, nothing redone
+
+    ckpt = checkpoints.load_checkpoint(checkpoints.latest_checkpoint(run_dir))
+    reference = one_process_reference(recipe_from_dict(spec), tmp_path / "ref", steps=3)
+    for name, value in reference.model.state_dict().items():
+        torch.testing.assert_close(ckpt["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    for name, value in reference.ema.items():
+        torch.testing.assert_close(ckpt["ema"][name], value, rtol=1e-5, atol=1e-6, msg=name)
