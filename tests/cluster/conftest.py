@@ -49,16 +49,6 @@ class Node:
                 pass
         self.proc.wait(timeout=30)
 
-    def stop(self) -> None:
-        """SIGTERM (Ray stops the node's processes), then SIGKILL whatever is left of the group."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                pass
-        self.kill()
-
 
 def _parents() -> dict[int, int]:
     """pid -> parent pid of every process, from /proc."""
@@ -91,7 +81,8 @@ class LoopbackCluster:
         # RAY_TMPDIR (an address-less ray.init() elsewhere on the machine must not find and join this cluster).
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: Ray otherwise rewrites a 127.0.0.1 address to the machine's outward one
-        self.env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), RAY_TMPDIR=str(root),
+        self.env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
+                        RAY_TMPDIR=str(root),
                         RAY_USAGE_STATS_ENABLED="0", HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1",
                         PYTHONPATH=str(ROOT))
         self.nodes: list[Node] = []
@@ -109,7 +100,7 @@ class LoopbackCluster:
         deadline = time.time() + NODE_START_S
         while not ready.exists():
             if proc.poll() is not None or time.time() > deadline:
-                Node(proc, {"node_id": "", "session_dir": ""}, self.root).stop()
+                Node(proc, {"node_id": "", "session_dir": ""}, self.root).kill()
                 raise RuntimeError(f"{name} did not start: {(self.root / f'{name}.log').read_text()[-3000:]}")
             time.sleep(0.2)
         node = Node(proc, json.loads(ready.read_text()), self.root / name)
@@ -141,8 +132,9 @@ class LoopbackCluster:
         return local
 
     def stop(self) -> None:
+        """SIGKILL every node's processes (no graceful drain: it waits up to 30 s per node and nothing is kept)."""
         for node in reversed(self.nodes):
-            node.stop()
+            node.kill()
 
 
 @pytest.fixture(scope="module")

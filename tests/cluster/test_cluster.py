@@ -23,7 +23,8 @@ WHERE = "modality = 'image' OR motion_score > 1.0"
 
 
 def manifest(folder) -> list[dict]:
-    return duckdb.sql(f"SELECT * FROM read_parquet('{folder}/shards/*.parquet') ORDER BY row").to_arrow_table().to_pylist()
+    table = duckdb.sql(f"SELECT * FROM read_parquet('{folder}/shards/*.parquet') ORDER BY row").to_arrow_table()
+    return table.to_pylist()
 
 
 def tar_members(folder) -> dict[str, str]:
@@ -140,11 +141,11 @@ def training_shards(demo_media, root):
             for name in items[shard::2]:
                 key, ext = name.replace("_", "").split(".")
                 video = ext == "mp4"
-                meta = {"key": key, "source": "test", "modality": "video" if video else "image", "width": 160,
-                        "height": 96, "num_frames": 24 if video else 1, "fps": 8 if video else None,
-                        "duration": 3.0 if video else None}
-                for member, data in ((name.replace(name.split(".")[0], key), open(os.path.join(media, name), "rb").read()),
-                                     (f"{key}.txt", f"caption of {name}".encode()),
+                meta = {"key": key, "source": "test", "modality": "video" if video else "image",
+                        "num_frames": 24 if video else 1, "fps": 8 if video else None}
+                with open(os.path.join(media, name), "rb") as f:
+                    body = f.read()
+                for member, data in ((f"{key}.{ext}", body), (f"{key}.txt", f"caption of {name}".encode()),
                                      (f"{key}.json", json.dumps(meta).encode())):
                     info = tarfile.TarInfo(member)
                     info.size = len(data)
@@ -198,7 +199,7 @@ def test_ray_train_across_two_nodes_resumes_on_fresh_nodes(cluster, demo_media, 
     env = dict(cluster.driver_env(), RAY_ADDRESS=cluster.address)
 
     for node in cluster.workers():
-        node.stop()
+        node.kill()
     for steps in (2, 3):
         nodes = [cluster.start_node(1), cluster.start_node(1)]  # one worker per node: a placement across nodes
         result = subprocess.run(train + ["--steps", str(steps)], env=env, capture_output=True, text=True, timeout=240)
