@@ -41,10 +41,6 @@ def write_folder(root: Path, samples: list[dict], shard: str = "00000") -> Path:
     return root
 
 
-def flat_video(value: int, frames: int = 16, height: int = 32, width: int = 48) -> np.ndarray:
-    return np.full((frames, height, width, 3), value, np.uint8)
-
-
 @pytest.fixture
 def folder_factory(tmp_path):
     def make(name: str, samples: list[dict]) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-from conftest import flat_video
+from eval_media import flat_video
 from synthetic_media import moving_square
 from test_i3d import save_tiny_detector
 

@@ -91,7 +91,7 @@ def test_wrong_layout_is_refused_naming_the_file(tmp_path, damage):
 
 
 def test_wrong_layout_is_refused_before_any_decoding(tmp_path, folder_factory, monkeypatch):
-    from conftest import flat_video
+    from eval_media import flat_video
 
     real = folder_factory("real", [{"key": f"r{i}", "frames": flat_video(10 * i)} for i in range(2)])
     path = tmp_path / "wrong.pt"

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import flat_video
+from eval_media import flat_video
 from synthetic_media import moving_square, textured_frame
 
 from curate.eval import video_quality as vq
