@@ -18,6 +18,10 @@ import pytest
 
 from curate.stats.query import connect, run
 
+# the single-process reference of data-parallel training lives with the training tests
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train"))
+from ddp_reference import averaged_in_one_process  # noqa: E402
+
 NAMES = ["video_000.mp4", "video_001.mp4", "video_003.mp4", "image_000.jpg", "image_001.jpg", "broken_missing.mp4"]
 WHERE = "modality = 'image' OR motion_score > 1.0"
 
@@ -163,25 +167,6 @@ RECIPE = {
 }
 
 
-def one_process_reference(recipe, run_dir, steps):
-    """Both ranks' micro-batches in this process, their gradients averaged by hand, then one update each."""
-    from curate.train.loop import Trainer
-
-    ranks = [Trainer(recipe, run_dir / f"rank{r}", rank=r, world_size=2) for r in range(2)]
-    streams = [t.batches() for t in ranks]
-    for t in ranks:
-        t.model.train()
-    for _ in range(steps):
-        for t, stream in zip(ranks, streams):
-            t.backward(stream)
-        for p0, p1 in zip(ranks[0].trainable.values(), ranks[1].trainable.values()):
-            mean = (p0.grad + p1.grad) / 2
-            p0.grad, p1.grad = mean.clone(), mean.clone()
-        for t in ranks:
-            t.update()
-    return ranks[0]
-
-
 def test_ray_train_across_two_nodes_resumes_on_fresh_nodes(cluster, demo_media, tmp_path):
     """2 CPU workers (gloo) on two 1-CPU worker nodes: 2 steps, both nodes lost, 1 more step on two fresh nodes;
     the checkpoint in the run folder equals one process averaging the same global batch for 3 steps."""
@@ -212,7 +197,7 @@ def test_ray_train_across_two_nodes_resumes_on_fresh_nodes(cluster, demo_media, 
     assert [e["step"] for e in log] == [1, 2, 3]  # resumed at step 3, nothing redone
 
     ckpt = checkpoints.load_checkpoint(checkpoints.latest_checkpoint(run_dir))
-    reference = one_process_reference(recipe_from_dict(spec), tmp_path / "ref", steps=3)
+    reference = averaged_in_one_process(recipe_from_dict(spec), tmp_path / "ref", steps=3)
     for name, value in reference.model.state_dict().items():
         torch.testing.assert_close(ckpt["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
     for name, value in reference.ema.items():

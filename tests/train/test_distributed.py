@@ -8,6 +8,8 @@ import json
 import pytest
 import torch
 
+from ddp_reference import averaged_in_one_process
+
 from curate.train import checkpoints
 from curate.train.distributed import ResourcesUnavailable, train_distributed
 from curate.train.loop import Trainer
@@ -23,23 +25,6 @@ def two_worker_recipe(data_dir, **train):
         "train": {"steps": 3, "batch_size": 2, "micro_batch_size": 1, "num_workers": 2, "log_every": 1,
                   "checkpoint_every": 3, "cpu_threads": 1, **train},
     })
-
-
-def averaged_in_one_process(recipe, run_dir, steps):
-    """The reference: both ranks' micro-batches computed here, gradients averaged by hand, then one update each."""
-    ranks = [Trainer(recipe, run_dir / f"rank{r}", rank=r, world_size=2) for r in range(2)]
-    streams = [t.batches() for t in ranks]
-    for t in ranks:
-        t.model.train()
-    for _ in range(steps):
-        for t, stream in zip(ranks, streams):
-            t.backward(stream)
-        for p0, p1 in zip(ranks[0].trainable.values(), ranks[1].trainable.values()):
-            mean = (p0.grad + p1.grad) / 2
-            p0.grad, p1.grad = mean.clone(), mean.clone()
-        for t in ranks:
-            t.update()
-    return ranks[0]
 
 
 def test_two_workers_equal_one_process_with_the_same_global_batch(ray_local, mixed_dataset, tmp_path):
