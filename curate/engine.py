@@ -121,8 +121,7 @@ def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict
     """Run one stage under the contract of curate.stage: checks before anything is written, provenance
     and the resume check (refused on changed inputs or settings unless `force`, which resets the stage),
     only the units still to do, progress, and the summary. Provenance says complete only without failures."""
-    from curate import provenance
-    from curate.shards.atomic import write_json
+    from curate import provenance, storage
     from curate.stage import expand_unit, process_unit
 
     stage.check()
@@ -133,9 +132,9 @@ def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict
         stage.reset()
         existing = None
     provenance.check_resume(existing, config, fingerprint)
-    os.makedirs(os.path.dirname(stage.provenance_path), exist_ok=True)
+    storage.makedirs(storage.parent(stage.provenance_path))
     record = provenance.record(stage.name, config, fingerprint, **stage.record())
-    write_json(stage.provenance_path, dict(record, complete=False))
+    storage.write_json(stage.provenance_path, dict(record, complete=False))
     stage.prepare()
     units = stage.todo()
     if stage.uses_actors:
@@ -161,5 +160,5 @@ def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict
         done, failures = run_tasks(process_unit, [(shared, u) for u in units], desc=stage.name, address=address,
                                    num_cpus_per_task=stage.resources.cpus, label=lambda job: job[1])
     summary = stage.finish(done, failures)
-    write_json(stage.provenance_path, dict(record, complete=not failures, summary=summary))
+    storage.write_json(stage.provenance_path, dict(record, complete=not failures, summary=summary))
     return summary

@@ -16,8 +16,6 @@ Units are shard ids (strings) or tuples of plain values: they travel to Ray work
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,10 +96,9 @@ class Stage:
         return type(self).model is not Stage.model
 
     def read_provenance(self) -> dict | None:
-        if not os.path.exists(self.provenance_path):
-            return None
-        with open(self.provenance_path, encoding="utf-8") as f:
-            return json.load(f)
+        from curate import storage
+
+        return storage.read_json(self.provenance_path) if storage.exists(self.provenance_path) else None
 
 
 def process_unit(stage: Stage, unit) -> Any:

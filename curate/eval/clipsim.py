@@ -9,7 +9,7 @@ import numpy as np
 
 from curate.eval.clips import iter_clips
 from curate.scoring.clip_embedder import ClipEmbedder
-from curate.shards.atomic import write_json
+from curate.storage import write_json
 
 DEFAULT_CLIPSIM_MODEL = "ViT-B-32:openai"  # the model CLIPSIM is usually reported with (Make-A-Video, VideoCrafter)
 

@@ -19,7 +19,8 @@ from curate.eval import frechet, i3d
 from curate.eval.clips import iter_clips
 from curate.scoring.clip_embedder import pick_device
 from curate.scoring.weights import curate_cache_dir
-from curate.shards.atomic import publish, write_json
+from curate.shards.atomic import publish
+from curate.storage import write_json
 from curate.shards.folder import DatasetFolder
 
 SIZE = 224

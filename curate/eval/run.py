@@ -20,7 +20,8 @@ import yaml
 from curate import provenance, schema
 from curate.config import ConfigError, from_mapping, to_mapping
 from curate.eval.generate import GenerateOptions, GenerateStage, checkpoint_label
-from curate.shards.atomic import publish, write_json
+from curate.shards.atomic import publish
+from curate.storage import write_json
 
 RESULTS = "results.parquet"
 QUALITY_METRICS = ("temporal_flickering", "motion_score", "dynamic_degree", "sharpness", "contrast", "noise_sigma")

@@ -19,7 +19,7 @@ import numpy as np
 from curate.eval.clips import iter_clips
 from curate.scoring.motion_score import flow_frames, motion_score
 from curate.scoring.technical_quality import contrast, grey_frames, noise_sigma, sharpness
-from curate.shards.atomic import write_json
+from curate.storage import write_json
 
 TOP_FRACTION = 0.05  # VBench: mean of the top 5% flow magnitudes of a pair
 THRESHOLD_AT_256 = 6.0  # VBench: pixels of flow on a frame whose shorter side is 256

@@ -30,7 +30,8 @@ from curate.scoring.embeddings import align_embeddings, read_embeddings, write_e
 from curate.scoring.frames import DECODE_MAX_SIDE, FrameDecodeError, IsolatedDecoder
 from curate.scoring.scorer_set import SCORER_NAMES, ScorerSet
 from curate.scoring.weights import DEFAULT_CLIP
-from curate.shards.atomic import publish, write_json
+from curate.shards.atomic import publish
+from curate.storage import write_json
 from curate.shards.folder import DatasetFolder
 from curate.stage import Resources, Stage
 

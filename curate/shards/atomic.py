@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 
@@ -19,9 +18,3 @@ def publish(tmp: str, final: str) -> None:
     os.replace(tmp, final)
     fsync_path(os.path.dirname(os.path.abspath(final)))
 
-
-def write_json(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
-    publish(tmp, path)

@@ -7,14 +7,14 @@ import os
 import re
 import shutil
 import tarfile
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 
 import pyarrow.parquet as pq
 
-from curate import schema
-from curate.shards.atomic import publish, write_json
+from curate import schema, storage
 from curate.shards.folder import DatasetFolder
 from curate.shards.tarout import TarOutput
 
@@ -64,12 +64,13 @@ def _check_members(members: list[tarfile.TarInfo], media_sizes: dict[str, int | 
 
 class ShardWriter:
     """Collect rows (every input row, success or not) and media files; `close()` publishes the shard.
-    Order of publication: tar, stats, then the parquet, whose presence marks the shard complete."""
+    Order of publication: tar, stats, then the parquet, whose presence marks the shard complete. Files are
+    staged beside the shard (local folder) or in a local temporary folder (object store: uploaded whole)."""
 
     def __init__(self, folder: DatasetFolder, sid: str):
-        os.makedirs(folder.shards_dir, exist_ok=True)
         self.folder, self.sid = folder, sid
-        self._tmp_tar = os.path.join(folder.shards_dir, f".{sid}.tar.tmp")
+        self._staging = storage.staging_dir(folder.shards_dir)
+        self._tmp_tar = os.path.join(self._staging, f".{sid}.tar.tmp")
         self.rows: list[dict] = []
         self.started = time.time()
         self._tar = TarOutput(self._tmp_tar, mtime=int(self.started))
@@ -108,7 +109,7 @@ class ShardWriter:
         self._tar.close()
         self.rows.sort(key=lambda r: r["row"])
         table = schema.table("manifest", self.rows)
-        tmp_parquet = os.path.join(self.folder.shards_dir, f".{self.sid}.parquet.tmp")
+        tmp_parquet = os.path.join(self._staging, f".{self.sid}.parquet.tmp")
         pq.write_table(table, tmp_parquet, compression="zstd")
         statuses = Counter(r["status"] for r in self.rows)
         reasons = Counter(r.get("error_reason") for r in self.rows if r["status"] != "success")
@@ -119,24 +120,33 @@ class ShardWriter:
                  "modalities": dict(Counter(r["modality"] for r in self.rows if r["status"] == "success")),
                  "start_time": self.started, "end_time": time.time(),
                  "duration": time.time() - self.started}
-        publish(self._tmp_tar, self.folder.tar(self.sid))
-        write_json(self.folder.stats(self.sid), stats)
-        publish(tmp_parquet, self.folder.manifest(self.sid))
+        storage.put(self._tmp_tar, self.folder.tar(self.sid))
+        storage.write_json(self.folder.stats(self.sid), stats)
+        storage.put(tmp_parquet, self.folder.manifest(self.sid))
+        self._drop_staging()
         return stats
 
     def abort(self) -> None:
         self._tar.close()
         if os.path.exists(self._tmp_tar):
             os.remove(self._tmp_tar)
+        self._drop_staging()
+
+    def _drop_staging(self) -> None:
+        if storage.is_remote(self.folder.shards_dir):
+            shutil.rmtree(self._staging, ignore_errors=True)
 
 
 def build_shard(root: str, sid: str, body: Callable[[str, ShardWriter], None]) -> dict:
     """Run `body(work, writer)` to fill shard `sid` of the dataset at `root`, with a scratch folder
     root/_work/sid; publishes the shard when body returns, leaves nothing (no tar, no scratch) when it
-    raises. Returns the shard's stats."""
-    work = os.path.join(root, "_work", sid)
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    raises. Returns the shard's stats. For an object-store root the scratch folder is local."""
+    if storage.is_remote(root):
+        work = tempfile.mkdtemp(prefix=f"curate-work-{sid}-", dir=os.environ.get("CURATE_SCRATCH"))
+    else:
+        work = os.path.join(root, "_work", sid)
+        shutil.rmtree(work, ignore_errors=True)
+        os.makedirs(work)
     writer = ShardWriter(DatasetFolder(root), sid)
     try:
         body(work, writer)

@@ -1,0 +1,241 @@
+"""Where data lives: a local path or any fsspec URL (s3://, gs://, az://, hf://). The one module that knows fsspec.
+
+Object stores have no rename, so publication differs by kind, with the same guarantee: a reader sees a whole
+file or none. Local: write to a temporary name beside the target, fsync, rename. Remote: write to a local
+staging file, then upload it as one object (a single PUT, or a multipart upload that only becomes visible when
+completed). Credentials and endpoints come the standard way (AWS_* variables, AWS_ENDPOINT_URL, profiles).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import glob as _glob
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+from curate.shards.atomic import fsync_path, publish
+
+
+def is_remote(path: str) -> bool:
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def local_path(path: str) -> str:
+    return str(path)[len("file://"):] if str(path).startswith("file://") else str(path)
+
+
+def join(root: str, *parts: str) -> str:
+    if is_remote(root):
+        return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
+    return os.path.join(local_path(root), *parts)
+
+
+def parent(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[0] if is_remote(path) else os.path.dirname(os.path.abspath(path))
+
+
+def basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1] if is_remote(path) else os.path.basename(path)
+
+
+def filesystem(url: str):
+    """(fsspec filesystem, path inside it) for a remote URL. Listings are never cached: other processes and
+    nodes write the same prefix, and a stale listing would hide a completed shard."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url, use_listings_cache=False)
+    return fs, path
+
+
+def _full(fs, path: str) -> str:
+    return fs.unstrip_protocol(path)
+
+
+def exists(path: str) -> bool:
+    if not is_remote(path):
+        return os.path.exists(local_path(path))
+    fs, p = filesystem(path)
+    return fs.exists(p)
+
+
+def isdir(path: str) -> bool:
+    if not is_remote(path):
+        return os.path.isdir(local_path(path))
+    fs, p = filesystem(path)
+    return fs.isdir(p)
+
+
+def size(path: str) -> int:
+    if not is_remote(path):
+        return os.path.getsize(local_path(path))
+    fs, p = filesystem(path)
+    return int(fs.size(p))
+
+
+def glob(pattern: str) -> list[str]:
+    """Sorted full paths (URLs keep their scheme) matching `pattern`; `**` recurses."""
+    if not is_remote(pattern):
+        return sorted(_glob.glob(local_path(pattern), recursive=True))
+    fs, p = filesystem(pattern)
+    return sorted(_full(fs, m) for m in fs.glob(p))
+
+
+def walk_files(root: str) -> list[str]:
+    """Every file under `root` (full paths, sorted)."""
+    if not is_remote(root):
+        return sorted(os.path.join(d, n) for d, _, names in os.walk(local_path(root)) for n in names)
+    fs, p = filesystem(root)
+    return sorted(_full(fs, m) for m in fs.find(p))
+
+
+def open(path: str, mode: str = "rb", **kwargs):  # noqa: A001 - the storage-level open
+    """A file object for reading (remote: random access by ranged reads, so tarfile/parquet can seek)."""
+    if "r" not in mode:
+        raise ValueError("storage.open is for reading; publish writes with put/write_bytes/write_json")
+    if not is_remote(path):
+        return builtins.open(local_path(path), mode, **kwargs)
+    fs, p = filesystem(path)
+    return fs.open(p, mode, **kwargs)
+
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_json(path: str):
+    return json.loads(read_bytes(path).decode("utf-8"))
+
+
+def makedirs(path: str) -> None:
+    """Local folders are created; object stores have no folders."""
+    if not is_remote(path):
+        os.makedirs(local_path(path), exist_ok=True)
+
+
+def staging_dir(dest_dir: str) -> str:
+    """Where to write files that will be published into `dest_dir`: the folder itself when local (so the
+    rename stays on one filesystem), a private local temporary folder when remote (CURATE_SCRATCH or the
+    system's temp)."""
+    if not is_remote(dest_dir):
+        makedirs(dest_dir)
+        return local_path(dest_dir)
+    return tempfile.mkdtemp(prefix="curate-stage-", dir=os.environ.get("CURATE_SCRATCH"))
+
+
+def put(staged: str, dest: str) -> None:
+    """Publish the complete local file `staged` as `dest` (consumes `staged`)."""
+    if not is_remote(dest):
+        publish(staged, local_path(dest))
+        return
+    fs, p = filesystem(dest)
+    fs.put_file(staged, p)
+    os.remove(staged)
+
+
+def write_bytes(dest: str, data: bytes) -> None:
+    """Publish `data` as `dest`, whole or not at all."""
+    if not is_remote(dest):
+        tmp = f"{local_path(dest)}.tmp{os.getpid()}"
+        with builtins.open(tmp, "wb") as f:
+            f.write(data)
+        publish(tmp, local_path(dest))
+        return
+    fs, p = filesystem(dest)
+    fs.pipe_file(p, data)  # one PUT: the object appears complete or not at all
+
+
+def write_json(dest: str, data) -> None:
+    write_bytes(dest, json.dumps(data, indent=2, sort_keys=True, default=str).encode("utf-8"))
+
+
+def remove(path: str, recursive: bool = False) -> None:
+    """Remove a file (or a whole prefix with `recursive`); a missing path is not an error."""
+    if not is_remote(path):
+        p = local_path(path)
+        if recursive and os.path.isdir(p):
+            shutil.rmtree(p, ignore_errors=True)
+        elif os.path.lexists(p):
+            os.remove(p)
+        return
+    fs, p = filesystem(path)
+    with contextlib.suppress(FileNotFoundError):
+        if recursive:
+            if fs.find(p):
+                fs.rm(p, recursive=True)
+        elif fs.exists(p):
+            fs.rm_file(p)
+
+
+def read_table(path: str, **kwargs):
+    """pyarrow.parquet.read_table for a local path or URL (columns=, filters= pass through)."""
+    import pyarrow.parquet as pq
+
+    if not is_remote(path):
+        return pq.read_table(local_path(path), **kwargs)
+    fs, p = filesystem(path)
+    return pq.read_table(p, filesystem=fs, **kwargs)
+
+
+def read_schema(path: str):
+    import pyarrow.parquet as pq
+
+    with open(path, "rb") as f:
+        return pq.read_schema(f)
+
+
+def write_table(table, dest: str, **kwargs) -> None:
+    """pyarrow.parquet.write_table, published atomically (local rename, or one upload)."""
+    import pyarrow.parquet as pq
+
+    staged = os.path.join(staging_dir(parent(dest)), f".{basename(dest)}.tmp{os.getpid()}")
+    try:
+        pq.write_table(table, staged, **kwargs)
+        if not is_remote(dest):
+            fsync_path(staged)
+        put(staged, dest)
+    finally:
+        if os.path.exists(staged):
+            os.remove(staged)
+        if is_remote(dest):
+            shutil.rmtree(os.path.dirname(staged), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_copy(path: str) -> Iterator[str]:
+    """A local file path holding `path`'s bytes, for readers that need a real file (decoders, ffprobe)."""
+    if not is_remote(path):
+        yield local_path(path)
+        return
+    scratch = tempfile.mkdtemp(prefix="curate-get-", dir=os.environ.get("CURATE_SCRATCH"))
+    try:
+        target = os.path.join(scratch, basename(path))
+        fs, p = filesystem(path)
+        fs.get_file(p, target)
+        yield target
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def duckdb_connect(*paths: str):
+    """A DuckDB connection that never downloads extensions and reads the remote URLs among `paths` through
+    fsspec (DuckDB's httpfs cannot be installed offline; fsspec carries the same credentials as every stage)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    registered = set()
+    for path in paths:
+        if is_remote(path):
+            fs, _ = filesystem(path)
+            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+            if protocol not in registered:
+                con.register_filesystem(fs)
+                registered.add(protocol)
+    return con
