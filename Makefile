@@ -10,8 +10,8 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null || ! command -v chromium >/dev/null \
-		|| ! command -v chromedriver >/dev/null; then $(SUDO) apt-get update -qq && \
-		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg chromium chromium-driver; fi
+		|| ! command -v chromedriver >/dev/null || ! command -v ip >/dev/null; then $(SUDO) apt-get update -qq && \
+		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg chromium chromium-driver iproute2; fi
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	@touch $(STAMP)
@@ -21,8 +21,10 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/curate demo --out demo_out
 
+# Object-storage tests run in a loopback-only network namespace (tests/loopback_only.sh).
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --ignore=tests/storage
+	tests/loopback_only.sh $(PY) -m pytest -q tests/storage
 
 bench: setup
 	$(PY) scripts/bench_download.py
