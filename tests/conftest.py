@@ -1,13 +1,33 @@
-"""Shared fixtures: one loopback media server and one local Ray per session, small generated media."""
+"""Shared fixtures: one loopback media server, one S3 server (moto) and one local Ray per session, small media.
+
+The S3 endpoint and fake credentials are pinned in the environment when this file is imported, before any client
+(boto3, s3fs, pyarrow, Ray's workers and cluster nodes) exists, so that nothing can fall back to a public host."""
 
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 
 import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+PORT = _free_port()
+ENDPOINT = f"http://127.0.0.1:{PORT}"
+os.environ.update(AWS_ENDPOINT_URL=ENDPOINT, AWS_ENDPOINT_URL_S3=ENDPOINT, AWS_ACCESS_KEY_ID="testing",
+                  AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +60,23 @@ def ray_local():
 
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=PORT, verbose=False)
+    server.start()
+    yield ENDPOINT
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A fresh bucket per test; yields its s3:// URL."""
+    import boto3
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return f"s3://{name}"

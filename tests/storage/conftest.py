@@ -1,29 +1,13 @@
-"""A real S3-compatible server (moto's server mode) on 127.0.0.1 for the object-storage tests.
-
-The endpoint and fake credentials are pinned in the environment when this file is imported, before any client
-(boto3, s3fs, pyarrow, Ray's workers) exists, so that nothing can fall back to a public AWS host. The Makefile
-runs these tests inside a loopback-only network namespace as well; `loopback_only` refuses any other address in
-this process either way.
-"""
+"""Object-storage tests: the S3 server fixtures live in tests/conftest.py (the cluster tests use them too). The
+Makefile runs these tests inside a loopback-only network namespace; `loopback_only` refuses any other address in
+this process either way."""
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
-import uuid
 
 import pytest
-
-_probe = socket.socket()
-_probe.bind(("127.0.0.1", 0))
-PORT = _probe.getsockname()[1]
-_probe.close()
-ENDPOINT = f"http://127.0.0.1:{PORT}"
-os.environ.update(AWS_ENDPOINT_URL=ENDPOINT, AWS_ENDPOINT_URL_S3=ENDPOINT, AWS_ACCESS_KEY_ID="testing",
-                  AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
-for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-    os.environ.pop(_name, None)
 
 
 def _loopback(host) -> bool:
@@ -60,23 +44,3 @@ def loopback_only(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-
-
-@pytest.fixture(scope="session")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=PORT, verbose=False)
-    server.start()
-    yield ENDPOINT
-    server.stop()
-
-
-@pytest.fixture
-def s3_bucket(s3_server):
-    """A fresh bucket per test; yields its s3:// URL."""
-    import boto3
-
-    name = f"t-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
-    return f"s3://{name}"
