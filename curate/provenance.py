@@ -10,6 +10,8 @@ import sys
 import time
 from importlib import metadata
 
+from curate import storage
+
 PACKAGES = ("curate", "torch", "open_clip_torch", "ray", "pyarrow", "webdataset", "img2dataset", "decord",
             "duckdb", "numpy", "pillow", "opencv-python-headless")
 _EDGE = 4 << 20
@@ -20,9 +22,10 @@ class ProvenanceMismatch(Exception):
 
 
 def _file_digest(path: str, digest) -> None:
-    size = os.path.getsize(path)
-    digest.update(f"{os.path.basename(path)}:{size}:".encode())
-    with open(path, "rb") as f:
+    size = storage.size(path)
+    digest.update(f"{storage.basename(path)}:{size}:".encode())
+    # object storage: two ranged reads of at most 4 MiB (fsspec would otherwise read ahead a whole block)
+    with storage.open(path, "rb", **({"block_size": _EDGE} if storage.is_remote(path) else {})) as f:
         if size <= 2 * _EDGE:
             digest.update(f.read())
         else:  # head + tail + size: catches edits and truncation of multi-GB CSVs without reading them whole
@@ -33,10 +36,10 @@ def _file_digest(path: str, digest) -> None:
 
 def input_fingerprint(path: str) -> str:
     """sha256 over the input's bytes (files up to 8 MiB; larger: size + first and last 4 MiB) and, for
-    folders, every file's relative path."""
-    if os.path.isdir(path):
-        files = [os.path.join(root, name) for root, _, names in os.walk(path) for name in names]
-        return files_fingerprint(path, files)
+    folders, every file's relative path. A local file or folder and its copy in object storage have the
+    same fingerprint."""
+    if storage.isdir(path):
+        return files_fingerprint(path, storage.walk_files(path))
     digest = hashlib.sha256()
     _file_digest(path, digest)
     return digest.hexdigest()
@@ -46,9 +49,18 @@ def files_fingerprint(base: str, files: list[str]) -> str:
     """input_fingerprint of a chosen set of files under `base` (path relative to base + contents)."""
     digest = hashlib.sha256()
     for full in sorted(files):
-        digest.update(os.path.relpath(full, base).encode())
+        digest.update(_relative(full, base).encode())
         _file_digest(full, digest)
     return digest.hexdigest()
+
+
+def _relative(full: str, base: str) -> str:
+    if not storage.is_remote(base):
+        return os.path.relpath(storage.local_path(full), storage.local_path(base))
+    prefix = base.rstrip("/") + "/"
+    if not full.startswith(prefix):
+        raise ValueError(f"{full} is not under {base}")
+    return full[len(prefix):]
 
 
 def package_versions() -> dict:

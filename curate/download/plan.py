@@ -15,9 +15,8 @@ import shutil
 import duckdb
 import pyarrow.parquet as pq
 
-from curate import schema, sources
+from curate import schema, sources, storage
 from curate.download.shard import DUPLICATE_PREFIX
-from curate.shards.atomic import publish
 from curate.shards.folder import DatasetFolder
 
 
@@ -25,8 +24,20 @@ def build_plan(folder: DatasetFolder, source: str, input_path: str, source_optio
                shard_size: int, limit: int | None = None) -> int:
     """Stream the source into parts, then one DuckDB pass: repeated keys keep the first occurrence (by input
     row) and later ones become `KEY_dupN` rows marked as duplicates; rows are numbered into shards in input
-    order. Returns the number of planned rows. Memory stays bounded by the reader's chunk size."""
-    parts_dir = os.path.join(folder.root, "_plan", "parts")
+    order. Returns the number of planned rows. Memory stays bounded by the reader's chunk size (DuckDB spills).
+    The parts and the plan are written locally (beside the plan, or in a local scratch folder when the dataset
+    is in object storage, whence the finished plan is uploaded as one object)."""
+    staging = storage.staging_dir(storage.parent(folder.plan_path))
+    try:
+        return _plan(folder, staging, source, input_path, source_options, shard_size, limit)
+    finally:
+        if storage.is_remote(folder.plan_path):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _plan(folder: DatasetFolder, staging: str, source: str, input_path: str, source_options: dict,
+          shard_size: int, limit: int | None) -> int:
+    parts_dir = os.path.join(staging, "parts")
     shutil.rmtree(parts_dir, ignore_errors=True)
     os.makedirs(parts_dir)
     total = 0
@@ -40,7 +51,7 @@ def build_plan(folder: DatasetFolder, source: str, input_path: str, source_optio
             break
     if total == 0:
         raise ValueError(f"{source} input {input_path} has no rows")
-    tmp = folder.plan_path + ".tmp"
+    tmp = os.path.join(staging, "samples.parquet.tmp")
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order = false")
     columns = [f.name for f in schema.load("samples") if f.name not in ("key", "input_error")]
@@ -76,6 +87,6 @@ def build_plan(folder: DatasetFolder, source: str, input_path: str, source_optio
         {"parts": os.path.join(parts_dir, "*.parquet"), "dup": DUPLICATE_PREFIX, "shard_size": shard_size,
          "name_ext": r"\.([A-Za-z0-9]+)(\?.*)?$"},
     )
-    publish(tmp, folder.plan_path)
+    storage.put(tmp, folder.plan_path)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return total

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate import schema
+from curate import schema, storage
 from curate.download.http import FetchError, FetchPolicy, fetch_to_file
 from curate.download.img2dataset_runner import ROW_COLUMN, STORED_SHA256
 from curate.media.digest import sha256_file
@@ -106,13 +106,27 @@ def _fetch_one(row: dict, job: _Job):
 
 
 def _local_one(row: dict, job: _Job):
-    if not os.path.isfile(row["path"]):
-        return _failure(row, "failed_to_download", "missing_file", f"no file at {row['path']}"), None, None
-    return _probe(row, row["path"], job)
+    """A file named by path: probed where it is on local disk, copied into the scratch folder from object storage
+    (decoders need a real file)."""
+    path = row["path"]
+    if not storage.is_remote(path):
+        if not os.path.isfile(path):
+            return _failure(row, "failed_to_download", "missing_file", f"no file at {path}"), None, None
+        return _probe(row, path, job)
+    dest = os.path.join(job.work, row["key"])
+    try:
+        with storage.open(path, "rb") as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except FileNotFoundError:
+        return _failure(row, "failed_to_download", "missing_file", f"no file at {path}"), None, None
+    except OSError as exc:
+        return _failure(row, "failed_to_download", "storage_error", f"{path}: {exc}"), None, None
+    return _probe(row, dest, job)
 
 
 def _archive_members(rows: list[dict], work: str):
-    """Members of local tar archives (path ARCHIVE::MEMBER), each archive read once, sequentially."""
+    """Members of tar archives (path ARCHIVE::MEMBER; local or in object storage), each archive read once, front
+    to back."""
     by_archive: dict[str, dict[str, dict]] = {}
     for row in rows:
         archive, member = row["path"].split("::", 1)
@@ -120,7 +134,7 @@ def _archive_members(rows: list[dict], work: str):
     for archive, wanted in by_archive.items():
         found = set()
         try:
-            with tarfile.open(archive, "r:*") as tar:
+            with storage.open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
                 for member in tar:
                     row = wanted.get(member.name) or wanted.get(member.name.lstrip("./"))
                     if row is None or not member.isfile():
@@ -257,7 +271,7 @@ def download_shard(root: str, number: int, sid: str, options: dict) -> dict:
     """Download every planned row of shard `number` into shard `sid` of the dataset at `root`."""
     opts = DownloadOptions.from_dict(options)
     plan = DatasetFolder(root).plan_path
-    rows = pq.read_table(plan, filters=[("shard_no", "=", number)]).drop(["shard_no"]).to_pylist()
+    rows = storage.read_table(plan, filters=[("shard_no", "=", number)]).drop(["shard_no"]).to_pylist()
     return build_shard(root, sid, lambda work, writer: _download_rows(rows, opts, work, writer))
 
 
@@ -268,11 +282,11 @@ def retry_shard(root: str, sid: str, options: dict) -> dict:
     """Re-attempt the failed rows of a complete shard; its successes are carried over unchanged."""
     opts = DownloadOptions.from_dict(options)
     folder = DatasetFolder(root)
-    old = pq.read_table(folder.manifest(sid)).to_pylist()
+    old = storage.read_table(folder.manifest(sid)).to_pylist()
 
     def body(work: str, writer: ShardWriter) -> None:
         kept = {r["key"]: r for r in old if r["status"] not in RETRYABLE_STATUSES}
-        with tarfile.open(folder.tar(sid)) as tar:
+        with storage.open(folder.tar(sid), "rb") as raw, tarfile.open(fileobj=raw) as tar:
             for member in tar:
                 key, _, ext = member.name.partition(".")
                 if key in kept and ext not in ("txt", "json") and member.isfile():

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 
-import duckdb
-
-from curate import engine, provenance
+from curate import engine, provenance, storage
 from curate.config import DownloadSection
 from curate.download.plan import build_plan
 from curate.download.shard import RETRYABLE_STATUSES, DownloadOptions, download_shard, retry_shard
@@ -18,6 +15,11 @@ from curate.stage import Resources, Stage
 
 def _placeholders(values) -> str:
     return ", ".join("?" for _ in values)
+
+
+def _absolute(path: str) -> str:
+    """Ray workers do not share the driver's working directory: local paths become absolute, URLs stay."""
+    return path if storage.is_remote(path) else os.path.abspath(storage.local_path(path))
 
 
 @dataclass
@@ -34,10 +36,10 @@ class DownloadStage(Stage):
     resources = Resources(cpus=1)
 
     def __post_init__(self):
-        self.out = os.path.abspath(self.out)  # Ray workers do not share the driver's working directory
+        self.out = _absolute(self.out)
         self.folder = DatasetFolder(self.out)
         self.inputs = (self.section.input,)
-        self.outputs = (os.path.join(self.out, "shards"),)
+        self.outputs = (self.folder.shards_dir,)
         if self.retry:
             self.name = "retry-failed"
 
@@ -58,16 +60,16 @@ class DownloadStage(Stage):
 
         if self.section.source not in READERS:
             raise ValueError(f"unknown source {self.section.source!r}; choose one of {', '.join(READERS)}")
-        if not self.retry and not os.path.exists(self.section.input):
+        if not self.retry and not storage.exists(self.section.input):
             raise FileNotFoundError(f"input {self.section.input} does not exist")
 
     def reset(self) -> None:
-        for path in (self.folder.shards_dir, os.path.dirname(self.folder.plan_path), os.path.join(self.out, "_work"),
-                     os.path.join(self.out, "scores"), os.path.join(self.out, "embeddings")):
-            shutil.rmtree(path, ignore_errors=True)
+        for path in (self.folder.shards_dir, storage.parent(self.folder.plan_path), storage.join(self.out, "_work"),
+                     storage.join(self.out, "scores"), storage.join(self.out, "embeddings")):
+            storage.remove(path, recursive=True)
 
     def record(self) -> dict:
-        return {"input": os.path.abspath(self.section.input)}
+        return {"input": _absolute(self.section.input)}
 
     def describe(self) -> list[str]:
         s, o = self.section, self.section.options
@@ -80,18 +82,19 @@ class DownloadStage(Stage):
                 f"byte cap {o.fetch.max_bytes}; failure budget {s.max_failure_rate:.0%}"]
 
     def prepare(self) -> None:
-        if not self.retry and not os.path.exists(self.folder.plan_path):
+        if not self.retry and not storage.exists(self.folder.plan_path):
             s = self.section
             build_plan(self.folder, s.source, s.input, s.source_options, s.shard_size, s.limit)
 
     def planned_shards(self) -> list[str]:
-        (count,) = duckdb.connect().execute("SELECT coalesce(max(shard_no) + 1, 0) FROM read_parquet(?)",
-                                            [self.folder.plan_path]).fetchone()
+        plan = self.folder.plan_path
+        (count,) = storage.duckdb_connect(plan).execute("SELECT coalesce(max(shard_no) + 1, 0) FROM read_parquet(?)",
+                                                        [plan]).fetchone()
         return [shard_id(n) for n in range(int(count))]
 
     def todo(self) -> list[str]:
         if self.retry:
-            rows = duckdb.connect().execute(
+            rows = storage.duckdb_connect(self.out).execute(
                 f"SELECT DISTINCT shard FROM read_parquet(?) WHERE status IN ({_placeholders(RETRYABLE_STATUSES)}) "
                 "ORDER BY shard", [self.folder.manifest_glob(), *RETRYABLE_STATUSES]).fetchall()
             return [sid for (sid,) in rows]
@@ -107,17 +110,18 @@ class DownloadStage(Stage):
         """Fraction of rows that failed to download or decode (invalid inputs and duplicates are not counted)."""
         if not self.folder.complete_shards():
             return 0.0
-        (rate,) = duckdb.connect().execute(
+        (rate,) = storage.duckdb_connect(self.out).execute(
             f"SELECT coalesce(avg(CASE WHEN status IN ({_placeholders(RETRYABLE_STATUSES)}) THEN 1.0 ELSE 0.0 END), 0) "
             "FROM read_parquet(?) WHERE status NOT IN ('invalid_input', 'duplicate')",
             [*RETRYABLE_STATUSES, self.folder.manifest_glob()]).fetchone()
         return round(float(rate), 4)
 
     def finish(self, done: list, failures: list) -> dict:
-        try:
-            os.rmdir(os.path.join(self.out, "_work"))
-        except OSError:
-            pass
+        if not storage.is_remote(self.out):  # remote roots have their scratch on local disk (build_shard)
+            try:
+                os.rmdir(os.path.join(self.out, "_work"))
+            except OSError:
+                pass
         failed = [{"shard": unit, "error": error} for unit, error in failures]
         rate = self.failure_rate()
         if self.retry:
@@ -143,7 +147,7 @@ def download(source: str, input_path: str, out: str, *, source_options: dict | N
 
 def retry_stage(out: str) -> DownloadStage:
     """The download stage of folder `out` as it was built (its own config), in retry mode."""
-    folder = DatasetFolder(os.path.abspath(out))
+    folder = DatasetFolder(_absolute(out))
     record = folder.read_provenance()
     if record is None or record.get("stage") not in ("download", "retry-failed"):
         raise FileNotFoundError(f"{out} is not a downloaded dataset folder (no download provenance.json)")

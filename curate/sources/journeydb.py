@@ -1,13 +1,14 @@
-"""JourneyDB reader: annotation jsonl (plain or the distributed .jsonl.tgz) + image tgz archives on local disk."""
+"""JourneyDB reader: annotation jsonl (plain or the distributed .jsonl.tgz) + image tgz archives, on local disk or
+in object storage (read front to back)."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from collections.abc import Iterator
 
+from curate import storage
 from curate.sources.sample import make_key, sample
 
 CAPTION_FIELDS = ("prompt", "caption")
@@ -15,13 +16,13 @@ CAPTION_FIELDS = ("prompt", "caption")
 
 def _lines(path: str) -> Iterator[str]:
     if path.endswith((".tgz", ".tar.gz")):
-        with tarfile.open(path, "r:gz") as tar:
+        with storage.open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:gz") as tar:
             for member in tar:
                 if member.isfile() and member.name.endswith(".jsonl"):
                     with tar.extractfile(member) as f:
                         yield from io.TextIOWrapper(f, encoding="utf-8")
     else:
-        with open(path, encoding="utf-8") as f:
+        with storage.open(path, "r", encoding="utf-8") as f:
             yield from f
 
 
@@ -29,7 +30,7 @@ def archive_member(images_dir: str, img_path: str) -> tuple[str, str]:
     """'./000/abc.jpg' -> ('IMAGES/000.tgz', '000/abc.jpg'): the annotation path inside its archive."""
     member = img_path[2:] if img_path.startswith("./") else img_path.lstrip("/")
     folder = member.split("/", 1)[0]
-    return os.path.join(images_dir, f"{folder}.tgz"), member
+    return storage.join(images_dir, f"{folder}.tgz"), member
 
 
 def read(path: str, images: str | None = None, caption_field: str = "prompt",
@@ -38,7 +39,8 @@ def read(path: str, images: str | None = None, caption_field: str = "prompt",
     in extra. Images come from `images`/NNN.tgz when present (no network); else from a `url` key if any."""
     if caption_field not in CAPTION_FIELDS:
         raise ValueError(f"caption_field must be one of {CAPTION_FIELDS}")
-    images = images or os.path.join(os.path.dirname(os.path.abspath(path)), "imgs")
+    images = images or storage.join(storage.parent(path), "imgs")
+    present: dict[str, bool] = {}  # archive -> exists: one look-up per archive, not per image
     chunk: list[dict] = []
     for row, line in enumerate(_lines(path)):
         line = line.strip()
@@ -55,7 +57,9 @@ def read(path: str, images: str | None = None, caption_field: str = "prompt",
             task2 = ann.get("Task2") if isinstance(ann.get("Task2"), dict) else {}
             caption = ann.get("prompt") if caption_field == "prompt" else (task2.get("Caption") or ann.get("prompt"))
             archive, member = archive_member(images, ann["img_path"])
-            local = os.path.exists(archive)
+            if archive not in present:
+                present[archive] = storage.exists(archive)
+            local = present[archive]
             url = None if local else ann.get("url")
             extra = {"img_path": ann["img_path"], "prompt": ann.get("prompt"), "caption": task2.get("Caption"),
                      "task1": ann.get("Task1")}

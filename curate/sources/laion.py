@@ -1,16 +1,17 @@
-"""LAION-COCO and LAION-Aesthetics V2 readers: their parquet files (one file, a folder or a glob), streamed."""
+"""LAION-COCO and LAION-Aesthetics V2 readers: their parquet files (one file, a folder or a glob; local or in
+object storage), streamed."""
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import math
-import os
 from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate import storage
 from curate.sources.sample import make_key, sample, url_digest
 
 COCO_CAPTION_COLUMNS = ("top_caption", "TEXT")
@@ -18,10 +19,11 @@ AESTHETIC_SCORE_COLUMNS = ("AESTHETIC_SCORE", "aesthetic")
 
 
 def parquet_files(path: str) -> list[str]:
-    if os.path.isdir(path):
-        files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+    if storage.isdir(path):
+        files = [f for f in storage.walk_files(path)
+                 if f.endswith(".parquet") and not storage.basename(f).startswith(".")]
     else:
-        files = sorted(glob.glob(path)) if any(ch in path for ch in "*?[") else [path]
+        files = storage.glob(path) if any(ch in path for ch in "*?[") else [path]
     if not files:
         raise FileNotFoundError(f"no parquet files at {path}")
     return files
@@ -54,30 +56,32 @@ def _typed(name: str, value, single: bool):
 def _rows(path: str, source: str, caption_column: str, batch_rows: int) -> Iterator[list[dict]]:
     row = 0
     for file in parquet_files(path):
-        pf = pq.ParquetFile(file)
-        names = pf.schema_arrow.names
-        url_col = "URL" if "URL" in names else ("url" if "url" in names else None)
-        if url_col is None:
-            raise ValueError(f"{file}: no URL column (have {names})")
-        if caption_column not in names:
-            raise ValueError(f"{file}: caption column {caption_column!r} not found (have {names})")
-        typed = {}  # typed column -> (its LAION column in this file, is it float32)
-        for name, candidates in TYPED_COLUMNS.items():
-            column = next((c for c in candidates if c in names), None)
-            if column is not None:
-                typed[name] = (column, pf.schema_arrow.field(column).type in (pa.float32(), pa.float16()))
-        for batch in pf.iter_batches(batch_size=batch_rows):
-            cols = batch.to_pydict()
+        with contextlib.ExitStack() as stack:
+            # object storage: ranged reads of the footer and of one row group at a time, no local copy
+            pf = pq.ParquetFile(stack.enter_context(storage.open(file, "rb")) if storage.is_remote(file) else file)
+            names = pf.schema_arrow.names
+            url_col = "URL" if "URL" in names else ("url" if "url" in names else None)
+            if url_col is None:
+                raise ValueError(f"{file}: no URL column (have {names})")
+            if caption_column not in names:
+                raise ValueError(f"{file}: caption column {caption_column!r} not found (have {names})")
+            typed = {}  # typed column -> (its LAION column in this file, is it float32)
+            for name, candidates in TYPED_COLUMNS.items():
+                column = next((c for c in candidates if c in names), None)
+                if column is not None:
+                    typed[name] = (column, pf.schema_arrow.field(column).type in (pa.float32(), pa.float16()))
             extras = [c for c in names if c not in (url_col, caption_column)]
-            chunk = []
-            for i, url in enumerate(cols[url_col]):
-                extra = {c: _clean(cols[c][i]) for c in extras}
-                columns = {name: _typed(name, cols[c][i], single) for name, (c, single) in typed.items()}
-                chunk.append(sample(key=make_key("", url_digest(url or f"{file}:{row}")), row=row, source=source,
-                                    modality="image", url=url, caption=cols[caption_column][i], extra=extra,
-                                    columns=columns))
-                row += 1
-            yield chunk
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                cols = batch.to_pydict()
+                chunk = []
+                for i, url in enumerate(cols[url_col]):
+                    extra = {c: _clean(cols[c][i]) for c in extras}
+                    columns = {name: _typed(name, cols[c][i], single) for name, (c, single) in typed.items()}
+                    chunk.append(sample(key=make_key("", url_digest(url or f"{file}:{row}")), row=row, source=source,
+                                        modality="image", url=url, caption=cols[caption_column][i], extra=extra,
+                                        columns=columns))
+                    row += 1
+                yield chunk
 
 
 def read_coco(path: str, caption_column: str = "top_caption", batch_rows: int = 65536) -> Iterator[list[dict]]:

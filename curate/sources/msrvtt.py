@@ -1,32 +1,34 @@
-"""MSR-VTT reader: MSRVTT_data.json (videos, sentences, splits) + a local folder of the video files."""
+"""MSR-VTT reader: MSRVTT_data.json (videos, sentences, splits) + a folder of the video files (local or in object
+storage)."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from collections.abc import Iterator
 
+from curate import storage
 from curate.sources.sample import make_key, sample
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi")
 
 
-def _find_video(videos: str, video_id: str) -> str | None:
+def _find_video(videos: str, names: set[str], video_id: str) -> str | None:
     for ext in VIDEO_EXTENSIONS:
-        candidate = os.path.join(videos, video_id + ext)
-        if os.path.exists(candidate):
-            return candidate
+        if video_id + ext in names:
+            return storage.join(videos, video_id + ext)
     return None
 
 
 def read(path: str, videos: str | None = None, split: str | None = None) -> Iterator[list[dict]]:
     """One row per video; caption = the first sentence (by sen_id), all 20 captions kept in extra."""
-    with open(path, encoding="utf-8") as f:
+    with storage.open(path, "r", encoding="utf-8") as f:
         data = json.load(f)
     if not isinstance(data, dict) or "videos" not in data or "sentences" not in data:
         raise ValueError(f"{path}: not MSRVTT_data.json (needs 'videos' and 'sentences')")
-    videos = videos or os.path.join(os.path.dirname(os.path.abspath(path)), "videos")
+    videos = videos or storage.join(storage.parent(path), "videos")
+    # one listing, not a look-up per video
+    names = {storage.basename(p) for p in storage.glob(storage.join(videos, "*"))}
     captions: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for s in data["sentences"]:
         captions[s.get("video_id")].append((s.get("sen_id", 0), s.get("caption", "")))
@@ -36,7 +38,7 @@ def read(path: str, videos: str | None = None, split: str | None = None) -> Iter
             continue
         video_id = str(video.get("video_id", ""))
         caps = [c for _, c in sorted(captions.get(video_id, []))]
-        local = _find_video(videos, video_id) if video_id else None
+        local = _find_video(videos, names, video_id) if video_id else None
         error = None if local else (f"video file for {video_id} not found in {videos}" if video_id else "missing video_id")
         extra = {"id": video.get("id"), "video_id": video_id, "category": video.get("category"),
                  "split": video.get("split"), "youtube_url": video.get("url"),

@@ -1,13 +1,16 @@
-"""URL-list reader: a .txt (one URL per line, optional TAB caption), a .csv or a .parquet with url/caption columns."""
+"""URL-list reader: a .txt (one URL per line, optional TAB caption), a .csv or a .parquet with url/caption columns
+(local or in object storage, streamed)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from collections.abc import Iterator
 
 import pyarrow.parquet as pq
 
+from curate import storage
 from curate.sources.folder import modality_of
 from curate.sources.sample import make_key, sample, url_digest
 
@@ -21,19 +24,20 @@ def _guess_modality(url: str | None, default: str) -> str:
 def _records(path: str, url_column: str, caption_column: str) -> Iterator[dict]:
     ext = os.path.splitext(path)[1].lower()
     if ext == ".parquet":
-        pf = pq.ParquetFile(path)
-        if url_column not in pf.schema_arrow.names:
-            raise ValueError(f"{path}: no {url_column!r} column (have {pf.schema_arrow.names})")
-        for batch in pf.iter_batches():
-            yield from batch.to_pylist()
+        with contextlib.ExitStack() as stack:
+            pf = pq.ParquetFile(stack.enter_context(storage.open(path, "rb")) if storage.is_remote(path) else path)
+            if url_column not in pf.schema_arrow.names:
+                raise ValueError(f"{path}: no {url_column!r} column (have {pf.schema_arrow.names})")
+            for batch in pf.iter_batches():
+                yield from batch.to_pylist()
     elif ext in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as f:
+        with storage.open(path, "r", newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f, delimiter="\t" if ext == ".tsv" else ",")
             if url_column not in (reader.fieldnames or []):
                 raise ValueError(f"{path}: no {url_column!r} column (have {reader.fieldnames})")
             yield from reader
     else:
-        with open(path, encoding="utf-8") as f:
+        with storage.open(path, "r", encoding="utf-8") as f:
             for line in f:
                 line = line.rstrip("\n")
                 if line.strip() and not line.startswith("#"):

@@ -4,12 +4,14 @@ page_idx and order the columns differently), streamed."""
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from curate import storage
 from curate.sources.sample import make_key, sample, url_digest
 
 URL, CAPTION = "contentUrl", "name"
@@ -38,18 +40,27 @@ def _integer(text: str | None) -> int | None:
 
 def read(path: str, block_rows_hint: int = 1 << 20) -> Iterator[list[dict]]:
     """Yield chunks of sample rows. Streams with pyarrow's CSV reader: the 2.7 GB train CSV is never
-    held in memory, and quoted captions with commas, quotes and newlines parse as real CSV. Every column is
+    held in memory (nor copied to local disk when it lives in object storage: it is read as one sequential
+    stream), and quoted captions with commas, quotes and newlines parse as real CSV. Every column is
     read as text (no type guessed from the first block), kept verbatim in extra but for contentUrl and name;
     duration, page_dir and page_idx are also typed columns."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f), [])
-    missing = [c for c in ("videoid", URL) if c not in header]
-    if missing:
-        raise ValueError(f"{path}: not a WebVid CSV, missing columns {missing} (have {header})")
-    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True)
-    parse = pacsv.ParseOptions(newlines_in_values=True)
-    read_opts = pacsv.ReadOptions(block_size=block_rows_hint * 8)
-    reader = pacsv.open_csv(path, read_options=read_opts, parse_options=parse, convert_options=convert)
+    with storage.open(path, "rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        header = next(csv.reader(text), [])
+        text.detach()  # the binary stream goes on to pyarrow, rewound
+        missing = [c for c in ("videoid", URL) if c not in header]
+        if missing:
+            raise ValueError(f"{path}: not a WebVid CSV, missing columns {missing} (have {header})")
+        convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True)
+        parse = pacsv.ParseOptions(newlines_in_values=True)
+        read_opts = pacsv.ReadOptions(block_size=block_rows_hint * 8)
+        raw.seek(0)
+        reader = pacsv.open_csv(raw if storage.is_remote(path) else storage.local_path(path), read_options=read_opts,
+                                parse_options=parse, convert_options=convert)
+        yield from _chunks(reader)
+
+
+def _chunks(reader) -> Iterator[list[dict]]:
     row = 0
     for batch in reader:
         cols = batch.to_pydict()
