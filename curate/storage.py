@@ -102,6 +102,16 @@ def open(path: str, mode: str = "rb", **kwargs):  # noqa: A001 - the storage-lev
     return fs.open(p, mode, **kwargs)
 
 
+def read_range(path: str, start: int, end: int) -> bytes:
+    """Bytes [start, end) of a file: a seek and a read locally, one ranged GET remotely (no metadata request,
+    no read-ahead: random access into large tars fetches only what it uses)."""
+    if not is_remote(path):
+        with builtins.open(local_path(path), "rb") as f:
+            f.seek(start)
+            return f.read(end - start)
+    fs, p = filesystem(path)
+    return fs.cat_file(p, start=start, end=end)
+
 
 def read_bytes(path: str) -> bytes:
     with open(path, "rb") as f:

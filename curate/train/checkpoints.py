@@ -2,22 +2,30 @@
 
 Everything is read with `torch.load(weights_only=True)` (or safetensors); a pickle that needs
 arbitrary code only loads with `trust_checkpoint=True`, for files whose source you trust.
+
+A run folder may be a URL (s3://bucket/runs/x, see curate.storage): a checkpoint is then written to a local
+staging file and uploaded as one object, so a listing shows whole checkpoints only and the newest one is what a
+resume finds; its config is uploaded first as step_N.config.json, so preflight can compare recipes without
+downloading the weights. Local run folders keep Path results; remote ones give URL strings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from curate import storage
 from curate.train.attention import TemporalTransformer
 from curate.weightfile import read_weights
 from curate.train.lora import merge_lora_state
-from curate.train.recipe import Recipe, recipe_from_dict
+from curate.train.recipe import Recipe, RecipeError, recipe_from_dict
 from curate.train.unet3d import TemporalConvBlock, UNet3D, parameter_groups
 
 CHECKPOINT_KEYS = ("model", "ema", "opt", "step", "config")
@@ -26,10 +34,16 @@ UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_PREFIX = "cond_stage_model."
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+_CONFIG_SUFFIX = ".config.json"
 
 
-def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
-    """Write {model, ema, opt, step, config} atomically: temp file in the same folder, fsync, rename.
+def _remote(path: str | Path) -> bool:
+    return storage.is_remote(str(path))
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> str | Path:
+    """Write {model, ema, opt, step, config} atomically: temp file in the same folder, fsync, rename
+    (a URL: a local staging file uploaded as one object, after its config sidecar).
 
     `model`/`ema`/`opt` are state dicts (`ema` may be None), `step` an int, `config` plain data
     (dicts, lists, strings, numbers), so that the file loads with weights_only=True.
@@ -37,6 +51,8 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
     if missing:
         raise ValueError(f"checkpoint lacks {missing}; expected keys {list(CHECKPOINT_KEYS)}")
+    if _remote(path):
+        return _upload_checkpoint(str(path), checkpoint)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -56,6 +72,31 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     return path
 
 
+def _upload_checkpoint(url: str, checkpoint: dict[str, Any]) -> str:
+    staging = storage.staging_dir(storage.parent(url))
+    try:
+        staged = os.path.join(staging, storage.basename(url))
+        torch.save(checkpoint, staged)
+        storage.write_json(url[: -len(".pt")] + _CONFIG_SUFFIX, checkpoint["config"])
+        storage.put(staged, url)  # one whole object (multipart uploads appear only when completed)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return url
+
+
+def checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The `config` of a checkpoint without reading its tensors: mapped locally, the uploaded sidecar remotely."""
+    sidecar = str(path)[: -len(".pt")] + _CONFIG_SUFFIX
+    if not _remote(path):
+        return read_weights(path, mmap=True)["config"]
+    if not storage.exists(sidecar):
+        return load_checkpoint(path)["config"]
+    config = storage.read_json(sidecar)
+    with contextlib.suppress(RecipeError, KeyError, TypeError):  # JSON made the recipe's tuples lists: back to tuples
+        config["recipe"] = recipe_from_dict(config["recipe"]).to_dict()
+    return config
+
+
 def load_checkpoint(path: str | Path, trust_checkpoint: bool = False) -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint` (tensors on CPU)."""
     checkpoint = read_state(path, trust_checkpoint)
@@ -65,20 +106,35 @@ def load_checkpoint(path: str | Path, trust_checkpoint: bool = False) -> dict[st
     return checkpoint
 
 
-def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+def checkpoint_path(run_dir: str | Path, step: int) -> str | Path:
     """Where the checkpoint of `step` lives in a run folder."""
+    if _remote(run_dir):
+        return storage.join(str(run_dir), "checkpoints", f"step_{step:08d}.pt")
     return Path(run_dir) / "checkpoints" / f"step_{step:08d}.pt"
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
+def latest_checkpoint(run_dir: str | Path) -> str | Path | None:
     """The highest-step complete checkpoint of a run (temp files are never matched), or None."""
+    if _remote(run_dir):
+        found = storage.glob(storage.join(str(run_dir), "checkpoints", "step_*.pt"))
+        steps = [(int(m.group(1)), p) for p in found if (m := _STEP_FILE.match(storage.basename(p)))]
+        return max(steps)[1] if steps else None
     folder = Path(run_dir) / "checkpoints"
     steps = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := _STEP_FILE.match(p.name))]
     return max(steps)[1] if steps else None
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
+def resolve_checkpoint(path: str | Path) -> str | Path:
     """A checkpoint file, or a run folder's latest checkpoint."""
+    if _remote(path):
+        if storage.isdir(str(path)):
+            found = latest_checkpoint(path)
+            if found is None:
+                raise FileNotFoundError(f"no checkpoints under {storage.join(str(path), 'checkpoints')}")
+            return found
+        if not storage.exists(str(path)):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        return str(path)
     path = Path(path)
     if path.is_dir():
         found = latest_checkpoint(path)
@@ -131,7 +187,11 @@ def load_init(model: nn.Module, init_from: str) -> None:
 
 
 def read_state(path: str | Path, trust_checkpoint: bool = False) -> dict[str, Any]:
-    """A .safetensors, .pt or .ckpt file as a dict on CPU; pickled code only with trust_checkpoint=True."""
+    """A .safetensors, .pt or .ckpt file as a dict on CPU; pickled code only with trust_checkpoint=True.
+    A URL is downloaded to a temporary file first (one GET; the loaders need a seekable file)."""
+    if _remote(path):
+        with storage.local_copy(str(path)) as local:
+            return read_weights(local, trust_checkpoint, what="checkpoint")
     return read_weights(path, trust_checkpoint, what="checkpoint")
 
 

@@ -17,13 +17,20 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _location(value: str):
+    """A URL as given (a Path would fold its "//"), a local folder as a Path."""
+    from curate import storage
+
+    return value if storage.is_remote(value) else Path(value)
+
+
 def train(
     recipe: Annotated[Path, typer.Argument(help="Training recipe: a YAML file, or a bundled recipe's name such as tiny_f_base.")],
     data: Annotated[
-        Optional[list[Path]], typer.Option("--data", help="Curated dataset folder (DIR/shards/*.tar); repeat for several. Replaces the recipe's data.dirs.")
+        Optional[list[str]], typer.Option("--data", help="Curated dataset folder (DIR/shards/*.tar), a path or a URL such as s3://bucket/prefix; repeat for several. Replaces the recipe's data.dirs.")
     ] = None,
     steps: Annotated[Optional[int], typer.Option(help="Train until this many optimizer steps in total (default: the recipe's).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder for checkpoints and log.jsonl (default: runs/RECIPE_NAME).")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Run folder for checkpoints and log.jsonl, a path or a URL such as s3://bucket/runs/x (default: runs/RECIPE_NAME).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Ray Train workers (default: the recipe's train.num_workers; 1 = no Ray).")] = None,
     init_from: Annotated[Optional[str], typer.Option(help="Override init_from: a run folder / checkpoint, videocrafter2:PATH or sd21:PATH.")] = None,
     describe: Annotated[bool, typer.Option("--describe", help="Print the plan (resolved recipe, parameters, data mix, memory and step-time estimates, preflight) and exit.")] = False,
@@ -42,7 +49,7 @@ def train(
         spec = load_recipe(recipe_path(recipe))  # a file, or a bundled recipe's name
         changes: dict = {}
         if data:
-            changes["data"] = {"dirs": [str(d) for d in data], "weights": []}
+            changes["data"] = {"dirs": [str(_location(d)) for d in data], "weights": []}
         if workers is not None:
             changes["train"] = {"num_workers": workers}
         if init_from is not None:
@@ -54,7 +61,7 @@ def train(
         _fail(f"{recipe}: {err}")
     if steps is not None:
         spec = spec.replace(train={"steps": steps})
-    run_dir = out or Path("runs") / spec.name
+    run_dir = _location(out) if out else Path("runs") / spec.name
     address = os.environ.get("RAY_ADDRESS")
     from curate.train import preflight
 

@@ -1,4 +1,4 @@
-"""Training batches from curated dataset folders (DIR/shards/*.tar WebDataset shards).
+"""Training batches from curated dataset folders (DIR/shards/*.tar WebDataset shards), local or in object storage.
 
 Videos become T frames at a sampled frame stride (fps conditioning = source fps / stride), images
 single frames (T=1); both are resized to cover the preset geometry and center-cropped, in [-1, 1].
@@ -12,18 +12,24 @@ Sampling plan (deterministic given the seed, resumable from the number of batche
   split by rank (perm[rank::world], cut to equal length); a batch takes the next B samples;
 - DataLoader worker w builds the batches k with k % num_workers == w; the DataLoader returns
   workers' outputs round-robin, i.e. in order of k.
-Members are read by seeking into the tar (offsets found once by scanning headers). A sample that
-fails to decode is replaced by the next one in the epoch order, with a warning, so one corrupt
+Members are read by seeking into the tar (offsets found once by scanning headers). A folder may be a URL
+(s3://bucket/prefix, any fsspec URL, see curate.storage): headers are then scanned through small buffered
+ranged reads (the media between them is never fetched; shards are scanned concurrently), and a sample's
+members, adjacent in the tar, come back in one ranged GET. Nothing is copied whole to local disk. A storage
+error is raised (the client has retried it): skipping it would make a run's data depend on the network.
+A sample that fails to decode is replaced by the next one in the epoch order, with a warning, so one corrupt
 member never stops a run and the replacement is the same on every replay.
 Resuming: a rank that consumed B micro-batches (B x batch_size samples) restarts with start_batch=B.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tarfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +39,18 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from curate import storage
 from curate.media.geometry import center_crop_box, cover_size
 
 VIDEO_EXTS = ("mp4", "webm", "avi", "mov", "mkv")
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 _CHOICE_BLOCK = 4096
 _FALLBACKS = 8  # how many following samples to try when one fails to decode
+# Remote header scans: a block holds the caption, metadata and next media headers that follow a media member,
+# without fetching much of the media itself; shards are independent, so several are scanned at once.
+_SCAN_BLOCK = 256 * 1024
+_SCAN_THREADS = 16
+_SPAN_SLACK = 4096  # members whose gaps (headers, padding) stay under this come back in one ranged read
 
 
 @dataclass(frozen=True)
@@ -74,10 +86,18 @@ class LoaderConfig:
     num_workers: int = 0
 
 
+def _open_tar(tar_path: str, stack: contextlib.ExitStack) -> tarfile.TarFile:
+    if not storage.is_remote(tar_path):
+        return stack.enter_context(tarfile.open(tar_path))
+    raw = stack.enter_context(storage.open(tar_path, "rb", block_size=_SCAN_BLOCK))
+    return stack.enter_context(tarfile.open(fileobj=raw))
+
+
 def scan_shard(tar_path: str | Path) -> list[Sample]:
     """Index one tar by its headers: one Sample per key that has a media member."""
     groups: dict[str, dict[str, Member]] = {}
-    with tarfile.open(tar_path) as tf:
+    with contextlib.ExitStack() as stack:
+        tf = _open_tar(str(tar_path), stack)
         for info in tf:
             if not info.isfile():
                 continue
@@ -94,16 +114,32 @@ def scan_shard(tar_path: str | Path) -> list[Sample]:
 
 
 def scan_dataset(directory: str | Path) -> list[Sample]:
-    shards = sorted(Path(directory, "shards").glob("*.tar"))
+    pattern = storage.join(str(directory), "shards", "*.tar")
+    shards = storage.glob(pattern)
     if not shards:
-        raise FileNotFoundError(f"no shards found: {Path(directory, 'shards', '*.tar')}")
+        raise FileNotFoundError(f"no shards found: {pattern}")
+    if storage.is_remote(pattern):  # a scan waits on round trips, not on this machine
+        with ThreadPoolExecutor(min(_SCAN_THREADS, len(shards))) as pool:
+            return [s for part in pool.map(scan_shard, shards) for s in part]
     return [s for shard in shards for s in scan_shard(shard)]
 
 
 def read_member(member: Member) -> bytes:
-    with open(member.tar, "rb") as f:
-        f.seek(member.offset)
-        return f.read(member.size)
+    return storage.read_range(member.tar, member.offset, member.offset + member.size)
+
+
+def read_sample(sample: Sample) -> dict[str, bytes | None]:
+    """{media, caption, meta} bytes of a sample (None where it has no such member). Local members are read one by
+    one; remote ones, adjacent in their tar, in one ranged read when the gaps between them are small."""
+    members = {"media": sample.media, "caption": sample.caption, "meta": sample.meta}
+    present = [m for m in members.values() if m is not None]
+    start, end = min(m.offset for m in present), max(m.offset + m.size for m in present)
+    one_read = (storage.is_remote(sample.media.tar) and len({m.tar for m in present}) == 1
+                and end - start <= sum(m.size for m in present) + _SPAN_SLACK * len(present))
+    if not one_read:
+        return {name: read_member(m) if m else None for name, m in members.items()}
+    span = storage.read_range(sample.media.tar, start, end)
+    return {name: span[m.offset - start : m.offset - start + m.size] if m else None for name, m in members.items()}
 
 
 def resize_center_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -206,21 +242,26 @@ class JointBatches(IterableDataset):
             out.append((candidates, np.random.default_rng([self.cfg.seed, batch_index, slot, self.rank])))
         return out
 
-    def load(self, sample: Sample, rng: np.random.Generator) -> tuple[torch.Tensor, str, float]:
+    def decode(self, sample: Sample, data: dict[str, bytes | None], rng: np.random.Generator):
+        """(pixels [3,T,H,W], caption, fps) from a sample's member bytes (see read_sample)."""
         cfg = self.cfg
-        caption = read_member(sample.caption).decode("utf-8").strip() if sample.caption else ""
+        caption = data["caption"].decode("utf-8").strip() if data["caption"] is not None else ""
         if sample.modality == "image":
-            frames, fps = decode_image(read_member(sample.media)), cfg.image_fps
+            frames, fps = decode_image(data["media"]), cfg.image_fps
         else:
-            meta = json.loads(read_member(sample.meta)) if sample.meta else {}
-            frames, fps = decode_clip(read_member(sample.media), cfg.frames, cfg.frame_stride, rng, meta.get("fps"))
+            meta = json.loads(data["meta"]) if data["meta"] is not None else {}
+            frames, fps = decode_clip(data["media"], cfg.frames, cfg.frame_stride, rng, meta.get("fps"))
         return resize_center_crop(frames, cfg.height, cfg.width), caption, float(fps)
+
+    def load(self, sample: Sample, rng: np.random.Generator) -> tuple[torch.Tensor, str, float]:
+        return self.decode(sample, read_sample(sample), rng)
 
     def load_first_readable(self, candidates: list[Sample], rng: np.random.Generator):
         """A sample that fails to decode is replaced by the next one of the epoch order (deterministic)."""
         for sample in candidates:
+            data = read_sample(sample)  # storage errors propagate (see the module docstring)
             try:
-                return sample, self.load(sample, rng)
+                return sample, self.decode(sample, data, rng)
             except Exception as err:  # a corrupt member must not stop a training run
                 warnings.warn(f"skipping undecodable sample {sample.key} ({sample.media.tar}): {err}")
         raise RuntimeError(f"{len(candidates)} consecutive samples failed to decode, starting at {candidates[0].key}")

@@ -9,6 +9,10 @@ a run resumed from a checkpoint continues exactly as if it had not stopped.
 Checkpoints are plain dicts {model, ema, opt, step, config} written atomically to
 RUN/checkpoints/step_NNNNNNNN.pt; `resume: latest` continues from the newest one. Rank 0 logs
 loss, lr and samples/s to stdout and RUN/log.jsonl.
+
+RUN may be a URL (s3://bucket/runs/x): files that need a local path (the tiny text encoder, the log being
+appended to) then live in a private local working folder, fetched from RUN when there and uploaded whole:
+the text encoder once, the log after every checkpoint and when the run ends (object stores cannot append).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,12 +31,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from curate import storage
 from curate.train import checkpoints
 from curate.train.data import LoaderConfig, make_loader
 from curate.train.diffusion import GaussianDiffusion, drop_captions
 from curate.train.model import build_first_stage, build_text_encoder, prepare_for_stage, text_encoder_path
 from curate.train.presets import build_unet
 from curate.train.recipe import Recipe, RecipeError, resume_changes
+
+
+TEXT_ENCODER_FILE = "text_encoder.pt"  # a tiny text tower's weights in the run folder (see model.text_encoder_path)
+LOG_FILE = "log.jsonl"
 
 
 def step_seed(seed: int, *parts: int) -> int:
@@ -71,14 +82,22 @@ class Trainer:
     ):
         if recipe.train.num_workers != world_size:
             recipe = recipe.replace(train={"num_workers": world_size})
-        self.recipe, self.run_dir = recipe, Path(run_dir)
+        self.remote = storage.is_remote(str(run_dir))
+        self.recipe, self.run_dir = recipe, str(run_dir) if self.remote else Path(run_dir)
         self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # where files needing a local path live: the run folder itself, or a local working copy of a remote one
+        self.work_dir = Path(storage.staging_dir(str(self.run_dir)))
+        if self.remote:
+            weakref.finalize(self, shutil.rmtree, self.work_dir, True)
+            for name in (TEXT_ENCODER_FILE, LOG_FILE):
+                self._fetch(name)
         if self.device.type == "cpu" and recipe.train.cpu_threads:
             torch.set_num_threads(recipe.train.cpu_threads)
         torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
 
-        self.text_encoder = build_text_encoder(recipe, self.run_dir).to(self.device)
+        self.text_encoder = build_text_encoder(recipe, self.work_dir).to(self.device)
+        if self.remote and self.rank == 0 and self._in_run_folder(text_encoder_path(recipe, self.work_dir)):
+            self._publish(TEXT_ENCODER_FILE, only_if_missing=True)
         self.first_stage = build_first_stage(recipe).to(self.device)
         self.diffusion = GaussianDiffusion(recipe.diffusion)
         self.model = build_unet(recipe.model.preset, **recipe.model.overrides)
@@ -97,10 +116,25 @@ class Trainer:
         self.forward_model = wrap_model(self.model) if wrap_model else self.model
 
     def config(self) -> dict:
-        path = text_encoder_path(self.recipe, self.run_dir)
-        return {"recipe": self.recipe.to_dict(), "text_encoder_path": str(path.resolve()) if path else ""}
+        path = text_encoder_path(self.recipe, self.work_dir)
+        where = storage.join(self.run_dir, path.name) if self._in_run_folder(path) else str(path.resolve()) if path else ""
+        return {"recipe": self.recipe.to_dict(), "text_encoder_path": where}
 
-    def _resume(self, path: Path) -> None:
+    def _in_run_folder(self, path: Path | None) -> bool:
+        """Whether `path` is a file of a remote run folder's local working copy."""
+        return self.remote and path is not None and path.parent == self.work_dir
+
+    def _fetch(self, name: str) -> None:
+        remote = storage.join(self.run_dir, name)
+        if storage.exists(remote):
+            (self.work_dir / name).write_bytes(storage.read_bytes(remote))
+
+    def _publish(self, name: str, only_if_missing: bool = False) -> None:
+        remote = storage.join(self.run_dir, name)
+        if (self.work_dir / name).exists() and not (only_if_missing and storage.exists(remote)):
+            storage.write_bytes(remote, (self.work_dir / name).read_bytes())
+
+    def _resume(self, path: str | Path) -> None:
         ckpt = checkpoints.load_checkpoint(path)
         changes = resume_changes(ckpt["config"]["recipe"], self.recipe.to_dict())
         if changes:
@@ -139,7 +173,7 @@ class Trainer:
         for name, param in self.trainable.items():
             self.ema[name].lerp_(param.detach().float(), 1 - decay)
 
-    def save(self) -> Path:
+    def save(self) -> str | Path:
         ckpt = {"model": self.model.state_dict(), "ema": self.ema, "opt": self.opt.state_dict(), "step": self.step, "config": self.config()}
         return checkpoints.save_checkpoint(checkpoints.checkpoint_path(self.run_dir, self.step), ckpt)
 
@@ -183,7 +217,7 @@ class Trainer:
         recipe, total = self.recipe, steps if steps is not None else self.recipe.train.steps
         batches = self.batches()
         logs: list[StepLog] = []
-        log_file = (self.run_dir / "log.jsonl").open("a") if self.rank == 0 else None
+        log_file = (self.work_dir / LOG_FILE).open("a") if self.rank == 0 else None
         self.model.train()
         try:
             while self.step < total:
@@ -198,9 +232,13 @@ class Trainer:
                     log_file.flush()
                 if self.rank == 0 and (self.step % recipe.train.checkpoint_every == 0 or self.step == total):
                     self.log(f"checkpoint {self.save()}")
+                    if self.remote:
+                        self._publish(LOG_FILE)
         finally:
             if log_file:
                 log_file.close()
+                if self.remote:
+                    self._publish(LOG_FILE)
         return logs
 
 

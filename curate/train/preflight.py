@@ -9,6 +9,8 @@ Run by `curate train` before Ray starts and before anything is written to the ru
   Layouts come from models built on the meta device, so checking the 1.4B-parameter preset costs no memory;
 - the data folders hold shards; the first stage's latent channels and the text width fit the U-Net.
 Each problem is one line `KEY: what is wrong (the file) and what to do`.
+Data folders, the run folder and `init_from` may be URLs (s3://...): they are checked through curate.storage,
+a remote checkpoint's recipe from its config sidecar (no weights downloaded).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import torch
 
-from curate import weightfile
+from curate import storage, weightfile
 from curate.train import checkpoints, text
 from curate.train.autoencoder import FIRST_STAGE_PREFIX, KLAutoencoder, PixelSpace
 from curate.train.presets import build_unet, unet_params
@@ -39,11 +41,12 @@ def check(recipe: Recipe, run_dir: str | Path, address: str | None = None, gpus:
         problems.append(batch)
     problems += _resources(recipe, address, torch.cuda.device_count() if gpus is None else gpus)
     problems += _data(recipe)
-    problems += _resume(recipe, Path(run_dir))
+    run = str(run_dir) if storage.is_remote(str(run_dir)) else Path(run_dir)
+    problems += _resume(recipe, run)
     reader = _Reader()
-    problems += _init_from(recipe, Path(run_dir), reader)
+    problems += _init_from(recipe, run, reader)
     problems += _autoencoder(recipe, reader)
-    problems += _text_encoder(recipe, Path(run_dir), reader)
+    problems += _text_encoder(recipe, run, reader)
     return problems
 
 
@@ -63,10 +66,10 @@ def _data(recipe: Recipe) -> list[str]:
         return ["data.dirs: no training data; give --data DIR or set data.dirs in the recipe"]
     problems = []
     for directory in recipe.data.dirs:
-        shards = Path(directory) / "shards"
-        if not shards.is_dir():
+        shards = storage.join(str(directory), "shards")
+        if not storage.isdir(shards):
             problems.append(f"data.dirs: {directory}: not a curated dataset folder (no shards/ inside)")
-        elif not any(shards.glob("*.tar")):
+        elif not storage.glob(storage.join(shards, "*.tar")):
             problems.append(f"data.dirs: {directory}: shards/ holds no .tar shard")
     if recipe.data.weights and len(recipe.data.weights) != len(recipe.data.dirs):
         problems.append(f"data.weights: {len(recipe.data.weights)} weights for {len(recipe.data.dirs)} data.dirs")
@@ -80,18 +83,22 @@ class _Reader:
         self.cache: dict[Path, dict] = {}
 
     def __call__(self, path: str | Path) -> dict[str, Any]:
+        if storage.is_remote(str(path)):  # a URL is downloaded once (the loaders need a seekable file)
+            if path not in self.cache:
+                self.cache[path] = checkpoints.read_state(path)
+            return self.cache[path]
         path = Path(path).resolve()
         if path not in self.cache:
             self.cache[path] = weightfile.read_weights(path, mmap=True)  # keys and shapes, no copy of a 5 GB file
         return self.cache[path]
 
 
-def _resume(recipe: Recipe, run_dir: Path) -> list[str]:
+def _resume(recipe: Recipe, run_dir: str | Path) -> list[str]:
     latest = checkpoints.latest_checkpoint(run_dir) if recipe.train.resume == "latest" else None
     if latest is None:
         return []
-    try:  # mapped, not read: only the config is looked at
-        config = weightfile.read_weights(latest, mmap=True)["config"]["recipe"]
+    try:  # mapped (or a remote checkpoint's config sidecar), not read: only the config is looked at
+        config = checkpoints.checkpoint_config(latest)["recipe"]
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
         return [f"train.resume: {latest}: not a readable training checkpoint: {_one_line(err)}"]
     changes = resume_changes(config, recipe.to_dict())
@@ -101,15 +108,15 @@ def _resume(recipe: Recipe, run_dir: Path) -> list[str]:
     return []
 
 
-def _init_from(recipe: Recipe, run_dir: Path, read: _Reader) -> list[str]:
+def _init_from(recipe: Recipe, run_dir: str | Path, read: _Reader) -> list[str]:
     if not recipe.init_from or (recipe.train.resume == "latest" and checkpoints.latest_checkpoint(run_dir)):
         return []  # a resumed run starts from its own checkpoint, checked by the loop against the recipe
     kind, sep, path = recipe.init_from.partition(":")
     if not sep or kind not in ("videocrafter2", "sd21"):
         kind, path = "ours", recipe.init_from
     where = f"init_from: {path}"
-    target = Path(path)
-    if not target.exists():
+    target = path if storage.is_remote(path) else Path(path)
+    if not storage.exists(str(target)):
         what = "a checkpoint file or a run folder" if kind == "ours" else f"a {kind} checkpoint file"
         return [f"{where}: not found (expected {what}; train the stage it starts from first, or fix the path)"]
     model = build_unet(recipe.model.preset, device="meta", **recipe.model.overrides)
@@ -155,15 +162,16 @@ def _autoencoder(recipe: Recipe, read: _Reader) -> list[str]:
     return problems
 
 
-def _text_encoder(recipe: Recipe, run_dir: Path, read: _Reader) -> list[str]:
+def _text_encoder(recipe: Recipe, run_dir: str | Path, read: _Reader) -> list[str]:
     spec = recipe.text_encoder
     context_dim = unet_params(recipe.model.preset, **recipe.model.overrides)["context_dim"]
     if spec.kind == "tiny":
-        path = Path(spec.path) if spec.path else run_dir / "text_encoder.pt"
+        path = spec.path or storage.join(str(run_dir), "text_encoder.pt")
         width = spec.width
-        if path.exists():  # otherwise it is created from text_encoder.seed on first use
+        if storage.exists(path):  # otherwise it is created from text_encoder.seed on first use
             try:
-                width = torch.load(path, map_location="cpu", weights_only=True)["config"]["width"]
+                with storage.open(path, "rb") as f:
+                    width = torch.load(f, map_location="cpu", weights_only=True)["config"]["width"]
             except Exception as err:  # any unreadable file is reported, not raised
                 return [f"text_encoder.path: {path}: not a tiny text encoder file: {_one_line(err)}"]
         if width != context_dim:
