@@ -13,10 +13,11 @@ Sampling plan (deterministic given the seed, resumable from the number of batche
 - DataLoader worker w builds the batches k with k % num_workers == w; the DataLoader returns
   workers' outputs round-robin, i.e. in order of k.
 Members are read by seeking into the tar (offsets found once by scanning headers). A folder may be a URL
-(s3://bucket/prefix, any fsspec URL, see curate.storage): headers are then scanned through small buffered
-ranged reads (the media between them is never fetched; shards are scanned concurrently), and a sample's
-members, adjacent in the tar, come back in one ranged GET. Nothing is copied whole to local disk. A storage
-error is raised (the client has retried it): skipping it would make a run's data depend on the network.
+(s3://bucket/prefix, any fsspec URL, see curate.storage): headers are then scanned through buffered ranged
+reads (media larger than a block are jumped over; shards are scanned concurrently); a sample's members,
+adjacent in the tar, come back in one ranged GET, a batch's samples concurrently and the next batch's while
+this one decodes. Nothing is copied whole to local disk. A storage error is raised (the client has retried
+it): skipping the sample would make a run's data depend on the network.
 A sample that fails to decode is replaced by the next one in the epoch order, with a warning, so one corrupt
 member never stops a run and the replacement is the same on every replay.
 Resuming: a rank that consumed B micro-batches (B x batch_size samples) restarts with start_batch=B.
@@ -24,6 +25,7 @@ Resuming: a rank that consumed B micro-batches (B x batch_size samples) restarts
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
@@ -46,10 +48,12 @@ VIDEO_EXTS = ("mp4", "webm", "avi", "mov", "mkv")
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 _CHOICE_BLOCK = 4096
 _FALLBACKS = 8  # how many following samples to try when one fails to decode
-# Remote header scans: a block holds the caption, metadata and next media headers that follow a media member,
-# without fetching much of the media itself; shards are independent, so several are scanned at once.
-_SCAN_BLOCK = 256 * 1024
+# Remote header scans hop from header to header; a jump past the buffered block costs a GET (~latency), a
+# block costs its bytes (~block / bandwidth). A block near latency x bandwidth (~30 ms x ~60 MB/s on S3) balances
+# the two: small media (images) share a GET, large media are jumped over. Shards are scanned concurrently.
+_SCAN_BLOCK = 2 * 1024 * 1024
 _SCAN_THREADS = 16
+_READ_THREADS = 16  # concurrent sample reads per loader process (remote only)
 _SPAN_SLACK = 4096  # members whose gaps (headers, padding) stay under this come back in one ranged read
 
 
@@ -256,34 +260,55 @@ class JointBatches(IterableDataset):
     def load(self, sample: Sample, rng: np.random.Generator) -> tuple[torch.Tensor, str, float]:
         return self.decode(sample, read_sample(sample), rng)
 
-    def load_first_readable(self, candidates: list[Sample], rng: np.random.Generator):
-        """A sample that fails to decode is replaced by the next one of the epoch order (deterministic)."""
-        for sample in candidates:
-            data = read_sample(sample)  # storage errors propagate (see the module docstring)
+    def load_first_readable(self, candidates: list[Sample], rng: np.random.Generator, first=None):
+        """A sample that fails to decode is replaced by the next one of the epoch order (deterministic).
+        `first`: the first candidate's bytes when already read (prefetched)."""
+        for i, sample in enumerate(candidates):
+            data = first if i == 0 and first is not None else read_sample(sample)  # storage errors propagate
             try:
                 return sample, self.decode(sample, data, rng)
             except Exception as err:  # a corrupt member must not stop a training run
                 warnings.warn(f"skipping undecodable sample {sample.key} ({sample.media.tar}): {err}")
         raise RuntimeError(f"{len(candidates)} consecutive samples failed to decode, starting at {candidates[0].key}")
 
-    def batches(self, worker: int = 0, num_workers: int = 1):
+    def _planned(self, worker: int, num_workers: int):
+        """(batch index, source, plan) of this worker's batches, in order."""
         counts = [0] * len(self.sources)
         for k, source in enumerate(self._choices()):
             position = counts[source] * self.cfg.batch_size
             counts[source] += 1
             if k < self.start_batch or k % num_workers != worker:
                 continue
-            loaded = [self.load_first_readable(candidates, rng) for candidates, rng in self.plan(k, source, position)]
-            keys = [sample.key for sample, _ in loaded]
-            pixels, captions, fps = zip(*(item for _, item in loaded))
-            yield {
-                "pixels": torch.stack(pixels),
-                "captions": list(captions),
-                "fps": torch.tensor(fps, dtype=torch.float32),
-                "keys": keys,
-                "modality": self.sources[source][0].modality,
-                "batch_index": k,
-            }
+            yield k, source, self.plan(k, source, position)
+
+    def batches(self, worker: int = 0, num_workers: int = 1):
+        planned = self._planned(worker, num_workers)
+        if not any(storage.is_remote(str(d)) for d in self.cfg.dirs):
+            for k, source, plan in planned:
+                yield self._assemble(k, source, plan, [None] * len(plan))
+            return
+        # remote: a read waits on a round trip, so a batch's samples are fetched concurrently, and the next
+        # batch's while this one decodes (the pool lives in the process that iterates: a loader worker)
+        with ThreadPoolExecutor(_READ_THREADS) as pool:
+            pending: collections.deque = collections.deque()
+            for k, source, plan in planned:
+                pending.append((k, source, plan, [pool.submit(read_sample, candidates[0]) for candidates, _ in plan]))
+                if len(pending) > 1:
+                    yield self._assemble(*pending.popleft())
+
+    def _assemble(self, k: int, source: int, plan, prefetched) -> dict:
+        loaded = [self.load_first_readable(candidates, rng, read.result() if read else None)
+                  for (candidates, rng), read in zip(plan, prefetched)]
+        keys = [sample.key for sample, _ in loaded]
+        pixels, captions, fps = zip(*(item for _, item in loaded))
+        return {
+            "pixels": torch.stack(pixels),
+            "captions": list(captions),
+            "fps": torch.tensor(fps, dtype=torch.float32),
+            "keys": keys,
+            "modality": self.sources[source][0].modality,
+            "batch_index": k,
+        }
 
     def __iter__(self):
         info = get_worker_info()
