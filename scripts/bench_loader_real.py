@@ -1,0 +1,425 @@
+"""Benchmark: the training loader at the real preset's geometry, against a webdataset + decord loop and a GPU's demand.
+
+What it measures, on WebVid-like data written first (H.264 clips of 596x336 at 25 fps, 8-12 s, x264 defaults:
+CRF 23, preset medium, keyframe every 250 frames, so a clip has one keyframe like a WebVid GOP; JPEGs of
+512x512 like LAION-COCO), shaped to the `videocrafter2_512` recipes' geometry (16 frames of 320x512, frame
+stride 1-8; images one 320x512 frame):
+
+- ours: `curate.train.data.make_loader` (the path `curate train` uses: tar seek, decord, cover-resize and
+  centre crop to float [-1, 1]) with 1 and then 2 DataLoader workers, micro-batch 1 as in f_base; samples/s
+  by wall clock, and CPU seconds per sample read from the workers' /proc stat (robust to a loaded machine);
+- peer: the `webdataset` library streaming the same tars + decord + torchvision's resize / center_crop (uint8,
+  then to float), the same sampling rule, in one plain loop on one core; the ratio ours / peer per core;
+- demand: FLOPs of one micro-batch of the recipe (U-Net forward + backward + checkpoint recomputation + the
+  frozen VAE / text encoders, counted by curate.train.describe on the meta device), the time it takes at a
+  stated bf16 peak and utilisation, and from both: loader cores per GPU and whether a 16-core node feeds 8.
+
+    .venv/bin/python scripts/bench_loader_real.py [--quick] [--data DIR] [--util 0.4]
+
+--data DIR keeps the generated dataset there (reused on the next run); without it a temporary folder is used.
+Linux only (worker CPU time comes from /proc). Runs offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import io
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from curate.train.data import LoaderConfig, make_loader
+from curate.train.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "pipelines/train/f_base.yaml"
+VIDEO_H, VIDEO_W, VIDEO_FPS = 336, 596, 25  # WebVid-10M previews are 596x336
+IMAGE_SIDE = 512
+# bf16 dense tensor-core peaks from the datasheets (SXM parts, no sparsity)
+GPU_PEAKS = {"A100": 312e12, "H100": 989e12}
+NODE_CORES, NODE_GPUS = 16, 8
+TICKS = os.sysconf("SC_CLK_TCK")
+STARTED = time.perf_counter()
+
+
+def say(message: str) -> None:
+    print(f"[{time.perf_counter() - STARTED:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+# ---- data: WebVid-like clips and LAION-like images in dataset folders (DIR/shards/*.tar) ----
+
+def natural_texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """uint8 [H,W,3] with a 1/f spectrum (the statistics of natural images), so H.264 spends realistic bits."""
+    fy, fx = np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :]
+    amplitude = np.maximum(np.hypot(fy, fx), 1.0 / max(height, width)) ** -1.1
+
+    def field() -> np.ndarray:
+        return np.fft.irfft2(amplitude * np.exp(2j * np.pi * rng.random(amplitude.shape)), s=(height, width))
+
+    shared = field()
+    out = np.stack([0.8 * shared + 0.2 * field() for _ in range(3)], axis=-1)
+    out = (out - out.mean()) / out.std()
+    return np.clip(128 + 45 * out, 0, 255).astype(np.uint8)
+
+
+def webvid_like_clip(rng: np.random.Generator, seconds: float) -> tuple[bytes, int]:
+    """(mp4 bytes, frames): a slow pan over a natural texture with sensor grain, x264 defaults, 1 thread."""
+    import av
+
+    n = int(seconds * VIDEO_FPS)
+    margin_y, margin_x = 80, 240
+    texture = natural_texture(rng, VIDEO_H + 2 * margin_y, VIDEO_W + 2 * margin_x)
+    grain = rng.normal(0, 3, (16, VIDEO_H, VIDEO_W, 3)).astype(np.int16)  # a pool: per-frame noise is slow to draw
+    vy, vx = rng.uniform(-1, 1) * margin_y / n, rng.uniform(-1, 1) * margin_x / n  # stays inside the texture
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=VIDEO_FPS)
+        stream.width, stream.height, stream.pix_fmt = VIDEO_W, VIDEO_H, "yuv420p"
+        stream.options = {"preset": "medium", "crf": "23"}
+        stream.codec_context.thread_count = 1
+        for t in range(n):
+            y, x = int(margin_y + vy * t), int(margin_x + vx * t)
+            frame = texture[y : y + VIDEO_H, x : x + VIDEO_W].astype(np.int16) + grain[rng.integers(len(grain))]
+            frame = np.clip(frame, 0, 255).astype(np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    return buf.getvalue(), n
+
+
+def laion_like_jpeg(rng: np.random.Generator) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(natural_texture(rng, IMAGE_SIDE, IMAGE_SIDE)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def write_shard(path: Path, members: list[tuple[str, bytes]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tar.tmp")
+    with tarfile.open(tmp, "w") as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    tmp.rename(path)
+
+
+def build_data(root: Path, videos: int, images: int, per_shard: int = 8) -> dict:
+    """Two dataset folders, root/webvid_like and root/laion_like (kept and reused when complete)."""
+    stats_path = root / "data_stats.json"
+    if stats_path.exists():
+        return json.loads(stats_path.read_text())
+    rng = np.random.default_rng(0)
+    started, video_bytes, video_seconds = time.perf_counter(), 0, 0.0
+    for shard, first in enumerate(range(0, videos, per_shard)):
+        members = []
+        for i in range(first, min(first + per_shard, videos)):
+            data, n = webvid_like_clip(rng, seconds=float(rng.uniform(8, 12)))
+            video_bytes, video_seconds = video_bytes + len(data), video_seconds + n / VIDEO_FPS
+            meta = {"key": f"v{i:05d}", "modality": "video", "fps": VIDEO_FPS, "num_frames": n,
+                    "width": VIDEO_W, "height": VIDEO_H}
+            members += [(f"v{i:05d}.mp4", data), (f"v{i:05d}.txt", b"a slow pan over a textured landscape"),
+                        (f"v{i:05d}.json", json.dumps(meta).encode())]
+        write_shard(root / "webvid_like/shards" / f"{shard:05d}.tar", members)
+    image_bytes = 0
+    for shard, first in enumerate(range(0, images, 4 * per_shard)):
+        members = []
+        for i in range(first, min(first + 4 * per_shard, images)):
+            data = laion_like_jpeg(rng)
+            image_bytes += len(data)
+            meta = {"key": f"i{i:05d}", "modality": "image", "width": IMAGE_SIDE, "height": IMAGE_SIDE}
+            members += [(f"i{i:05d}.jpg", data), (f"i{i:05d}.txt", b"a textured landscape"),
+                        (f"i{i:05d}.json", json.dumps(meta).encode())]
+        write_shard(root / "laion_like/shards" / f"{shard:05d}.tar", members)
+    stats = {
+        "videos": videos, "video_geometry": f"{VIDEO_W}x{VIDEO_H}@{VIDEO_FPS}fps H.264 (x264 crf 23 medium, keyint 250)",
+        "video_mean_seconds": round(video_seconds / videos, 1),
+        "video_kbit_per_s": round(video_bytes * 8 / video_seconds / 1e3),
+        "images": images, "image_geometry": f"{IMAGE_SIDE}x{IMAGE_SIDE} JPEG q90",
+        "image_mean_kib": round(image_bytes / images / 1024, 1),
+        "generation_s": round(time.perf_counter() - started, 1),
+    }
+    stats_path.write_text(json.dumps(stats))
+    return stats
+
+
+# ---- ours: the trainer's loader ----
+
+def children_cpu_seconds() -> float:
+    """user + system CPU seconds of this process's live children (the DataLoader workers), from /proc."""
+    me, total = os.getpid(), 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path("/proc", entry, "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:  # fields after the command: state, ppid, ..., utime (12), stime (13)
+            total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def ours(cfg: LoaderConfig, samples: int) -> dict:
+    """Wall-clock samples/s and the workers' CPU seconds per sample over `samples` samples after a warm-up."""
+    it = iter(make_loader(cfg))
+    for _ in range(2 + samples // 8):  # start-up, first allocations, the prefetch queue filling
+        next(it)
+    cpu0, main0, wall0 = children_cpu_seconds(), time.process_time(), time.perf_counter()
+    got = 0
+    while got < samples:
+        got += len(next(it)["keys"])
+    wall = time.perf_counter() - wall0
+    cpu, main = children_cpu_seconds() - cpu0, time.process_time() - main0
+    del it
+    return {"workers": cfg.num_workers, "samples": got, "samples_per_s": round(got / wall, 2),
+            "samples_per_s_per_worker": round(got / wall / cfg.num_workers, 2),
+            "worker_cpu_s_per_sample": round(cpu / got, 4), "main_cpu_s_per_sample": round(main / got, 4)}
+
+
+# ---- peer: webdataset + decord + torchvision, one plain loop ----
+
+def peer_transform(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 [T,H,W,3] -> float [3,T,height,width] in [-1,1]: torchvision resize to cover (uint8), center_crop."""
+    import torchvision.transforms.v2.functional as TF
+
+    x = frames.permute(0, 3, 1, 2)
+    h, w = x.shape[-2:]
+    scale = max(height / h, width / w)
+    x = TF.resize(x, [max(height, int(h * scale)), max(width, int(w * scale))], antialias=True)
+    x = TF.center_crop(x, [height, width])
+    return (x.float() / 127.5 - 1.0).permute(1, 0, 2, 3).contiguous()
+
+
+def peer_frames(data: bytes, fps: float, frames: int, strides: tuple[int, int], rng: np.random.Generator):
+    """The same sampling rule as the trainer (a feasible stride drawn in the range, a uniform start)."""
+    import decord
+
+    reader = decord.VideoReader(io.BytesIO(data), num_threads=1)
+    n = len(reader)
+    feasible = [s for s in range(strides[0], strides[1] + 1) if (frames - 1) * s + 1 <= n] or [1]
+    stride = int(rng.choice(feasible))
+    start = int(rng.integers(0, max(1, n - (frames - 1) * stride)))
+    idx = np.minimum(start + stride * np.arange(frames), n - 1)
+    return torch.from_numpy(reader.get_batch(idx.tolist()).asnumpy()), fps / stride
+
+
+def peer(folder: Path, modality: str, cfg: LoaderConfig, samples: int) -> dict:
+    import webdataset as wds
+    from PIL import Image
+
+    urls = [str(p) for p in sorted((folder / "shards").glob("*.tar"))]
+    ext = "mp4" if modality == "video" else "jpg"
+    stream = iter(wds.WebDataset(urls, shardshuffle=False, empty_check=False).repeat().to_tuple(ext, "txt", "json"))
+    rng = np.random.default_rng(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core, like one DataLoader worker
+    try:
+        warmup = 2 + samples // 8
+        for i in range(warmup + samples):
+            if i == warmup:
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+            media, caption, meta = next(stream)
+            caption.decode("utf-8")
+            if modality == "video":
+                fps = json.loads(meta)["fps"]
+                frames, _ = peer_frames(media, fps, cfg.frames, cfg.frame_stride, rng)
+            else:
+                with Image.open(io.BytesIO(media)) as im:
+                    frames = torch.from_numpy(np.asarray(im.convert("RGB")).copy())[None]
+            peer_transform(frames, cfg.height, cfg.width)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    finally:
+        torch.set_num_threads(threads)
+    return {"samples": samples, "samples_per_s": round(samples / wall, 2), "cpu_s_per_sample": round(cpu / samples, 4)}
+
+
+def same_work_check(folder: Path, cfg: LoaderConfig) -> float:
+    """Max |ours - peer| over one clip's 16 frames: both shape the same decoded frames to the same pixels
+    (up to the peer's uint8 rounding after its resize), so the two loops do the same work."""
+    from curate.train.data import resize_center_crop
+
+    with tarfile.open(next((folder / "shards").glob("*.tar"))) as tf:
+        data = next(tf.extractfile(m).read() for m in tf if m.name.endswith(".mp4"))
+    frames, _ = peer_frames(data, VIDEO_FPS, cfg.frames, cfg.frame_stride, np.random.default_rng(2))
+    a, b = resize_center_crop(frames, cfg.height, cfg.width), peer_transform(frames, cfg.height, cfg.width)
+    assert a.shape == b.shape == (3, cfg.frames, cfg.height, cfg.width), (a.shape, b.shape)
+    return float((a - b).abs().max())
+
+
+def breakdown(folder: Path, cfg: LoaderConfig, clips: int = 6) -> dict:
+    """CPU seconds per video sample, in this process on one thread: decord's decode of the 16 frames, then
+    shaping them to [-1, 1] 320x512 the trainer's way (float, then resize) and the peer's (resize uint8)."""
+    from curate.train.data import decode_clip, read_member, resize_center_crop, scan_dataset
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rng, out = np.random.default_rng(3), {"decode": 0.0, "shape_ours": 0.0, "shape_peer": 0.0}
+    try:
+        for i, sample in enumerate(scan_dataset(folder)[: clips + 1]):
+            data = read_member(sample.media)
+            t0 = time.process_time()
+            frames, _ = decode_clip(data, cfg.frames, cfg.frame_stride, rng, VIDEO_FPS)
+            t1 = time.process_time()
+            resize_center_crop(frames, cfg.height, cfg.width)
+            t2 = time.process_time()
+            peer_transform(frames, cfg.height, cfg.width)
+            t3 = time.process_time()
+            if i:  # the first pays one-off initialisation
+                for name, dt in zip(out, (t1 - t0, t2 - t1, t3 - t2)):
+                    out[name] += dt / clips
+    finally:
+        torch.set_num_threads(threads)
+    return {f"{k}_cpu_s_per_sample": round(v, 4) for k, v in out.items()}
+
+
+def plan_seconds(n: int, world_size: int, batches: int = 2) -> float:
+    """CPU seconds JointBatches.plan takes for one micro-batch of 1 when a source holds n samples: the real
+    method on a stand-in whose source is range(n) (the plan needs only its length and indexing)."""
+    from curate.train.data import JointBatches
+
+    stand_in = JointBatches.__new__(JointBatches)  # no folder scan: the source is given directly
+    stand_in.cfg = LoaderConfig(dirs=(), frames=16, height=320, width=512, batch_size=1)
+    stand_in.rank, stand_in.world_size, stand_in.start_batch = 0, world_size, 0
+    stand_in.sources = [range(n)]
+    started = time.process_time()
+    for k in range(batches):
+        stand_in.plan(k, 0, k)
+    return (time.process_time() - started) / batches
+
+
+def index_bytes_per_sample(folders: list[Path]) -> float:
+    """Python heap bytes the loader's sample index (scan_dataset's Sample objects) keeps per sample."""
+    import tracemalloc
+
+    from curate.train.data import scan_dataset
+
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    index = [s for folder in folders for s in scan_dataset(folder)]
+    size = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return size / len(index)
+
+
+def at_webvid_scale(root: Path, world_size: int, n: int = 10_700_000) -> dict:
+    """What the loader's index costs when a source holds WebVid-10M's 10.7M clips (measured at n/10 and n)."""
+    per_sample = index_bytes_per_sample([root / "webvid_like", root / "laion_like"])
+    return {"rows": n, "world_size": world_size,
+            "plan_cpu_s_per_batch": {f"{m // 1000}k": round(plan_seconds(m, world_size), 3) for m in (n // 10, n)},
+            "index_bytes_per_sample": round(per_sample), "index_gib_per_rank": round(per_sample * n / 2**30, 2)}
+
+
+# ---- demand: FLOPs of one micro-batch and the GPU time they take ----
+
+def micro_batch_flops(recipe_path: str) -> dict:
+    """FLOPs of one micro-batch per modality: U-Net forward + backward, checkpoint recomputation, encoders."""
+    torch.set_num_threads(1)
+    from curate.train import describe
+
+    recipe = load_recipe(recipe_path)
+    parts = describe.frozen_parts(recipe)
+    out = {}
+    for modality, frames in (("video", recipe.data.frames), ("image", 1)):
+        forward, forward_backward = describe.step_flops(recipe, frames)
+        recompute = forward if recipe.train.gradient_checkpointing else 0
+        encoders = describe.encoder_flops(recipe, parts, frames)
+        out[modality] = {"unet_forward_backward": forward_backward, "recompute": recompute, "encoders": encoders,
+                         "total": forward_backward + recompute + encoders}
+    return out
+
+
+def demand(flops: dict, costs: dict, recipe, util: float) -> dict:
+    """Per GPU: seconds per micro-batch, samples/s it consumes, loader cores it needs (mix of the recipe)."""
+    share = {"video": 1 - recipe.data.image_ratio, "image": recipe.data.image_ratio}
+    micro = recipe.train.micro_batch_size
+    out = {}
+    for gpu, peak in GPU_PEAKS.items():
+        seconds = {m: flops[m]["total"] / (peak * util) for m in share}
+        mean_s = sum(share[m] * seconds[m] for m in share)
+        row = {"video_micro_batch_s": round(seconds["video"], 4), "image_micro_batch_s": round(seconds["image"], 4),
+               "step_s": round(recipe.accumulation * mean_s, 3), "samples_per_s": round(micro / mean_s, 2)}
+        for basis, per_sample in costs.items():  # loader core-seconds per sample, per modality
+            cores = sum(share[m] * per_sample[m] for m in share) * micro / mean_s
+            row[f"loader_cores_per_gpu_{basis}"] = round(cores, 2)
+            # a trainer process takes about a core of its own (launch, collation, optimizer bookkeeping)
+            row[f"node_{NODE_CORES}c_{NODE_GPUS}gpu_headroom_{basis}"] = round((NODE_CORES - NODE_GPUS) / (NODE_GPUS * cores), 2)
+        out[gpu] = row
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer clips and samples (about a minute)")
+    parser.add_argument("--data", type=Path, help="keep / reuse the generated dataset here")
+    parser.add_argument("--recipe", type=Path, default=RECIPE)
+    parser.add_argument("--util", type=float, default=0.4, help="achieved fraction of the bf16 peak")
+    args = parser.parse_args()
+    videos, images, n_video, n_image = (6, 32, 8, 40) if args.quick else (12, 64, 24, 120)
+
+    recipe = load_recipe(args.recipe)
+    d = recipe.data
+    pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    flops_future = pool.submit(micro_batch_flops, str(args.recipe))  # meta-device tracing, beside the encoding
+    with tempfile.TemporaryDirectory() as tmp:
+        root = (args.data or Path(tmp)) / f"videos{videos}_images{images}"
+        say(f"data: {videos} clips, {images} images in {root}")
+        data = build_data(root, videos, images)
+        base = LoaderConfig(dirs=(str(root / "webvid_like"),), frames=d.frames, height=d.height, width=d.width,
+                            batch_size=recipe.train.micro_batch_size, frame_stride=tuple(d.frame_stride),
+                            image_fps=d.image_fps, seed=recipe.train.seed)
+        configs = {"video": base, "image": replace(base, dirs=(str(root / "laion_like"),), image_ratio=1.0)}
+        counts = {"video": n_video, "image": n_image}
+        say("FLOPs of the recipe's micro-batches (meta device)")
+        flops = flops_future.result()  # the measurements below want both cores
+        pool.shutdown()
+        results = {"recipe": recipe.name, "geometry": f"{d.frames}x{d.height}x{d.width}",
+                   "image_ratio": d.image_ratio, "micro_batch": recipe.train.micro_batch_size,
+                   "accumulation": recipe.accumulation, "cpu": platform.processor() or platform.machine(),
+                   "cpus": os.cpu_count(), "load_avg_1min_before": round(os.getloadavg()[0], 2), "data": data,
+                   "max_abs_diff_ours_vs_peer_transform": round(same_work_check(root / "webvid_like", base), 4)}
+        for modality, cfg in configs.items():
+            say(f"{modality}: ours with 1 and 2 workers, then the peer")
+            row = {f"ours_{w}_workers": ours(replace(cfg, num_workers=w), counts[modality] * w) for w in (1, 2)}
+            folder = Path(cfg.dirs[0])
+            row["peer_webdataset_decord_1_core"] = peer(folder, modality, cfg, counts[modality])
+            one, two, ref = row["ours_1_workers"], row["ours_2_workers"], row["peer_webdataset_decord_1_core"]
+            row["ratio_ours_over_peer_wall_per_core"] = round(one["samples_per_s"] / ref["samples_per_s"], 2)
+            row["ratio_ours_over_peer_cpu"] = round(ref["cpu_s_per_sample"] / one["worker_cpu_s_per_sample"], 2)
+            row["scaling_2_workers_over_1"] = round(two["samples_per_s"] / one["samples_per_s"], 2)
+            results[modality] = row
+        say("breakdown of a video sample; the loader's index at WebVid scale")
+        results["video"]["breakdown_1_thread"] = breakdown(root / "webvid_like", base)
+        scale = at_webvid_scale(root, recipe.train.num_workers)
+        results["at_webvid_scale"] = scale
+        results["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
+    # loader core-seconds per sample: ours by wall clock of 1 worker (what this loaded machine gave) and by CPU
+    # time; ours plus the plan's cost at WebVid scale (micro-batch 1: one plan per sample); the peer's CPU time
+    plan_cost = scale["plan_cpu_s_per_batch"][f"{scale['rows'] // 1000}k"] / recipe.train.micro_batch_size
+    costs = {
+        "ours_wall": {m: 1 / results[m]["ours_1_workers"]["samples_per_s"] for m in configs},
+        "ours_cpu": {m: results[m]["ours_1_workers"]["worker_cpu_s_per_sample"] for m in configs},
+        "ours_cpu_webvid_scale": {m: results[m]["ours_1_workers"]["worker_cpu_s_per_sample"] + plan_cost
+                                  for m in configs},
+        "peer_cpu": {m: results[m]["peer_webdataset_decord_1_core"]["cpu_s_per_sample"] for m in configs},
+    }
+    results["tflop_per_micro_batch"] = {m: {k: round(v / 1e12, 2) for k, v in f.items()} for m, f in flops.items()}
+    results["gpu_demand"] = {"bf16_peaks_tflops": {g: p / 1e12 for g, p in GPU_PEAKS.items()}, "utilisation": args.util,
+                             **demand(flops, costs, recipe, args.util)}
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
