@@ -111,6 +111,18 @@ def _last_sample_end(moov: bytes, boxes: dict, count: int, sizes) -> int:
     return offsets[-1] + sum(sizes(i) for i in range(first, count))
 
 
+def _samples_duration(moov: bytes, boxes: dict) -> int:
+    """Sum of the sample durations (stts), in the track's timescale: what the frames last, as ffmpeg's
+    demuxer takes it (stream duration, and frames / it is avg_frame_rate). Not mdhd's duration: it can
+    count the B-frames' composition offsets too (a 4-frame 8 fps clip written by PyAV: 0.625 s, 6.4 fps)."""
+    s, e = boxes[b"stts"]
+    n = struct.unpack_from(">I", moov, s + 4)[0]
+    if s + 8 + 8 * n > e:
+        raise ProbeError("corrupt", "time-to-sample table overruns its box")
+    runs = struct.unpack_from(f">{2 * n}I", moov, s + 8)
+    return sum(count * delta for count, delta in zip(runs[::2], runs[1::2]))
+
+
 def probe_mp4(path: str, max_pixels: int) -> MediaInfo | None:
     """Facts of the first video track, or None when this reader cannot answer (the caller uses PyAV)."""
     file_size = os.path.getsize(path)
@@ -120,14 +132,12 @@ def probe_mp4(path: str, max_pixels: int) -> MediaInfo | None:
         if moov is None or fragmented:
             return None
         track = _video_track(moov)
-        if track is None or not {b"mdhd", b"stsd", b"stsz", b"stsc"} <= track.keys() or \
+        if track is None or not {b"mdhd", b"stsd", b"stts", b"stsz", b"stsc"} <= track.keys() or \
                 not {b"stco", b"co64"} & track.keys():
             return None
         s, _ = track[b"mdhd"]
-        if moov[s] == 1:
-            timescale, duration = struct.unpack_from(">IQ", moov, s + 20)
-        else:
-            timescale, duration = struct.unpack_from(">II", moov, s + 12)
+        timescale = struct.unpack_from(">I", moov, s + (20 if moov[s] == 1 else 12))[0]
+        duration = _samples_duration(moov, track)
         s, e = track[b"stsd"]
         if struct.unpack_from(">I", moov, s + 4)[0] < 1:
             return None

@@ -32,17 +32,28 @@ class MediaInfo:
     num_frames: int = 1
 
 
-def _check_tail(container, stream) -> None:
+def _check_tail(container, stream, first_dts: int) -> None:
     """A header-declared frame count is trusted only if the last packets are really there: jump through
-    the index to 90% of the duration and read to EOF (catches bodies cut short after a complete header).
-    Packets come in decode order, so with B-frames the last one read is not the latest shown: 80% is the
-    bar."""
+    the index to 90% of the duration, read to EOF, and check that the decode timeline ends where the index
+    says, at the first packet's dts + the stream's duration (half a frame of slack for rounded timestamps).
+    Decode, not presentation, timestamps: packets come in decode order, so with B-frames the last one read
+    is not the latest shown (in a 4-frame clip it sits half the clip early), but the last one decoded still
+    ends the decode timeline."""
     start = stream.start_time or 0
+    frame = 1 / float(stream.average_rate * stream.time_base) if stream.average_rate else 0
     container.seek(start + int(stream.duration * 0.9), stream=stream, any_frame=True)
-    last = max((packet.pts for packet in container.demux(stream) if packet.size and packet.pts is not None),
-               default=None)
-    if last is None or last < start + stream.duration * 0.8:
+    end = None
+    for packet in container.demux(stream):
+        if packet.is_corrupt:  # the demuxer read fewer bytes than the index promised
+            raise ProbeError("corrupt", "the last frame is cut short (truncated file)")
+        if packet.size and _dts(packet) is not None:
+            end = max(end or _dts(packet), _dts(packet) + (packet.duration or frame))
+    if end is None or end < first_dts + stream.duration - frame / 2:
         raise ProbeError("corrupt", "the last frames are missing (truncated file)")
+
+
+def _dts(packet) -> int | None:
+    return packet.dts if packet.dts is not None else packet.pts
 
 
 def probe_video_unsafe(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, decode_check: bool = True) -> MediaInfo:
@@ -63,20 +74,26 @@ def probe_video_unsafe(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, decode_c
             if width * height > max_pixels:
                 raise ProbeError("pixel_cap", f"{width}x{height} exceeds the {max_pixels}-pixel cap")
             # The container's frame count (mp4 sample table) when it has one; else count packets, as
-            # ffprobe -count_packets does. Either way at most the first frame is decoded.
-            frames, decoded = int(stream.frames or 0), not decode_check
-            if not frames or not decoded:
-                for packet in container.demux(stream):
-                    if not stream.frames and packet.size:
-                        frames += 1
-                    if not decoded:
-                        decoded = bool(packet.decode())
-                        if decoded and stream.frames:
-                            break
-                if not decoded:  # flush: some decoders only emit the first frame at the end
-                    decoded = bool(stream.codec_context.decode(None))
+            # ffprobe -count_packets does. Either way at most the first frame is decoded; the first packet's
+            # dts is where the tail check's decode timeline starts.
+            frames, decoded, first_dts = int(stream.frames or 0), not decode_check, None
+            for packet in container.demux(stream):
+                if packet.is_corrupt:  # cut short: without an index, the frame count is what is there
+                    raise ProbeError("corrupt", "a frame is cut short (truncated file)")
+                if first_dts is None and packet.size:
+                    first_dts = _dts(packet)
+                if not stream.frames and packet.size:
+                    frames += 1
+                if not decoded:
+                    decoded = bool(packet.decode())
+                if stream.frames and decoded and first_dts is not None:
+                    break
+            if not decoded:  # flush: some decoders only emit the first frame at the end
+                decoded = bool(stream.codec_context.decode(None))
             if stream.frames and stream.duration:
-                _check_tail(container, stream)
+                if first_dts is None:
+                    raise ProbeError("corrupt", "the index lists frames the file does not hold (truncated file)")
+                _check_tail(container, stream, first_dts)
             fps = float(stream.average_rate or stream.guessed_rate or 0) or None
             if stream.duration and stream.time_base:
                 duration = float(stream.duration * stream.time_base)

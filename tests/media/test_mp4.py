@@ -95,3 +95,24 @@ def test_index_shorter_than_it_claims_is_corrupt(demo_media, tmp_path):
     with pytest.raises(ProbeError) as info:
         probe_mp4(str(bad), CAP)
     assert info.value.reason == "corrupt"
+
+
+def test_rate_of_short_b_frame_clips_matches_ffprobe(b_frame_clips):
+    """Rate and duration come from the samples' own durations (stts), as ffprobe's avg_frame_rate does: the
+    media header's duration of PyAV's 4-frame clip also counts the B-frames' display offsets (0.625 s at
+    8 fps, which read as 6.4 fps)."""
+    from ffprobe_facts import ffprobe_stream
+
+    header_seconds = {}
+    for name, (path, frames) in b_frame_clips.items():
+        facts = ffprobe_stream(path)
+        info = probe_mp4(path, CAP)
+        assert info.num_frames == facts["nb_frames"] == frames, name
+        assert info.fps == float(facts["avg_frame_rate"]) == float(facts["r_frame_rate"]) == 8.0, name
+        assert info.duration == pytest.approx(facts["duration"], abs=1e-6), name
+        assert info == probe_video_unsafe(path, CAP, decode_check=False), name
+        data = open(path, "rb").read()
+        mdhd = data.index(b"mdhd") + 4
+        timescale, duration = struct.unpack_from(">II", data, mdhd + 12)
+        header_seconds[name] = duration / timescale
+    assert header_seconds["pyav_4"] == 0.625  # the case under test: the header alone says 6.4 fps

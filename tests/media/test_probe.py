@@ -123,3 +123,41 @@ def test_decode_check_catches_a_valid_index_over_broken_frames(tmp_path, demo_me
     with pytest.raises(ProbeError) as info:
         pool.probe_video(str(broken), decode_check=True)
     assert info.value.reason == "corrupt"
+
+
+def test_short_b_frame_clips_pass_the_tail_check(b_frame_clips, pool):
+    """4- and 8-frame H.264 clips with B-frames: the last packet in decode order is shown early (a B-frame
+    half a 4-frame clip before the end), which a presentation-time bar called truncation."""
+    from ffprobe_facts import ffprobe_stream
+
+    for name, (path, frames) in b_frame_clips.items():
+        facts = ffprobe_stream(path)
+        assert facts["b_frames"] > 0, name  # the case under test
+        for info in (pool.probe_video(path), probe_video_unsafe(path, decode_check=False)):
+            assert (info.num_frames, info.fps) == (frames, float(facts["avg_frame_rate"])), name
+
+
+def _cuts(data: bytes, last_packet: int) -> dict[str, bytes]:
+    return {"last byte": data[:-1], "last packet": data[:-last_packet], "a third": data[: len(data) * 2 // 3]}
+
+
+def test_short_b_frame_clips_cut_short_are_corrupt(b_frame_clips, tmp_path):
+    """Index first (faststart), so the header survives the cut and promises every frame; losing the last
+    packet (in decode order a B-frame shown mid-clip), part of it, or a third of the file is caught."""
+    import subprocess
+
+    import av
+
+    for name, (path, _) in b_frame_clips.items():
+        fast = tmp_path / f"{name}.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", path, "-c", "copy", "-movflags", "+faststart",
+                        str(fast)], check=True)
+        with av.open(str(fast)) as container:
+            packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+        assert packets[-1].pts < max(p.pts for p in packets), name  # the last one read is not the last shown
+        for cut, data in _cuts(fast.read_bytes(), packets[-1].size).items():
+            short = tmp_path / "short.mp4"
+            short.write_bytes(data)
+            with pytest.raises(ProbeError) as info:
+                probe_video_unsafe(str(short), decode_check=False)
+            assert info.value.reason == "corrupt", (name, cut)
