@@ -3,7 +3,6 @@ crash-isolated children (a hostile file costs one clip, never the run)."""
 
 from __future__ import annotations
 
-import io
 import tarfile
 from collections import deque
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from curate.media.isolated import IsolatedFailure, IsolatedWorker
+from curate.media.video_frames import VideoDecodeError, decode_frames
 from curate.scoring.frames import FrameDecodeError, load_image
 from curate.shards.folder import DatasetFolder
 
@@ -44,17 +44,14 @@ def clip_indices(num_frames: int, frames: int, stride: int, exact: bool) -> list
 
 
 def decode_clip(media: bytes, modality: str, frames: int, stride: int, exact: bool) -> np.ndarray:
-    """uint8 [T,H,W,3] RGB: consecutive frames of a video (decord), or an image as one frame. Runs in a child."""
+    """uint8 [T,H,W,3] RGB: consecutive frames of a video (decord, PyAV for the widths decord cannot copy),
+    or an image as one frame. Runs in a child."""
     if modality == "image":
         return load_image(media)
-    import decord
-
     try:
-        reader = decord.VideoReader(io.BytesIO(media), ctx=decord.cpu(0), num_threads=1)
-        batch = reader.get_batch(clip_indices(len(reader), frames, stride, exact)).asnumpy()
-    except (decord.DECORDError, RuntimeError) as error:
-        raise FrameDecodeError(f"decord could not decode the video: {error}") from error
-    return np.ascontiguousarray(batch, dtype=np.uint8)
+        return decode_frames(media, lambda count: clip_indices(count, frames, stride, exact))
+    except VideoDecodeError as error:
+        raise FrameDecodeError(str(error)) from error
 
 
 def success_rows(root: str) -> list[dict]:
