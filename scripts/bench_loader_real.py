@@ -1,22 +1,27 @@
 """Benchmark: the training loader at the real preset's geometry, against a webdataset + decord loop and a GPU's demand.
 
-What it measures, on WebVid-like data written first (H.264 clips of 596x336 at 25 fps, 8-12 s, x264 defaults:
-CRF 23, preset medium, keyframe every 250 frames, so a clip has one keyframe like a WebVid GOP; JPEGs of
-512x512 like LAION-COCO), shaped to the `videocrafter2_512` recipes' geometry (16 frames of 320x512, frame
-stride 1-8; images one 320x512 frame):
+Data, written first: WebVid-like H.264 clips (596x336, 25 fps, 8-12 s, a pan over a 1/f texture with grain,
+x264 defaults CRF 23 / preset medium / keyframe every 250 frames, so a sample decodes from the clip's one
+keyframe; WebVid's own GOPs were not measured) and LAION-like 512x512 JPEGs, in two dataset folders of tar
+shards. Shaped to the `videocrafter2_512` recipes' geometry: 16 frames of 320x512 at a frame stride of 1-8,
+images one 320x512 frame; micro-batch 1 as in f_base.
 
-- ours: `curate.train.data.make_loader` (the path `curate train` uses: tar seek, decord, cover-resize and
-  centre crop to float [-1, 1]) with 1 and then 2 DataLoader workers, micro-batch 1 as in f_base; samples/s
-  by wall clock, and CPU seconds per sample read from the workers' /proc stat (robust to a loaded machine);
+- ours: `curate.train.data.make_loader` (what `curate train` runs: tar seek, decord, float cover-resize and
+  centre crop to [-1, 1], DataLoader worker -> trainer) with 1 worker, then 2; samples/s by wall clock and the
+  workers' CPU seconds per sample (from /proc: a shared machine's wall clock measures the neighbours too);
 - peer: the `webdataset` library streaming the same tars + decord + torchvision's resize / center_crop (uint8,
-  then to float), the same sampling rule, in one plain loop on one core; the ratio ours / peer per core;
-- demand: FLOPs of one micro-batch of the recipe (U-Net forward + backward + checkpoint recomputation + the
-  frozen VAE / text encoders, counted by curate.train.describe on the meta device), the time it takes at a
-  stated bf16 peak and utilisation, and from both: loader cores per GPU and whether a 16-core node feeds 8.
+  then float), the same sampling rule, one plain loop on one core; interleaved with ours over 3 rounds, the
+  least disturbed round of each counts; the ratio ours / peer; a per-stage breakdown on the same frames;
+- scale: the CPU time of the loader's per-batch plan and the bytes of its sample index when a source holds
+  WebVid-10M's 10.7M clips (the real code, on a stand-in source);
+- demand: FLOPs of one micro-batch per modality (U-Net forward + backward + checkpoint recomputation + the
+  frozen VAE / text encoders' forward, counted by curate.train.describe on the meta device), its time at a
+  stated bf16 peak and utilisation, and from both: loader cores per GPU, and whether a 16-core node feeds 8
+  GPUs (one core kept per trainer process).
 
     .venv/bin/python scripts/bench_loader_real.py [--quick] [--data DIR] [--util 0.4]
 
---data DIR keeps the generated dataset there (reused on the next run); without it a temporary folder is used.
+--data DIR keeps the generated dataset there (reused by the next run); without it a temporary folder is used.
 Linux only (worker CPU time comes from /proc). Runs offline.
 """
 
@@ -44,7 +49,7 @@ from curate.train.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "pipelines/train/f_base.yaml"
-VIDEO_H, VIDEO_W, VIDEO_FPS = 336, 596, 25  # WebVid-10M previews are 596x336
+VIDEO_H, VIDEO_W, VIDEO_FPS = 336, 596, 25  # most WebVid-10M previews are 596x336
 IMAGE_SIDE = 512
 # bf16 dense tensor-core peaks from the datasheets (SXM parts, no sparsity)
 GPU_PEAKS = {"A100": 312e12, "H100": 989e12}
@@ -175,7 +180,7 @@ def children_cpu_seconds() -> float:
             fields = Path("/proc", entry, "stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
-        if int(fields[1]) == me:  # fields after the command: state, ppid, ..., utime (12), stime (13)
+        if int(fields[1]) == me:  # after the command: state, ppid, ... utime at index 11, stime at 12
             total += int(fields[11]) + int(fields[12])
     return total / TICKS
 
