@@ -3,7 +3,7 @@
 The only module that knows Ray Train. Ray starts through curate.engine.init: embedded on this machine
 (bound to 127.0.0.1) without an address, on a cluster with `address` (or RAY_ADDRESS). Every worker
 reads its own rank's slice of the data (see data.py); rank 0 writes checkpoints and logs to the run
-folder, which must therefore be on storage all workers see.
+folder, which must therefore be on storage all workers see (a shared file system, or a URL such as s3://).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from curate import storage
 from curate.train import checkpoints
 from curate.train.recipe import Recipe, recipe_from_dict
 
@@ -44,7 +45,7 @@ def _worker_loop(config: dict) -> None:
 def _absolute(recipe: Recipe) -> Recipe:
     """Workers do not share the driver's working directory: make the recipe's paths absolute."""
     d, t = recipe.data, recipe.text_encoder
-    changes = {"data": {"dirs": [str(Path(p).resolve()) for p in d.dirs]}}
+    changes = {"data": {"dirs": [p if storage.is_remote(p) else str(Path(p).resolve()) for p in d.dirs]}}
     if t.path:
         changes["text_encoder"] = {"path": str(Path(t.path).resolve())}
     if recipe.autoencoder.path:
@@ -82,7 +83,7 @@ def train_distributed(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     recipe = _absolute(recipe)
-    run_dir = Path(run_dir).resolve()
+    run_dir = str(run_dir) if storage.is_remote(str(run_dir)) else Path(run_dir).resolve()
     started_here = not ray.is_initialized()
     engine.init(address, num_cpus=num_cpus or recipe.train.num_workers)
     t = recipe.train
@@ -92,7 +93,7 @@ def train_distributed(
             train_loop_config={"recipe": recipe.to_dict(), "run_dir": str(run_dir), "steps": steps},
             torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
             scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu),
-            run_config=RunConfig(name=recipe.name, storage_path=str(run_dir / "ray"), failure_config=FailureConfig(
+            run_config=RunConfig(name=recipe.name, storage_path=storage.join(str(run_dir), "ray"), failure_config=FailureConfig(
                 max_failures=MAX_FAILURES, controller_failure_limit=start_attempts - 1)),
         )
         try:
