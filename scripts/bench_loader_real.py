@@ -102,6 +102,12 @@ def webvid_like_clip(rng: np.random.Generator, seconds: float) -> tuple[bytes, i
     return buf.getvalue(), n
 
 
+def clip_job(i: int) -> tuple[bytes, int]:
+    """Clip i (its own seed, so clips can be encoded in any process and order)."""
+    rng = np.random.default_rng([0, i])
+    return webvid_like_clip(rng, seconds=float(rng.uniform(8, 12)))
+
+
 def laion_like_jpeg(rng: np.random.Generator) -> bytes:
     from PIL import Image
 
@@ -121,17 +127,19 @@ def write_shard(path: Path, members: list[tuple[str, bytes]]) -> None:
     tmp.rename(path)
 
 
-def build_data(root: Path, videos: int, images: int, per_shard: int = 8) -> dict:
-    """Two dataset folders, root/webvid_like and root/laion_like (kept and reused when complete)."""
+def build_data(root: Path, videos: int, images: int, pool: concurrent.futures.Executor, per_shard: int = 8) -> dict:
+    """Two dataset folders, root/webvid_like and root/laion_like (kept and reused when complete); clips are
+    encoded in `pool`."""
     stats_path = root / "data_stats.json"
     if stats_path.exists():
         return json.loads(stats_path.read_text())
     rng = np.random.default_rng(0)
     started, video_bytes, video_seconds = time.perf_counter(), 0, 0.0
+    clips = pool.map(clip_job, range(videos))
     for shard, first in enumerate(range(0, videos, per_shard)):
         members = []
         for i in range(first, min(first + per_shard, videos)):
-            data, n = webvid_like_clip(rng, seconds=float(rng.uniform(8, 12)))
+            data, n = next(clips)
             video_bytes, video_seconds = video_bytes + len(data), video_seconds + n / VIDEO_FPS
             meta = {"key": f"v{i:05d}", "modality": "video", "fps": VIDEO_FPS, "num_frames": n,
                     "width": VIDEO_W, "height": VIDEO_H}
@@ -444,12 +452,13 @@ def main() -> None:
 
     recipe = load_recipe(args.recipe)
     d = recipe.data
-    pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    flops_future = pool.submit(micro_batch_flops, str(args.recipe))  # meta-device tracing, beside the encoding
+    # two processes: one traces the FLOPs (meta device), the other encodes clips, then both encode
+    pool = concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+    flops_future = pool.submit(micro_batch_flops, str(args.recipe))
     with tempfile.TemporaryDirectory() as tmp:
         root = (args.data or Path(tmp)) / f"videos{videos}_images{images}"
         say(f"data: {videos} clips, {images} images in {root}")
-        data = build_data(root, videos, images)
+        data = build_data(root, videos, images, pool)
         base = LoaderConfig(dirs=(str(root / "webvid_like"),), frames=d.frames, height=d.height, width=d.width,
                             batch_size=recipe.train.micro_batch_size, frame_stride=tuple(d.frame_stride),
                             image_fps=d.image_fps, seed=recipe.train.seed)
