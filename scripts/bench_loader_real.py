@@ -212,15 +212,20 @@ def ours(cfg: LoaderConfig, samples: int) -> dict:
 
 # ---- peer: webdataset + decord + torchvision, one plain loop ----
 
-def peer_transform(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """uint8 [T,H,W,3] -> float [3,T,height,width] in [-1,1]: torchvision resize to cover (uint8), center_crop."""
+def peer_resize_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 [T,H,W,3] -> uint8 [T,3,height,width]: torchvision's resize to cover (on uint8), then center_crop."""
     import torchvision.transforms.v2.functional as TF
 
     x = frames.permute(0, 3, 1, 2)
     h, w = x.shape[-2:]
     scale = max(height / h, width / w)
     x = TF.resize(x, [max(height, int(h * scale)), max(width, int(w * scale))], antialias=True)
-    x = TF.center_crop(x, [height, width])
+    return TF.center_crop(x, [height, width])
+
+
+def peer_transform(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 [T,H,W,3] -> float [3,T,height,width] in [-1,1], the trainer's layout."""
+    x = peer_resize_crop(frames, height, width)
     return (x.float() / 127.5 - 1.0).permute(1, 0, 2, 3).contiguous()
 
 
@@ -286,36 +291,31 @@ def breakdown(folder: Path, cfg: LoaderConfig, clips: int = 6) -> dict:
     float), and the peer's resize + crop alone (what a loader handing uint8 to the GPU would do)."""
     from curate.train.data import decode_clip, read_member, resize_center_crop, scan_dataset
 
+    steps = {
+        "shape_ours": lambda x: resize_center_crop(x, cfg.height, cfg.width),
+        "shape_peer": lambda x: peer_transform(x, cfg.height, cfg.width),
+        "shape_peer_uint8_out": lambda x: peer_resize_crop(x, cfg.height, cfg.width).contiguous(),
+    }
+    rng, totals = np.random.default_rng(3), dict.fromkeys(["decode", *steps], 0.0)
+    samples = scan_dataset(folder)[: clips + 1]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    import torchvision.transforms.v2.functional as TF
-
-    def uint8_only(frames: torch.Tensor) -> torch.Tensor:  # the peer's resize + crop, left uint8 for the GPU
-        h, w = frames.shape[1:3]
-        scale = max(cfg.height / h, cfg.width / w)
-        x = TF.resize(frames.permute(0, 3, 1, 2), [max(cfg.height, int(h * scale)), max(cfg.width, int(w * scale))])
-        return TF.center_crop(x, [cfg.height, cfg.width]).contiguous()
-
-    rng = np.random.default_rng(3)
-    out = {"decode": 0.0, "shape_ours": 0.0, "shape_peer": 0.0, "shape_peer_uint8_out": 0.0}
     try:
-        for i, sample in enumerate(scan_dataset(folder)[: clips + 1]):
+        for i, sample in enumerate(samples):
             data = read_member(sample.media)
-            t0 = time.process_time()
+            started = time.process_time()
             frames, _ = decode_clip(data, cfg.frames, cfg.frame_stride, rng, VIDEO_FPS)
-            t1 = time.process_time()
-            resize_center_crop(frames, cfg.height, cfg.width)
-            t2 = time.process_time()
-            peer_transform(frames, cfg.height, cfg.width)
-            t3 = time.process_time()
-            uint8_only(frames)
-            t4 = time.process_time()
+            times = {"decode": time.process_time() - started}
+            for name, step in steps.items():
+                started = time.process_time()
+                step(frames)
+                times[name] = time.process_time() - started
             if i:  # the first pays one-off initialisation
-                for name, dt in zip(out, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                    out[name] += dt / clips
+                for name, dt in times.items():
+                    totals[name] += dt
     finally:
         torch.set_num_threads(threads)
-    return {f"{k}_cpu_s_per_sample": round(v, 4) for k, v in out.items()}
+    return {f"{k}_cpu_s_per_sample": round(v / (len(samples) - 1), 4) for k, v in totals.items()}
 
 
 def plan_seconds(n: int, world_size: int, batches: int = 2) -> float:
