@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import pyarrow.compute as pc
+
 from curate import engine, provenance, storage
 from curate.config import DownloadSection
 from curate.download.plan import build_plan
@@ -87,9 +89,9 @@ class DownloadStage(Stage):
             build_plan(self.folder, s.source, s.input, s.source_options, s.shard_size, s.limit)
 
     def planned_shards(self) -> list[str]:
-        plan = self.folder.plan_path
-        (count,) = storage.duckdb_connect(plan).execute("SELECT coalesce(max(shard_no) + 1, 0) FROM read_parquet(?)",
-                                                        [plan]).fetchone()
+        # one column of the plan (pyarrow: a few ranged reads remotely, where DuckDB over fsspec took ~0.5 s)
+        shard_no = storage.read_table(self.folder.plan_path, columns=["shard_no"]).column("shard_no")
+        count = pc.max(shard_no).as_py() + 1 if len(shard_no) else 0
         return [shard_id(n) for n in range(int(count))]
 
     def todo(self) -> list[str]:

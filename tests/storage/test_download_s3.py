@@ -130,7 +130,9 @@ def test_csv_in_s3_to_dataset_in_s3_equals_local_and_resumes(ray_local, media_se
 
 def test_crash_mid_upload_then_resume_every_row_once(media_server, s3_bucket, tmp_path):
     """SIGKILL the CLI's process group as soon as the first tar object is in the bucket, rerun the same command."""
-    names = [f"slow/video_00{i % 5}.mp4" if i % 4 == 0 else f"video_00{i % 5}.mp4" for i in range(15)]
+    # shards 0-1 are quick, so a tar lands early; shards 2-4 each hold one slow body (2 s, not a video: a row
+    # that fails to decode), so the kill comes mid-run
+    names = [f"slow/body_{i}.mp4" if i in (7, 10, 13) else f"video_00{i % 5}.mp4" for i in range(15)]
     csv_path = tmp_path / "webvid.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -162,7 +164,7 @@ def test_crash_mid_upload_then_resume_every_row_once(media_server, s3_bucket, tm
     files = objects(s3_bucket)
     rows = manifest_rows(files, "ds/")
     assert [r["row"] for r in rows] == list(range(15)) and len({r["key"] for r in rows}) == 15
-    assert all(r["status"] == "success" for r in rows)
+    assert [r["row"] for r in rows if r["status"] != "success"] == [7, 10, 13]
     check_tars(files, "ds/", rows)
     assert sorted(k for k in files if k.startswith("ds/shards/")) == sorted(
         f"ds/shards/0000{i}{ext}" for i in range(5) for ext in (".tar", ".parquet", "_stats.json"))
@@ -193,6 +195,21 @@ def test_retry_failed_on_an_s3_dataset(ray_local, media_server, demo_media, s3_b
     check_tars(files, "ds/", list(after.values()))
     assert json.loads(files["ds/provenance.json"])["stage"] == "retry-failed"
     assert not [k for k in files if not k.startswith(("ds/", "in/"))]
+
+
+def test_image_urls_through_img2dataset_into_s3(ray_local, media_server, s3_bucket, tmp_path):
+    """img2dataset writes into the shard task's local scratch folder; its tar becomes the shard's tar object."""
+    urls = tmp_path / "images.txt"
+    urls.write_text("".join(f"{media_server.base_url}/{n}\tcaption {n}\n"
+                            for n in ("image_000.jpg", "image_001.jpg", "broken_missing.jpg")))
+    download("urls", upload(s3_bucket, "in/images.txt", str(urls)), f"{s3_bucket}/img", options=LOCAL)
+    files = objects(s3_bucket)
+    rows = manifest_rows(files, "img/")
+    assert [(r["status"], r["error_reason"]) for r in rows] == [("success", None), ("success", None),
+                                                                ("failed_to_download", "http_404")]
+    assert rows[0]["width"] == 128 and rows[0]["codec"] == "jpeg"
+    check_tars(files, "img/", rows)
+    assert not [k for k in files if not k.startswith(("in/", "img/"))]
 
 
 def add(tar, name, data: bytes):
