@@ -448,7 +448,7 @@ def main() -> None:
     parser.add_argument("--util", type=float, default=0.4, help="achieved fraction of the bf16 peak")
     args = parser.parse_args()
     # clips and images generated, then samples per measuring round (3 rounds, 1 worker and the peer; 2 workers once)
-    videos, images, n_video, n_image = (6, 32, 4, 16) if args.quick else (12, 64, 8, 40)
+    videos, images, n_video, n_image = (6, 32, 4, 16) if args.quick else (8, 48, 8, 40)
 
     recipe = load_recipe(args.recipe)
     d = recipe.data
