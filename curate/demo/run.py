@@ -1,14 +1,23 @@
-"""`curate demo`: generate the corpus, serve it on 127.0.0.1, run pipelines/demo.yaml on it end to end."""
+"""`curate demo`: the demo corpus through pipelines/demo.yaml end to end, then a model of the toy world and its GIF."""
 
 from __future__ import annotations
 
 import os
 import shutil
 
+from pathlib import Path
+
 from curate.bundled import recipe_path
-from curate.demo import corpus, server
+from curate.demo import corpus, server, world
 
 DEMO_RECIPE = str(recipe_path("demo"))
+# The model the demo trains: the toy world's F-base recipe (scripts/reproduce_toy.py's), from scratch. The demo
+# corpus shows curation (broken files, scores, selection) but its 160x96 textured clips are more than a few
+# hundred CPU steps can learn: a model trained on them sampled a 16x16 noisy blob. The world's shapes on a flat
+# background, moving a constant step, are learnt in that budget.
+WORLD_DATA_RECIPE = "toy/world"
+WORLD_TRAIN_RECIPE = "toy/f_base"
+WORLD_EVAL_RECIPE = "toy"
 
 
 def prepare(out: str, seed: int = 0) -> tuple[server.MediaServer, str]:
@@ -28,17 +37,58 @@ def prepare(out: str, seed: int = 0) -> tuple[server.MediaServer, str]:
     return srv, urls
 
 
+def world_dataset(out: str, ray_address: str | None, echo=print, **sizes) -> str:
+    """The toy world (curate.demo.world) served on 127.0.0.1 and fetched by the download stage of
+    pipelines/toy/world.yaml into out/world_dataset: every video and image, as the base models of
+    scripts/reproduce_toy.py train on them (its score and select stages pick the spatial fine-tunes' images)."""
+    import json
+
+    from curate import pipeline
+    from curate.config import load_pipeline
+
+    srv, urls, _ = world.prepare(out, **sizes)
+    try:
+        recipe = load_pipeline(str(recipe_path(WORLD_DATA_RECIPE)))
+        recipe.download.input = urls
+        recipe.score = recipe.select = None
+        dataset = os.path.join(out, "world_dataset")
+        # force: the server's port, so every URL, is new on each run
+        results = pipeline.run(recipe, dataset, force=True, address=ray_address,
+                               echo=lambda name, summary: echo(json.dumps({name: summary}, default=str)))
+    finally:
+        srv.shutdown()
+    if results["download"].get("failed_shards"):
+        raise RuntimeError(f"downloading the toy world failed: {json.dumps(results, default=str)}")
+    return dataset
+
+
+def train_world(out: str, steps: int, ray_address: str | None, echo=print, sample_steps: int = 25,
+                **sizes) -> tuple[Path, Path]:
+    """(run folder, GIF): pipelines/toy/f_base.yaml trained from scratch for `steps` on the downloaded world, then
+    world.demo_gif of its latest checkpoint (the world's demo prompt, scaled up to be seen)."""
+    from curate.train import commands as train_commands
+
+    dataset = world_dataset(out, ray_address, echo, **sizes)
+    run_dir = Path(out) / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh model, as the corpus is fresh: never resume another one
+    echo(f"\n== curate train {WORLD_TRAIN_RECIPE} --data {dataset} --steps {steps} --init-from '' --out {run_dir}")
+    train_commands.train(recipe=Path(recipe_path(WORLD_TRAIN_RECIPE)), data=[dataset], steps=steps, out=str(run_dir),
+                         init_from="")
+    gif = world.demo_gif(str(run_dir), str(run_dir / "sample.gif"), steps=sample_steps)
+    echo(f"\n== sampled {gif}: {world.DEMO_PROMPT!r}")
+    return run_dir, Path(gif)
+
+
 def run_demo(out: str, train_steps: int, ray_address: str | None, echo=print) -> dict:
     """The whole demo: corpus -> served on loopback -> pipelines/demo.yaml (download, score, dedup, select) ->
-    stats and HTML report -> tiny F-base training on the selection -> a sampled GIF."""
+    stats and HTML report; then the toy world downloaded the same way -> its F-base recipe trained from scratch
+    -> a sampled GIF -> the eval of the run's first and last checkpoints."""
     import json
-    from pathlib import Path
 
     from curate import pipeline
     from curate.config import load_pipeline
     from curate.stats.report import write
     from curate.stats.summary import render, summarize
-    from curate.train import commands as train_commands
 
     srv, urls = prepare(out)
     try:
@@ -60,16 +110,11 @@ def run_demo(out: str, train_steps: int, ray_address: str | None, echo=print) ->
     echo(f"\n== report: {page}\n== selected for training: {selected['out']} "
          f"({selected['kept']} kept, {selected['dropped']} dropped)")
     if train_steps:
-        run_dir = Path(out) / "run"
-        echo(f"\n== curate train tiny_f_base --data {selected['out']} --steps {train_steps} --out {run_dir}")
-        train_commands.train(recipe=Path(recipe_path("tiny_f_base")), data=[Path(selected["out"])], steps=train_steps,
-                             out=run_dir)
-        gif = run_dir / "sample.gif"
-        echo(f"\n== curate sample {run_dir} --prompt ... --out {gif}")
-        train_commands.sample(checkpoint=run_dir, prompt="a red circle moving on a teal background", out=gif,
-                              frames=8, steps=25, guidance=4.0)
+        echo("\n== the toy world (curate/demo/world.py) served on 127.0.0.1 and downloaded, for the demo's model")
+        run_dir, gif = train_world(out, train_steps, ray_address, echo)
+        results["gif"] = str(gif)
         from curate.eval.run import demo_eval
 
-        echo(f"\n== curate eval (first and last checkpoint of {run_dir}, recipe tiny) and a 2x2 grid")
-        results["eval"] = demo_eval(str(run_dir), out, echo=echo)
+        echo(f"\n== curate eval (first and last checkpoint of {run_dir}, recipe {WORLD_EVAL_RECIPE}) and a 2x2 grid")
+        results["eval"] = demo_eval(str(run_dir), out, recipe=WORLD_EVAL_RECIPE, echo=echo)
     return results
