@@ -1,18 +1,14 @@
 """The select stage: a checked SQL predicate over manifest + scores -> a training-ready dataset folder
-(media re-encoded to the training geometry, WebDataset shards + manifest + provenance)."""
+(media re-encoded to the training geometry, WebDataset shards + manifest + provenance). Either folder may be a
+local path or an object-store URL (curate.storage); re-encoding works in a local scratch folder."""
 
 from __future__ import annotations
 
-import glob
-import json
 import os
-import shutil
 import tarfile
 from dataclasses import dataclass
 
-import pyarrow.parquet as pq
-
-from curate import engine, provenance
+from curate import engine, provenance, storage
 from curate.config import SelectSection, to_mapping
 from curate.media.digest import sha256_file
 from curate.media.probe import ProbeError, ProbePool, probe_image, shared_pool
@@ -67,11 +63,11 @@ def select_shard(root: str, out: str, sid: str, keys: list[str], sel: SelectSect
     """Re-encode the kept samples of one input shard into output shard `sid`."""
     src = DatasetFolder(root)
     wanted = set(keys)
-    rows = {r["key"]: r for r in pq.read_table(src.manifest(sid)).to_pylist() if r["key"] in wanted}
+    rows = {r["key"]: r for r in storage.read_table(src.manifest(sid)).to_pylist() if r["key"] in wanted}
 
     def body(work: str, writer: ShardWriter) -> None:
         probes = shared_pool(1)
-        with tarfile.open(src.tar(sid)) as tar:
+        with storage.open(src.tar(sid)) as f, tarfile.open(fileobj=f) as tar:
             for member in tar:
                 key, _, ext = member.name.partition(".")
                 if key in rows and ext not in ("txt", "json"):
@@ -84,6 +80,8 @@ def select_shard(root: str, out: str, sid: str, keys: list[str], sel: SelectSect
     return build_shard(out, sid, body)
 
 
+def _absolute(path: str) -> str:
+    return path.rstrip("/") if storage.is_remote(path) else os.path.abspath(path)
 
 
 @dataclass
@@ -98,7 +96,7 @@ class SelectStage(Stage):
     resources = Resources(cpus=1)
 
     def __post_init__(self):
-        self.root, self.out = os.path.abspath(self.root), os.path.abspath(self.out)
+        self.root, self.out = _absolute(self.root), _absolute(self.out)
         self.folder = DatasetFolder(self.out)
         self.inputs = (self.root,)
         self.outputs = (self.out,)
@@ -124,18 +122,17 @@ class SelectStage(Stage):
 
     def fingerprint(self) -> str:
         # What decides the selection: the manifests and score tables (small), not the media tars (terabytes).
-        tables = (glob.glob(DatasetFolder(self.root).manifest_glob())
-                  + glob.glob(os.path.join(self.root, "scores", "*", "*.parquet")))
+        tables = (storage.glob(DatasetFolder(self.root).manifest_glob())
+                  + storage.glob(storage.join(self.root, "scores", "*", "*.parquet")))
         return provenance.files_fingerprint(self.root, tables)
 
     def reset(self) -> None:
-        shutil.rmtree(self.out, ignore_errors=True)
+        storage.remove(self.out, recursive=True)
 
     def record(self) -> dict:
         scores = {}
-        for path in sorted(glob.glob(os.path.join(self.root, "scores", "*", "_provenance.json"))):
-            with open(path, encoding="utf-8") as f:
-                scores[os.path.basename(os.path.dirname(path))] = json.load(f)
+        for path in storage.glob(storage.join(self.root, "scores", "*", "_provenance.json")):
+            scores[storage.basename(storage.parent(path))] = storage.read_json(path)
         where, sql, params = self.sql
         return {"source_dataset": self.root, "predicate": where, "sql": sql, "params": params, "scorers": scores,
                 "kept": sum(len(k) for k in self.chosen.values())}
@@ -155,10 +152,11 @@ class SelectStage(Stage):
         return select_shard(self.root, self.out, unit, self.chosen[unit], self.section)
 
     def finish(self, done: list, failures: list) -> dict:
-        try:
-            os.rmdir(os.path.join(self.out, "_work"))
-        except OSError:
-            pass
+        if not storage.is_remote(self.out):  # build_shard's local scratch parent (remote outputs work in /tmp)
+            try:
+                os.rmdir(os.path.join(self.out, "_work"))
+            except OSError:
+                pass
         con = connect(self.root)
         (total,) = con.execute("SELECT count(*) FROM samples").fetchone()
         (passing,) = con.execute("SELECT count(*) FROM samples WHERE status = 'success'").fetchone()

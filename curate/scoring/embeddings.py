@@ -1,36 +1,31 @@
-"""On-disk CLIP embeddings: one Parquet file per shard (key, embedding, model), for dedup and retrieval."""
+"""Stored CLIP embeddings: one Parquet file per shard (key, embedding, model), for dedup and retrieval; local
+paths or object-store URLs."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from curate import storage
 
 KEY = "key"
 EMBEDDING = "embedding"
 MODEL = "model"
 
 
-def write_embeddings(path: str | Path, keys: Sequence[str], embeddings: np.ndarray, model: str) -> Path:
-    """Write atomically (temporary name, fsync, rename); embeddings float32 [N,D] as fixed-size lists."""
-    path = Path(path)
+def write_embeddings(path: str | Path, keys: Sequence[str], embeddings: np.ndarray, model: str) -> str:
+    """Publish atomically (storage.write_table); embeddings float32 [N,D] as fixed-size lists."""
     vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
     if vectors.ndim != 2 or len(vectors) != len(keys):
         raise ValueError(f"need [N,D] embeddings for {len(keys)} keys, got {vectors.shape}")
     column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
     table = pa.table({KEY: pa.array(list(keys), pa.string()), EMBEDDING: column,
                       MODEL: pa.array([model] * len(keys), pa.string())})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    pq.write_table(table, partial)
-    with open(partial, "rb") as handle:
-        os.fsync(handle.fileno())
-    partial.replace(path)
-    return path
+    storage.write_table(table, str(path))
+    return str(path)
 
 
 def read_embeddings(paths: Sequence[str | Path]) -> tuple[list[str], np.ndarray, set[str]]:
@@ -39,7 +34,7 @@ def read_embeddings(paths: Sequence[str | Path]) -> tuple[list[str], np.ndarray,
     blocks: list[np.ndarray] = []
     models: set[str] = set()
     for path in paths:
-        table = pq.read_table(path)
+        table = storage.read_table(str(path))
         keys.extend(table.column(KEY).to_pylist())
         column = table.column(EMBEDDING).combine_chunks()
         blocks.append(column.values.to_numpy(zero_copy_only=False).reshape(len(table), column.type.list_size))

@@ -4,25 +4,23 @@ Each scorer writes its own folder (scores/clip/, scores/motion/, ...) with one t
 _provenance.json, so a column has exactly one home. A shard's score table records the digest of what it
 scored (the shard's success keys and media hashes): when that changes — e.g. retry-failed turned failures
 into successes — the next run scores the shard again. Scorers asked for together share one decode (and
-one CLIP pass for clip + aesthetic).
+one CLIP pass for clip + aesthetic). The dataset folder may be a local path or an object-store URL (curate.storage):
+tars are read by ranged reads, tables are published whole.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
-import shutil
 import tarfile
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from curate import engine, schema
+from curate import engine, schema, storage
 from curate.config import ScoreSection
 from curate.scoring import dedup
 from curate.scoring.clip_score import CLIP_EMBEDDING
@@ -30,8 +28,6 @@ from curate.scoring.embeddings import align_embeddings, read_embeddings, write_e
 from curate.scoring.frames import DECODE_MAX_SIDE, FrameDecodeError, IsolatedDecoder
 from curate.scoring.scorer_set import SCORER_NAMES, ScorerSet
 from curate.scoring.weights import DEFAULT_CLIP
-from curate.shards.atomic import publish
-from curate.storage import write_json
 from curate.shards.folder import DatasetFolder
 from curate.stage import Resources, Stage
 
@@ -42,7 +38,7 @@ _MEDIA_EXT = ("mp4", "webm", "jpg", "png", "webp", "gif", "bmp")
 
 def shard_content(manifest_path: str) -> tuple[str, int]:
     """(digest of the shard's success rows as (key, sha256) pairs, their count): what a score table covers."""
-    table = pq.read_table(manifest_path, columns=["key", "sha256", "status"])
+    table = storage.read_table(manifest_path, columns=["key", "sha256", "status"])
     pairs = sorted((k, d or "") for k, d, s in zip(*(table.column(c).to_pylist() for c in ("key", "sha256", "status")))
                    if s == "success")
     digest = hashlib.sha256("\n".join(f"{k}\t{d}" for k, d in pairs).encode()).hexdigest()
@@ -51,7 +47,7 @@ def shard_content(manifest_path: str) -> tuple[str, int]:
 
 def stored_content(path: str) -> str | None:
     try:
-        meta = pq.read_schema(path).metadata or {}
+        meta = storage.read_schema(path).metadata or {}
     except (OSError, pa.ArrowInvalid):
         return None
     value = meta.get(CONTENT_KEY)
@@ -64,7 +60,7 @@ def expand_shard(root: str, sid: str, k: int, positions: str, decode_timeout: fl
     sample's decode_error), plus CLIP's first resize of the original frames when `clip_resize` is given.
     Frames travel as raw bytes + shape."""
     folder = DatasetFolder(root)
-    manifest = pq.read_table(folder.manifest(sid), columns=["key", "modality", "caption", "sha256", "status"])
+    manifest = storage.read_table(folder.manifest(sid), columns=["key", "modality", "caption", "sha256", "status"])
     rows = {r["key"]: r for r in manifest.to_pylist() if r["status"] == "success"}
     out = []
 
@@ -75,7 +71,7 @@ def expand_shard(root: str, sid: str, k: int, positions: str, decode_timeout: fl
                 "clip_frames": None if clip is None else clip.tobytes(),
                 "clip_shape": None if clip is None else list(clip.shape), "decode_error": error}
 
-    with tarfile.open(folder.tar(sid)) as tar, IsolatedDecoder(decode_timeout) as decoder:
+    with storage.open(folder.tar(sid)) as f, tarfile.open(fileobj=f) as tar, IsolatedDecoder(decode_timeout) as decoder:
         for member in tar:
             key, _, ext = member.name.partition(".")
             if key not in rows or ext not in _MEDIA_EXT:
@@ -121,10 +117,18 @@ class ScoreModel:
 def _write_table(path: str, table: pa.Table, content: str | None = None) -> None:
     if content is not None:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), CONTENT_KEY: content.encode()})
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-    pq.write_table(table, tmp)
-    publish(tmp, path)
+    storage.write_table(table, path)
+
+
+def _absolute(root: str) -> str:
+    return root.rstrip("/") if storage.is_remote(root) else os.path.abspath(root)
+
+
+def _drop_temporaries(folder: str) -> None:
+    """Temporary tables a killed run left in a local output folder (object stores get whole objects only)."""
+    if not storage.is_remote(folder):
+        for path in storage.glob(storage.join(folder, ".*.parquet.tmp*")):
+            storage.remove(path)
 
 
 @dataclass
@@ -137,7 +141,7 @@ class ScoreStage(Stage):
     name = "score"
 
     def __post_init__(self):
-        self.root = os.path.abspath(self.root)
+        self.root = _absolute(self.root)
         self.folder = DatasetFolder(self.root)
         unknown = [s for s in self.section.scorers if s not in ALL_SCORERS]
         if unknown or not self.section.scorers:
@@ -158,11 +162,11 @@ class ScoreStage(Stage):
                                      "CPU tasks, each scorer writes scores/<scorer>/"]
 
     def scorer_dir(self, scorer: str) -> str:
-        return os.path.join(self.root, "scores", scorer)
+        return storage.join(self.root, "scores", scorer)
 
     @property
     def provenance_path(self) -> str:
-        return os.path.join(self.root, "scores", "_provenance.json")  # the last score run, as a whole
+        return storage.join(self.root, "scores", "_provenance.json")  # the last score run, as a whole
 
     def scorer_kwargs(self, names) -> dict:
         s = self.section
@@ -197,10 +201,9 @@ class ScoreStage(Stage):
         this run's), so the runner refuses a scorer whose settings changed, whatever else is asked."""
         stored = {}
         for scorer in self.scorers:
-            path = os.path.join(self.scorer_dir(scorer), "_provenance.json")
-            if os.path.exists(path):
-                with open(path, encoding="utf-8") as f:
-                    stored[scorer] = json.load(f)["config"]
+            path = storage.join(self.scorer_dir(scorer), "_provenance.json")
+            if storage.exists(path):
+                stored[scorer] = storage.read_json(path)["config"]
         if not stored:
             return None
         config = json.loads(json.dumps(self.config(), sort_keys=True, default=str))
@@ -217,9 +220,9 @@ class ScoreStage(Stage):
 
     def reset(self) -> None:
         for scorer in self.scorers:
-            shutil.rmtree(self.scorer_dir(scorer), ignore_errors=True)
+            storage.remove(self.scorer_dir(scorer), recursive=True)
         if "clip" in self.scorers:
-            shutil.rmtree(os.path.join(self.root, "embeddings"), ignore_errors=True)
+            storage.remove(storage.join(self.root, "embeddings"), recursive=True)
 
     def record(self) -> dict:
         return {"dataset": self.root, "scorers": self.scorers}
@@ -227,9 +230,14 @@ class ScoreStage(Stage):
     def todo(self) -> list[str]:
         self.content = {sid: shard_content(self.folder.manifest(sid)) for sid in self.folder.complete_shards()}
         self.needs = {}
+        _drop_temporaries(storage.join(self.root, "embeddings"))
         for scorer in self.scorers:
+            _drop_temporaries(self.scorer_dir(scorer))
+            # one listing, then a footer read per existing table (not a failed request per missing one)
+            written = set(storage.glob(storage.join(self.scorer_dir(scorer), "*.parquet")))
             for sid, (digest, _) in self.content.items():
-                if stored_content(os.path.join(self.scorer_dir(scorer), f"{sid}.parquet")) != digest:
+                path = storage.join(self.scorer_dir(scorer), f"{sid}.parquet")
+                if path not in written or stored_content(path) != digest:
                     self.needs.setdefault(sid, set()).add(scorer)
         return sorted(self.needs)
 
@@ -255,15 +263,15 @@ class ScoreStage(Stage):
             if scorer == "clip":  # the stored embedding serves dedup and retrieval
                 kept = [(r["key"], np.frombuffer(r[CLIP_EMBEDDING], np.float32)) for r in rows if r.get(CLIP_EMBEDDING)]
                 if kept:
-                    write_embeddings(os.path.join(self.root, "embeddings", f"{unit}.parquet"), [k for k, _ in kept],
+                    write_embeddings(storage.join(self.root, "embeddings", f"{unit}.parquet"), [k for k, _ in kept],
                                      np.stack([e for _, e in kept]), self.section.clip_model or DEFAULT_CLIP)
-            _write_table(os.path.join(self.scorer_dir(scorer), f"{unit}.parquet"), table, digest)
+            _write_table(storage.join(self.scorer_dir(scorer), f"{unit}.parquet"), table, digest)
 
     def finish(self, done: list, failures: list) -> dict:
         run = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         models = ScorerSet(**self.scorer_kwargs(self.scorers)).provenance() if self.scorers else {}
         for scorer in self.scorers:
-            write_json(os.path.join(self.scorer_dir(scorer), "_provenance.json"), {
+            storage.write_json(storage.join(self.scorer_dir(scorer), "_provenance.json"), {
                 "stage": "score", "scorer": scorer, "config": self.scorer_config(scorer), "run": run,
                 "columns": [c for c in _scorer_columns(scorer) if c != CLIP_EMBEDDING], "model": models.get(scorer),
                 "shards_scored_this_run": sorted(s for s, names in self.needs.items() if scorer in names)})
@@ -294,18 +302,22 @@ class DedupStage(Stage):
     resources = Resources(cpus=1)
 
     def __post_init__(self):
-        self.root = os.path.abspath(self.root)
+        self.root = _absolute(self.root)
         self.folder = DatasetFolder(self.root)
-        self.inputs = (self.folder.shards_dir, os.path.join(self.root, "embeddings"))
+        self.inputs = (self.folder.shards_dir, self.embeddings_dir)
         self.outputs = (self.out_dir,)
 
     @property
     def out_dir(self) -> str:
-        return os.path.join(self.root, "scores", dedup.NAME)
+        return storage.join(self.root, "scores", dedup.NAME)
+
+    @property
+    def embeddings_dir(self) -> str:
+        return storage.join(self.root, "embeddings")
 
     @property
     def provenance_path(self) -> str:
-        return os.path.join(self.out_dir, "_provenance.json")
+        return storage.join(self.out_dir, "_provenance.json")
 
     def config(self) -> dict:
         return {"threshold": self.threshold}
@@ -315,35 +327,34 @@ class DedupStage(Stage):
             raise FileNotFoundError(f"{self.root} has no complete shards to deduplicate")
 
     def reset(self) -> None:
-        shutil.rmtree(self.out_dir, ignore_errors=True)
+        storage.remove(self.out_dir, recursive=True)
 
     def content(self) -> str:
         from curate.provenance import files_fingerprint
 
-        files = glob.glob(self.folder.manifest_glob()) + glob.glob(os.path.join(self.root, "embeddings", "*.parquet"))
+        files = storage.glob(self.folder.manifest_glob()) + storage.glob(storage.join(self.embeddings_dir, "*.parquet"))
         return files_fingerprint(self.root, files) + f"|{self.threshold}"
 
     def todo(self) -> list[str]:
-        return [] if stored_content(os.path.join(self.out_dir, "all.parquet")) == self.content() else ["all"]
+        _drop_temporaries(self.out_dir)
+        return [] if stored_content(storage.join(self.out_dir, "all.parquet")) == self.content() else ["all"]
 
     def process(self, unit: str) -> int:
-        import duckdb
-
         keys, digests = [], []
-        for key, digest in duckdb.connect().execute(
+        for key, digest in storage.duckdb_connect(self.root).execute(
                 "SELECT key, sha256 FROM read_parquet(?) WHERE status = 'success' ORDER BY shard, row",
                 [self.folder.manifest_glob()]).fetchall():
             keys.append(key)
             digests.append(digest)
         exact = dedup.exact_duplicate_of(keys, digests)
-        paths = sorted(glob.glob(os.path.join(self.root, "embeddings", "*.parquet")))
+        paths = storage.glob(storage.join(self.embeddings_dir, "*.parquet"))
         near: list = [None] * len(keys)
         if paths:
             stored_keys, stored, _ = read_embeddings(paths)
             near = dedup.near_duplicate_of(keys, align_embeddings(keys, stored_keys, stored), self.threshold)
         table = pa.table({"key": pa.array(keys, pa.string()), dedup.EXACT_DUPLICATE_OF: pa.array(exact, pa.string()),
                           dedup.NEAR_DUPLICATE_OF: pa.array(near, pa.string())})
-        _write_table(os.path.join(self.out_dir, "all.parquet"), table, self.content())
+        _write_table(storage.join(self.out_dir, "all.parquet"), table, self.content())
         return sum(e is not None for e in exact) + sum(n is not None for n in near)
 
     def finish(self, done: list, failures: list) -> dict:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 
 import duckdb
 import pyarrow as pa
 
+from curate import storage
 from curate.shards.folder import DatasetFolder
 
 
@@ -21,19 +21,23 @@ def _quote(path: str) -> str:
 
 
 def _written_at(folder: str) -> str:
-    path = os.path.join(folder, "_provenance.json")
     try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
+        record = storage.read_json(storage.join(folder, "_provenance.json"))
         return str(record.get("run") or record.get("created_at") or "")
     except (OSError, ValueError):
         return ""
 
 
+def _relative(path: str, root: str) -> str:
+    if storage.is_remote(root):
+        return path[len(root.rstrip("/")) + 1:]
+    return os.path.relpath(path, root)
+
+
 def score_tables(root: str) -> list[str]:
     """Score folders written by `curate score` (scores/<scorer>/*.parquet, each with a `key` column), newest
     run first: where two folders hold the same column, the newer one is the one `samples` shows."""
-    folders = [d for d in glob.glob(os.path.join(root, "scores", "*")) if glob.glob(os.path.join(d, "*.parquet"))]
+    folders = {storage.parent(p) for p in storage.glob(storage.join(root, "scores", "*", "*.parquet"))}
     return sorted(folders, key=lambda d: (_written_at(d), d), reverse=True)
 
 
@@ -44,28 +48,30 @@ def column_sources(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
 
 def connect(root: str) -> duckdb.DuckDBPyConnection:
     """`samples` = every shard manifest, left-joined with every scorer's table on key. After the view is
-    defined the session may read only inside the folder and cannot write files."""
+    defined the session may read only inside the folder and cannot write files. A folder in object storage is
+    read through fsspec (storage.duckdb_connect), with the same limits."""
+    root = root.rstrip("/") if storage.is_remote(root) else os.path.abspath(root)
     folder = DatasetFolder(root)
     if not folder.complete_shards():
         raise FileNotFoundError(f"{root} has no complete shards (expected {folder.manifest_glob()})")
-    con = duckdb.connect()
+    con = storage.duckdb_connect(root)
     sql = f"SELECT m.* FROM read_parquet({_quote(folder.manifest_glob())}, union_by_name = true) m"
     columns = {c for (c,) in con.execute(
         f"SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet({_quote(folder.manifest_glob())}))").fetchall()}
     sources: dict[str, str] = {}
     for i, table in enumerate(score_tables(root)):
-        path = os.path.join(table, "*.parquet")
+        path = storage.join(table, "*.parquet")
         names = [c for (c,) in con.execute(
             f"SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet({_quote(path)}))").fetchall()]
         new = [c for c in names if c != "key" and c not in columns]
         columns.update(new)
-        sources.update({c: os.path.relpath(table, root) for c in new})
+        sources.update({c: _relative(table, root) for c in new})
         picked = ", ".join(f's{i}."{c}"' for c in new) or "NULL AS _none"
         sql = (f"SELECT q.*, {picked} FROM ({sql}) q "
                f"LEFT JOIN read_parquet({_quote(path)}, union_by_name = true) s{i} USING (key)")
     con.execute(f"CREATE VIEW samples AS {sql}")
     con.execute("CREATE TABLE _curate_columns AS SELECT ? AS value", [json.dumps(sources)])
-    con.execute(f"SET allowed_directories = [{_quote(os.path.abspath(root))}]")
+    con.execute(f"SET allowed_directories = [{_quote(root)}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con

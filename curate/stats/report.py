@@ -11,6 +11,7 @@ import tarfile
 
 import numpy as np
 
+from curate import storage
 from curate.predicate import check_predicate, comparisons
 from curate.shards.folder import DatasetFolder
 from curate.stats.query import connect, run
@@ -61,7 +62,7 @@ def _thumbnail(root: str, shard: str, key: str, modality: str, side: int = 128) 
     """First frame of a sample as a base64 PNG; decoded with PyAV/PIL from our own (already probed) shard."""
     from PIL import Image
 
-    with tarfile.open(DatasetFolder(root).tar(shard)) as tar:
+    with storage.open(DatasetFolder(root).tar(shard)) as f, tarfile.open(fileobj=f) as tar:
         member = next((m for m in tar if m.name.split(".")[0] == key and not m.name.endswith((".txt", ".json"))), None)
         if member is None:
             return None
@@ -87,7 +88,8 @@ def build(root: str, where: str | None = None) -> str:
     columns = run(con, "SELECT * FROM samples LIMIT 0").column_names
     predicate = check_predicate(where, columns) if where else None
     scores = [c for c in SCORE_COLUMNS if c in columns]
-    parts = [f"<h1>curate report</h1><p>dataset: <code>{html.escape(os.path.abspath(root))}</code></p>"]
+    shown = root if storage.is_remote(root) else os.path.abspath(root)
+    parts = [f"<h1>curate report</h1><p>dataset: <code>{html.escape(shown)}</code></p>"]
     kept_sql = f"({predicate})" if predicate else "TRUE"
     counts = run(con, f"SELECT source, count(*) FILTER (WHERE status = 'success') AS success, "
                       f"count(*) FILTER (WHERE status = 'success' AND {kept_sql}) AS kept, count(*) AS total "
@@ -132,9 +134,6 @@ def build(root: str, where: str | None = None) -> str:
 
 
 def write(root: str, out: str, where: str | None = None) -> str:
-    page = build(root, where)
-    tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, out)
+    """The page for `root` published whole as `out` (a local path or a URL)."""
+    storage.write_bytes(out, build(root, where).encode("utf-8"))
     return out
