@@ -32,6 +32,8 @@ bench: setup
 	$(PY) scripts/bench_score.py
 	$(PY) scripts/bench_unet_vs_official.py --threads 1
 	$(PY) scripts/bench_train_loader.py
+	$(PY) scripts/bench_loader_real.py
+	$(PY) scripts/bench_storage.py
 
 clean:
 	rm -rf demo_out .pytest_cache
