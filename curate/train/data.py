@@ -1,7 +1,9 @@
 """Training batches from curated dataset folders (DIR/shards/*.tar WebDataset shards), local or in object storage.
 
 Videos become T frames at a sampled frame stride (fps conditioning = source fps / stride), images
-single frames (T=1); both are resized to cover the preset geometry and center-cropped, in [-1, 1].
+single frames (T=1); both are resized to cover the preset geometry and center-cropped in uint8 (a uint8 resize
+costs a fraction of a float one, and a batch crosses to the trainer in a quarter of the bytes); the trainer maps
+them to [-1, 1] on its device with `to_model_range`.
 
 Sampling plan (deterministic given the seed, resumable from the number of batches consumed):
 - every (folder, modality) pair is a source; batch k draws ONE source from a seeded stream of
@@ -9,10 +11,12 @@ Sampling plan (deterministic given the seed, resumable from the number of batche
   (1 - image_ratio) * w / sum(video w) for video sources, so a batch is all-video or all-image
   and every rank makes the same choice (ranks stay in lockstep: same shapes, same module set);
 - each source is an endless sequence of epochs, each a seeded permutation of its samples,
-  split by rank (perm[rank::world], cut to equal length); a batch takes the next B samples;
+  split by rank (perm[rank::world], cut to equal length); a batch takes the next B samples
+  (a rank's slice is drawn once per epoch and kept: redrawing it per batch is O(samples) a batch);
 - DataLoader worker w builds the batches k with k % num_workers == w; the DataLoader returns
   workers' outputs round-robin, i.e. in order of k.
-Members are read by seeking into the tar (offsets found once by scanning headers). A folder may be a URL
+Members are read by seeking into the tar (offsets found once by scanning headers and kept as flat arrays, ~40
+bytes + the key per sample: one Python object per sample costs ~700, 7 GiB a rank at WebVid-10M's 10.7M clips). A folder may be a URL
 (s3://bucket/prefix, any fsspec URL, see curate.storage): headers are then scanned through buffered ranged
 reads (media larger than a block are jumped over; shards are scanned concurrently); a sample's members,
 adjacent in the tar, come back in one ranged GET, a batch's samples concurrently and the next batch's while
@@ -97,35 +101,86 @@ def _open_tar(tar_path: str, stack: contextlib.ExitStack) -> tarfile.TarFile:
     return stack.enter_context(tarfile.open(fileobj=raw))
 
 
-def scan_shard(tar_path: str | Path) -> list[Sample]:
-    """Index one tar by its headers: one Sample per key that has a media member."""
-    groups: dict[str, dict[str, Member]] = {}
+_MEMBERS = ("media", "caption", "meta")  # the columns of SampleIndex.offsets / sizes
+
+
+class SampleIndex:
+    """One source's samples (one modality) as flat arrays: row i -> Sample on demand. The arrays are a few
+    objects, so forked loader workers share them (no refcount writes touch their pages)."""
+
+    def __init__(self, modality: str, tars: list[str], keys: np.ndarray, shard: np.ndarray, offsets: np.ndarray,
+                 sizes: np.ndarray):
+        self.modality, self.tars = modality, tars
+        self.keys, self.shard, self.offsets, self.sizes = keys, shard, offsets, sizes  # sizes: -1 = no such member
+
+    @classmethod
+    def from_rows(cls, modality: str, tars: list[str], rows: list[tuple[str, int, tuple]]) -> SampleIndex:
+        """rows: (key, shard, ((offset, size) or None per member of _MEMBERS))."""
+        n = len(rows)
+        offsets, sizes = np.zeros((n, len(_MEMBERS)), np.int64), np.full((n, len(_MEMBERS)), -1, np.int32)
+        for i, (_, _, members) in enumerate(rows):
+            for j, member in enumerate(members):
+                if member is not None:
+                    if member[1] >= 2**31:
+                        raise ValueError(f"{rows[i][0]}: a {member[1]}-byte member in {tars[rows[i][1]]} (2 GiB max)")
+                    offsets[i, j], sizes[i, j] = member
+        keys = np.array([key.encode() for key, _, _ in rows], dtype=np.bytes_)
+        return cls(modality, tars, keys, np.array([r[1] for r in rows], np.int32), offsets, sizes)
+
+    @classmethod
+    def concat(cls, parts: list[SampleIndex]) -> SampleIndex:
+        tars, shard = [], []
+        for part in parts:  # shard ids renumbered into the joint tar list
+            shard.append(part.shard + len(tars))
+            tars += part.tars
+        return cls(parts[0].modality, tars, np.concatenate([p.keys for p in parts]), np.concatenate(shard),
+                   np.concatenate([p.offsets for p in parts]), np.concatenate([p.sizes for p in parts]))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> Sample:
+        tar, offsets, sizes = self.tars[self.shard[i]], self.offsets[i].tolist(), self.sizes[i].tolist()
+        media, caption, meta = (Member(tar, o, z) if z >= 0 else None for o, z in zip(offsets, sizes))
+        return Sample(self.keys[i].decode(), self.modality, media, caption, meta)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def scan_shard(tar_path: str | Path) -> dict[str, SampleIndex]:
+    """Index one tar by its headers, by modality: one row per key that has a media member."""
+    groups: dict[str, dict[str, tuple[int, int]]] = {}
     with contextlib.ExitStack() as stack:
         tf = _open_tar(str(tar_path), stack)
         for info in tf:
             if not info.isfile():
                 continue
             key, _, ext = Path(info.name).name.partition(".")
-            groups.setdefault(key, {})[ext.lower()] = Member(str(tar_path), info.offset_data, info.size)
-    samples = []
+            groups.setdefault(key, {})[ext.lower()] = (info.offset_data, info.size)
+    rows: dict[str, list] = {"video": [], "image": []}
     for key, members in groups.items():
         for ext, member in members.items():
             modality = "video" if ext in VIDEO_EXTS else "image" if ext in IMAGE_EXTS else None
             if modality:
-                samples.append(Sample(key, modality, member, members.get("txt"), members.get("json")))
+                rows[modality].append((key, 0, (member, members.get("txt"), members.get("json"))))
                 break
-    return samples
+    return {m: SampleIndex.from_rows(m, [str(tar_path)], r) for m, r in rows.items() if r}
 
 
-def scan_dataset(directory: str | Path) -> list[Sample]:
+def scan_dataset(directory: str | Path) -> dict[str, SampleIndex]:
+    """A dataset folder's samples by modality (in shard order, then tar order)."""
     pattern = storage.join(str(directory), "shards", "*.tar")
     shards = storage.glob(pattern)
     if not shards:
         raise FileNotFoundError(f"no shards found: {pattern}")
     if storage.is_remote(pattern):  # a scan waits on round trips, not on this machine
         with ThreadPoolExecutor(min(_SCAN_THREADS, len(shards))) as pool:
-            return [s for part in pool.map(scan_shard, shards) for s in part]
-    return [s for shard in shards for s in scan_shard(shard)]
+            parts = list(pool.map(scan_shard, shards))
+    else:
+        parts = [scan_shard(shard) for shard in shards]
+    return {m: SampleIndex.concat([p[m] for p in parts if m in p]) for m in ("video", "image")
+            if any(m in p for p in parts)}
 
 
 def read_member(member: Member) -> bytes:
@@ -146,17 +201,27 @@ def read_sample(sample: Sample) -> dict[str, bytes | None]:
     return {name: span[m.offset - start : m.offset - start + m.size] if m else None for name, m in members.items()}
 
 
-def resize_center_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """uint8 [T,H,W,3] -> float [3,T,height,width] in [-1,1]: scale to cover, then center crop, with the sizes
-    and offsets of curate.media.geometry (torchvision's rounding, the same as the select stage's ffmpeg)."""
-    x = frames.permute(0, 3, 1, 2).float()
+def shape_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 [T,H,W,3] -> uint8 [3,T,height,width]: scale to cover, then center crop, with the sizes and offsets
+    of curate.media.geometry (torchvision's rounding, the same as the select stage's ffmpeg). The resize runs on
+    uint8 (torch's fixed-point kernel, the one torchvision uses on uint8): within a grey level of a float resize."""
+    x = frames.permute(0, 3, 1, 2)  # channels-last memory: the layout the uint8 kernel reads fastest
     h, w = x.shape[-2:]
     nh, nw = cover_size(h, w, height, width)
     if (nh, nw) != (h, w):
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
     top, left = center_crop_box(nh, nw, height, width)
-    x = x[:, :, top : top + height, left : left + width]
-    return (x / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3).contiguous()
+    return x[:, :, top : top + height, left : left + width].permute(1, 0, 2, 3).contiguous()
+
+
+def to_model_range(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [-1, 1] (the trainer runs it on its device, after the uint8 batch crossed)."""
+    return pixels.float() / 127.5 - 1.0
+
+
+def resize_center_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 [T,H,W,3] -> float [3,T,height,width] in [-1,1], as the trainer sees a sample."""
+    return to_model_range(shape_frames(frames, height, width))
 
 
 def decode_clip(
@@ -194,15 +259,14 @@ class JointBatches(IterableDataset):
         weights = cfg.weights or (1.0,) * len(cfg.dirs)
         if len(weights) != len(cfg.dirs):
             raise ValueError(f"{len(weights)} weights for {len(cfg.dirs)} data folders")
-        self.sources: list[list[Sample]] = []
+        self.sources: list[SampleIndex] = []
         raw: list[tuple[str, float]] = []
         for directory, weight in zip(cfg.dirs, weights):
-            samples = scan_dataset(directory)
-            for modality in ("video", "image"):
-                part = [s for s in samples if s.modality == modality]
-                if part and weight > 0:
+            for modality, part in scan_dataset(directory).items():
+                if weight > 0:
                     self.sources.append(part)
                     raw.append((modality, weight))
+        self._orders: dict[tuple[int, int], np.ndarray] = {}
         self.probs = self._source_probs(raw, cfg.image_ratio)
         for part, p in zip(self.sources, self.probs):
             if p > 0 and len(part) < world_size * cfg.batch_size:
@@ -229,25 +293,31 @@ class JointBatches(IterableDataset):
             yield from rng.choice(len(self.sources), size=_CHOICE_BLOCK, p=self.probs).tolist()
 
     def _rank_order(self, source: int, epoch: int) -> np.ndarray:
-        n = len(self.sources[source])
-        perm = np.random.default_rng([self.cfg.seed, source, epoch]).permutation(n)
-        return perm[self.rank :: self.world_size][: n // self.world_size]
+        """This rank's slice of the source's epoch permutation, drawn once per (source, epoch): a source's batches
+        advance through its epochs in order, so the current and the previous epoch are all a batch can need."""
+        if (source, epoch) not in self._orders:
+            n = len(self.sources[source])
+            perm = np.random.default_rng([self.cfg.seed, source, epoch]).permutation(n)
+            order = perm[self.rank :: self.world_size][: n // self.world_size]
+            for stale in [k for k in self._orders if k[0] == source and k[1] < epoch - 1]:
+                del self._orders[stale]
+            self._orders[(source, epoch)] = order.astype(np.int32) if n < 2**31 else order.copy()
+        return self._orders[(source, epoch)]
 
     def plan(self, batch_index: int, source: int, position: int) -> list[tuple[list[Sample], np.random.Generator]]:
         """Per slot of a batch starting at `position` of `source`'s stream: the sample, then fallbacks, and an RNG."""
         per_epoch = len(self.sources[source]) // self.world_size
-        out, orders = [], {}
+        out = []
         for slot in range(self.cfg.batch_size):
             epoch, i = divmod(position + slot, per_epoch)
-            if epoch not in orders:
-                orders[epoch] = self._rank_order(source, epoch)
-            order = orders[epoch]
-            candidates = [self.sources[source][order[(i + k) % per_epoch]] for k in range(min(_FALLBACKS, per_epoch))]
+            order = self._rank_order(source, epoch)
+            candidates = [self.sources[source][int(order[(i + k) % per_epoch])]
+                          for k in range(min(_FALLBACKS, per_epoch))]
             out.append((candidates, np.random.default_rng([self.cfg.seed, batch_index, slot, self.rank])))
         return out
 
     def decode(self, sample: Sample, data: dict[str, bytes | None], rng: np.random.Generator):
-        """(pixels [3,T,H,W], caption, fps) from a sample's member bytes (see read_sample)."""
+        """(uint8 pixels [3,T,H,W], caption, fps) from a sample's member bytes (see read_sample)."""
         cfg = self.cfg
         caption = data["caption"].decode("utf-8").strip() if data["caption"] is not None else ""
         if sample.modality == "image":
@@ -255,7 +325,7 @@ class JointBatches(IterableDataset):
         else:
             meta = json.loads(data["meta"]) if data["meta"] is not None else {}
             frames, fps = decode_clip(data["media"], cfg.frames, cfg.frame_stride, rng, meta.get("fps"))
-        return resize_center_crop(frames, cfg.height, cfg.width), caption, float(fps)
+        return shape_frames(frames, cfg.height, cfg.width), caption, float(fps)
 
     def load(self, sample: Sample, rng: np.random.Generator) -> tuple[torch.Tensor, str, float]:
         return self.decode(sample, read_sample(sample), rng)
@@ -306,7 +376,7 @@ class JointBatches(IterableDataset):
             "captions": list(captions),
             "fps": torch.tensor(fps, dtype=torch.float32),
             "keys": keys,
-            "modality": self.sources[source][0].modality,
+            "modality": self.sources[source].modality,
             "batch_index": k,
         }
 

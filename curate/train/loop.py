@@ -33,7 +33,7 @@ from torch import nn
 
 from curate import storage
 from curate.train import checkpoints
-from curate.train.data import LoaderConfig, make_loader
+from curate.train.data import LoaderConfig, make_loader, to_model_range
 from curate.train.diffusion import GaussianDiffusion, drop_captions
 from curate.train.model import build_first_stage, build_text_encoder, prepare_for_stage, text_encoder_path
 from curate.train.presets import build_unet
@@ -157,7 +157,8 @@ class Trainer:
         recipe = self.recipe
         captions = drop_captions(batch["captions"], recipe.train.caption_dropout, generator)
         context = self.text_encoder(captions)
-        x0 = self.first_stage.encode(batch["pixels"].to(self.device), generator if recipe.autoencoder.kind == "sd_kl" else None)
+        pixels = to_model_range(batch["pixels"].to(self.device))  # uint8 from the loader: a quarter of the bytes
+        x0 = self.first_stage.encode(pixels, generator if recipe.autoencoder.kind == "sd_kl" else None)
         temporal = not (batch["modality"] == "image" and (recipe.stage == "image" or recipe.data.image_mode == "skip_temporal"))
         fps = batch["fps"].to(self.device)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" and recipe.train.precision == "bf16" else contextlib.nullcontext()

@@ -1,15 +1,25 @@
-"""Joint shard loader: shapes, fps from stride, mixing, rank split, determinism, mid-epoch resume."""
+"""Joint shard loader: shapes, fps from stride, mixing, rank split, determinism, mid-epoch resume; the batches of
+the loader before its plan cache and compact index (recorded golden); uint8 shaping against torchvision."""
 
 from __future__ import annotations
 
 import io
 import itertools
+import json
 import tarfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torchvision.transforms import v2
 
-from curate.train.data import JointBatches, LoaderConfig, make_loader
+from curate.train.data import JointBatches, LoaderConfig, make_loader, shape_frames, to_model_range
+
+# one uint8 grey level in [-1, 1] units, plus the slack of torch's fixed-point uint8 resize (measured <= 1.002 levels
+# from the exact float resize: 0.5 from rounding, the rest from its 8-bit-fraction weights)
+GREY_LEVEL = 1.05 / 127.5
+GOLDEN = Path(__file__).with_name("loader_golden.json")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,8 +38,7 @@ def test_batches_have_preset_geometry_and_fps_from_stride(mixed_dataset):
     assert {b["modality"] for b in batches} == {"video", "image"}
     for b in batches:
         frames = 4 if b["modality"] == "video" else 1
-        assert b["pixels"].shape == (2, 3, frames, 32, 32)
-        assert b["pixels"].min() >= -1 and b["pixels"].max() <= 1
+        assert b["pixels"].shape == (2, 3, frames, 32, 32) and b["pixels"].dtype == torch.uint8
         assert all(c.startswith("a ") for c in b["captions"])
         if b["modality"] == "video":
             assert set(b["fps"].tolist()) <= {12.0, 8.0}  # 24 fps source at stride 2 or 3
@@ -87,3 +96,57 @@ def test_undecodable_sample_is_replaced_by_the_next_one(tmp_path, dataset_writer
     with pytest.warns(UserWarning, match="v001"):
         batch = next(iter(JointBatches(cfg)))
     assert "v001" not in batch["keys"] and batch["pixels"].shape[0] == 4
+
+
+@pytest.fixture(scope="module")
+def golden_folders(tmp_path_factory, dataset_writer):
+    """The two folders the golden was recorded on (keys, counts and shard layout matter; content barely)."""
+    root = tmp_path_factory.mktemp("golden")
+    return {"a": dataset_writer(root / "a", videos=13, images=7, per_shard=4, size=(24, 32)),
+            "b": dataset_writer(root / "b", videos=7, images=9, per_shard=3, size=(24, 32))}
+
+
+def golden_config(case: dict, folders: dict) -> LoaderConfig:
+    kw = {**case["config"], "dirs": tuple(str(folders[d]) for d in case["config"]["dirs"])}
+    if "frame_stride" in kw:
+        kw["frame_stride"] = tuple(kw["frame_stride"])
+    return LoaderConfig(frames=4, height=16, width=16, **kw)
+
+
+@pytest.mark.parametrize("name", ["one_rank", "rank1_of_2", "rank2_of_3_two_dirs", "resume_worker1_of_2"])
+def test_plans_equal_the_recorded_plans_of_the_uncached_loader(golden_folders, name):
+    """40 batches (many epochs of each source) per config: the same source, samples and fallbacks, in order, as
+    the loader that redrew the epoch permutation per batch and kept a Sample object per sample."""
+    case = json.loads(GOLDEN.read_text())[name]
+    loader = JointBatches(golden_config(case, golden_folders), case["rank"], case["world"], case["start_batch"])
+    planned = itertools.islice(loader._planned(case["worker"], case["num_workers"]), len(case["plans"]))
+    got = [[k, source, [[s.key for s in candidates] for candidates, _ in plan]] for k, source, plan in planned]
+    assert got == case["plans"]
+
+
+def test_loader_batches_equal_the_recorded_batches(golden_folders):
+    """Through the DataLoader (2 workers, rank 1 of 2, resumed at batch 3): keys, modality and fps as recorded."""
+    case = json.loads(GOLDEN.read_text())["loader"]
+    loader = make_loader(golden_config(case, golden_folders), case["rank"], case["world"], case["start_batch"])
+    got = [[b["batch_index"], b["modality"], b["keys"], b["fps"].tolist()]
+           for b in itertools.islice(iter(loader), len(case["batches"]))]
+    assert got == case["batches"]
+
+
+@pytest.mark.parametrize("height, width", [(336, 596), (48, 80), (321, 240), (17, 23), (64, 64)])
+def test_uint8_shaping_equals_torchvision_and_the_float_resize_within_a_grey_level(height, width):
+    """Square target: torchvision's Resize(side) + CenterCrop(side) is then exactly a cover-resize and center crop."""
+    frames = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (3, height, width, 3), dtype=np.uint8))
+    ours = shape_frames(frames, 64, 64)
+    assert ours.dtype == torch.uint8 and ours.shape == (3, 3, 64, 64)
+    x = frames.permute(0, 3, 1, 2)
+    resize_crop = v2.Compose([v2.Resize(64, antialias=True), v2.CenterCrop(64)])
+    assert torch.equal(ours, resize_crop(x).permute(1, 0, 2, 3))  # torchvision's own uint8 resize: the same bytes
+    # the float path the loader had (float resize, then [-1, 1]): torchvision's float resize, in the trainer's units
+    float_reference = (resize_crop(x.float()) / 127.5 - 1).clamp(-1, 1).permute(1, 0, 2, 3)
+    diff = (to_model_range(ours) - float_reference).abs().max().item()
+    assert diff <= GREY_LEVEL
+
+
+def test_to_model_range_maps_uint8_onto_minus_one_one():
+    assert to_model_range(torch.tensor([0, 255], dtype=torch.uint8)).tolist() == [-1.0, 1.0]
