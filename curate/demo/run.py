@@ -11,11 +11,12 @@ from curate.bundled import recipe_path
 from curate.demo import corpus, server, world
 
 DEMO_RECIPE = str(recipe_path("demo"))
-# The model the demo trains: the toy world's F-base recipe (scripts/reproduce_toy.py's), from scratch. The demo
-# corpus shows curation (broken files, scores, selection) but its 160x96 textured clips are more than a few
-# hundred CPU steps can learn: a model trained on them sampled a 16x16 noisy blob. The world's shapes on a flat
-# background, moving a constant step, are learnt in that budget.
+# The model the demo trains: the toy world's image -> F-base recipes (scripts/reproduce_toy.py's first two stages).
+# The demo corpus shows curation (broken files, scores, selection), but a model trained a few hundred CPU steps on
+# its 160x96 textured clips sampled a 16x16 noisy blob; the world's shapes on a flat background are learnt sooner.
+# F-base starts from the image model: from scratch, 400 steps of toy F-base still sampled pure noise here.
 WORLD_DATA_RECIPE = "toy/world"
+WORLD_IMAGE_RECIPE = "toy/image"
 WORLD_TRAIN_RECIPE = "toy/f_base"
 WORLD_EVAL_RECIPE = "toy"
 
@@ -62,18 +63,25 @@ def world_dataset(out: str, ray_address: str | None, echo=print, **sizes) -> str
     return dataset
 
 
-def train_world(out: str, steps: int, ray_address: str | None, echo=print, sample_steps: int = 25,
-                **sizes) -> tuple[Path, Path]:
-    """(run folder, GIF): pipelines/toy/f_base.yaml trained from scratch for `steps` on the downloaded world, then
-    world.demo_gif of its latest checkpoint (the world's demo prompt, scaled up to be seen)."""
+def train_world(out: str, steps: int, ray_address: str | None, echo=print, image_steps: int | None = None,
+                sample_steps: int = 25, **sizes) -> tuple[Path, Path]:
+    """(run folder, GIF): on the downloaded world, pipelines/toy/image.yaml (`image_steps`, default its own count)
+    into out/image_run, then pipelines/toy/f_base.yaml from it for `steps` into out/run, then world.demo_gif of
+    that run's latest checkpoint (the world's demo prompt, scaled up to be seen)."""
     from curate.train import commands as train_commands
 
     dataset = world_dataset(out, ray_address, echo, **sizes)
-    run_dir = Path(out) / "run"
-    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh model, as the corpus is fresh: never resume another one
-    echo(f"\n== curate train {WORLD_TRAIN_RECIPE} --data {dataset} --steps {steps} --init-from '' --out {run_dir}")
+    image_dir, run_dir = Path(out) / "image_run", Path(out) / "run"
+    for folder in (image_dir, run_dir):  # fresh models, as the corpus is fresh: never resume another recipe's run
+        shutil.rmtree(folder, ignore_errors=True)
+    echo(f"\n== curate train {WORLD_IMAGE_RECIPE} --data {dataset} --init-from '' --out {image_dir}"
+         + (f" --steps {image_steps}" if image_steps else ""))
+    train_commands.train(recipe=Path(recipe_path(WORLD_IMAGE_RECIPE)), data=[dataset], steps=image_steps,
+                         out=str(image_dir), init_from="")
+    echo(f"\n== curate train {WORLD_TRAIN_RECIPE} --data {dataset} --init-from {image_dir} --steps {steps} "
+         f"--out {run_dir}")
     train_commands.train(recipe=Path(recipe_path(WORLD_TRAIN_RECIPE)), data=[dataset], steps=steps, out=str(run_dir),
-                         init_from="")
+                         init_from=str(image_dir))
     gif = world.demo_gif(str(run_dir), str(run_dir / "sample.gif"), steps=sample_steps)
     echo(f"\n== sampled {gif}: {world.DEMO_PROMPT!r}")
     return run_dir, Path(gif)
@@ -81,8 +89,8 @@ def train_world(out: str, steps: int, ray_address: str | None, echo=print, sampl
 
 def run_demo(out: str, train_steps: int, ray_address: str | None, echo=print) -> dict:
     """The whole demo: corpus -> served on loopback -> pipelines/demo.yaml (download, score, dedup, select) ->
-    stats and HTML report; then the toy world downloaded the same way -> its F-base recipe trained from scratch
-    -> a sampled GIF -> the eval of the run's first and last checkpoints."""
+    stats and HTML report; then the toy world downloaded the same way -> its image and F-base recipes trained
+    -> a sampled GIF -> the eval of the F-base run's first and last checkpoints."""
     import json
 
     from curate import pipeline
