@@ -240,11 +240,11 @@ def run_recipe(recipe, out: str, force: bool, ray_address: Optional[str]) -> dic
 @app.command("demo")
 def demo_cmd(
     out: str = typer.Option("demo_out", "--out", help="Folder for the corpus and the curated dataset."),
-    train_steps: int = typer.Option(300, min=0, help="Steps of tiny F-base training on the selection (0 skips training)."),
+    train_steps: int = typer.Option(300, min=0, help="Steps of the toy world's F-base, after its image model (0 skips training)."),
     ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """Generate the demo corpus, serve it on 127.0.0.1, run pipelines/demo.yaml end to end, then train a tiny
-    model on the selected shards and sample a GIF from it."""
+    model of the toy world (pipelines/toy: image, then F-base) and sample a GIF from it."""
     from curate.demo.run import run_demo
 
     with usage_errors(out):
