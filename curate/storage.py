@@ -148,6 +148,22 @@ def put(staged: str, dest: str) -> None:
     os.remove(staged)
 
 
+def abort_unfinished_uploads(prefix: str) -> int:
+    """Abort the unfinished multipart uploads of objects under `prefix` (S3 only; elsewhere nothing to do).
+    A process killed while uploading a large object leaves its parts in the bucket, invisible but stored and
+    billed; the writer of a shard calls this before writing it again. Returns how many were aborted."""
+    if not is_remote(prefix):
+        return 0
+    fs, p = filesystem(prefix)
+    if "s3" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        return 0
+    bucket, _, key_prefix = p.partition("/")
+    uploads = [u for u in fs.list_multipart_uploads(bucket) if u["Key"].startswith(key_prefix)]
+    for upload in uploads:
+        fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    return len(uploads)
+
+
 def write_bytes(dest: str, data: bytes) -> None:
     """Publish `data` as `dest`, whole or not at all."""
     if not is_remote(dest):
@@ -234,8 +250,11 @@ def local_copy(path: str) -> Iterator[str]:
 
 def duckdb_connect(*paths: str):
     """A DuckDB connection that never downloads extensions and reads the remote URLs among `paths` through
-    fsspec (DuckDB's httpfs cannot be installed offline; fsspec carries the same credentials as every stage)."""
+    fsspec (DuckDB's httpfs cannot be installed offline; fsspec carries the same credentials as every stage).
+    The session has its own filesystem that keeps listings: DuckDB asks each file's size and mtime a dozen times
+    a query (one HEAD each without the cache), so a session reads the prefix as first listed, one snapshot."""
     import duckdb
+    import fsspec
 
     con = duckdb.connect()
     con.execute("SET autoinstall_known_extensions = false")
@@ -243,7 +262,7 @@ def duckdb_connect(*paths: str):
     registered = set()
     for path in paths:
         if is_remote(path):
-            fs, _ = filesystem(path)
+            fs, _ = fsspec.core.url_to_fs(path, use_listings_cache=True, skip_instance_cache=True)
             protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
             if protocol not in registered:
                 con.register_filesystem(fs)

@@ -69,6 +69,7 @@ class ShardWriter:
 
     def __init__(self, folder: DatasetFolder, sid: str):
         self.folder, self.sid = folder, sid
+        storage.abort_unfinished_uploads(storage.join(folder.shards_dir, f"{sid}."))  # a killed writer's parts
         self._staging = storage.staging_dir(folder.shards_dir)
         self._tmp_tar = os.path.join(self._staging, f".{sid}.tar.tmp")
         self.rows: list[dict] = []

@@ -90,3 +90,19 @@ def test_the_guard_refuses_any_address_but_loopback():
         socket.getaddrinfo("s3.amazonaws.com", 443)  # refused before any lookup happens
     with pytest.raises(AssertionError, match="only 127.0.0.1"):
         socket.socket().connect(("192.0.2.1", 9))  # TEST-NET-1 literal; refused before any packet
+
+
+def test_a_shard_rewritten_after_a_crash_mid_upload_leaves_no_unfinished_upload(s3_bucket):
+    """A writer killed during a multipart upload leaves invisible parts; writing that shard again aborts them
+    (and only those of that shard)."""
+    from curate.shards.folder import DatasetFolder
+    from curate.shards.writer import ShardWriter
+
+    client, bucket = boto3.client("s3"), s3_bucket[len("s3://"):]
+    for key in ("ds/shards/00000.tar", "ds/shards/00001.tar"):
+        upload = client.create_multipart_upload(Bucket=bucket, Key=key)
+        client.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 1024)
+    ShardWriter(DatasetFolder(s3_bucket + "/ds"), "00000").close()
+    left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["Key"] for u in left] == ["ds/shards/00001.tar"]
+    assert _keys(s3_bucket) == ["ds/shards/00000.parquet", "ds/shards/00000.tar", "ds/shards/00000_stats.json"]
