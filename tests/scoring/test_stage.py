@@ -67,6 +67,7 @@ def test_weight_free_scores_dedup_and_resume(ray_local, demo_media, tmp_path):
     os.replace(os.path.join(out, "00001.parquet"), os.path.join(out, ".00001.parquet.tmp"))
     again = score(root, ["motion", "quality"])
     assert again["scored_shards"] == 1 and again["skipped_shards"] == 1
+    assert not os.path.exists(os.path.join(out, ".00001.parquet.tmp"))  # the killed run's temporary is swept
     assert scores_of(root)["k005"]["motion_score"] == rows["k005"]["motion_score"]
     with pytest.raises(Exception, match="configuration differs"):
         score(root, ["motion", "quality"], frames=5)
