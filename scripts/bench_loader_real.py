@@ -6,14 +6,15 @@ keyframe; WebVid's own GOPs were not measured) and LAION-like 512x512 JPEGs, in 
 shards. Shaped to the `videocrafter2_512` recipes' geometry: 16 frames of 320x512 at a frame stride of 1-8,
 images one 320x512 frame; micro-batch 1 as in f_base.
 
-- ours: `curate.train.data.make_loader` (what `curate train` runs: tar seek, decord, float cover-resize and
-  centre crop to [-1, 1], DataLoader worker -> trainer) with 1 worker, then 2; samples/s by wall clock and the
+- ours: `curate.train.data.make_loader` (what `curate train` runs: tar seek, decord, uint8 cover-resize and
+  centre crop, DataLoader worker -> trainer, which maps to [-1, 1] on its device) with 1 worker, then 2; samples/s by wall clock and the
   workers' CPU seconds per sample (from /proc: a shared machine's wall clock measures the neighbours too);
 - peer: the `webdataset` library streaming the same tars + decord + torchvision's resize / center_crop (uint8,
   then float), the same sampling rule, one plain loop on one core; interleaved with ours over 3 rounds, the
   least disturbed round of each counts; the ratio ours / peer; a per-stage breakdown on the same frames;
-- scale: the CPU time of the loader's per-batch plan and the bytes of its sample index when a source holds
-  WebVid-10M's 10.7M clips (the real code, on a stand-in source);
+- scale: the CPU time of the loader's per-batch plan (the epoch order's draw, once per epoch, amortised over the
+  epoch's batches, plus the per-batch work) and the bytes of its sample index when a source holds WebVid-10M's
+  10.7M clips (the real code, on a stand-in source);
 - demand: FLOPs of one micro-batch per modality (U-Net forward + backward + checkpoint recomputation + the
   frozen VAE / text encoders' forward, counted by curate.train.describe on the meta device), its time at a
   stated bf16 peak and utilisation, and from both: loader cores per GPU, and whether a 16-core node feeds 8
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import gc
 import io
 import json
 import multiprocessing
@@ -273,8 +275,8 @@ def peer(folder: Path, modality: str, cfg: LoaderConfig, samples: int) -> dict:
 
 
 def same_work_check(folder: Path, cfg: LoaderConfig) -> float:
-    """Max |ours - peer| over one clip's 16 frames: both shape the same decoded frames to the same pixels
-    (up to the peer's uint8 rounding after its resize), so the two loops do the same work."""
+    """Max |ours - peer| over one clip's 16 frames, in [-1, 1] units: both shape the same decoded frames to the
+    same pixels (both resize uint8: 0 expected), so the two loops do the same work."""
     from curate.train.data import resize_center_crop
 
     with tarfile.open(next((folder / "shards").glob("*.tar"))) as tf:
@@ -287,17 +289,18 @@ def same_work_check(folder: Path, cfg: LoaderConfig) -> float:
 
 def breakdown(folder: Path, cfg: LoaderConfig, clips: int = 6) -> dict:
     """CPU seconds per video sample, in this process on one thread: decord's decode of the 16 frames, then
-    shaping them to [-1, 1] 320x512 the trainer's way (float, then resize) and the peer's (resize uint8, then
-    float), and the peer's resize + crop alone (what a loader handing uint8 to the GPU would do)."""
-    from curate.train.data import decode_clip, read_member, resize_center_crop, scan_dataset
+    shaping them to 320x512 our loader worker's way (uint8 resize + crop, uint8 out: the trainer maps to [-1, 1]
+    on its device), the peer's (resize uint8, then float), and the peer's resize + crop alone."""
+    from curate.train.data import decode_clip, read_member, scan_dataset, shape_frames
 
     steps = {
-        "shape_ours": lambda x: resize_center_crop(x, cfg.height, cfg.width),
+        "shape_ours_worker_uint8_out": lambda x: shape_frames(x, cfg.height, cfg.width),
         "shape_peer": lambda x: peer_transform(x, cfg.height, cfg.width),
         "shape_peer_uint8_out": lambda x: peer_resize_crop(x, cfg.height, cfg.width).contiguous(),
     }
     rng, totals = np.random.default_rng(3), dict.fromkeys(["decode", *steps], 0.0)
-    samples = scan_dataset(folder)[: clips + 1]
+    index = scan_dataset(folder)["video"]
+    samples = [index[i] for i in range(min(clips + 1, len(index)))]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -318,19 +321,25 @@ def breakdown(folder: Path, cfg: LoaderConfig, clips: int = 6) -> dict:
     return {f"{k}_cpu_s_per_sample": round(v / (len(samples) - 1), 4) for k, v in totals.items()}
 
 
-def plan_seconds(n: int, world_size: int, batches: int = 2) -> float:
-    """CPU seconds JointBatches.plan takes for one micro-batch of 1 when a source holds n samples: the real
-    method on a stand-in whose source is range(n) (the plan needs only its length and indexing)."""
+def plan_seconds(n: int, world_size: int, batches: int = 2000) -> dict:
+    """CPU seconds JointBatches.plan takes for micro-batches of 1 when a source holds n samples: the real method
+    on a stand-in whose source is range(n) (the plan needs only its length and indexing). The first batch of an
+    epoch draws the rank's epoch order; the others reuse it: per batch = the draw spread over the epoch's batches
+    + the steady per-batch cost."""
     from curate.train.data import JointBatches
 
     stand_in = JointBatches.__new__(JointBatches)  # no folder scan: the source is given directly
     stand_in.cfg = LoaderConfig(dirs=(), frames=16, height=320, width=512, batch_size=1)
     stand_in.rank, stand_in.world_size, stand_in.start_batch = 0, world_size, 0
-    stand_in.sources = [range(n)]
+    stand_in.sources, stand_in._orders = [range(n)], {}
     started = time.process_time()
-    for k in range(batches):
+    stand_in.plan(0, 0, 0)
+    first = time.process_time() - started
+    started = time.process_time()
+    for k in range(1, batches + 1):
         stand_in.plan(k, 0, k)
-    return (time.process_time() - started) / batches
+    steady = (time.process_time() - started) / batches
+    return {"epoch_draw_s": first, "steady_s": steady, "per_batch_s": first / (n // world_size) + steady}
 
 
 def index_bytes_per_sample(folders: list[Path]) -> float:
@@ -339,21 +348,40 @@ def index_bytes_per_sample(folders: list[Path]) -> float:
 
     from curate.train.data import scan_dataset
 
-    tracemalloc.start()
+    gc.collect()
+    tracemalloc.start()  # numpy reports its arrays' buffers to tracemalloc too
     before = tracemalloc.get_traced_memory()[0]
-    index = [s for folder in folders for s in scan_dataset(folder)]
+    index = [scan_dataset(folder) for folder in folders]
+    gc.collect()  # the scan's garbage (tarfile's member lists sit in reference cycles) is not the index
     size = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    return size / len(index)
+    return size / sum(len(part) for by_modality in index for part in by_modality.values())
+
+
+def index_stand_in(root: Path, shards: int = 10, per_shard: int = 1000) -> Path:
+    """A dataset folder of WebVid-shaped rows with empty media (webvid_<8 digits> keys, .mp4/.txt/.json members;
+    1000 rows a shard as the download stage writes): the index's per-sample bytes without the fixed costs that
+    dominate a 40-sample folder."""
+    folder = root / "index_stand_in"
+    if not (folder / "shards" / f"{shards - 1:05d}.tar").exists():
+        for shard in range(shards):
+            keys = [f"webvid_{10_000_000 + shard * per_shard + i}" for i in range(per_shard)]
+            write_shard(folder / "shards" / f"{shard:05d}.tar",
+                        [(f"{key}.{ext}", b"") for key in keys for ext in ("mp4", "txt", "json")])
+    return folder
 
 
 def at_webvid_scale(root: Path, world_size: int, n: int = 10_700_000) -> dict:
     """What the loader's index costs when a source holds WebVid-10M's 10.7M clips (measured at n/10 and n)."""
-    per_sample = index_bytes_per_sample([root / "webvid_like", root / "laion_like"])
+    per_sample = index_bytes_per_sample([index_stand_in(root)])
+    small = index_bytes_per_sample([root / "webvid_like", root / "laion_like"])
+    tenth, full = plan_seconds(n // 10, world_size), plan_seconds(n, world_size)
     return {"rows": n, "world_size": world_size,
-            "plan_cpu_s_per_batch_at_tenth_the_rows": round(plan_seconds(n // 10, world_size), 3),
-            "plan_cpu_s_per_batch": round(plan_seconds(n, world_size), 3),
-            "index_bytes_per_sample": round(per_sample), "index_gib_per_rank": round(per_sample * n / 2**30, 2)}
+            "plan_cpu_s_per_batch_at_tenth_the_rows": round(tenth["per_batch_s"], 6),
+            "plan_cpu_s_per_batch": round(full["per_batch_s"], 6),
+            "plan_cpu_s_epoch_order_draw": round(full["epoch_draw_s"], 3),
+            "plan_cpu_s_per_batch_steady": round(full["steady_s"], 6),
+            "index_bytes_per_sample": round(per_sample), "index_bytes_per_sample_40_sample_folders": round(small), "index_gib_per_rank": round(per_sample * n / 2**30, 2)}
 
 
 # ---- demand: FLOPs of one micro-batch and the GPU time they take ----
@@ -407,8 +435,8 @@ def summary(r: dict, util: float) -> list[str]:
                      f"(load average {r['load_avg_1min_after']} on {r['cpus']} cores)")
     scale = r["at_webvid_scale"]
     lines.append(f"at {scale['rows']:,} samples a source: JointBatches.plan {scale['plan_cpu_s_per_batch']} CPU s per "
-                 f"batch (O(n): the epoch "
-                 f"permutation is redrawn per batch); sample index {scale['index_gib_per_rank']} GiB per rank")
+                 f"batch (the epoch "
+                 f"order drawn once an epoch: {scale['plan_cpu_s_epoch_order_draw']} s); sample index {scale['index_gib_per_rank']} GiB per rank")
     for gpu in GPU_PEAKS:
         g = r["gpu_demand"][gpu]
         lines.append(f"{gpu} bf16 at {util:.0%}: step {g['step_s']} s, {g['samples_per_s']} samples/s per GPU; loader "

@@ -156,7 +156,8 @@ def scan_shard(tar_path: str | Path) -> dict[str, SampleIndex]:
         for info in tf:
             if not info.isfile():
                 continue
-            key, _, ext = Path(info.name).name.partition(".")
+            # rpartition, not Path(...).name: pathlib interns every part, a table that never shrinks again
+            key, _, ext = info.name.rpartition("/")[2].partition(".")
             groups.setdefault(key, {})[ext.lower()] = (info.offset_data, info.size)
     rows: dict[str, list] = {"video": [], "image": []}
     for key, members in groups.items():
