@@ -7,8 +7,9 @@ shards. Shaped to the `videocrafter2_512` recipes' geometry: 16 frames of 320x51
 images one 320x512 frame; micro-batch 1 as in f_base.
 
 - ours: `curate.train.data.make_loader` (what `curate train` runs: tar seek, decord, uint8 cover-resize and
-  centre crop, DataLoader worker -> trainer, which maps to [-1, 1] on its device) with 1 worker, then 2; samples/s by wall clock and the
-  workers' CPU seconds per sample (from /proc: a shared machine's wall clock measures the neighbours too);
+  centre crop, DataLoader worker -> trainer, which maps to [-1, 1] on its device) with 1 worker, then 2;
+  samples/s by wall clock and the workers' CPU seconds per sample (from /proc: a shared machine's wall clock
+  measures the neighbours too);
 - peer: the `webdataset` library streaming the same tars + decord + torchvision's resize / center_crop (uint8,
   then float), the same sampling rule, one plain loop on one core; interleaved with ours over 3 rounds, the
   least disturbed round of each counts; the ratio ours / peer; a per-stage breakdown on the same frames;
@@ -381,7 +382,8 @@ def at_webvid_scale(root: Path, world_size: int, n: int = 10_700_000) -> dict:
             "plan_cpu_s_per_batch": round(full["per_batch_s"], 6),
             "plan_cpu_s_epoch_order_draw": round(full["epoch_draw_s"], 3),
             "plan_cpu_s_per_batch_steady": round(full["steady_s"], 6),
-            "index_bytes_per_sample": round(per_sample), "index_bytes_per_sample_40_sample_folders": round(small), "index_gib_per_rank": round(per_sample * n / 2**30, 2)}
+            "index_bytes_per_sample": round(per_sample), "index_bytes_per_sample_40_sample_folders": round(small),
+            "index_gib_per_rank": round(per_sample * n / 2**30, 2)}
 
 
 # ---- demand: FLOPs of one micro-batch and the GPU time they take ----
@@ -436,7 +438,8 @@ def summary(r: dict, util: float) -> list[str]:
     scale = r["at_webvid_scale"]
     lines.append(f"at {scale['rows']:,} samples a source: JointBatches.plan {scale['plan_cpu_s_per_batch']} CPU s per "
                  f"batch (the epoch "
-                 f"order drawn once an epoch: {scale['plan_cpu_s_epoch_order_draw']} s); sample index {scale['index_gib_per_rank']} GiB per rank")
+                 f"order drawn once an epoch: {scale['plan_cpu_s_epoch_order_draw']} s); sample index "
+                 f"{scale['index_gib_per_rank']} GiB per rank ({scale['index_bytes_per_sample']} bytes a sample)")
     for gpu in GPU_PEAKS:
         g = r["gpu_demand"][gpu]
         lines.append(f"{gpu} bf16 at {util:.0%}: step {g['step_s']} s, {g['samples_per_s']} samples/s per GPU; loader "

@@ -15,13 +15,13 @@ Sampling plan (deterministic given the seed, resumable from the number of batche
   (a rank's slice is drawn once per epoch and kept: redrawing it per batch is O(samples) a batch);
 - DataLoader worker w builds the batches k with k % num_workers == w; the DataLoader returns
   workers' outputs round-robin, i.e. in order of k.
-Members are read by seeking into the tar (offsets found once by scanning headers and kept as flat arrays, ~40
-bytes + the key per sample: one Python object per sample costs ~700, 7 GiB a rank at WebVid-10M's 10.7M clips). A folder may be a URL
-(s3://bucket/prefix, any fsspec URL, see curate.storage): headers are then scanned through buffered ranged
-reads (media larger than a block are jumped over; shards are scanned concurrently); a sample's members,
-adjacent in the tar, come back in one ranged GET, a batch's samples concurrently and the next batch's while
-this one decodes. Nothing is copied whole to local disk. A storage error is raised (the client has retried
-it): skipping the sample would make a run's data depend on the network.
+Members are read by seeking into the tar (offsets found once by scanning headers, kept as flat arrays: 40 bytes +
+the key per sample, where an object per sample cost ~700, 7 GiB a rank at WebVid-10M's 10.7M clips).
+A folder may be a URL (s3://bucket/prefix, any fsspec URL, see curate.storage): headers are then scanned
+through buffered ranged reads (media larger than a block are jumped over; shards are scanned concurrently);
+a sample's members, adjacent in the tar, come back in one ranged GET, a batch's samples concurrently and the
+next batch's while this one decodes. Nothing is copied whole to local disk. A storage error is raised (the
+client has retried it): skipping the sample would make a run's data depend on the network.
 A sample that fails to decode is replaced by the next one in the epoch order, with a warning, so one corrupt
 member never stops a run and the replacement is the same on every replay.
 Resuming: a rank that consumed B micro-batches (B x batch_size samples) restarts with start_batch=B.
