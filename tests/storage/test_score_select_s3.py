@@ -156,7 +156,8 @@ def test_score_select_query_report_on_s3_equal_local(downloaded, models, s3_buck
     pick = "SELECT key, modality, width, height, num_frames, status FROM samples ORDER BY key"
     selected = run(connect(f"{s3_bucket}/sel"), pick).to_pylist()
     assert selected == run(connect(str(tmp_path / "sel")), pick).to_pylist()
-    assert {(r["width"], r["height"]) for r in selected} == {(32, 32)} and all(r["status"] == "success" for r in selected)
+    assert {(r["width"], r["height"]) for r in selected} == {(32, 32)}
+    assert all(r["status"] == "success" for r in selected)
     expected = {k for k, r in remote_rows.items() if r["status"] == "success" and r["exact_duplicate_of"] is None
                 and (r["modality"] == "image" or (r["motion_score"] or 0) > 1.0)}
     assert {r["key"] for r in selected} == expected
