@@ -205,7 +205,8 @@ def sample_variant(run_dir: str, prompts: list[str], seeds: list[int], steps: in
     from curate.train.sample import SampleSettings, VideoSampler
 
     sampler = VideoSampler(run_dir)
-    videos = [[sampler.sample(p, SampleSettings(frames=world.FRAMES, fps=world.FPS, steps=steps, guidance=4.0,
+    frames, _, fps = world.clip_geometry(sampler.recipe.data)  # as the variant saw videos in training
+    videos = [[sampler.sample(p, SampleSettings(frames=frames, fps=fps, steps=steps, guidance=4.0,
                                                 seed=s)).numpy() for s in seeds] for p in prompts]
     np.save(target + ".tmp.npy", np.asarray(videos))
     os.replace(target + ".tmp.npy", target)
@@ -259,19 +260,23 @@ def variant_metrics(samples: np.ndarray, prompts: list[str]) -> dict:
 
 
 def reference_metrics(root: str, videos_only: bool, limit: int) -> dict:
-    """The same metrics on the real training data as the model sees it (resized to 16x16 by the loader's code)."""
-    from curate.eval.clips import iter_clips
-
+    """The same metrics on the real training data as the base models see it (their recipes' frames and stride,
+    resized to 16x16 by the loader's code)."""
     import torch
 
+    from curate.demo import world
+    from curate.eval.clips import iter_clips
     from curate.train.data import resize_center_crop
+    from curate.train.recipe import load_recipe
 
     def as_trained(frames):  # the trainer's own resize to 16x16, back to uint8
         x = resize_center_crop(torch.from_numpy(frames), 16, 16)
         return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
 
-    clips = [(as_trained(c.frames), c.caption) for c in iter_clips(root, frames=8, exact=False,
-                                                                   videos_only=videos_only, limit=limit)
+    frames, stride, _ = world.clip_geometry(load_recipe(os.path.join(RECIPES, "f_base.yaml")).data)
+    clips = [(as_trained(c.frames), c.caption)
+             for c in iter_clips(root, frames=frames, stride=stride, exact=False,
+                                 videos_only=videos_only, limit=limit)
              if c.frames is not None]
     if not videos_only:
         clips = [(f, c) for f, c in clips if len(f) == 1]

@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 from PIL import Image
+
+from curate.train.recipe import load_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("f_base", "p_base", "f_spa_dir", "f_spa_lora", "p_spa_dir", "f_spatemp_dir")
@@ -42,6 +45,9 @@ def test_smoke_runs_every_stage_and_resumes(tmp_path):
     assert all(f"| {v} |" in table for v in VARIANTS)
     grid = Image.open(out / "grid.gif")
     assert 2 <= grid.n_frames <= 8 and grid.size[0] > 6 * 96  # GIF merges identical frames
+    # every variant is sampled with the frame count its recipes train on (not the world's 8)
+    frames = load_recipe(os.path.join(ROOT, "pipelines", "toy", "f_base.yaml")).data.frames
+    assert all(np.load(out / "samples" / f"{v}.npy").shape[2] == frames for v in VARIANTS)
 
     again = run_smoke(out)  # resumable: data, training and samples are all skipped
     assert "data: done before" in again

@@ -199,6 +199,13 @@ def prepare(out: str, seed: int = 0, **sizes) -> tuple[server.MediaServer, str, 
     return srv, urls, entries
 
 
+def clip_geometry(data) -> tuple[int, int, float]:
+    """(frames, stride, fps conditioning) of the clips a training recipe's data section cuts from this world's
+    videos. The toy recipes use one fixed stride (frame_stride [s, s]): one speed, and fps = FPS / s."""
+    stride = data.frame_stride[0]
+    return data.frames, stride, FPS / stride
+
+
 def demo_gif(checkpoint: str, out: str, prompt: str = DEMO_PROMPT, seed: int = 0, steps: int = 25,
              guidance: float = 4.0) -> str:
     """For the demo: a GIF of `prompt` sampled from a checkpoint trained on this world (e.g. RUN/f_spa_dir of
@@ -207,7 +214,8 @@ def demo_gif(checkpoint: str, out: str, prompt: str = DEMO_PROMPT, seed: int = 0
 
     from curate.train.sample import SampleSettings, VideoSampler, write_video
 
-    video = VideoSampler(checkpoint).sample(prompt, SampleSettings(frames=FRAMES, fps=FPS, steps=steps,
-                                                                   guidance=guidance, seed=seed))
+    sampler = VideoSampler(checkpoint)
+    frames, _, fps = clip_geometry(sampler.recipe.data)  # as the model saw videos in training
+    video = sampler.sample(prompt, SampleSettings(frames=frames, fps=fps, steps=steps, guidance=guidance, seed=seed))
     big = video.repeat_interleave(8, dim=1).repeat_interleave(8, dim=2)
-    return str(write_video(torch.as_tensor(big), out, FPS))
+    return str(write_video(torch.as_tensor(big), out, fps))

@@ -81,3 +81,30 @@ def test_prepare_serves_the_world_on_loopback(tmp_path):
             assert response.read() == open(tmp_path / "world" / "media" / entries[0]["name"], "rb").read()
     finally:
         srv.shutdown()
+
+
+def test_toy_recipes_cut_clips_that_show_the_whole_motion(small_world):
+    """Every toy recipe's clips, cut from a world video by the trainer's own loader functions at the recipe's
+    frames and stride, hold the captioned direction and a fixed step of STEP x stride (at 32 px)."""
+    import glob
+
+    import torch
+
+    from curate.train.data import decode_clip, resize_center_crop
+    from curate.train.recipe import load_recipe
+
+    root, entries = small_world
+    video = next(e for e in entries if e["modality"] == "video" and e["motion"] == "right")
+    data = open(os.path.join(root, "media", video["name"]), "rb").read()
+    recipes = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "../../pipelines/toy/*.yaml")))
+    for path in [p for p in recipes if not p.endswith("world.yaml")]:
+        frames, stride, fps = world.clip_geometry(load_recipe(path).data)
+        assert (frames - 1) * stride + 1 <= world.FRAMES, path  # a longer span would fall back to stride 1
+        clip, clip_fps = decode_clip(data, frames, (stride, stride), np.random.default_rng(0), float(world.FPS))
+        assert clip_fps == fps and len(clip) == frames
+        x = resize_center_crop(clip, 16, 16)
+        small = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+        row = wm.measure(small, video["caption"])
+        assert row["motion_ok"], (path, row)
+        # net displacement per frame, in frame sides: STEP x stride of 32 px (H.264 and blur move centroids a little)
+        assert row["speed"] == pytest.approx(world.STEP * stride / world.SIZE, rel=0.25), (path, row)
