@@ -80,10 +80,6 @@ def select_shard(root: str, out: str, sid: str, keys: list[str], sel: SelectSect
     return build_shard(out, sid, body)
 
 
-def _absolute(path: str) -> str:
-    return path.rstrip("/") if storage.is_remote(path) else os.path.abspath(path)
-
-
 @dataclass
 class SelectStage(Stage):
     """A checked SQL predicate over manifest + scores -> a training dataset folder `out`, shard for shard."""
@@ -96,7 +92,7 @@ class SelectStage(Stage):
     resources = Resources(cpus=1)
 
     def __post_init__(self):
-        self.root, self.out = _absolute(self.root), _absolute(self.out)
+        self.root, self.out = storage.absolute(self.root), storage.absolute(self.out)
         self.folder = DatasetFolder(self.out)
         self.inputs = (self.root,)
         self.outputs = (self.out,)

@@ -28,6 +28,11 @@ def local_path(path: str) -> str:
     return str(path)[len("file://"):] if str(path).startswith("file://") else str(path)
 
 
+def absolute(path: str) -> str:
+    """A URL as given (no trailing slash), a local path made absolute: what provenance and Ray tasks record."""
+    return str(path).rstrip("/") if is_remote(path) else os.path.abspath(local_path(path))
+
+
 def join(root: str, *parts: str) -> str:
     if is_remote(root):
         return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])

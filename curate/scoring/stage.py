@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tarfile
 import time
 from dataclasses import dataclass
@@ -120,10 +119,6 @@ def _write_table(path: str, table: pa.Table, content: str | None = None) -> None
     storage.write_table(table, path)
 
 
-def _absolute(root: str) -> str:
-    return root.rstrip("/") if storage.is_remote(root) else os.path.abspath(root)
-
-
 def _drop_temporaries(folder: str) -> None:
     """Temporary tables a killed run left in a local output folder (object stores get whole objects only)."""
     if not storage.is_remote(folder):
@@ -141,7 +136,7 @@ class ScoreStage(Stage):
     name = "score"
 
     def __post_init__(self):
-        self.root = _absolute(self.root)
+        self.root = storage.absolute(self.root)
         self.folder = DatasetFolder(self.root)
         unknown = [s for s in self.section.scorers if s not in ALL_SCORERS]
         if unknown or not self.section.scorers:
@@ -302,7 +297,7 @@ class DedupStage(Stage):
     resources = Resources(cpus=1)
 
     def __post_init__(self):
-        self.root = _absolute(self.root)
+        self.root = storage.absolute(self.root)
         self.folder = DatasetFolder(self.root)
         self.inputs = (self.folder.shards_dir, self.embeddings_dir)
         self.outputs = (self.out_dir,)

@@ -50,7 +50,7 @@ def connect(root: str) -> duckdb.DuckDBPyConnection:
     """`samples` = every shard manifest, left-joined with every scorer's table on key. After the view is
     defined the session may read only inside the folder and cannot write files. A folder in object storage is
     read through fsspec (storage.duckdb_connect), with the same limits."""
-    root = root.rstrip("/") if storage.is_remote(root) else os.path.abspath(root)
+    root = storage.absolute(root)
     folder = DatasetFolder(root)
     if not folder.complete_shards():
         raise FileNotFoundError(f"{root} has no complete shards (expected {folder.manifest_glob()})")
