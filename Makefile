@@ -21,10 +21,10 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/curate demo --out demo_out
 
-# Object-storage tests run in a loopback-only network namespace (tests/loopback_only.sh).
+# Object-storage and cluster tests run in a loopback-only network namespace (tests/loopback_only.sh).
 test: setup
-	$(PY) -m pytest -q --ignore=tests/storage
-	tests/loopback_only.sh $(PY) -m pytest -q tests/storage
+	$(PY) -m pytest -q --ignore=tests/storage --ignore=tests/cluster
+	tests/loopback_only.sh $(PY) -m pytest -q tests/storage tests/cluster
 
 bench: setup
 	$(PY) scripts/bench_download.py

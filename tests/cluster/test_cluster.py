@@ -1,5 +1,6 @@
-"""`--ray-address` on a real 2-node cluster on this machine: download, score and select run on the worker node and
-equal a local run; a worker node killed mid-download loses and duplicates nothing; Ray Train spans two nodes."""
+"""`--ray-address` on a real 2-node cluster on this machine, the data in an S3 server (moto on 127.0.0.1): download,
+score and select run on the worker node and equal a local run on local disk; a worker node killed mid-download
+loses and duplicates nothing; Ray Train spans two nodes, checkpoints in S3, and resumes on fresh nodes."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import sys
 import tarfile
 import time
 
-import duckdb
 import pytest
 
+from curate import storage
 from curate.stats.query import connect, run
 
 # the single-process reference of data-parallel training lives with the training tests
@@ -27,15 +28,16 @@ WHERE = "modality = 'image' OR motion_score > 1.0"
 
 
 def manifest(folder) -> list[dict]:
-    table = duckdb.sql(f"SELECT * FROM read_parquet('{folder}/shards/*.parquet') ORDER BY row").to_arrow_table()
-    return table.to_pylist()
+    """Every manifest row of a dataset folder (local or s3://), in input order."""
+    paths = storage.glob(storage.join(str(folder), "shards", "*.parquet"))
+    return sorted((row for p in paths for row in storage.read_table(p).to_pylist()), key=lambda r: r["row"])
 
 
 def tar_members(folder) -> dict[str, str]:
     """name -> sha256 of every member of every tar (each read to its end)."""
     out = {}
-    for path in sorted((folder / "shards").glob("*.tar")):
-        with tarfile.open(path) as tar:
+    for path in storage.glob(storage.join(str(folder), "shards", "*.tar")):
+        with storage.open(path) as f, tarfile.open(fileobj=f) as tar:
             for member in tar:
                 out[member.name] = hashlib.sha256(tar.extractfile(member).read()).hexdigest()
     return out
@@ -65,57 +67,65 @@ def urls(media_server, tmp_path_factory):
     return str(path)
 
 
-def pipeline(cluster, urls, out, address: bool) -> None:
+def pipeline(cluster, urls, out: str, address: bool) -> None:
     """download -> score (motion, quality) -> select, each a `curate` CLI call as users run it."""
-    ok(cluster.curate("download", "urls", urls, "--out", str(out / "ds"), "--allow-private-addresses", "--retries", "0",
+    ds, sel = storage.join(out, "ds"), storage.join(out, "sel")
+    ok(cluster.curate("download", "urls", urls, "--out", ds, "--allow-private-addresses", "--retries", "0",
                       "--shard-size", "2", address=address))
-    ok(cluster.curate("score", str(out / "ds"), "--scorers", "motion,quality", "--batch-size", "4", address=address))
-    ok(cluster.curate("select", str(out / "ds"), "--out", str(out / "sel"), "--where", WHERE,
-                      "--video-size", "32x32", "--image-size", "32x32", address=address))
+    ok(cluster.curate("score", ds, "--scorers", "motion,quality", "--batch-size", "4", address=address))
+    ok(cluster.curate("select", ds, "--out", sel, "--where", WHERE, "--video-size", "32x32", "--image-size", "32x32",
+                      address=address))
 
 
-def test_stages_run_on_the_worker_node_and_equal_a_local_run(cluster, urls, tmp_path):
+def test_stages_run_on_the_worker_node_and_equal_a_local_run(cluster, urls, s3_bucket, tmp_path):
+    """The cluster run reads its input from and writes every output to S3; the reference runs on local disk."""
     loopback_only(cluster)
     (worker,) = cluster.workers()
-    pipeline(cluster, urls, tmp_path / "cluster", address=True)
-    pipeline(cluster, urls, tmp_path / "local", address=False)
+    s3_urls = s3_bucket + "/input/urls.txt"
+    storage.write_bytes(s3_urls, open(urls, "rb").read())
+    pipeline(cluster, s3_urls, s3_bucket + "/cluster", address=True)
+    pipeline(cluster, urls, str(tmp_path / "local"), address=False)
 
     # the head has no CPUs: every download/select task and every scoring actor ran in the worker node's workers
     assert ran_here(worker, "process_unit") >= 1 and ran_here(worker, "MapWorker") >= 1
     assert ran_here(cluster.head, "process_unit") == ran_here(cluster.head, "MapWorker") == 0
 
-    c, local = tmp_path / "cluster", tmp_path / "local"
-    assert manifest(c / "ds") == manifest(local / "ds") and len(manifest(c / "ds")) == len(NAMES)
-    assert tar_members(c / "ds") == tar_members(local / "ds")
+    c, local = s3_bucket + "/cluster", tmp_path / "local"
+    assert manifest(f"{c}/ds") == manifest(local / "ds") and len(manifest(f"{c}/ds")) == len(NAMES)
+    assert tar_members(f"{c}/ds") == tar_members(local / "ds")
     sql = "SELECT key, status, motion_score, * EXCLUDE (key, status, motion_score) FROM samples ORDER BY key"
-    scored = run(connect(str(c / "ds")), sql).to_pylist()
+    scored = run(connect(f"{c}/ds"), sql).to_pylist()
     assert scored == run(connect(str(local / "ds")), sql).to_pylist()
     assert sum(r["motion_score"] is not None for r in scored) == 3  # the three downloaded videos
-    assert manifest(c / "sel") == manifest(local / "sel") and tar_members(c / "sel") == tar_members(local / "sel")
-    assert sorted(r["key"] for r in manifest(c / "sel")) == sorted(
+    assert manifest(f"{c}/sel") == manifest(local / "sel") and tar_members(f"{c}/sel") == tar_members(local / "sel")
+    assert sorted(r["key"] for r in manifest(f"{c}/sel")) == sorted(
         r["key"] for r in scored if r["status"] == "success" and (r["modality"] == "image" or r["motion_score"] > 1.0))
+    # nothing written outside the input and the two output prefixes
+    assert {p.split("/")[3] for p in storage.walk_files(s3_bucket)} == {"input", "cluster"}
     loopback_only(cluster)
 
 
-def test_worker_node_killed_mid_download_loses_and_duplicates_nothing(cluster, media_server, tmp_path):
-    """SIGKILL every process of the worker node once its first shard landed, start a fresh worker node, rerun."""
+def test_worker_node_killed_mid_download_loses_and_duplicates_nothing(cluster, media_server, s3_bucket, tmp_path):
+    """Dataset in S3: SIGKILL every process of the worker node once its first shard landed, start a fresh worker
+    node, rerun."""
     count = 18
     names = [f"slow/video_00{i % 6}.mp4" if i % 3 == 0 else f"video_00{i % 6}.mp4" for i in range(count)]
     urls = tmp_path / "urls.txt"
     urls.write_text("".join(f"{media_server.base_url}/{n}?i={i}\tc{i}\n" for i, n in enumerate(names)))
-    out = tmp_path / "ds"
-    args = ("download", "urls", str(urls), "--out", str(out), "--allow-private-addresses", "--shard-size", "3",
+    out = s3_bucket + "/ds"
+    landed = lambda: storage.glob(f"{out}/shards/*.parquet")  # noqa: E731
+    args = ("download", "urls", str(urls), "--out", out, "--allow-private-addresses", "--shard-size", "3",
             "--thread-count", "1", "--retries", "0")
     with open(tmp_path / "driver.log", "w") as log:
         driver = subprocess.Popen(cluster.command(*args), env=cluster.driver_env(), stdout=log, stderr=log,
                                   start_new_session=True)
     try:
         deadline = time.time() + 180
-        while time.time() < deadline and not list(out.glob("shards/*.parquet")) and driver.poll() is None:
+        while time.time() < deadline and not landed() and driver.poll() is None:
             time.sleep(0.2)
         (worker,) = cluster.workers()
         worker.kill()
-        assert 1 <= len(list(out.glob("shards/*.parquet"))) < count // 3, (tmp_path / "driver.log").read_text()[-2000:]
+        assert 1 <= len(landed()) < count // 3, (tmp_path / "driver.log").read_text()[-2000:]
         fresh = cluster.start_node(2)
         try:  # the lost tasks are retried on the fresh node (or left for the rerun)
             driver.wait(timeout=120)
@@ -167,9 +177,9 @@ RECIPE = {
 }
 
 
-def test_ray_train_across_two_nodes_resumes_on_fresh_nodes(cluster, demo_media, tmp_path):
-    """2 CPU workers (gloo) on two 1-CPU worker nodes: 2 steps, both nodes lost, 1 more step on two fresh nodes;
-    the checkpoint in the run folder equals one process averaging the same global batch for 3 steps."""
+def test_ray_train_across_two_nodes_resumes_on_fresh_nodes(cluster, demo_media, s3_bucket, tmp_path):
+    """2 CPU workers (gloo) on two 1-CPU worker nodes, shards and run folder in S3: 2 steps, both nodes lost, 1 more
+    step on two fresh nodes; the checkpoint in S3 equals one process averaging the same global batch for 3 steps."""
     import torch
     import yaml
 
@@ -177,10 +187,12 @@ def test_ray_train_across_two_nodes_resumes_on_fresh_nodes(cluster, demo_media, 
     from curate.train.recipe import recipe_from_dict
 
     data = training_shards(demo_media, tmp_path / "data")
-    spec = dict(RECIPE, data=dict(RECIPE["data"], dirs=[str(data)]))
+    s3_data, run_dir = s3_bucket + "/sel", s3_bucket + "/run"
+    for path in sorted((data / "shards").iterdir()):
+        storage.write_bytes(f"{s3_data}/shards/{path.name}", path.read_bytes())
+    spec = dict(RECIPE, data=dict(RECIPE["data"], dirs=[s3_data]))
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(spec))
-    run_dir = tmp_path / "run"
-    train = [sys.executable, "-m", "curate.cli", "train", str(tmp_path / "recipe.yaml"), "--out", str(run_dir)]
+    train = [sys.executable, "-m", "curate.cli", "train", str(tmp_path / "recipe.yaml"), "--out", run_dir]
     env = dict(cluster.driver_env(), RAY_ADDRESS=cluster.address)
 
     for node in cluster.workers():
@@ -193,11 +205,12 @@ def test_ray_train_across_two_nodes_resumes_on_fresh_nodes(cluster, demo_media, 
         assert checkpoints.load_checkpoint(checkpoints.latest_checkpoint(run_dir))["step"] == steps
         for node in nodes:
             node.kill()
-    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in storage.read_bytes(f"{run_dir}/log.jsonl").decode().splitlines()]
     assert [e["step"] for e in log] == [1, 2, 3]  # resumed at step 3, nothing redone
 
     ckpt = checkpoints.load_checkpoint(checkpoints.latest_checkpoint(run_dir))
-    reference = averaged_in_one_process(recipe_from_dict(spec), tmp_path / "ref", steps=3)
+    local_spec = dict(RECIPE, data=dict(RECIPE["data"], dirs=[str(data)]))  # the same shards, from local disk
+    reference = averaged_in_one_process(recipe_from_dict(local_spec), tmp_path / "ref", steps=3)
     for name, value in reference.model.state_dict().items():
         torch.testing.assert_close(ckpt["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
     for name, value in reference.ema.items():

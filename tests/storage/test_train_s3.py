@@ -135,22 +135,3 @@ def test_preflight_checks_s3_folders(local_data, s3_bucket, tmp_path):
     assert preflight.check(recipe.replace(init_from=run, stage="finetune", train={"resume": "none"}),
                            s3_bucket + "/runs/z", gpus=0) == []  # init_from an S3 run folder
 
-
-def test_two_ray_train_workers_read_and_checkpoint_in_s3(ray_local, local_data, s3_bucket, tmp_path):
-    from curate.train.distributed import train_distributed
-
-    spec = importlib.util.spec_from_file_location("ddp_reference_s3", TESTS / "train" / "ddp_reference.py")
-    ddp_reference = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ddp_reference)
-    data, run = upload(local_data, s3_bucket + "/sel"), s3_bucket + "/runs/ddp"
-    changes = {"data": {"num_workers": 0}, "train": {"steps": 2, "num_workers": 2, "checkpoint_every": 2}}
-    recipe = recipe_from_dict(recipe_dict(data)).replace(**changes)
-    train_distributed(recipe, run)
-    assert {"checkpoints/step_00000002.pt", "log.jsonl", "text_encoder.pt"} <= set(_keys(run))
-    ckpt = checkpoints.load_checkpoint(checkpoints.latest_checkpoint(run))
-    assert ckpt["step"] == 2
-    # gradients averaged over the ranks' S3 batches equal one process averaging the same local batches
-    reference = ddp_reference.averaged_in_one_process(
-        recipe_from_dict(recipe_dict(str(local_data))).replace(**changes), tmp_path / "ref", steps=2)
-    for name, value in reference.model.state_dict().items():
-        torch.testing.assert_close(ckpt["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
