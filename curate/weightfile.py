@@ -128,8 +128,16 @@ def read_weights(path: str | Path, trust_checkpoint: bool = False, what: str = "
                  mmap: bool = False) -> dict[str, Any]:
     """A weights file as a dict on CPU (safetensors, torch pickles, TorchScript archives' tensors).
 
-    mmap=True maps a torch zip file instead of reading it (for key/shape checks of large files).
+    mmap=True maps a torch zip file instead of reading it (for key/shape checks of large files). A URL
+    (s3://...) is fetched to a temporary local file first: the loaders need a seekable file.
     """
+    from curate import storage
+
+    if storage.is_remote(str(path)):
+        if not storage.exists(str(path)):
+            raise FileNotFoundError(f"{what} file not found: {path}")
+        with storage.local_copy(str(path)) as local:
+            return read_weights(local, trust_checkpoint, what, mmap=False)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from curate import storage
 from curate.weightfile import read_weights, unwrap_state_dict
 
 SD_SCALE_FACTOR = 0.18215
@@ -203,7 +204,7 @@ def load_autoencoder(kind: str, path: str | Path | None = None, scale_factor: fl
         return PixelSpace()
     if kind != "sd_kl":
         raise ValueError(f"autoencoder.kind must be 'pixel' or 'sd_kl', got {kind!r}")
-    if path is None or not Path(path).exists():
+    if path is None or not storage.exists(str(path)):
         raise FileNotFoundError(
             f"SD AutoencoderKL weights not found: {path!r}. Set autoencoder.path to a VideoCrafter2 model.ckpt "
             "or an SD 2.1 checkpoint (first_stage_model.* keys)."

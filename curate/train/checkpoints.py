@@ -188,10 +188,7 @@ def load_init(model: nn.Module, init_from: str) -> None:
 
 def read_state(path: str | Path, trust_checkpoint: bool = False) -> dict[str, Any]:
     """A .safetensors, .pt or .ckpt file as a dict on CPU; pickled code only with trust_checkpoint=True.
-    A URL is downloaded to a temporary file first (one GET; the loaders need a seekable file)."""
-    if _remote(path):
-        with storage.local_copy(str(path)) as local:
-            return read_weights(local, trust_checkpoint, what="checkpoint")
+    A URL is downloaded to a temporary file first (read_weights: the loaders need a seekable file)."""
     return read_weights(path, trust_checkpoint, what="checkpoint")
 
 

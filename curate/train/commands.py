@@ -101,7 +101,8 @@ def train(
 
 
 def sample(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file (RUN/checkpoints/step_*.pt) or a run folder (its latest).")],
+    checkpoint: Annotated[str, typer.Argument(help="A checkpoint file (RUN/checkpoints/step_*.pt) or a run folder (its "
+                                                  "latest), local or a URL (s3://...).")],
     prompt: Annotated[str, typer.Option(help="Text prompt.")],
     out: Annotated[Path, typer.Option(help="Output video: .mp4 or .gif.")],
     frames: Annotated[int, typer.Option(help="Number of frames.")] = 16,

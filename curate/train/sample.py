@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from curate import storage
 from curate.train import checkpoints
 from curate.train.checkpoints import export_weights, recipe_of_checkpoint, resolve_checkpoint
 from curate.train.autoencoder import load_autoencoder
@@ -45,8 +46,10 @@ class VideoSampler:
         if self.device.type == "cpu" and r.train.cpu_threads:
             torch.set_num_threads(r.train.cpu_threads)
         text_path = self.ckpt["config"].get("text_encoder_path") or r.text_encoder.path
-        beside = path.parent.parent / "text_encoder.pt"  # a tiny tower lives in its run folder, which may have moved
-        if r.text_encoder.kind == "tiny" and (not text_path or not Path(text_path).exists()) and beside.exists():
+        # a tiny tower lives in its run folder (local or a URL), which may have moved
+        beside = storage.join(storage.parent(storage.parent(str(path))), "text_encoder.pt")
+        if r.text_encoder.kind == "tiny" and (not text_path or not storage.exists(str(text_path))) \
+                and storage.exists(beside):
             text_path = beside
         self.text_encoder = load_text_encoder(r.text_encoder.kind, text_path).to(self.device)
         self.first_stage = load_autoencoder(r.autoencoder.kind, r.autoencoder.path, r.autoencoder.scale_factor).to(self.device)

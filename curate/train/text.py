@@ -93,7 +93,7 @@ def load_text_encoder(kind: str, path: str | Path | None = None) -> FrozenTextEn
     """kind 'open_clip_vit_h_14' (path: open_clip weights or a VideoCrafter2 checkpoint; default: HF cache)
     or 'tiny' (path: a file written by create_tiny)."""
     if kind == "open_clip_vit_h_14":
-        file = Path(path) if path else _find_vit_h_14()
+        file = path if path else _find_vit_h_14()
         enc = FrozenTextEncoder(**VIT_H_14)
         enc.load_tower_state(unwrap_state_dict(read_weights(file, what="text encoder weights")))
         return enc

@@ -117,6 +117,15 @@ def test_train_from_s3_into_an_s3_run_folder_equals_local_and_resumes(local_data
     assert [e["step"] for e in s3_log] == [1, 2, 3, 4]
     assert [e["loss"] for e in s3_log] == [e["loss"] for e in local_log]
 
+    # sampling straight from the S3 run folder (checkpoint and tiny text encoder read from S3)
+    shown = runner.invoke(app, ["sample", run, "--prompt", "a red square", "--out", str(tmp_path / "s3.gif"),
+                                "--frames", "2", "--steps", "2", "--seed", "3"])
+    assert shown.exit_code == 0, shown.output
+    here = runner.invoke(app, ["sample", str(tmp_path / "local"), "--prompt", "a red square", "--out",
+                               str(tmp_path / "local.gif"), "--frames", "2", "--steps", "2", "--seed", "3"])
+    assert here.exit_code == 0, here.output
+    assert (tmp_path / "s3.gif").read_bytes() == (tmp_path / "local.gif").read_bytes()
+
 
 def test_preflight_checks_s3_folders(local_data, s3_bucket, tmp_path):
     data, run = upload(local_data, s3_bucket + "/sel"), s3_bucket + "/runs/y"
