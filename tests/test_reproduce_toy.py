@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from curate.train.recipe import load_recipe
@@ -23,6 +24,7 @@ def run_smoke(out):
     return done.stdout
 
 
+@pytest.mark.timeout(2 * 1200)  # two runs, each bounded by run_smoke's own timeout (the suite default is 600 s)
 def test_smoke_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "toy"
     run_smoke(out)
