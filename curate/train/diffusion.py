@@ -2,7 +2,9 @@
 
 Defaults follow the VideoCrafter2 / LDM setup: the LDM "linear" schedule (a linspace of
 sqrt(beta) from 0.00085 to 0.012, squared) over 1000 steps, eps prediction, MSE loss.
-v-prediction and the cosine schedule (Nichol & Dhariwal) are options. The DDIM sampler
+v-prediction, the cosine schedule (Nichol & Dhariwal) and a resolution shift of either schedule (`shift`,
+Hoogeboom et al. 2023: every timestep's signal-to-noise ratio divided by shift**2, for inputs smaller than
+the schedule was made for) are options. The DDIM sampler
 uses the same uniform timestep grid as the official sampler (t = 1, 1 + c, 1 + 2c, ... below 1000,
 c = 1000 // steps; see ddim_timesteps).
 """
@@ -30,24 +32,37 @@ class DiffusionConfig:
     linear_end: float = 0.012
     timesteps: int = 1000
     prediction: str = "eps"
+    shift: float = 1.0
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"diffusion.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"diffusion.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if not self.shift >= 1.0:
+            raise ValueError(f"diffusion.shift must be >= 1 (1 = no shift), got {self.shift!r}")
 
 
 def beta_schedule(cfg: DiffusionConfig) -> torch.Tensor:
     """Betas in float64, shape [timesteps]."""
     n = cfg.timesteps
     if cfg.schedule == "linear":
-        return torch.linspace(cfg.linear_start**0.5, cfg.linear_end**0.5, n, dtype=torch.float64) ** 2
-    s = 8e-3  # cosine offset from Nichol & Dhariwal, as in LDM
-    steps = torch.linspace(0, 1, n + 1, dtype=torch.float64)
-    alphas_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
-    alphas_bar = alphas_bar / alphas_bar[0]
-    return (1 - alphas_bar[1:] / alphas_bar[:-1]).clamp(0, 0.999)
+        betas = torch.linspace(cfg.linear_start**0.5, cfg.linear_end**0.5, n, dtype=torch.float64) ** 2
+    else:
+        s = 8e-3  # cosine offset from Nichol & Dhariwal, as in LDM
+        steps = torch.linspace(0, 1, n + 1, dtype=torch.float64)
+        alphas_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        alphas_bar = alphas_bar / alphas_bar[0]
+        betas = (1 - alphas_bar[1:] / alphas_bar[:-1]).clamp(0, 0.999)
+    if cfg.shift == 1.0:
+        return betas
+    # SNR / shift^2 at every t: a small image keeps its layout visible through more noise than a large one
+    # (its pixels average the noise away), so the unshifted schedule spends few steps where only the text can
+    # tell the layout. abar' = SNR' / (1 + SNR') = abar / (abar + shift^2 (1 - abar)).
+    alphas_bar = torch.cumprod(1 - betas, dim=0)
+    shifted = alphas_bar / (alphas_bar + cfg.shift**2 * (1 - alphas_bar))
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), shifted[:-1]])
+    return (1 - shifted / previous).clamp(0, 0.999)
 
 
 def _at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -27,9 +27,24 @@ def test_cosine_schedule_decreases_alpha_bar_to_near_zero():
     assert (ab.diff() < 0).all() and ab[-1] < 1e-4 and ab[0] > 0.999
 
 
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_shift_divides_every_snr_by_its_square(schedule):
+    """SNR = abar / (1 - abar), computed in numpy from the unshifted schedule's betas."""
+    base = np.cumprod(1 - beta_schedule(DiffusionConfig(schedule=schedule)).numpy())
+    shifted = np.cumprod(1 - beta_schedule(DiffusionConfig(schedule=schedule, shift=4.0)).numpy())
+    finite = base < 1 - 1e-12
+    ratio = (shifted / (1 - shifted))[finite] / (base / (1 - base))[finite]
+    np.testing.assert_allclose(ratio, 1 / 16, rtol=1e-5)
+    assert (np.diff(shifted) < 0).all()
+    assert torch.equal(beta_schedule(DiffusionConfig(schedule=schedule, shift=1.0)),
+                       beta_schedule(DiffusionConfig(schedule=schedule)))
+
+
 def test_unknown_options_are_rejected():
     with pytest.raises(ValueError, match="prediction"):
         DiffusionConfig(prediction="x0")
+    with pytest.raises(ValueError, match="shift"):
+        DiffusionConfig(shift=0.5)
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
@@ -96,13 +111,14 @@ def test_ddim_sample_visits_every_grid_timestep_once(steps):
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
 @pytest.mark.parametrize("eta", [0.0, 1.0])
-def test_ddim_with_a_perfect_denoiser_lands_on_the_data(prediction, eta):
+@pytest.mark.parametrize("schedule", [{}, {"schedule": "cosine", "shift": 4.0}], ids=["linear", "cosine-shift4"])
+def test_ddim_with_a_perfect_denoiser_lands_on_the_data(prediction, eta, schedule):
     """A denoiser that knows x0 predicts the exact target; DDIM must then land on x0 (any eta).
 
     As in the official sampler, the last step goes to alpha_bar[0] = 1 - 0.00085, so the result keeps
     noise of std sqrt(0.00085) ~ 0.029 around x0.
     """
-    d = GaussianDiffusion(DiffusionConfig(prediction=prediction))
+    d = GaussianDiffusion(DiffusionConfig(prediction=prediction, **schedule))
     x0 = torch.linspace(-1, 1, 2 * 3 * 2 * 4 * 4).reshape(2, 3, 2, 4, 4)
 
     def oracle(x, t, context, fps):
