@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from curate.shards.atomic import fsync_path, publish
 
 
-def is_remote(path: str) -> bool:
+def is_remote(path: str | os.PathLike) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
 
 

@@ -4,10 +4,8 @@
 
 1. data:   the toy world (curate.demo.world) served on 127.0.0.1; pipelines/toy/world.yaml through the stages'
            Python API (download -> score motion+quality -> select the high-quality images by thresholds); the
-           base models train on the downloaded shards themselves (every low-quality video + the whole image pool).
-           A select of everything would be the same data re-encoded, but the select stage's re-encode of an
-           8-frame clip fails its own truncation check today (H.264 B-frames: the last packet in decode order
-           is 75% of the way in, the bar is 80%), so the original shards are used.
+           base models train on the downloaded shards themselves (every low-quality video + the whole image pool:
+           a select of everything would be the same data re-encoded).
 2. train:  `curate train` runs, one process and one thread each, `--jobs` at a time, in dependency waves:
            image -> f_base, p_base -> f_spa_dir, f_spa_lora, p_spa_dir, f_spatemp_dir. A run already at its
            step count is skipped, an interrupted one resumes from its latest checkpoint.

@@ -8,8 +8,6 @@ instead of materialised einsum score matrices.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -227,11 +225,10 @@ class TemporalTransformer(nn.Module):
 
     def __init__(self, in_channels, n_heads, d_head, depth=1, context_dim=None, use_linear=False,
                  use_checkpoint=False, only_self_att=True, causal_attention=False, relative_position=False,
-                 temporal_length=None, absolute_position=False):
+                 temporal_length=None):
         super().__init__()
         inner_dim = n_heads * d_head
         self.only_self_att = only_self_att
-        self.absolute_position = absolute_position
         self.causal_attention = causal_attention
         self.norm = nn.GroupNorm(32, in_channels, eps=1e-6)
         if use_linear:
@@ -264,8 +261,6 @@ class TemporalTransformer(nn.Module):
         h = self.norm(h)  # [B, C, T, HW]
         h = h.permute(0, 3, 2, 1).reshape(batch * height * width, frames, channels)
         h = _proj(self.proj_in, h)
-        if self.absolute_position:
-            h = h + frame_position_embedding(frames, h.shape[-1], h.device, h.dtype)
         if self.only_self_att:
             for block in self.transformer_blocks:
                 h = block(h, causal=self.causal_attention)
@@ -277,17 +272,6 @@ class TemporalTransformer(nn.Module):
         h = _proj(self.proj_out, h)
         h = h.view(batch, height * width, frames, channels).permute(0, 2, 3, 1).reshape(n, channels, height, width)
         return h + x
-
-
-def frame_position_embedding(frames: int, dim: int, device, dtype) -> torch.Tensor:
-    """Fixed sinusoidal embedding of each frame's index, [frames, dim] (the transformer's absolute-position code;
-    no parameters, so the checkpoint layout does not change)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=device, dtype=torch.float32) / max(half, 1))
-    angles = torch.arange(frames, device=device, dtype=torch.float32)[:, None] * freqs[None, :]
-    out = torch.zeros(frames, dim, device=device, dtype=torch.float32)
-    out[:, 0:2 * half:2], out[:, 1:2 * half:2] = angles.sin(), angles.cos()
-    return out.to(dtype)
 
 
 def _zero(module: nn.Module) -> None:

@@ -37,10 +37,6 @@ _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 _CONFIG_SUFFIX = ".config.json"
 
 
-def _remote(path: str | Path) -> bool:
-    return storage.is_remote(str(path))
-
-
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> str | Path:
     """Write {model, ema, opt, step, config} atomically: temp file in the same folder, fsync, rename
     (a URL: a local staging file uploaded as one object, after its config sidecar).
@@ -51,7 +47,7 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> str | Path:
     missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
     if missing:
         raise ValueError(f"checkpoint lacks {missing}; expected keys {list(CHECKPOINT_KEYS)}")
-    if _remote(path):
+    if storage.is_remote(path):
         return _upload_checkpoint(str(path), checkpoint)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +83,7 @@ def _upload_checkpoint(url: str, checkpoint: dict[str, Any]) -> str:
 def checkpoint_config(path: str | Path) -> dict[str, Any]:
     """The `config` of a checkpoint without reading its tensors: mapped locally, the uploaded sidecar remotely."""
     sidecar = str(path)[: -len(".pt")] + _CONFIG_SUFFIX
-    if not _remote(path):
+    if not storage.is_remote(path):
         return read_weights(path, mmap=True)["config"]
     if not storage.exists(sidecar):
         return load_checkpoint(path)["config"]
@@ -108,14 +104,14 @@ def load_checkpoint(path: str | Path, trust_checkpoint: bool = False) -> dict[st
 
 def checkpoint_path(run_dir: str | Path, step: int) -> str | Path:
     """Where the checkpoint of `step` lives in a run folder."""
-    if _remote(run_dir):
+    if storage.is_remote(run_dir):
         return storage.join(str(run_dir), "checkpoints", f"step_{step:08d}.pt")
     return Path(run_dir) / "checkpoints" / f"step_{step:08d}.pt"
 
 
 def latest_checkpoint(run_dir: str | Path) -> str | Path | None:
     """The highest-step complete checkpoint of a run (temp files are never matched), or None."""
-    if _remote(run_dir):
+    if storage.is_remote(run_dir):
         found = storage.glob(storage.join(str(run_dir), "checkpoints", "step_*.pt"))
         steps = [(int(m.group(1)), p) for p in found if (m := _STEP_FILE.match(storage.basename(p)))]
         return max(steps)[1] if steps else None
@@ -126,7 +122,7 @@ def latest_checkpoint(run_dir: str | Path) -> str | Path | None:
 
 def resolve_checkpoint(path: str | Path) -> str | Path:
     """A checkpoint file, or a run folder's latest checkpoint."""
-    if _remote(path):
+    if storage.is_remote(path):
         if storage.isdir(str(path)):
             found = latest_checkpoint(path)
             if found is None:

@@ -47,7 +47,7 @@ def unet_params(preset_name: str, **overrides: Any) -> dict[str, Any]:
     if preset_name not in PRESETS:
         raise KeyError(f"unknown U-Net preset {preset_name!r}; choose from {sorted(PRESETS)}")
     params = dict(PRESETS[preset_name])
-    unknown = set(overrides) - set(params) - {"temporal_transformer_depth", "use_absolute_position"}
+    unknown = set(overrides) - set(params) - {"temporal_transformer_depth"}
     if unknown:
         raise TypeError(f"unknown U-Net parameters {sorted(unknown)}")
     params.update(overrides)

@@ -196,7 +196,6 @@ class UNet3D(nn.Module):
         temporal_attention: bool = True,
         temporal_selfatt_only: bool = True,
         use_relative_position: bool = True,
-        use_absolute_position: bool = False,
         use_causal_attention: bool = False,
         temporal_length: int | None = None,
         addition_attention: bool = False,
@@ -215,8 +214,7 @@ class UNet3D(nn.Module):
 
         temporal_options = dict(context_dim=context_dim, use_checkpoint=use_checkpoint,
                                 only_self_att=temporal_selfatt_only, causal_attention=use_causal_attention,
-                                relative_position=use_relative_position, temporal_length=temporal_length,
-                                absolute_position=use_absolute_position)
+                                relative_position=use_relative_position, temporal_length=temporal_length)
 
         def temporal(ch):
             return TemporalTransformer(ch, ch // num_head_channels, num_head_channels, depth=temporal_transformer_depth,

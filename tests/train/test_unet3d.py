@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from curate.train.attention import GEGLU, CrossAttention, TemporalTransformer, frame_position_embedding
+from curate.train.attention import GEGLU, CrossAttention
 from curate.train.presets import PRESETS, build_unet, unet_params
 from curate.train.unet3d import TemporalConvBlock, parameter_groups, set_trainable, trainable_groups
 
@@ -233,32 +233,3 @@ def test_timestep_embedding_is_cosine_then_sine():
     emb = timestep_embedding(torch.tensor([0.0, 10.0]), 6)
     assert torch.equal(emb[0], torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0]))
     assert math.isclose(emb[1, 3].item(), math.sin(10.0), rel_tol=1e-6)
-
-
-def test_absolute_frame_position_tells_identical_frames_apart():
-    """Without it a temporal transformer is blind to frame order: identical frames in, identical frames out
-    (so text cannot say which frame goes where). The sinusoidal code is parameter-free: same checkpoint layout."""
-    torch.manual_seed(0)
-    frames = 4
-    plain = TemporalTransformer(32, 2, 16)
-    ordered = TemporalTransformer(32, 2, 16, absolute_position=True)
-    _randomize(plain)
-    ordered.load_state_dict(plain.state_dict())
-    assert plain.state_dict().keys() == ordered.state_dict().keys()
-    x = torch.randn(2, 1, 32, 3, 3).expand(2, frames, 32, 3, 3).reshape(2 * frames, 32, 3, 3)
-    with torch.no_grad():
-        same = plain(x, None, frames).view(2, frames, 32, 3, 3)
-        told = ordered(x, None, frames).view(2, frames, 32, 3, 3)
-    torch.testing.assert_close(same, same[:, :1].expand_as(same))
-    assert (told[:, 1:] - told[:, :1]).abs().amax() > 1e-3
-    code = frame_position_embedding(frames, 32, "cpu", torch.float32)
-    assert code.shape == (frames, 32)
-    torch.testing.assert_close(code[:, 0::2] ** 2 + code[:, 1::2] ** 2, torch.ones(frames, 16))
-    assert torch.equal(code[0, 0::2], torch.zeros(16))  # frame 0: sin 0
-
-
-def test_absolute_position_is_a_unet_option_off_in_the_released_preset():
-    assert not unet_params("videocrafter2_512").get("use_absolute_position", False)
-    on = build_unet("tiny", use_absolute_position=True)
-    assert on.state_dict().keys() == build_unet("tiny").state_dict().keys()
-    assert all(m.absolute_position for m in on.modules() if isinstance(m, TemporalTransformer))
