@@ -240,7 +240,7 @@ def run_recipe(recipe, out: str, force: bool, ray_address: Optional[str]) -> dic
 @app.command("demo")
 def demo_cmd(
     out: str = typer.Option("demo_out", "--out", help="Folder for the corpus and the curated dataset."),
-    train_steps: int = typer.Option(300, min=0, help="Steps of the toy world's F-base, after its image model (0 skips training)."),
+    train_steps: int = typer.Option(1500, min=0, help="Steps of the toy world's F-base, after its image model (0 skips training; below ~1200 the GIF is still noise)."),
     ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """Generate the demo corpus, serve it on 127.0.0.1, run pipelines/demo.yaml end to end, then train a tiny
