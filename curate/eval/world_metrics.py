@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -83,6 +84,12 @@ def direction_of(net: np.ndarray, side: int) -> str:
     return "down" if net[1] > 0 else "up"
 
 
+def majority(labels: list[str]) -> str:
+    """The most frequent label; a tie goes to the one seen first (max over a set broke ties by string hash, which
+    changes per process: the same frames scored differently on a rerun)."""
+    return Counter(labels).most_common(1)[0][0]
+
+
 def measure(frames: np.ndarray, prompt: str) -> dict:
     """One video's world metrics against the prompt's ground truth."""
     color, shape, motion = world.parse_caption(prompt)
@@ -104,8 +111,8 @@ def measure(frames: np.ndarray, prompt: str) -> dict:
     row = {
         "prompt": prompt, "color": color, "shape": shape, "motion": motion,
         "object_frames": len(centres) / len(frames),
-        "color_ok": bool(colours) and max(set(colours), key=colours.count) == color,
-        "shape_ok": bool(shapes) and max(set(shapes), key=shapes.count) == shape,
+        "color_ok": bool(colours) and majority(colours) == color,
+        "shape_ok": bool(shapes) and majority(shapes) == shape,
         "edge_strength": float(np.mean([edge_strength(f) for f in frames])),
         "object_contrast": float(np.mean(contrasts)) if contrasts else 0.0,
         "flicker": float(np.std(np.asarray(backgrounds), axis=0).mean()),
