@@ -5,9 +5,9 @@ this world can be checked against its prompt (curate.eval.world_metrics). Sizes 
 learn the world in minutes.
 
 - Videos are the "WebVid" of this world: 8 frames at 32x32, every one degraded (blur, low contrast, noise, then
-  H.264 at a high CRF). Motion is made easy to learn: a constant step of STEP px per frame along one axis, always
-  the same speed, so the whole clip crosses most of the frame; a direction is then a large, unambiguous change
-  that a few thousand CPU steps can pick up (subtle or varying speeds were not learnt in 12 minutes before).
+  H.264 at a high CRF). Motion is made as easy as it gets: a constant step of STEP px per frame along one axis,
+  always the same speed, so the whole clip crosses most of the frame. The toy models learn that motion (straight
+  lines at the real speed) but, up to 6000 CPU steps, not which direction a caption names (README, toy section).
 - Images are the pool that curation works on: half high quality (sharp, full contrast, lossless), half degraded
   (blurred, low contrast or noisy); the score thresholds of pipelines/toy/world.yaml must pick the good half.
 - Some (colour, shape, motion) combinations are never made as videos (HELD_OUT): prompts for them test whether
