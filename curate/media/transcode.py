@@ -11,7 +11,7 @@ class TranscodeError(Exception):
     pass
 
 
-def _run(cmd: list[str], timeout: float) -> None:
+def run_ffmpeg(cmd: list[str], timeout: float) -> None:
     try:
         out = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -23,7 +23,7 @@ def _run(cmd: list[str], timeout: float) -> None:
 def cap_resolution(src: str, dst: str, max_side: int, crf: int = 23, timeout: float = 600.0) -> None:
     """Downscale so the longer side is at most `max_side` (geometry.even_fit_within_size: the even sizes H.264
     4:2:0 needs), H.264, no audio."""
-    _run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", src, "-an", "-vf", ffmpeg_fit_within(max_side),
+    run_ffmpeg(["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", src, "-an", "-vf", ffmpeg_fit_within(max_side),
           "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p", "-movflags", "+faststart",
           dst], timeout)
 
@@ -35,7 +35,7 @@ def resize_center_crop(src: str, dst: str, width: int, height: int, max_frames: 
     cmd = ["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", src, "-an", "-vf", ffmpeg_cover_crop(height, width)]
     if max_frames:
         cmd += ["-frames:v", str(max_frames)]
-    _run(cmd + ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
+    run_ffmpeg(cmd + ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
                 "-movflags", "+faststart", dst], timeout)
 
 
