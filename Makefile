@@ -10,10 +10,15 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null || ! command -v chromium >/dev/null \
-		|| ! command -v chromedriver >/dev/null || ! command -v ip >/dev/null; then $(SUDO) apt-get update -qq && \
-		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg chromium chromium-driver iproute2; fi
+		|| ! command -v chromedriver >/dev/null || ! command -v ip >/dev/null \
+		|| [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then $(SUDO) apt-get update -qq && \
+		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg chromium chromium-driver iproute2 \
+		fonts-dejavu-core; fi
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	@# RapidOCR's wheel asks for opencv-python, a second OpenCV beside our headless one: its other needs are in
+	@# pyproject, the wheel itself goes in without dependencies.
+	$(PY) -m pip install -q -c constraints.txt --no-deps "rapidocr-onnxruntime==1.4.4"
 	@touch $(STAMP)
 
 setup: $(STAMP)
