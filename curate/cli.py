@@ -67,12 +67,13 @@ def finish(summary: dict, echo: bool = True) -> None:
 @app.command("download")
 @with_options(DownloadSection, exclude=("source", "input"))
 def download_cmd(
-    source: str = typer.Argument(..., help="webvid, laion-coco, laion-aesthetics, journeydb, msrvtt, folder or urls."),
+    source: str = typer.Argument(..., help="webvid, laion-coco, laion-aesthetics, journeydb, msrvtt, openvid, folder or urls."),
     input: str = typer.Argument(..., help="The source's metadata file or folder, in its distributed format."),
     out: str = typer.Option(..., "--out", help="Dataset folder to create or continue."),
     caption_column: Optional[str] = typer.Option(None, help="laion-*/urls: the caption column to use."),
     images: Optional[str] = typer.Option(None, help="journeydb: folder holding the NNN.tgz image archives."),
-    videos: Optional[str] = typer.Option(None, help="msrvtt: folder holding videoN.mp4 files."),
+    videos: Optional[str] = typer.Option(None, help="msrvtt: folder holding videoN.mp4 files; openvid: the "
+                                         "OpenVid_partN.zip archives or an extracted folder (several: commas)."),
     ray_address: Optional[str] = RAY_ADDRESS,
     force: bool = FORCE,
     **options,

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 
@@ -125,8 +126,8 @@ def _local_one(row: dict, job: _Job):
 
 
 def _archive_members(rows: list[dict], work: str):
-    """Members of tar archives (path ARCHIVE::MEMBER; local or in object storage), each archive read once, front
-    to back."""
+    """Members of tar or zip archives (path ARCHIVE::MEMBER; local or in object storage), each archive opened
+    once: a tar read front to back, a zip's wanted members read through its central directory."""
     by_archive: dict[str, dict[str, dict]] = {}
     for row in rows:
         archive, member = row["path"].split("::", 1)
@@ -134,17 +135,14 @@ def _archive_members(rows: list[dict], work: str):
     for archive, wanted in by_archive.items():
         found = set()
         try:
-            with storage.open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
-                for member in tar:
-                    row = wanted.get(member.name) or wanted.get(member.name.lstrip("./"))
-                    if row is None or not member.isfile():
-                        continue
-                    dest = os.path.join(work, row["key"])
-                    with tar.extractfile(member) as src, open(dest, "wb") as out:
-                        shutil.copyfileobj(src, out)
-                    found.add(row["key"])
-                    yield row, dest
-        except (OSError, tarfile.TarError) as exc:
+            members = _zip_members if archive.lower().endswith(".zip") else _tar_members
+            for row, src in members(archive, wanted):
+                dest = os.path.join(work, row["key"])
+                with src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                found.add(row["key"])
+                yield row, dest
+        except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
             for row in wanted.values():
                 if row["key"] not in found:
                     found.add(row["key"])
@@ -152,6 +150,22 @@ def _archive_members(rows: list[dict], work: str):
         for row in wanted.values():
             if row["key"] not in found:
                 yield _failure(row, "failed_to_download", "missing_file", f"{row['path']} not in archive"), None
+
+
+def _tar_members(archive: str, wanted: dict[str, dict]):
+    with storage.open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
+        for member in tar:
+            row = wanted.get(member.name) or wanted.get(member.name.lstrip("./"))
+            if row is not None and member.isfile():
+                yield row, tar.extractfile(member)
+
+
+def _zip_members(archive: str, wanted: dict[str, dict]):
+    with storage.open(archive, "rb") as raw, zipfile.ZipFile(raw) as zf:
+        present = set(zf.namelist())
+        for member, row in wanted.items():
+            if member in present:
+                yield row, zf.open(member)
 
 
 _HTTP_ERROR = re.compile(r"HTTP Error (\d{3})")

@@ -70,3 +70,35 @@ def test_webvid_columns_over_a_downloaded_folder(media_server, tmp_path):
     assert [(r["key"], r["status"], r["page_idx"], r["source_duration"], r["page_dir"]) for r in rows] == [
         ("webvid_1", "success", 1, 3.0, "000001_000050"), ("webvid_2", "success", 2, 40.0, "000001_000050"),
         ("webvid_3", "failed_to_download", 3, 5.0, "000051_000100")]
+
+
+def test_openvid_from_zip_parts_and_predicate_over_its_scores(demo_media, tmp_path):
+    """Videos read straight from an OpenVid_partN.zip (never extracted), scores typed: the issue's predicate
+    selects by them; a corrupt member and an absent one are failure rows."""
+    import zipfile
+
+    media = demo_media[0]
+    with zipfile.ZipFile(tmp_path / "OpenVid_part0.zip", "w") as zf:
+        zf.write(f"{media}/video_000.mp4", "video/v0.mp4")
+        zf.write(f"{media}/video_001.mp4", "video/v1.mp4")
+        zf.writestr("video/bad.mp4", b"not an mp4")
+    csv = tmp_path / "OpenVid-1M.csv"
+    csv.write_text("video,caption,aesthetic score,motion score,temporal consistency score,camera motion,frame,fps,"
+                   "seconds\n"
+                   'v0.mp4,"a square, moving",5.5,2.0,0.99,static,24,8,3.0\n'
+                   "v1.mp4,a circle,4.0,9.0,0.95,static,24,8,3.0\n"
+                   "bad.mp4,broken,6.0,1.0,0.9,static,24,8,3.0\n"
+                   "gone.mp4,absent,6.0,1.0,0.9,pan,24,8,3.0\n")
+    folder = DatasetFolder(str(tmp_path / "ds"))
+    build_plan(folder, "openvid", str(csv), {"videos": str(tmp_path)}, shard_size=100)
+    download_shard(folder.root, 0, shard_id(0), OPTIONS)
+    assert not [p for p in tmp_path.rglob("v0.mp4")]  # nothing extracted beside the archive
+    con = connect(folder.root)
+    columns = run(con, "SELECT * FROM samples LIMIT 0").column_names
+    where = check_predicate("openvid_aesthetic >= 5 AND camera_motion = 'static'", columns)
+    rows = run(con, f"SELECT key, status, error_reason, width FROM samples WHERE {where} ORDER BY key").to_pylist()
+    assert rows == [{"key": "openvid_bad", "status": "failed_to_decode", "error_reason": rows[0]["error_reason"],
+                     "width": None},
+                    {"key": "openvid_v0", "status": "success", "error_reason": None, "width": 160}]
+    gone = run(con, "SELECT status FROM samples WHERE key = 'openvid_gone'").column("status").to_pylist()
+    assert gone == ["invalid_input"]
