@@ -67,13 +67,16 @@ def finish(summary: dict, echo: bool = True) -> None:
 @app.command("download")
 @with_options(DownloadSection, exclude=("source", "input"))
 def download_cmd(
-    source: str = typer.Argument(..., help="webvid, laion-coco, laion-aesthetics, journeydb, msrvtt, openvid, folder or urls."),
+    source: str = typer.Argument(..., help="webvid, laion-coco, laion-aesthetics, journeydb, msrvtt, panda70m, "
+                                           "openvid, folder or urls."),
     input: str = typer.Argument(..., help="The source's metadata file or folder, in its distributed format."),
     out: str = typer.Option(..., "--out", help="Dataset folder to create or continue."),
     caption_column: Optional[str] = typer.Option(None, help="laion-*/urls: the caption column to use."),
     images: Optional[str] = typer.Option(None, help="journeydb: folder holding the NNN.tgz image archives."),
     videos: Optional[str] = typer.Option(None, help="msrvtt: folder holding videoN.mp4 files; openvid: the "
                                          "OpenVid_partN.zip archives or an extracted folder (several: commas)."),
+    whole_videos: bool = typer.Option(False, "--whole-videos", help="panda70m: store each source video whole "
+                                      "(its windows in extra, for `split`) instead of one cut clip per window."),
     ray_address: Optional[str] = RAY_ADDRESS,
     force: bool = FORCE,
     **options,
@@ -82,8 +85,8 @@ def download_cmd(
     from curate import engine
     from curate.download.stage import DownloadStage
 
-    source_options = {k: v for k, v in {"caption_column": caption_column, "images": images,
-                                        "videos": videos}.items() if v is not None}
+    source_options = {k: v for k, v in {"caption_column": caption_column, "images": images, "videos": videos,
+                                        "whole_videos": whole_videos or None}.items() if v is not None}
     with usage_errors(out):
         section = section_from_flags(DownloadSection, options, source=source, input=input,
                                      source_options=source_options)

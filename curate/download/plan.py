@@ -5,7 +5,8 @@ WebDataset clients (Hugging Face datasets, Ray Data) infer one set of columns fr
 .jpg sample and an .mp4 (or a .png) sample have different columns. The extension is predicted here: remote
 images are re-encoded to JPEG by img2dataset, local images keep their format (the file's extension), videos
 are .webm when the name says so and .mp4 otherwise. A file whose content contradicts its name can still land
-under another extension."""
+under another extension. Clips cut from one parent video (Panda-70M's windows) share a shard, so that the parent is
+fetched once: a shard may then hold up to (clips per parent - 1) more rows than the shard size."""
 
 from __future__ import annotations
 
@@ -78,9 +79,15 @@ def _plan(folder: DatasetFolder, staging: str, source: str, input_path: str, sou
                 WHEN path IS NULL OR name_ext IN ('jpeg', 'jpe', 'jfif') THEN 'jpg'
                 ELSE name_ext END AS member_group
             FROM ranked
-          ), numbered AS (
-            SELECT *, (row_number() OVER (PARTITION BY member_group ORDER BY row) - 1) // $shard_size AS group_shard
-            FROM grouped
+          ), counted AS (
+            SELECT *, row_number() OVER (PARTITION BY member_group ORDER BY row) - 1 AS group_row FROM grouped
+          ), parented AS (  -- clips cut from one parent video share its first clip's shard: fetched once
+            SELECT *, first_value(group_row) OVER (PARTITION BY member_group, coalesce(parent_key, key || '#' || row)
+                                                   ORDER BY row) // $shard_size AS parent_shard
+            FROM counted
+          ), numbered AS (  -- a parent with more clips than a shard holds leaves no empty shard number behind
+            SELECT *, dense_rank() OVER (PARTITION BY member_group ORDER BY parent_shard) - 1 AS group_shard
+            FROM parented
           ), offsets AS (  -- shards of groups met earlier come first, so shard numbers stay 0..N-1
             SELECT member_group, coalesce(sum(max(group_shard) + 1) OVER (ORDER BY min(row)
                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS first_shard

@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 from curate import schema, storage
 from curate.download.http import FetchError, FetchPolicy, fetch_to_file
 from curate.download.img2dataset_runner import ROW_COLUMN, STORED_SHA256
+from curate.download.ytdlp import fetch_page_video, is_direct_media
+from curate.media.cut import cut_clip
 from curate.media.digest import sha256_file
 from curate.media.probe import DEFAULT_MAX_PIXELS, MediaInfo, ProbeError, ProbePool, probe_image, shared_pool
 from curate.media.transcode import TranscodeError, cap_resolution
@@ -123,6 +125,61 @@ def _local_one(row: dict, job: _Job):
     except OSError as exc:
         return _failure(row, "failed_to_download", "storage_error", f"{path}: {exc}"), None, None
     return _probe(row, dest, job)
+
+
+def _fetch_parent(row: dict, job: _Job) -> str:
+    """The parent video on local disk: our own fetcher for a media URL, yt-dlp for a video page (raises FetchError)."""
+    stem = os.path.join(job.work, f"{row['parent_key']}.parent")
+    if is_direct_media(row["url"]):
+        fetch_to_file(row["url"], stem, job.opts.fetch)
+        return stem
+    return fetch_page_video(row["url"], stem, job.opts.fetch)
+
+
+def _parent_one(rows: list[dict], job: _Job) -> list[tuple]:
+    """Rows of one parent video (same parent_key), which is fetched once: stored whole when its row has no window,
+    else cut into each row's window frame-exactly (frames round(start x fps) .. round(end x fps), end exclusive)
+    and the parent file dropped. Every row gets its own outcome."""
+    try:
+        parent = _fetch_parent(rows[0], job)
+    except FetchError as exc:
+        return [(_failure(r, "failed_to_download", exc.reason, str(exc)), None, None) for r in rows]
+    if rows[0]["window_start"] is None:
+        return [_probe(r, parent, job) for r in rows]
+    try:
+        info = job.probes.probe_video(parent, job.opts.max_pixels, job.opts.decode_check)
+    except ProbeError as exc:
+        os.remove(parent)
+        return [(_failure(r, "failed_to_decode", exc.reason, f"parent video: {exc}"), None, None) for r in rows]
+    if not info.fps:
+        os.remove(parent)
+        return [(_failure(r, "failed_to_decode", "no_frame_rate", "parent video has no frame rate"), None, None)
+                for r in rows]
+    out = []
+    for row in rows:
+        first = round(row["window_start"] * info.fps)
+        end = min(round(row["window_end"] * info.fps), info.num_frames)
+        if first >= end:
+            out.append((_failure(row, "failed_to_decode", "window_outside", f"window {row['window_start']:.3f}-"
+                                 f"{row['window_end']:.3f} s is outside the {info.num_frames}-frame video"), None, None))
+            continue
+        clip = os.path.join(job.work, f"{row['key']}.mp4")
+        try:
+            cut_clip(parent, first, end, clip, fps=info.fps, max_side=job.opts.video_max_side)
+        except TranscodeError as exc:
+            out.append((_failure(row, "failed_to_decode", "transcode_error", str(exc)), None, None))
+            continue
+        out.append(_probe(dict(row, window_start_frame=first, window_end_frame=end), clip, job))
+    os.remove(parent)
+    return out
+
+
+def _guarded_parent(rows: list[dict], job: _Job) -> list[tuple]:
+    try:
+        return _parent_one(rows, job)
+    except Exception as exc:  # noqa: BLE001 - recorded as data, as _guarded does
+        return [(_failure(r, "failed_to_download", "internal_error", f"{type(exc).__name__}: {exc}"), None, None)
+                for r in rows]
 
 
 def _archive_members(rows: list[dict], work: str):
@@ -252,7 +309,7 @@ def _preset_failure(row: dict) -> dict | None:
 
 def _download_rows(rows: list[dict], opts: DownloadOptions, work: str, writer: ShardWriter) -> None:
     job = _Job(opts, work, shared_pool(opts.probe_workers))
-    pending, remote_images, archived = [], [], []
+    pending, remote_images, archived, parents = [], [], [], {}
     for row in rows:
         failure = _preset_failure(row)
         if failure:
@@ -261,6 +318,8 @@ def _download_rows(rows: list[dict], opts: DownloadOptions, work: str, writer: S
             remote_images.append(row)
         elif row["path"] and "::" in row["path"]:
             archived.append(row)
+        elif row["url"] and row.get("parent_key"):
+            parents.setdefault(row["parent_key"], []).append(row)
         else:
             pending.append(row)
     if remote_images:
@@ -271,6 +330,7 @@ def _download_rows(rows: list[dict], opts: DownloadOptions, work: str, writer: S
             writer.add(failure)
     with ThreadPoolExecutor(max(1, opts.thread_count)) as pool:
         futures = [pool.submit(_guarded, _fetch_one if r["url"] else _local_one, r, job) for r in pending]
+        grouped = [pool.submit(_guarded_parent, rows, job) for rows in parents.values()]
         for row, path in _archive_members(archived, work):
             if path is None:
                 writer.add(row)
@@ -279,6 +339,9 @@ def _download_rows(rows: list[dict], opts: DownloadOptions, work: str, writer: S
         for future in as_completed(futures):
             out_row, path, ext = future.result()
             writer.add(out_row, path, ext)
+        for future in as_completed(grouped):
+            for out_row, path, ext in future.result():
+                writer.add(out_row, path, ext)
 
 
 def download_shard(root: str, number: int, sid: str, options: dict) -> dict:

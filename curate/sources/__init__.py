@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from curate.sources import folder, journeydb, laion, msrvtt, openvid, urls, webvid
+from curate.sources import folder, journeydb, laion, msrvtt, openvid, panda70m, urls, webvid
 
 READERS: dict[str, Callable[..., Iterator[list[dict]]]] = {
     "webvid": webvid.read,
@@ -12,6 +12,7 @@ READERS: dict[str, Callable[..., Iterator[list[dict]]]] = {
     "laion-aesthetics": laion.read_aesthetics,
     "journeydb": journeydb.read,
     "msrvtt": msrvtt.read,
+    "panda70m": panda70m.read,
     "openvid": openvid.read,
     "folder": folder.read,
     "urls": urls.read,

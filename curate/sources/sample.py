@@ -12,7 +12,8 @@ MAX_KEY_LEN = 96
 # Typed samples/manifest columns a reader fills from the source's own columns (schemas/samples.yaml)
 SOURCE_COLUMNS = ("laion_aesthetic", "punsafe", "pwatermark", "similarity", "source_width", "source_height",
                   "source_duration", "page_dir", "page_idx", "openvid_aesthetic", "openvid_motion",
-                  "openvid_temporal_consistency", "camera_motion", "source_frames", "source_fps")
+                  "openvid_temporal_consistency", "camera_motion", "source_frames", "source_fps", "matching_score",
+                  "parent_key", "window_start", "window_end")
 
 
 def url_digest(url: str, n: int = 16) -> str:
