@@ -14,6 +14,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
+# CUDA attention kernels put batch x heads on a grid axis limited to 65,535 blocks; temporal attention's batch is
+# B*H*W (every latent position: 4,096 per sample at 512x512), so a micro-batch of 16 would exceed it. Larger
+# batches are attended in chunks (same result: rows are independent).
+MAX_KERNEL_BATCH = 65_535
+
+
 class RelativePosition(nn.Module):
     """Learned embedding per clipped relative offset (key index minus query index) along time."""
 
@@ -72,11 +78,18 @@ class CrossAttention(nn.Module):
         """x: [B, L, query_dim]; context: [B, N, context_dim] or None -> [B, L, query_dim]."""
         context = x if context is None else context
         q, k, v = (self._split_heads(t) for t in (self.to_q(x), self.to_k(context), self.to_v(context)))
-        if self.relative_position:
-            out = self._relative_attention(q, k, v, causal)
+        attend = self._relative_attention if self.relative_position else self._sdpa
+        chunk = max(1, MAX_KERNEL_BATCH // self.heads)
+        if q.shape[0] <= chunk:
+            out = attend(q, k, v, causal)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            out = torch.cat([attend(q[i : i + chunk], k[i : i + chunk], v[i : i + chunk], causal)
+                             for i in range(0, q.shape[0], chunk)])
         return self.to_out(out.transpose(1, 2).flatten(2))
+
+    @staticmethod
+    def _sdpa(q, k, v, causal: bool) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
     def _relative_attention(self, q, k, v, causal: bool) -> torch.Tensor:
         # The value-side relative embeddings are weighted by the attention probabilities

@@ -388,11 +388,13 @@ class JointBatches(IterableDataset):
         return self.batches((worker + self.start_batch) % num, num)
 
 
-def make_loader(cfg: LoaderConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0) -> DataLoader:
+def make_loader(cfg: LoaderConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0,
+                pin_memory: bool = False) -> DataLoader:
     dataset = JointBatches(cfg, rank, world_size, start_batch)
     return DataLoader(
         dataset,
         batch_size=None,
+        pin_memory=pin_memory,
         num_workers=cfg.num_workers,
         persistent_workers=False,
         prefetch_factor=4 if cfg.num_workers else None,

@@ -93,6 +93,8 @@ class Trainer:
                 self._fetch(name)
         if self.device.type == "cpu" and recipe.train.cpu_threads:
             torch.set_num_threads(recipe.train.cpu_threads)
+        if self.device.type == "cuda":  # the fp32 parts (frozen encoders, norms) on TF32 tensor cores
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
 
         self.text_encoder = build_text_encoder(recipe, self.work_dir).to(self.device)
@@ -140,7 +142,12 @@ class Trainer:
         if changes:
             raise RecipeError(f"cannot resume {path}: the recipe changed ({', '.join(changes)}); use a new --out folder")
         self.model.load_state_dict(ckpt["model"])
-        self.ema = {k: v.float() for k, v in ckpt["ema"].items()}
+        # into the EMA tensors built on this trainer's device: the checkpoint's are CPU tensors (a GPU run
+        # replacing its EMA with them would mix devices at the first update)
+        if set(ckpt["ema"]) != set(self.ema):
+            raise RecipeError(f"cannot resume {path}: its EMA holds other parameters than this model trains")
+        for name, value in ckpt["ema"].items():
+            self.ema[name].copy_(value)
         self.opt.load_state_dict(ckpt["opt"])
         self.step = ckpt["step"]
         self.log(f"resumed from {path} at step {self.step}")
@@ -157,7 +164,8 @@ class Trainer:
         recipe = self.recipe
         captions = drop_captions(batch["captions"], recipe.train.caption_dropout, generator)
         context = self.text_encoder(captions)
-        pixels = to_model_range(batch["pixels"].to(self.device))  # uint8 from the loader: a quarter of the bytes
+        # uint8 from the loader (a quarter of the bytes), pinned there on GPU runs so the copy overlaps compute
+        pixels = to_model_range(batch["pixels"].to(self.device, non_blocking=True))
         x0 = self.first_stage.encode(pixels, generator if recipe.autoencoder.kind == "sd_kl" else None)
         temporal = not (batch["modality"] == "image" and (recipe.stage == "image" or recipe.data.image_mode == "skip_temporal"))
         fps = batch["fps"].to(self.device)
@@ -171,8 +179,8 @@ class Trainer:
     def update_ema(self) -> None:
         # LDM's EMA warm-up: short runs average over their own steps, not the initial weights
         decay = min(self.recipe.train.ema_decay, (1 + self.step) / (10 + self.step))
-        for name, param in self.trainable.items():
-            self.ema[name].lerp_(param.detach().float(), 1 - decay)
+        names = list(self.trainable)
+        torch._foreach_lerp_([self.ema[n] for n in names], [self.trainable[n].detach().float() for n in names], 1 - decay)
 
     def save(self) -> str | Path:
         ckpt = {"model": self.model.state_dict(), "ema": self.ema, "opt": self.opt.state_dict(), "step": self.step, "config": self.config()}
@@ -181,7 +189,7 @@ class Trainer:
     def batches(self):
         """This rank's micro-batches from where the run stands (step x accumulation)."""
         loader = make_loader(loader_config(self.recipe), rank=self.rank, world_size=self.world_size,
-                             start_batch=self.step * self.recipe.accumulation)
+                             start_batch=self.step * self.recipe.accumulation, pin_memory=self.device.type == "cuda")
         return iter(loader)
 
     def backward(self, batches) -> tuple[float, str]:
@@ -233,6 +241,7 @@ class Trainer:
                     log_file.flush()
                 if self.rank == 0 and (self.step % recipe.train.checkpoint_every == 0 or self.step == total):
                     self.log(f"checkpoint {self.save()}")
+                    checkpoints.prune_checkpoints(self.run_dir, recipe.train.keep_checkpoints)
                     if self.remote:
                         self._publish(LOG_FILE)
         finally:

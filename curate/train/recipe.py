@@ -85,6 +85,7 @@ class TrainSpec:
     precision: str = "bf16"  # bf16 autocast on GPU; CPU always runs fp32
     gradient_checkpointing: bool = False
     checkpoint_every: int = 1000
+    keep_checkpoints: int = 3  # newest checkpoints kept in the run folder (F-base's is ~22 GB); 0 keeps every one
     log_every: int = 10
     resume: str = "latest"  # latest | none
     num_workers: int = 1  # Ray Train workers (1 = plain single process)
@@ -121,6 +122,8 @@ class Recipe:
         check.choice("autoencoder.kind", ("pixel", "sd_kl"))
         check.choice("train.precision", ("bf16", "fp32"))
         check.choice("train.resume", ("latest", "none"))
+        if self.train.keep_checkpoints < 0:
+            raise RecipeError(f"train.keep_checkpoints: {self.train.keep_checkpoints} is negative (0 keeps every checkpoint)")
         if self.stage == "image" and (self.trainable != "spatial" or self.data.image_ratio != 1.0):
             raise RecipeError("stage 'image' trains spatial modules on images: set trainable: spatial, data.image_ratio: 1.0")
         if self.stage == "base" and (self.trainable == "spatial" or self.method != "direct"):
@@ -178,7 +181,7 @@ class _Checker:
 
 # recipe fields a resume may change: they do not alter what the run computes
 RESUMABLE_CHANGES = {("train", "steps"), ("train", "log_every"), ("train", "checkpoint_every"), ("data", "num_workers"),
-                     ("data", "dirs")}
+                     ("data", "dirs"), ("train", "keep_checkpoints")}
 
 
 def resume_changes(old: dict, new: dict) -> list[str]:

@@ -40,6 +40,7 @@ class VideoSampler:
     def __init__(self, checkpoint: str | Path, device: torch.device | str = "cpu"):
         path = resolve_checkpoint(checkpoint)
         self.ckpt = checkpoints.load_checkpoint(path)
+        self.ckpt.pop("opt", None)  # sampling never needs the optimizer state (mapped, never paged in: let it go)
         self.recipe = recipe_of_checkpoint(self.ckpt)
         self.device = torch.device(device)
         r = self.recipe

@@ -165,3 +165,17 @@ def test_sd21_loading_refuses_incomplete_or_foreign_weights():
     foreign = dict(image_state, **{"label_emb.0.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match="unexpected 1 keys: label_emb.0.weight"):
         load_sd21_unet(build_unet("tiny"), foreign)
+
+
+def test_prune_keeps_the_newest_and_zero_keeps_all(tmp_path):
+    from curate.train.checkpoints import prune_checkpoints
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for step in (1, 2, 10, 3):
+        (folder / f"step_{step:08d}.pt").write_bytes(b"x")
+    (folder / ".step_00000011.pt.tmp-1").write_bytes(b"partial")  # a killed writer's temporary is not a checkpoint
+    assert prune_checkpoints(tmp_path, 0) == []
+    removed = prune_checkpoints(tmp_path, 2)
+    assert sorted(p.name for p in removed) == ["step_00000001.pt", "step_00000002.pt"]
+    assert sorted(p.name for p in folder.glob("step_*.pt")) == ["step_00000003.pt", "step_00000010.pt"]

@@ -130,3 +130,44 @@ def test_init_from_sd21_and_videocrafter2_checkpoints(mixed_dataset, tmp_path):
 
 def trainable_names(model):
     return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_resume_loads_the_ema_into_the_trainers_own_tensors(mixed_dataset, base_run, monkeypatch):
+    """The EMA is allocated where the parameters live; a resume must copy the checkpoint's CPU tensors into it,
+    not replace it with them (on a GPU the first update then mixed devices and raised)."""
+    loaded = {}
+    real = checkpoints.load_checkpoint
+
+    def capture(path, *args, **kwargs):
+        loaded.update(real(path, *args, **kwargs))
+        return loaded
+
+    monkeypatch.setattr(checkpoints, "load_checkpoint", capture)
+    trainer = Trainer(tiny_recipe(mixed_dataset), base_run)
+    assert trainer.step == 2 and loaded
+    for name, value in trainer.ema.items():
+        assert value.data_ptr() != loaded["ema"][name].data_ptr()  # the trainer's tensor, filled from the file
+        assert value.device == trainer.trainable[name].device and value.dtype == torch.float32
+        assert torch.equal(value, loaded["ema"][name].float())
+
+
+def test_ema_update_is_the_lerp_of_every_trainable_parameter(mixed_dataset, tmp_path):
+    trainer = Trainer(tiny_recipe(mixed_dataset, train={"steps": 1}), tmp_path)
+    with torch.no_grad():
+        for param in trainer.trainable.values():
+            param.add_(1.0)
+    before = {n: t.clone() for n, t in trainer.ema.items()}
+    trainer.step = 5
+    decay = min(trainer.recipe.train.ema_decay, 6 / 15)
+    trainer.update_ema()
+    for name, param in trainer.trainable.items():
+        assert torch.allclose(trainer.ema[name], before[name] + (1 - decay) * (param.float() - before[name]))
+
+
+def test_old_checkpoints_are_pruned_to_the_newest_k(mixed_dataset, tmp_path):
+    recipe = tiny_recipe(mixed_dataset, train={"steps": 4, "checkpoint_every": 1, "keep_checkpoints": 2})
+    Trainer(recipe, tmp_path).run()
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step_00000003.pt", "step_00000004.pt"]
+    resumed = Trainer(recipe.replace(train={"steps": 5}), tmp_path)
+    assert resumed.step == 4
