@@ -26,10 +26,16 @@ from curate.train.recipe import Recipe
 from curate.train.text import VIT_H_14, FrozenTextEncoder
 from curate.train.unet3d import parameter_groups
 
-# NVIDIA A100 SXM datasheet, dense (no sparsity): bf16 tensor cores 312 TFLOP/s; fp32 without TF32 19.5 TFLOP/s.
-GPU_PEAK = {"bf16": ("A100 bf16 dense", 312e12), "fp32": ("A100 fp32 (no TF32)", 19.5e12)}
+# NVIDIA A100 SXM datasheet, dense (no sparsity): bf16 tensor cores 312 TFLOP/s, TF32 156 TFLOP/s. A GPU run
+# computes the U-Net in bf16 autocast (or fp32) and the frozen encoders in fp32, which TF32 tensor cores run.
+GPU_PEAK = {"bf16": ("A100 bf16 dense", 312e12), "fp32": ("A100 TF32 dense", 156e12)}
+ENCODER_PEAK = GPU_PEAK["fp32"]
 ASSUMED_MFU = 0.4  # a typical achieved fraction of peak for a U-Net of this size (an assumption, said as such)
 ADAM_STATES = 2  # exp_avg, exp_avg_sq (fp32)
+# The CUDA context with cuBLAS/cuDNN workspaces, and NCCL's per-peer buffers on multi-GPU runs: assumptions, not
+# traced (commonly 0.5-1.5 GiB and 0.3-1 GiB on 8-GPU nodes).
+CUDA_CONTEXT_BYTES = 1 << 30
+NCCL_BYTES = 1 << 29
 
 
 class LiveTensors(TorchDispatchMode):
@@ -104,6 +110,22 @@ def step_flops(recipe: Recipe, frames: int) -> tuple[int, int]:
     return forward, counter.get_total_flops()
 
 
+def optimizer_temporaries(trainable: int) -> int:
+    """Peak bytes the foreach AdamW step allocates beyond its state for `trainable` fp32 parameters, traced on a
+    small parameter list on the meta device (the foreach kernels make whole-list temporaries, so it scales)."""
+    sizes = [4096, 1024, 300]
+    with torch.device("meta"):
+        params = [torch.nn.Parameter(torch.empty(n)) for n in sizes]
+        for p in params:
+            p.grad = torch.empty_like(p)
+        opt = torch.optim.AdamW(params, lr=1e-4, foreach=True)
+        opt.step()  # creates the state: the traced step below sees only its temporaries
+        live = LiveTensors()
+        with live:
+            opt.step()
+    return int(live.peak / (4 * sum(sizes)) * trainable * 4)
+
+
 def latent_size(recipe: Recipe) -> tuple[int, int]:
     down = 8 if recipe.autoencoder.kind == "sd_kl" else 1
     return recipe.data.height // down, recipe.data.width // down
@@ -152,25 +174,35 @@ def plan(recipe: Recipe) -> dict:
     worst = max(shapes, key=shapes.get)  # memory: the larger batch kind
     peaks = {ck: peak_step_bytes(recipe, shapes[worst], ck) for ck in (False, True)}
     share = {"video": 1 - d.image_ratio, "image": d.image_ratio}
-    flops_micro = 0.0
+    unet_flops = encoder = 0.0
     for modality, frames in shapes.items():
         forward, total = step_flops(recipe, frames)
         recompute = forward if t.gradient_checkpointing else 0  # checkpointed blocks run their forward again
-        flops_micro += share[modality] * (total + recompute + encoder_flops(recipe, parts, frames))
+        unet_flops += share[modality] * (total + recompute)
+        encoder += share[modality] * encoder_flops(recipe, parts, frames)
+    flops_micro = unet_flops + encoder
     accumulation = recipe.accumulation
     flops_step_per_gpu = flops_micro * accumulation
     peak_name, peak = GPU_PEAK[t.precision]
     fp32 = 4
+    bf16_gpu = t.precision == "bf16" and t.use_gpu
     static = {
         "weights (fp32)": count(model.parameters()) * fp32,
         "AdamW state (fp32)": trainable * fp32 * ADAM_STATES,
+        "AdamW step temporaries": optimizer_temporaries(trainable),
         "EMA (fp32)": trainable * fp32,
         "frozen encoders (fp32)": sum(frozen.values()) * fp32,
     }
+    if bf16_gpu:  # autocast keeps one bf16 copy of every weight it casts for the whole forward (and backward)
+        static["autocast bf16 weight copies"] = count(model.parameters()) * 2
+    if t.use_gpu:
+        static["CUDA context (assumed)"] = CUDA_CONTEXT_BYTES
+        if t.num_workers > 1:  # DDP's buckets are the gradients themselves (gradient_as_bucket_view): no copy
+            static["NCCL buffers (assumed)"] = NCCL_BYTES
     # the fp32 trace's peak = activations + the fp32 gradients written so far (all of them at the end of
     # backward, so the peak is at least their size). bf16 autocast halves the activations' bytes (an
     # approximation: it keeps norms and softmax in fp32, so expect a little more); gradients stay fp32.
-    scale = 0.5 if t.precision == "bf16" and t.use_gpu else 1.0
+    scale = 0.5 if bf16_gpu else 1.0
     grads = trainable * fp32
     activations = {ck: grads + scale * max(0, peaks[ck] - grads) for ck in (False, True)}
     return {
@@ -181,7 +213,8 @@ def plan(recipe: Recipe) -> dict:
         "peak_fp32": peaks,
         "total": {ck: sum(static.values()) + activations[ck] for ck in (False, True)},
         "flops_per_micro_batch": flops_micro, "flops_per_step_per_gpu": flops_step_per_gpu,
-        "gpu_peak": (peak_name, peak), "step_s_at_peak": flops_step_per_gpu / peak,
+        "encoder_flops_per_micro_batch": encoder, "gpu_peak": (peak_name, peak), "encoder_peak": ENCODER_PEAK,
+        "step_s_at_peak": (unet_flops / peak + encoder / ENCODER_PEAK[1]) * accumulation,
     }
 
 
@@ -238,7 +271,8 @@ def render(recipe: Recipe, run_dir: str | Path, numbers: dict) -> str:
     lines.append(f"compute: {numbers['flops_per_micro_batch'] / 1e12:,.2f} TFLOP per micro-batch (forward + backward"
                  f"{' + recomputation' if t.gradient_checkpointing else ''}, frozen encoders' forward), "
                  f"{numbers['flops_per_step_per_gpu'] / 1e12:,.2f} TFLOP per step per worker")
-    lines.append(f"step time at {peak_name} {peak / 1e12:g} TFLOP/s: {at_peak:.3f} s at 100% of peak (a lower bound), "
+    lines.append(f"step time at {peak_name} {peak / 1e12:g} TFLOP/s (frozen encoders in fp32: "
+                 f"{numbers['encoder_peak'][0]} {numbers['encoder_peak'][1] / 1e12:g}): {at_peak:.3f} s at 100% of peak (a lower bound), "
                  f"{at_peak / ASSUMED_MFU:.3f} s at {ASSUMED_MFU:.0%}; {t.steps} steps: "
                  f"{at_peak * t.steps / 3600:,.1f} h to {at_peak * t.steps / ASSUMED_MFU / 3600:,.1f} h")
     return "\n".join(lines)

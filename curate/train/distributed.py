@@ -34,7 +34,8 @@ def _worker_loop(config: dict) -> None:
     device = get_device() if recipe.train.use_gpu else torch.device("cpu")
 
     def wrap(model):
-        return prepare_model(model, move_to_device=device, parallel_strategy_kwargs={"find_unused_parameters": skips})
+        return prepare_model(model, move_to_device=device, parallel_strategy_kwargs={
+            "find_unused_parameters": skips, "gradient_as_bucket_view": True})  # buckets = the gradients: no copy
 
     trainer = Trainer(recipe, config["run_dir"], rank=context.get_world_rank(), world_size=context.get_world_size(),
                       device=device, wrap_model=wrap)

@@ -86,3 +86,60 @@ def test_memory_estimate_is_within_2x_of_a_measured_cpu_step():
     for estimate, rise in zip(estimates, measured):
         assert rise / 2 < estimate < rise * 2, (estimates, measured)
     assert estimates[1] < estimates[0] / 2  # checkpointing keeps a fraction of the activations
+
+
+# A whole CPU training step from nothing: the model, AdamW (foreach) with its state, the EMA, one forward + backward,
+# the optimizer step and the EMA update; prints the rise of the resident-set high-water mark.
+MEASURE_STEP = """
+import json, sys, torch
+from curate.train.describe import _step_inputs
+from curate.train.model import build_model
+from curate.train.recipe import recipe_from_dict
+torch.set_num_threads(1)
+recipe = recipe_from_dict(json.loads(sys.argv[1]))
+def status(field):
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field))
+args, kwargs = _step_inputs(recipe, recipe.data.frames, "cpu")
+open("/proc/self/clear_refs", "w").write("5")
+base = status("VmRSS:")
+model = build_model(recipe, device="cpu")
+model.train()
+trainable = [p for p in model.parameters() if p.requires_grad]
+ema = [p.detach().float().clone() for p in trainable]
+opt = torch.optim.AdamW(trainable, lr=1e-4, foreach=True)
+model(*args, **kwargs).float().pow(2).mean().backward()
+opt.step()
+torch._foreach_lerp_(ema, [p.detach() for p in trainable], 0.1)
+print(json.dumps(status("VmHWM:") - base))
+"""
+
+
+def test_whole_step_estimate_matches_a_measured_cpu_step():
+    """Weights, AdamW state and its foreach temporaries, EMA and the step's activations + gradients: the plan's
+    total (less the frozen encoders, which the measured step does not build) against the measured rise."""
+    recipe = recipe_from_dict({**RECIPE, "stage": "base", "trainable": "all", "init_from": None})
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    run = subprocess.run([sys.executable, "-c", MEASURE_STEP, json.dumps(recipe.to_dict())],
+                         env=env, capture_output=True, text=True, check=True)
+    measured = json.loads(run.stdout.splitlines()[-1])
+    numbers = plan(recipe)
+    estimate = numbers["total"][False] - numbers["memory_static"]["frozen encoders (fp32)"]
+    assert 0.8 < estimate / measured < 1.25, (estimate, measured)
+    assert numbers["memory_static"]["AdamW step temporaries"] == numbers["trainable"] * 4  # one fp32 list
+
+
+def test_gpu_plan_counts_autocast_copies_context_and_prices_encoders_at_fp32():
+    from curate.train.describe import CUDA_CONTEXT_BYTES, NCCL_BYTES
+
+    cpu = plan(recipe_from_dict(RECIPE))
+    gpu = plan(recipe_from_dict({**RECIPE, "train": {**RECIPE["train"], "use_gpu": True, "num_workers": 2,
+                                                     "batch_size": 4, "micro_batch_size": 1}}))
+    weights = gpu["memory_static"]["weights (fp32)"]
+    assert gpu["memory_static"]["autocast bf16 weight copies"] == weights // 2
+    assert gpu["memory_static"]["CUDA context (assumed)"] == CUDA_CONTEXT_BYTES
+    assert gpu["memory_static"]["NCCL buffers (assumed)"] == NCCL_BYTES
+    assert not {"autocast bf16 weight copies", "CUDA context (assumed)"} & set(cpu["memory_static"])
+    unet = gpu["flops_per_micro_batch"] - gpu["encoder_flops_per_micro_batch"]
+    expected = (unet / gpu["gpu_peak"][1] + gpu["encoder_flops_per_micro_batch"] / gpu["encoder_peak"][1]) * gpu["accumulation"]
+    assert gpu["encoder_flops_per_micro_batch"] > 0 and abs(gpu["step_s_at_peak"] - expected) < 1e-12
+    assert gpu["step_s_at_peak"] > gpu["flops_per_step_per_gpu"] / gpu["gpu_peak"][1]  # encoders cost more than at bf16
