@@ -37,7 +37,8 @@ def clipsim(gen_dir: str, *, clip_model: str = DEFAULT_CLIPSIM_MODEL, frames: in
     result = {
         "metric": "clipsim", "value": float(np.mean(scores)) if scores else None, "clips": len(scores),
         "skipped": len(skipped), "skipped_examples": skipped[:5],
-        "protocol": {"model": embedder.model_id, "weights_sha256": embedder.provenance()["sha256"], "frames": frames, "stride": stride, "start_frame": 0,
+        "protocol": {"model": embedder.model_id, "weights_sha256": embedder.provenance()["sha256"],
+                     "device": embedder.device.type, "precision": embedder.precision, "frames": frames, "stride": stride, "start_frame": 0,
                      "max_clips": max_clips, "caption": "the manifest's caption column",
                      "aggregation": "cosine per frame, mean over frames, then mean over videos; unscaled",
                      "preprocess": "open_clip's eval transform of the model (via the CLIP scorer's embedder)"},

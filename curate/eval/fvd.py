@@ -3,6 +3,7 @@ protocol), the Frechet distance, and the protocol record written with every numb
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -60,6 +61,17 @@ def preprocess(frames: np.ndarray, device: torch.device, resize: str = "crop") -
     return video.contiguous(memory_format=layout)
 
 
+@contextlib.contextmanager
+def strict_float32():
+    """TF32 off for the I3D forward: cuDNN convolutions use TF32 by default, which the protocol's float32 is not."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @torch.inference_mode()
 def i3d_features(model: torch.nn.Module, clips: Iterable[np.ndarray], *, device: torch.device,
                  resize: str = "crop", batch_size: int = 8) -> np.ndarray:
@@ -71,7 +83,8 @@ def i3d_features(model: torch.nn.Module, clips: Iterable[np.ndarray], *, device:
             pixels = preprocess(np.stack(batch), device, resize)
         else:
             pixels = torch.stack([preprocess(clip, device, resize) for clip in batch])
-        features.append(model(pixels).double().cpu())
+        with strict_float32():
+            features.append(model(pixels).double().cpu())
         batch.clear()
 
     for frames in clips:
@@ -83,8 +96,10 @@ def i3d_features(model: torch.nn.Module, clips: Iterable[np.ndarray], *, device:
     return torch.cat(features).numpy() if features else np.zeros((0, i3d.NUM_CLASSES))
 
 
-def protocol(loaded: i3d.LoadedI3d, *, frames: int, stride: int, resize: str, max_clips: int) -> dict:
-    """Everything that changes an FVD value, recorded with it (published FVDs differ mostly by protocol)."""
+def protocol(loaded: i3d.LoadedI3d, *, frames: int, stride: int, resize: str, max_clips: int,
+             device: torch.device) -> dict:
+    """Everything that changes an FVD value, recorded with it (published FVDs differ mostly by protocol); the
+    statistics cache is keyed on it, device included (GPU and CPU float32 kernels differ in the last bits)."""
     return {
         "metric": "FVD",
         "extractor": f"InceptionI3d Kinetics-400 ({loaded.kind})",
@@ -95,7 +110,7 @@ def protocol(loaded: i3d.LoadedI3d, *, frames: int, stride: int, resize: str, ma
         "bn_eps": i3d.BN_EPS if loaded.kind == "state_dict" else None,
         "frames": frames, "stride": stride, "start_frame": 0,
         "resize_mode": resize, "resize": RESIZE_MODES[resize], "size": SIZE, "value_range": [-1.0, 1.0],
-        "precision": "float32 forward, float64 statistics",
+        "precision": "float32 forward (TF32 off), float64 statistics", "device": device.type,
         "max_clips": max_clips, "selection": SELECTION,
         "covariance": frechet.COVARIANCE, "trace_sqrt": frechet.TRACE_SQRT,
     }
@@ -188,7 +203,7 @@ def fvd(real_dir: str, gen_dir: str, *, i3d_weights: str | None = None, i3d_trus
             raise FileNotFoundError(f"{root} is not a dataset folder with complete shards (no shards/*.parquet)")
     torch_device = pick_device(device)
     loaded = i3d.load_i3d(i3d_weights, torch_device, trust_checkpoint=i3d_trust)
-    proto = protocol(loaded, frames=frames, stride=stride, resize=resize, max_clips=max_clips)
+    proto = protocol(loaded, frames=frames, stride=stride, resize=resize, max_clips=max_clips, device=torch_device)
     options = {"device": torch_device, "batch_size": batch_size, "workers": workers,
                "decode_timeout": decode_timeout, "cache_dir": cache_dir}
     real, real_summary = folder_stats(real_dir, loaded.model, proto, **options)

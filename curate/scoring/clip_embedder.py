@@ -101,7 +101,12 @@ class ClipEmbedder:
         source = self.check()
         return {"model": source.model_id, "architecture": source.architecture, "checkpoint": str(source.checkpoint),
                 "sha256": self.sha256, "quick_gelu": source.quick_gelu,
-                "openai_release": source.openai}
+                "openai_release": source.openai, "device": self.device.type, "precision": self.precision}
+
+    @property
+    def precision(self) -> str:
+        """What the forward runs in, recorded beside every number made with it."""
+        return "bf16 autocast" if self.device.type == "cuda" else "float32"
 
     def _autocast(self):
         if self.device.type == "cuda":

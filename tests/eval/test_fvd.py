@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -126,3 +128,27 @@ def test_batched_features_equal_clip_by_clip_features_also_for_mixed_sizes():
     batched = fvd.i3d_features(model, clips, device=CPU, batch_size=3)  # a same-size batch, then a mixed one
     assert one_by_one.shape == (4, 400)
     assert np.allclose(batched, one_by_one, atol=1e-6)
+
+
+def test_i3d_runs_without_tf32_and_the_cache_is_keyed_on_the_device(monkeypatch):
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, pixels):
+            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            return pixels.flatten(1)[:, :4]
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # cuDNN's default is on
+    try:
+        fvd.i3d_features(Spy(), [np.zeros((2, 8, 8, 3), np.uint8)] * 3, device=torch.device("cpu"), batch_size=2)
+        assert seen == [(False, False)] * 2 and torch.backends.cudnn.allow_tf32  # restored afterwards
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+    loaded = SimpleNamespace(kind="state_dict", path=Path("i3d.pt"), sha256="0" * 64)
+    cpu, gpu = (fvd.protocol(loaded, frames=16, stride=1, resize="crop", max_clips=8, device=torch.device(d))
+                for d in ("cpu", "cuda"))
+    assert cpu["device"] == "cpu" and gpu["device"] == "cuda" and "TF32 off" in cpu["precision"]
+    monkeypatch.setattr(fvd, "manifest_fingerprint", lambda root: "same manifests")
+    assert fvd._cache_key("x", cpu) != fvd._cache_key("x", gpu)
