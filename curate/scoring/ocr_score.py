@@ -39,8 +39,8 @@ PLACES = ("corner", "bottom", "top", "middle")
 def text_mask(boxes: list[np.ndarray], height: int, width: int) -> np.ndarray:
     """bool [H,W]: the union of the detected quadrilaterals (overlapping boxes count once)."""
     mask = np.zeros((height, width), np.uint8)
-    if boxes:
-        cv2.fillPoly(mask, [np.asarray(box, np.float32).round().astype(np.int32) for box in boxes], 1)
+    for box in boxes:  # one call per box: fillPoly over a list leaves some overlaps of its polygons unfilled
+        cv2.fillConvexPoly(mask, np.asarray(box, np.float32).round().astype(np.int32), 1)
     return mask.astype(bool)
 
 

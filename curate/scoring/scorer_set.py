@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.scoring import aesthetic_score, clip_score, motion_score, technical_quality
+from curate.scoring import aesthetic_score, clip_score, motion_score, ocr_score, technical_quality
 from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
 from curate.scoring.sample import Sample
 from curate.scoring.weights import DEFAULT_CLIP
 
 KEY = "key"
 SCORE_ERROR = "score_error"  # every failed scorer's message for this sample, "; "-joined; null when all succeeded
-SCORER_NAMES = (clip_score.NAME, aesthetic_score.NAME, motion_score.NAME, technical_quality.NAME)
+SCORER_NAMES = (clip_score.NAME, aesthetic_score.NAME, motion_score.NAME, technical_quality.NAME, ocr_score.NAME)
 MODEL_SCORERS = (clip_score.NAME, aesthetic_score.NAME)  # the ones that want a GPU
 
 
@@ -50,6 +50,8 @@ class ScorerSet:
             self.scorers.append(motion_score.MotionScorer())
         if technical_quality.NAME in self.names:
             self.scorers.append(technical_quality.QualityScorer())
+        if ocr_score.NAME in self.names:
+            self.scorers.append(ocr_score.OcrScorer())
 
     @property
     def needs_gpu(self) -> bool:

@@ -276,13 +276,14 @@ class ScoreStage(Stage):
 
 def _scorer_columns(scorer: str) -> tuple[str, ...]:
     """The score columns one scorer writes (its error column included), from the scorer classes."""
-    from curate.scoring import aesthetic_score, clip_score, motion_score, technical_quality
+    from curate.scoring import aesthetic_score, clip_score, motion_score, ocr_score, technical_quality
 
     return {clip_score.NAME: (clip_score.CLIP_SCORE, clip_score.CLIP_MODEL, clip_score.CLIP_SCORE_ERROR, CLIP_EMBEDDING),
             aesthetic_score.NAME: (aesthetic_score.AESTHETIC_SCORE, aesthetic_score.AESTHETIC_SCORE_MIN,
                                    aesthetic_score.AESTHETIC_MODEL, aesthetic_score.AESTHETIC_SCORE_ERROR),
             motion_score.NAME: motion_score.MotionScorer.columns,
-            technical_quality.NAME: technical_quality.QualityScorer.columns}[scorer]
+            technical_quality.NAME: technical_quality.QualityScorer.columns,
+            ocr_score.NAME: ocr_score.OcrScorer.columns}[scorer]
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Frames with known burned-in text (PIL with DejaVu fonts, Debian's fonts-dejavu-core) and frames without any."""
+"""Frames with known burned-in text and frames without any: the OCR scorer's test and benchmark set, and the text
+drawing (PIL with Debian's fonts-dejavu-core) that gives demo media a watermark."""
 
 from __future__ import annotations
 
