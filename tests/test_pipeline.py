@@ -22,7 +22,7 @@ def test_curate_run_walks_the_recipe(ray_local, media_server, tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(f"""name: tiny
 download: {{source: urls, input: {urls}, shard_size: 2, allow_private_addresses: true, retries: 0}}
-score: {{scorers: [motion, quality, dedup], batch_size: 4}}
+score: {{scorers: [motion, quality, ocr, dedup], batch_size: 4}}
 select: {{where: "modality = 'image' OR motion_score > 1.0", video_size: [32, 32], image_size: [32, 32], out: sel}}
 """)
     out = tmp_path / "ds"
@@ -37,6 +37,9 @@ select: {{where: "modality = 'image' OR motion_score > 1.0", video_size: [32, 32
         "SELECT count(*) FROM samples WHERE status = 'success' AND (modality = 'image' OR motion_score > 1.0)").fetchone()
     assert summaries[3]["select"]["kept"] == expected == 3  # video_003 is the demo's static clip
     assert len(run(connect(str(tmp_path / "sel")), "SELECT key FROM samples").to_pylist()) == expected
+    # the ocr scorer through the stage: video_000 carries the demo's watermark, and --where reads its columns
+    marked = run(connect(str(out)), "SELECT key, ocr_text FROM samples WHERE ocr_static_text_area > 0.05").to_pylist()
+    assert [(r["key"], r["ocr_text"]) for r in marked] == [(rows[0]["key"], "STOCK")]
 
     again = runner.invoke(app, ["run", str(recipe), "--out", str(out)])
     assert again.exit_code == 0, again.output

@@ -15,6 +15,8 @@ COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "
 BACKGROUNDS = {"teal": (20, 110, 110), "grey": (110, 110, 110), "navy": (20, 25, 70), "olive": (90, 100, 40)}
 SHAPES = ("circle", "square")
 QUALITIES = ("sharp", "blurred", "noisy", "static", "letterboxed")
+WATERMARKED = 10, 0  # every 10th video from the first (sharp ones) carries a stock-footage watermark (OCR drops it)
+WATERMARK = "STOCK"
 
 
 def texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
@@ -53,8 +55,19 @@ def degrade(frame: np.ndarray, quality: str, rng: np.random.Generator) -> np.nda
     return frame
 
 
-def video_frames(shape, color, background, quality, rng, width=160, height=96, frames=24) -> list[np.ndarray]:
-    """A shape crossing a textured background while the camera pans (both still for `static`)."""
+def watermark(frame: np.ndarray) -> np.ndarray:
+    """The stock-footage overlay: a large semi-transparent word across the middle, the same in every frame."""
+    from curate.demo.text_frames import draw_text
+
+    height, width = frame.shape[:2]
+    size = height // 4
+    return draw_text(frame, WATERMARK, (width // 2 - int(1.6 * size), height // 2), size, alpha=0.6)
+
+
+def video_frames(shape, color, background, quality, rng, width=160, height=96, frames=24,
+                 watermarked: bool = False) -> list[np.ndarray]:
+    """A shape crossing a textured background while the camera pans (both still for `static`), optionally under a
+    watermark."""
     size = height // 6
     pan = 2 if quality != "static" else 0
     shade = texture(rng, width + pan * frames, height)
@@ -66,7 +79,8 @@ def video_frames(shape, color, background, quality, rng, width=160, height=96, f
         cx = x0 + (dx * t if moving else 0)
         cy = min(max(y0 + (dy * t if moving else 0), size), height - size)
         view = shade[:, pan * t: pan * t + width]
-        out.append(degrade(draw(shape, color, background, width, height, cx, cy, size, view), quality, rng))
+        frame = degrade(draw(shape, color, background, width, height, cx, cy, size, view), quality, rng)
+        out.append(watermark(frame) if watermarked else frame)
     return out
 
 
@@ -96,11 +110,12 @@ def generate(root: str, videos: int = 30, images: int = 18, seed: int = 0) -> li
     for i in range(videos):
         shape, quality = SHAPES[i % 2], QUALITIES[i % len(QUALITIES)]
         color, bg = names_c[i % len(names_c)], names_b[(i // 2) % len(names_b)]
-        frames = video_frames(shape, COLORS[color], BACKGROUNDS[bg], quality, rng)
+        marked = i % WATERMARKED[0] == WATERMARKED[1]
+        frames = video_frames(shape, COLORS[color], BACKGROUNDS[bg], quality, rng, watermarked=marked)
         name = f"video_{i:03d}.mp4"
         write_mp4(os.path.join(media, name), frames)
         motion = "resting" if quality == "static" else "moving"
-        entries.append({"name": name, "modality": "video", "quality": quality,
+        entries.append({"name": name, "modality": "video", "quality": quality, "watermark": marked,
                         "caption": f"a {color} {shape} {motion} on a {bg} background"})
     for i in range(images):
         shape, quality = SHAPES[i % 2], ("sharp", "blurred", "noisy")[i % 3]

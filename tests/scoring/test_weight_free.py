@@ -14,6 +14,7 @@ from synthetic_media import encode_mp4, moving_square, textured_frame
 
 from curate.scoring.frames import DECODE_MAX_SIDE, decode_media, resize_frames, sample_frames
 from curate.scoring.motion_score import MOTION_SCORE, MotionScorer, motion_score
+from curate.scoring.ocr_score import OcrScorer
 from curate.scoring.technical_quality import (
     BLACK_BORDER_FRACTION,
     NOISE_SIGMA,
@@ -153,9 +154,11 @@ def test_noise_sigma_recovers_added_gaussian_noise(kind, sigma):
 
 def test_demo_recipe_drops_the_noisy_samples_that_sharpness_ranks_first(demo_media):
     """Score the demo corpus as `curate demo` does and apply pipelines/demo.yaml's predicate: noisy samples
-    have the highest sharpness of all, and only the noise_sigma clause drops them."""
+    have the highest sharpness of all, and only the noise_sigma clause drops them; watermarked sharp videos only the
+    OCR clause."""
     folder, entries = demo_media
-    motion, quality = MotionScorer(), QualityScorer()
+    motion, quality, ocr = MotionScorer(), QualityScorer(), OcrScorer()
+    ocr.setup()
     rows = []
     for entry in entries:
         if entry["quality"] == "broken":
@@ -163,7 +166,8 @@ def test_demo_recipe_drops_the_noisy_samples_that_sharpness_ranks_first(demo_med
         frames = decode_media(os.path.join(folder, entry["name"]), entry["modality"], max_side=DECODE_MAX_SIDE)
         sample = {"frames": frames}
         rows.append({"name": entry["name"], "quality": entry["quality"], "modality": entry["modality"],
-                     "exact_duplicate_of": None, **motion.score_batch([sample])[0], **quality.score_batch([sample])[0]})
+                     "exact_duplicate_of": None, "watermark": entry.get("watermark", False),
+                     **motion.score_batch([sample])[0], **quality.score_batch([sample])[0], **ocr.score_batch([sample])[0]})
     db = duckdb.connect()
     db.register("scores", pa.Table.from_pylist(rows))
     where = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "..", "pipelines", "demo.yaml")))[
@@ -177,4 +181,7 @@ def test_demo_recipe_drops_the_noisy_samples_that_sharpness_ranks_first(demo_med
     assert noisy and max(rows, key=lambda row: row[SHARPNESS])["quality"] == "noisy"
     assert not noisy & selected(where)
     assert noisy <= selected(where.replace("AND noise_sigma < 5", ""))
-    assert selected(where) == {row["name"] for row in rows if row["quality"] == "sharp"}
+    marked = {row["name"] for row in rows if row["watermark"]}
+    assert marked and not marked & selected(where)
+    assert marked <= selected(where.replace("AND coalesce(ocr_static_text_area, ocr_text_area) < 0.05", ""))
+    assert selected(where) == {row["name"] for row in rows if row["quality"] == "sharp" and not row["watermark"]}
