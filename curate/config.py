@@ -170,7 +170,7 @@ class DownloadSection:
 @dataclass
 class ScoreSection:
     scorers: list = field(default_factory=lambda: ["clip", "aesthetic", "motion", "quality", "dedup"],
-                          metadata=_help("Comma-separated: clip, aesthetic, motion, quality, dedup."))
+                          metadata=_help("Comma-separated: clip, aesthetic, motion, codec_motion, quality, dedup."))
     clip_model: str | None = field(default=None, metadata=_help(
         "CLIP for clip_score and dedup (default ViT-L-14:openai): open_clip NAME:TAG, NAME:/path/checkpoint, a "
         "checkpoint file (architecture recognised or inferred from its shapes; refused when ambiguous; "

@@ -133,3 +133,33 @@ def _pyav_frames(video: bytes | str | Path, pick: Pick, why: str) -> Decoded:
     if len(out) < len(wanted):
         raise failed(f"the video ends after {seen} of the {count} frames its index lists")
     return Decoded(np.stack([out[i] for i in indices]), count, fps)
+
+
+def motion_vectors(video: bytes | str | Path, stop: int | None = None,
+                   ) -> Iterator[tuple[int, tuple[int, int], np.ndarray | None]]:
+    """(frame index, (height, width), the motion vectors the encoder stored for that frame) for frames 0..stop-1:
+    FFmpeg's export_mvs side data as PyAV's structured array (source, w, h, src_x, src_y, dst_x, dst_y, flags,
+    motion_x, motion_y, motion_scale), None for a frame without any (intra-coded). No pixels are converted:
+    the cost is the codec's own decode. Decode failures are VideoDecodeError."""
+    import av
+
+    try:
+        container = av.open(_source(video))
+    except (av.FFmpegError, OSError) as error:
+        raise VideoDecodeError(f"PyAV: {error}") from error
+    with container:
+        try:
+            stream = container.streams.video[0]
+        except IndexError as error:
+            raise VideoDecodeError("PyAV: no video stream") from error
+        stream.codec_context.options = {"flags2": "+export_mvs"}
+        index = 0
+        try:
+            for frame in container.decode(stream):
+                if stop is not None and index >= stop:
+                    break
+                vectors = frame.side_data.get("MOTION_VECTORS")
+                yield index, (frame.height, frame.width), None if vectors is None else vectors.to_ndarray()
+                index += 1
+        except (av.FFmpegError, OSError) as error:
+            raise VideoDecodeError(f"PyAV: {error} (after {index} frames)") from error

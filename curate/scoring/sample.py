@@ -15,6 +15,7 @@ class Sample(TypedDict, total=False):
     decode_error: str | None  # why frames is None
     caption: str | None
     sha256: str | None
+    media: bytes | None  # the encoded file, only for scorers that read the bitstream (needs_media)
 
 
 class SampleError(ValueError):

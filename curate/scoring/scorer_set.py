@@ -6,14 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.scoring import aesthetic_score, clip_score, motion_score, ocr_score, technical_quality
+from curate.scoring import aesthetic_score, clip_score, codec_motion, motion_score, ocr_score, technical_quality
 from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
 from curate.scoring.sample import Sample
 from curate.scoring.weights import DEFAULT_CLIP
 
 KEY = "key"
 SCORE_ERROR = "score_error"  # every failed scorer's message for this sample, "; "-joined; null when all succeeded
-SCORER_NAMES = (clip_score.NAME, aesthetic_score.NAME, motion_score.NAME, technical_quality.NAME, ocr_score.NAME)
+SCORER_NAMES = (clip_score.NAME, aesthetic_score.NAME, motion_score.NAME, codec_motion.NAME, technical_quality.NAME,
+                ocr_score.NAME)
 MODEL_SCORERS = (clip_score.NAME, aesthetic_score.NAME)  # the ones that want a GPU
 
 
@@ -48,6 +49,8 @@ class ScorerSet:
                                                                 custom_clip=aesthetic_custom_clip))
         if motion_score.NAME in self.names:
             self.scorers.append(motion_score.MotionScorer())
+        if codec_motion.NAME in self.names:
+            self.scorers.append(codec_motion.CodecMotionScorer())
         if technical_quality.NAME in self.names:
             self.scorers.append(technical_quality.QualityScorer())
         if ocr_score.NAME in self.names:
@@ -56,6 +59,11 @@ class ScorerSet:
     @property
     def needs_gpu(self) -> bool:
         return any(name in MODEL_SCORERS for name in self.names)
+
+    @property
+    def needs_media(self) -> bool:
+        """Whether a scorer reads the encoded file itself (the samples must then carry `media`)."""
+        return any(getattr(scorer, "needs_media", False) for scorer in self.scorers)
 
     @property
     def columns(self) -> tuple[str, ...]:

@@ -54,18 +54,20 @@ def stored_content(path: str) -> str | None:
 
 
 def expand_shard(root: str, sid: str, k: int, positions: str, decode_timeout: float,
-                 clip_resize: tuple[int, str] | None = None) -> list[dict]:
+                 clip_resize: tuple[int, str] | None = None, with_media: bool = False) -> list[dict]:
     """Every success row of one shard with its frames, decoded in an isolated child (a crash there is one
-    sample's decode_error), plus CLIP's first resize of the original frames when `clip_resize` is given.
-    Frames travel as raw bytes + shape."""
+    sample's decode_error), plus CLIP's first resize of the original frames when `clip_resize` is given, and the
+    encoded file itself when `with_media` (for scorers that read the bitstream). Frames travel as raw bytes +
+    shape."""
     folder = DatasetFolder(root)
     manifest = storage.read_table(folder.manifest(sid), columns=["key", "modality", "caption", "sha256", "status"])
     rows = {r["key"]: r for r in manifest.to_pylist() if r["status"] == "success"}
     out = []
 
-    def row(meta: dict, frames=None, clip=None, error=None) -> dict:
+    def row(meta: dict, frames=None, clip=None, error=None, media=None) -> dict:
         return {"unit": sid, "key": meta["key"], "modality": meta["modality"], "caption": meta["caption"],
-                "sha256": meta["sha256"], "frames": None if frames is None else frames.tobytes(),
+                "sha256": meta["sha256"], "media": media if with_media else None,
+                "frames": None if frames is None else frames.tobytes(),
                 "shape": None if frames is None else list(frames.shape),
                 "clip_frames": None if clip is None else clip.tobytes(),
                 "clip_shape": None if clip is None else list(clip.shape), "decode_error": error}
@@ -81,9 +83,9 @@ def expand_shard(root: str, sid: str, k: int, positions: str, decode_timeout: fl
                 decoded = decoder.decode(media, meta["modality"], k, positions, DECODE_MAX_SIDE, clip_resize)
                 frames, clip = decoded if clip_resize else (decoded, None)
                 out.append(row(meta, np.ascontiguousarray(frames, np.uint8),
-                               None if clip is None else np.ascontiguousarray(clip, np.uint8)))
+                               None if clip is None else np.ascontiguousarray(clip, np.uint8), media=media))
             except FrameDecodeError as exc:
-                out.append(row(meta, error=str(exc)))
+                out.append(row(meta, error=str(exc), media=media))
     for meta in rows.values():  # listed as success but absent from the tar: scored as an error, not lost
         out.append(row(meta, error="media missing from tar"))
     return out
@@ -104,7 +106,7 @@ class ScoreModel:
                 np.frombuffer(row["clip_frames"], np.uint8).reshape(row["clip_shape"])
             samples.append({"key": row["key"], "modality": row["modality"], "caption": row["caption"],
                             "sha256": row["sha256"], "frames": frames, "clip_frames": clip,
-                            "decode_error": row["decode_error"]})
+                            "decode_error": row["decode_error"], "media": row["media"]})
         scored = self.scorers.score_batch(samples)
         for row, unit in zip(scored, batch.column("unit").to_pylist()):
             row["unit"] = unit
@@ -150,6 +152,7 @@ class ScoreStage(Stage):
         self.needs: dict[str, set[str]] = {}
         self.content: dict[str, tuple[str, int]] = {}
         self.clip_resize: tuple[int, str] | None = None
+        self.with_media = False
 
     def describe(self) -> list[str]:
         s = self.section
@@ -212,6 +215,7 @@ class ScoreStage(Stage):
             scorers = ScorerSet(**self.scorer_kwargs(self.scorers))
             scorers.check_weights()
             self.clip_resize = scorers.clip_first_resize()
+            self.with_media = scorers.needs_media
 
     def reset(self) -> None:
         for scorer in self.scorers:
@@ -238,7 +242,8 @@ class ScoreStage(Stage):
 
     def expand(self, unit: str) -> list[dict]:
         s = self.section
-        return expand_shard(self.root, unit, s.frames, s.positions, s.decode_timeout, self.clip_resize)
+        return expand_shard(self.root, unit, s.frames, s.positions, s.decode_timeout, self.clip_resize,
+                            self.with_media)
 
     def expected_rows(self, unit: str) -> int:
         return self.content[unit][1]
@@ -276,12 +281,13 @@ class ScoreStage(Stage):
 
 def _scorer_columns(scorer: str) -> tuple[str, ...]:
     """The score columns one scorer writes (its error column included), from the scorer classes."""
-    from curate.scoring import aesthetic_score, clip_score, motion_score, ocr_score, technical_quality
+    from curate.scoring import aesthetic_score, clip_score, codec_motion, motion_score, ocr_score, technical_quality
 
     return {clip_score.NAME: (clip_score.CLIP_SCORE, clip_score.CLIP_MODEL, clip_score.CLIP_SCORE_ERROR, CLIP_EMBEDDING),
             aesthetic_score.NAME: (aesthetic_score.AESTHETIC_SCORE, aesthetic_score.AESTHETIC_SCORE_MIN,
                                    aesthetic_score.AESTHETIC_MODEL, aesthetic_score.AESTHETIC_SCORE_ERROR),
             motion_score.NAME: motion_score.MotionScorer.columns,
+            codec_motion.NAME: codec_motion.CodecMotionScorer.columns,
             technical_quality.NAME: technical_quality.QualityScorer.columns,
             ocr_score.NAME: ocr_score.OcrScorer.columns}[scorer]
 

@@ -29,7 +29,7 @@ def decoded_batch():
     samples = []
     with IsolatedDecoder(timeout_s=60) as decoder:
         for key, modality, data in inputs:
-            sample = {"key": key, "modality": modality, "caption": "a grey square", "sha256": key}
+            sample = {"key": key, "modality": modality, "caption": "a grey square", "sha256": key, "media": data}
             try:
                 sample["frames"] = solid("red", 40)[None] if data is None else decoder.decode(data, modality)
             except FrameDecodeError as error:
@@ -46,7 +46,8 @@ def test_corrupt_video_gets_errors_and_the_rest_are_scored(tiny_clip_dir, aesthe
     assert [row["key"] for row in rows] == ["clip-ok", "clip-corrupt", "still"]
     good, corrupt, still = rows
     assert good[SCORE_ERROR] is None and still[SCORE_ERROR] is None
-    for column in ("clip_score", "aesthetic_score", "motion_score", "sharpness", "static_frame_fraction"):
+    for column in ("clip_score", "aesthetic_score", "motion_score", "codec_motion", "sharpness",
+                   "static_frame_fraction"):
         assert good[column] is not None and corrupt[column] is None
     assert still["motion_score"] is None and still["aesthetic_score"] is not None
     for column in ("clip_score_error", "aesthetic_score_error", "motion_score_error", "quality_error"):
