@@ -115,9 +115,27 @@ class ClipEmbedder:
 
     def preprocess(self, frames: np.ndarray | list[np.ndarray]) -> torch.Tensor:
         """uint8 [N,H,W,3] (or a list of [H,W,3] of any sizes) -> normalised float [N,3,S,S] on the device,
-        by open_clip's transform."""
-        pixels = [self.transform(Image.fromarray(np.ascontiguousarray(frame))) for frame in frames]
-        return torch.stack(pixels).to(self.device)
+        equal to open_clip's transform. Its resize runs on PIL (the scoring decoders already made it); the crop
+        is a uint8 slice, and the uint8 crops cross to the device (a quarter of the bytes), where the scaling and
+        normalisation run: a GPU actor's CPU no longer does per-pixel float work."""
+        first = self.first_resize()
+        if first is None:  # another resize mode: open_clip's whole transform on PIL
+            pixels = [self.transform(Image.fromarray(np.ascontiguousarray(frame))) for frame in frames]
+            return torch.stack(pixels).to(self.device)
+        from curate.scoring.frames import clip_first_resize
+
+        size, interpolation = first
+        crops = []
+        for frame in frames:
+            frame = np.ascontiguousarray(frame)
+            if min(frame.shape[:2]) != size:
+                frame = clip_first_resize(frame[None], size, interpolation)[0]
+            top, left = (int(round((side - size) / 2.0)) for side in frame.shape[:2])  # torchvision's CenterCrop
+            crops.append(frame[top : top + size, left : left + size])
+        pixels = torch.from_numpy(np.stack(crops)).to(self.device, non_blocking=True)
+        mean, std = (torch.tensor(self.preprocess_cfg[k], dtype=torch.float32, device=self.device)[:, None, None]
+                     for k in ("mean", "std"))
+        return (pixels.permute(0, 3, 1, 2).float().div(255) - mean) / std  # ToTensor, then Normalize
 
     @torch.inference_mode()
     def embed_frames(self, frames: np.ndarray | list[np.ndarray]) -> torch.Tensor:
