@@ -60,10 +60,11 @@ def decode_frames(video: bytes | str | Path, pick: Pick) -> np.ndarray:
 
 
 def stream_frames(video: bytes | str | Path, start: int = 0, stop: int | None = None, max_side: int | None = None,
-                  ) -> Iterator[tuple[int, float, np.ndarray]]:
+                  size: tuple[int, int] | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
     """(frame index, presentation time in s, uint8 [H,W,3] RGB) for frames start..stop-1 in order, one frame in
     memory at a time (a two-hour video is never held whole); frames scaled by swscale so the longer side is at
-    most `max_side`. Decode failures are VideoDecodeError (frames already yielded stay valid)."""
+    most `max_side`, or to exactly `size` = (height, width) (bicubic, as ffmpeg's scale filter: e.g. a shot
+    detector's 27x48 input). Decode failures are VideoDecodeError (frames already yielded stay valid)."""
     import av
 
     try:
@@ -77,8 +78,8 @@ def stream_frames(video: bytes | str | Path, start: int = 0, stop: int | None = 
             raise VideoDecodeError("PyAV: no video stream") from error
         stream.thread_type = "AUTO"
         base = float(stream.time_base or 0)
-        size = None
-        if max_side and max(stream.codec_context.width, stream.codec_context.height) > max_side:
+        interpolation = "BICUBIC" if size else None
+        if size is None and max_side and max(stream.codec_context.width, stream.codec_context.height) > max_side:
             from curate.media.geometry import fit_within_size
 
             size = fit_within_size(stream.codec_context.height, stream.codec_context.width, max_side)
@@ -90,7 +91,8 @@ def stream_frames(video: bytes | str | Path, start: int = 0, stop: int | None = 
                 if index >= start:
                     seconds = float(frame.pts * base) if frame.pts is not None else float(frame.time or 0.0)
                     rgb = (frame.to_ndarray(format="rgb24") if size is None else
-                           frame.reformat(width=size[1], height=size[0], format="rgb24").to_ndarray())
+                           frame.reformat(width=size[1], height=size[0], format="rgb24",
+                                           interpolation=interpolation).to_ndarray())
                     yield index, seconds, rgb
                 index += 1
         except (av.FFmpegError, OSError) as error:
