@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 
 from curate.cli_params import section_from_flags, with_options
-from curate.config import ConfigError, DownloadSection, ScoreSection, SelectSection, load_pipeline
+from curate.config import ConfigError, DownloadSection, ScoreSection, SelectSection, SplitSection, load_pipeline
 from curate.eval.generate import GenerateOptions
 from curate.train import commands as train_commands
 
@@ -104,6 +104,25 @@ def retry_failed_cmd(
 
     with usage_errors(dataset):
         summary = retry_failed(dataset, ray_address)
+    finish(summary)
+
+
+@app.command("split")
+@with_options(SplitSection, exclude=("out",))
+def split_cmd(
+    dataset: str = typer.Argument(..., help="Dataset folder whose videos to split."),
+    out: str = typer.Option(..., "--out", help="Dataset folder of single-shot clips to write (or continue)."),
+    ray_address: Optional[str] = RAY_ADDRESS,
+    force: bool = FORCE,
+    **options,
+) -> None:
+    """Split long videos into single-shot clips: a new dataset folder (clips + the images as they are) that score,
+    select, train, query and report read unchanged. Resumable per shard."""
+    from curate.split.stage import split
+
+    with usage_errors(out):
+        section = section_from_flags(SplitSection, options, out=out)
+        summary = split(dataset, out, section, force=force, address=ray_address)
     finish(summary)
 
 

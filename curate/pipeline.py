@@ -1,4 +1,5 @@
-"""A pipeline recipe as a list of stages (download -> score -> dedup -> select), described or run in order."""
+"""A pipeline recipe as a list of stages (download -> split -> score -> dedup -> select), described or run in order.
+With a split stage, score, dedup and select work on the clips' folder."""
 
 from __future__ import annotations
 
@@ -12,24 +13,28 @@ from curate.scoring import dedup
 from curate.scoring.scorer_set import SCORER_NAMES
 from curate.scoring.stage import DedupStage, ScoreStage
 from curate.selection import SelectStage
+from curate.split.stage import SplitStage
 from curate.stage import Stage
 
 
-def select_out(recipe: Pipeline, out: str) -> str:
-    """The select stage's folder: absolute as written, else beside the dataset folder."""
-    target = recipe.select.out
+def beside(target: str, out: str) -> str:
+    """A stage's own folder: absolute as written, else beside the dataset folder."""
     return target if os.path.isabs(target) else os.path.join(os.path.dirname(os.path.abspath(out)), target)
 
 
 def stages(recipe: Pipeline, out: str) -> list[Stage]:
     plan: list[Stage] = [DownloadStage(out, recipe.download)]
+    data = out
+    if recipe.split:
+        data = beside(recipe.split.out, out)
+        plan.append(SplitStage(out, data, recipe.split))
     if recipe.score:
         if any(s in SCORER_NAMES for s in recipe.score.scorers):
-            plan.append(ScoreStage(out, recipe.score))
+            plan.append(ScoreStage(data, recipe.score))
         if dedup.NAME in recipe.score.scorers:
-            plan.append(DedupStage(out, recipe.score.dedup_threshold))
+            plan.append(DedupStage(data, recipe.score.dedup_threshold))
     if recipe.select:
-        plan.append(SelectStage(out, select_out(recipe, out), recipe.select))
+        plan.append(SelectStage(data, beside(recipe.select.out, out), recipe.select))
     return plan
 
 

@@ -89,3 +89,38 @@ def test_bad_settings_name_the_choices():
         SplitSection(cut="fast")
     with pytest.raises(ConfigError, match="max_side needs cut: exact"):
         SplitSection(cut="keyframe", max_side=64)
+
+
+def test_kill_then_rerun_gives_every_clip_once(edited, tmp_path):
+    """SIGKILL `curate split` after its first shard landed, rerun the same command: each shard's clips once, as
+    an uninterrupted split gives them; a bad setting is exit 2 naming the choices."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path, _ = edited
+    make_dataset(str(tmp_path / "in"), [[(f"v{i}", path, f"caption {i}")] for i in range(4)])
+    reference = tmp_path / "reference"
+    section = SplitSection(detector="content", min_clip=1.0)
+    split_shard(str(tmp_path / "in"), str(reference), "00000", section)
+    windows = [k.removeprefix("v0") for k in (r["key"] for r in reader.manifest_rows(str(reference), "00000"))]
+    out = tmp_path / "clips"
+    cmd = [sys.executable, "-m", "curate.cli", "split", str(tmp_path / "in"), "--out", str(out),
+           "--detector", "content", "--min-clip", "1"]
+    bad = subprocess.run(cmd[:-4] + ["--detector", "magic"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "transnetv2, content, adaptive, source" in bad.stderr
+    env = dict(os.environ, CURATE_RAY_NUM_CPUS="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    deadline = time.time() + 180
+    while time.time() < deadline and not list(out.glob("shards/*.parquet")):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 1 <= len(list(out.glob("shards/*.parquet"))) < 4
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    keys = [r["key"] for r in reader.success_rows(str(out))]
+    assert sorted(keys) == sorted(f"v{i}{w}" for i in range(4) for w in windows)
+    assert reader.manifest_rows(str(out), "00003")[0]["caption"] == "caption 3"
