@@ -37,14 +37,15 @@ def init(address: str | None = None, num_cpus: int | None = None) -> None:
 
 def run_tasks(fn: Callable, jobs: Sequence[tuple], desc: str, address: str | None = None,
               num_cpus_per_task: float = 1, max_in_flight: int | None = None,
-              label: Callable = lambda job: job) -> tuple[list, list]:
+              label: Callable = lambda job: job, num_gpus_per_task: float = 0) -> tuple[list, list]:
     """Run fn(*job) as Ray tasks with a bounded window, showing progress with total and ETA.
     Returns (results, failures) where failures are (label(job), error message). A crashed worker is retried by
     Ray; an exception in fn is a failure of that job only (its shard stays incomplete for the next run)."""
     import ray
 
     init(address)
-    remote = ray.remote(num_cpus=num_cpus_per_task, max_retries=2, retry_exceptions=False)(fn)
+    remote = ray.remote(num_cpus=num_cpus_per_task, num_gpus=num_gpus_per_task, max_retries=2,
+                        retry_exceptions=False)(fn)
     window = max_in_flight or max(2, int(ray.cluster_resources().get("CPU", 1) / num_cpus_per_task) * 2)
     pending: dict = {}
     results, failures = [], []
@@ -156,9 +157,11 @@ def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict
         import ray
 
         init(address)
+        gpus = stage.resources.gpus if stage.resources.gpus and cluster_gpus(address) >= 1 else 0
         shared = ray.put(stage) if units else None  # one copy in the object store, not one per task
         done, failures = run_tasks(process_unit, [(shared, u) for u in units], desc=stage.name, address=address,
-                                   num_cpus_per_task=stage.resources.cpus, label=lambda job: job[1])
+                                   num_cpus_per_task=stage.resources.cpus, num_gpus_per_task=gpus,
+                                   label=lambda job: job[1])
     summary = stage.finish(done, failures)
     storage.write_json(stage.provenance_path, dict(record, complete=not failures, summary=summary))
     return summary

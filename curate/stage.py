@@ -23,6 +23,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Resources:
     cpus: float = 1.0  # per task (task stages) or per expand task (actor stages)
+    gpus: float = 0.0  # per task (task stages), given only when the cluster has GPUs (else the task runs on CPU)
     actors: int = 0  # > 0: an actor pool of this size runs model() (actor stages)
     gpus_per_actor: float = 0.0
     batch_size: int = 32  # rows per model batch (actor stages)

@@ -64,7 +64,7 @@ def test_usage_errors_exit_2(tmp_path):
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "pipelines", "*.yaml"))))
 def test_shipped_recipes_parse(path, monkeypatch):
-    for var in ("WEBVID_DIR", "LAION_COCO_DIR", "LAION_AESTHETICS_DIR", "JOURNEYDB_DIR", "MSRVTT_DIR"):
+    for var in ("WEBVID_DIR", "LAION_COCO_DIR", "LAION_AESTHETICS_DIR", "JOURNEYDB_DIR", "MSRVTT_DIR", "FOOTAGE_DIR"):
         monkeypatch.setenv(var, "/data")
     recipe = load_pipeline(path)
     assert recipe.download.input.startswith(("/data", ROOT))
@@ -87,3 +87,13 @@ def test_run_describe_prints_the_plan_without_running(tmp_path):
     assert "pipeline demo: download -> score -> dedup -> select" in result.output
     assert "private addresses ALLOWED" in result.output and "WHERE (modality = 'image'" in result.output
     assert not (tmp_path / "ds").exists()
+
+
+def test_split_recipe_describes_split_then_work_on_the_clips(tmp_path, monkeypatch):
+    monkeypatch.setenv("FOOTAGE_DIR", str(tmp_path))
+    result = runner.invoke(app, ["run", "footage", "--out", str(tmp_path / "ds"), "--describe"])
+    assert result.exit_code == 0, result.output
+    assert "pipeline footage: download -> split -> score -> dedup -> select" in result.output
+    clips = str(tmp_path / "footage_clips")
+    assert f"split: {tmp_path / 'ds'} -> {clips}: transnetv2 shots, clips 2-60 s" in result.output
+    assert "WHERE static = false" in result.output and not (tmp_path / "ds").exists()

@@ -99,6 +99,18 @@ def huge_png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
+def long_video(root: str) -> str:
+    """root/long/edited.mp4: the demo's long edited video (curate.split.synthetic.EDIT at 12 fps, 160x96: 19 s,
+    eight shots), which the demo splits into single-shot clips."""
+    from curate.split import synthetic
+
+    folder = os.path.join(root, "long")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "edited.mp4")
+    synthetic.write(synthetic.edited_video(160, 96, 12.0), path)
+    return path
+
+
 def generate(root: str, videos: int = 30, images: int = 18, seed: int = 0) -> list[dict]:
     """Write media into root/media and return entries {name, modality, caption, quality}. The broken
     entries (names starting with broken_) are served by the demo server as failures of each kind."""

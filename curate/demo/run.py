@@ -11,6 +11,7 @@ from curate.bundled import recipe_path
 from curate.demo import corpus, server, world
 
 DEMO_RECIPE = str(recipe_path("demo"))
+SPLIT_RECIPE = str(recipe_path("demo_split"))
 # The model the demo trains: the toy world's image -> F-base recipes (scripts/reproduce_toy.py's first two stages).
 # The demo corpus shows curation (broken files, scores, selection), but a model trained a few hundred CPU steps on
 # its 160x96 textured clips sampled a 16x16 noisy blob; the world's shapes on a flat background are learnt sooner.
@@ -87,6 +88,24 @@ def train_world(out: str, steps: int, ray_address: str | None, echo=print, image
     return run_dir, Path(gif)
 
 
+def split_long_video(out: str, ray_address: str | None, echo=print) -> dict:
+    """pipelines/demo_split.yaml: the corpus's long edited video (curate.demo.corpus.long_video) read as a folder
+    into out/long_dataset and split into single-shot clips in out/clips."""
+    import json
+
+    from curate import pipeline
+    from curate.config import load_pipeline
+
+    recipe = load_pipeline(SPLIT_RECIPE)
+    recipe.download.input = os.path.dirname(corpus.long_video(os.path.join(out, "corpus")))
+    echo("\n== the long edited video split into single-shot clips (pipelines/demo_split.yaml)")
+    results = pipeline.run(recipe, os.path.join(out, "long_dataset"), force=True, address=ray_address,
+                           echo=lambda name, summary: echo(json.dumps({name: summary}, default=str)))
+    if results.get("split") is None or results["split"].get("failed_shards"):
+        raise RuntimeError(f"splitting the demo's long video failed: {json.dumps(results, default=str)}")
+    return results["split"]
+
+
 def run_demo(out: str, train_steps: int, ray_address: str | None, echo=print) -> dict:
     """The whole demo: corpus -> served on loopback -> pipelines/demo.yaml (download, score, dedup, select) ->
     stats and HTML report; then the toy world downloaded the same way -> its image and F-base recipes trained
@@ -117,6 +136,7 @@ def run_demo(out: str, train_steps: int, ray_address: str | None, echo=print) ->
     page = write(dataset, os.path.join(out, "report.html"), recipe.select.where)
     echo(f"\n== report: {page}\n== selected for training: {selected['out']} "
          f"({selected['kept']} kept, {selected['dropped']} dropped)")
+    results["split"] = split_long_video(out, ray_address, echo)
     if train_steps:
         echo("\n== the toy world (curate/demo/world.py) served on 127.0.0.1 and downloaded, for the demo's model")
         run_dir, gif = train_world(out, train_steps, ray_address, echo)

@@ -33,8 +33,6 @@ from curate.split.shots import ClipSettings, Window, clip_windows
 from curate.stage import Resources, Stage
 
 MAX_PARENT_KEY = 110  # a clip key adds 16 characters; tar member keys stop at 128
-CLIP_COLUMNS = ("parent_key", "clip_start_frame", "clip_end_frame", "clip_start_s", "clip_end_s", "detector",
-                "boundary_confidence", "clip_inside_score", "clip_motion", "static", "caption_source")
 
 
 def clip_key(parent: str, start: int, end: int) -> str:
@@ -48,16 +46,22 @@ def _settings(s: SplitSection) -> ClipSettings:
                         static_threshold=s.static_threshold, drop_static=s.drop_static)
 
 
-def source_windows(row: dict, fps: float, count: int | None) -> list[tuple[Window, str | None]]:
-    """The row's own windows (JSON [[start_s, end_s] or [start_s, end_s, caption], ...]) as frame windows, each
-    with its caption when the source gives one."""
+def source_windows(row: dict, fps: float, count: int | None) -> list[tuple[Window, dict]]:
+    """The windows the source lists for a whole video (`extra.windows`: [[start_s, end_s, caption, score], ...]
+    as `download panda70m --whole-videos` keeps them; caption and score optional) as frame windows, each with the
+    columns it brings (its caption, Panda-70M's matching_score)."""
     out = []
-    for item in json.loads(row.get("windows") or "[]"):
+    for item in json.loads(row.get("extra") or "{}").get("windows") or []:
         start, end = round(float(item[0]) * fps), round(float(item[1]) * fps)
-        if count is not None:
+        if count:
             end = min(end, count)
+        own = {}
+        if len(item) > 2 and item[2] is not None:
+            own.update(caption=str(item[2]), caption_source="window")
+        if len(item) > 3 and item[3] is not None:
+            own["matching_score"] = float(item[3])
         if end > start >= 0:
-            out.append((Window(start, end, None, 0.0, 0.0, False), item[2] if len(item) > 2 else None))
+            out.append((Window(start, end, None, 0.0, 0.0, False), own))
     return out
 
 
@@ -83,8 +87,8 @@ class _Job:
     writer: ShardWriter
 
 
-def _windows(row: dict, path: str, job: _Job) -> tuple[list[tuple[Window, str | None]], float, dict]:
-    """The parent's clip windows (with a per-window caption or None), its fps, and the shots dropped by reason."""
+def _windows(row: dict, path: str, job: _Job) -> tuple[list[tuple[Window, dict]], float, dict]:
+    """The parent's clip windows (each with the columns its source gives it), its fps, the shots dropped by reason."""
     s = job.section
     if s.detector == "source":
         fps = _fps(row, None)
@@ -95,20 +99,17 @@ def _windows(row: dict, path: str, job: _Job) -> tuple[list[tuple[Window, str | 
         raise VideoDecodeError(f"decoded {len(scan.scores)} of the {expected} frames the index lists (truncated)")
     fps = _fps(row, scan)
     windows, dropped = clip_windows(scan.transitions, scan.scores, scan.motion, fps, _settings(s))
-    return [(w, None) for w in windows], fps, dropped
+    return [(w, {}) for w in windows], fps, dropped
 
 
-def _clip_row(row: dict, window: Window, caption: str | None, fps: float, dst: str, detector: str) -> dict:
+def _clip_row(row: dict, window: Window, own: dict, fps: float, dst: str, detector: str) -> dict:
     info = shared_pool(1).probe_video(dst, decode_check=False)
-    carried = caption is None
-    return dict(row, key=clip_key(row["key"], window.start, window.end), parent_key=row["key"], status="success",
-                error_reason=None, error_message=None, windows=None,
-                caption=row.get("caption") if carried else caption,
-                caption_source=("parent" if row.get("caption") is not None else None) if carried else "window",
-                width=info.width, height=info.height, fps=info.fps, duration=info.duration,
+    carried = {"caption_source": "parent" if row.get("caption") else None}
+    return dict(row, **{**carried, **own}, key=clip_key(row["key"], window.start, window.end), parent_key=row["key"],
+                status="success", error_reason=None, error_message=None, width=info.width, height=info.height, fps=info.fps, duration=info.duration,
                 num_frames=info.num_frames, codec=info.codec, size_bytes=os.path.getsize(dst), sha256=sha256_file(dst),
-                clip_start_frame=window.start, clip_end_frame=window.end, clip_start_s=window.start / fps,
-                clip_end_s=window.end / fps, detector=detector, boundary_confidence=window.boundary_confidence,
+                window_start_frame=window.start, window_end_frame=window.end, window_start=window.start / fps,
+                window_end=window.end / fps, detector=detector, boundary_confidence=window.boundary_confidence,
                 clip_inside_score=window.inside_score if detector != "source" else None,
                 clip_motion=window.motion if detector != "source" else None,
                 static=window.static if detector != "source" else None)
@@ -125,22 +126,22 @@ def split_video(row: dict, path: str, job: _Job) -> dict:
     except IsolatedFailure as exc:
         job.writer.add(_failure(row, "failed_to_decode", exc.kind, str(exc)))
         return {}
-    except (ValueError, KeyError, TypeError) as exc:  # a malformed `windows` value
+    except (ValueError, KeyError, TypeError, IndexError) as exc:  # a malformed extra.windows
         job.writer.add(_failure(row, "invalid_input", "bad_windows", f"{type(exc).__name__}: {exc}"))
         return {}
     if not windows:
         why = max(dropped, key=dropped.get) if any(dropped.values()) else "no_windows"
         job.writer.add(_failure(row, "no_clips", why, f"no shot kept; dropped: {dropped}"))
         return dropped
-    for window, caption in windows:
+    for window, own in windows:
         dst = os.path.join(job.work, f"clip_{window.start}_{window.end}.mp4")
         try:
             cut_clip(path, window.start, window.end, dst, fps=fps, mode=s.cut, max_side=s.max_side, crf=s.crf)
-            clip = _clip_row(row, window, caption, fps, dst, s.detector)
+            clip = _clip_row(row, window, own, fps, dst, s.detector)
         except (TranscodeError, ProbeError) as exc:
             clip = dict(_failure(row, "failed_to_decode", "cut_error", str(exc)),
                         key=clip_key(row["key"], window.start, window.end),
-                        clip_start_frame=window.start, clip_end_frame=window.end)
+                        window_start_frame=window.start, window_end_frame=window.end)
         job.writer.add(clip, dst if clip["status"] == "success" else None, "mp4")
         if os.path.exists(dst):
             os.remove(dst)
@@ -198,6 +199,8 @@ class SplitStage(Stage):
         self.folder = DatasetFolder(self.out)
         self.inputs = (self.root,)
         self.outputs = (self.out,)
+        if self.section.detector == "transnetv2":  # the network runs on the task's GPU when the cluster has one
+            self.resources = Resources(cpus=1, gpus=1.0)
 
     @property
     def provenance_path(self) -> str:
@@ -207,7 +210,7 @@ class SplitStage(Stage):
         return {k: v for k, v in to_mapping(self.section).items() if k not in ("out", "video_timeout")}
 
     def check(self) -> None:
-        """Input shards, the detector's weights, ffmpeg and (source detector) a `windows` column, before any write."""
+        """Input shards, the detector's weights and ffmpeg, before any write."""
         shards = DatasetFolder(self.root).complete_shards()
         if not shards:
             raise FileNotFoundError(f"{self.root} has no complete shards (shards/NNNNN.parquet) to split")
@@ -219,10 +222,6 @@ class SplitStage(Stage):
             from curate.split.transnet import verified_weights
 
             verified_weights()
-        if self.section.detector == "source":
-            names = set(storage.read_schema(DatasetFolder(self.root).manifest(shards[0])).names)
-            if "windows" not in names:
-                raise ValueError(f"detector source needs a `windows` column; {self.root}'s manifest has none")
 
     def fingerprint(self) -> str:
         return provenance.files_fingerprint(self.root, storage.glob(DatasetFolder(self.root).manifest_glob()))
@@ -252,7 +251,8 @@ class SplitStage(Stage):
                 f"trim {s.trim_frames} frame(s), gradual transitions {s.gradual}, static clips "
                 f"{'dropped' if s.drop_static else 'flagged'}, {s.cut} cuts"
                 + (f", longer side <= {s.max_side}" if s.max_side else ""),
-                f"  {self.resources.cpus:g} CPU per shard task (one isolated decoder each)"]
+                f"  {self.resources.cpus:g} CPU per shard task (one isolated decoder each)"
+                + (", and a GPU each when the cluster has GPUs" if self.resources.gpus else "")]
 
     def todo(self) -> list[str]:
         done = set(self.folder.complete_shards())

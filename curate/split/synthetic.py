@@ -51,7 +51,7 @@ def _shot(rng: np.random.Generator, kind: str, count: int, height: int, width: i
             frame[cy:cy + size, cx:cx + size] = colour
         if kind == "flash" and count // 2 <= i < count // 2 + 2:  # a photographer's flash: two white frames
             frame = np.minimum(frame * 0.2 + 220, 255)
-        frames.append(frame)
+        frames.append(np.clip(frame, 0, 255).astype(np.uint8))  # uint8 already: long videos stay small in memory
     return frames
 
 

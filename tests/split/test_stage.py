@@ -48,19 +48,19 @@ def test_clips_are_frame_exact_single_shots_with_the_parent_caption(split_out):
     out, rows, _, video, path = split_out
     clips = [r for r in rows["00000"] if r["status"] == "success"]
     assert len(clips) >= 2
-    windows = [(r["clip_start_frame"], r["clip_end_frame"]) for r in clips]
+    windows = [(r["window_start_frame"], r["window_end_frame"]) for r in clips]
     assert synthetic.crossings(windows, video.transitions) == 0
     source = decode_frames(path, lambda n: list(range(n)))
     media = {s.key: s.media for s in reader.samples(out, "00000")}
     for row in clips:
-        start, end = row["clip_start_frame"], row["clip_end_frame"]
+        start, end = row["window_start_frame"], row["window_end_frame"]
         assert row["key"] == clip_key("edited", start, end) and row["parent_key"] == "edited"
         assert row["caption"] == "a cat" and row["caption_source"] == "parent" and row["detector"] == "content"
-        assert row["clip_start_s"] == pytest.approx(start / 12.0) and row["clip_end_s"] == pytest.approx(end / 12.0)
+        assert row["window_start"] == pytest.approx(start / 12.0) and row["window_end"] == pytest.approx(end / 12.0)
         clip = decode(media[row["key"]], lambda n: list(range(n)))
         assert clip.count == end - start == row["num_frames"]
     fast = decode_frames(media[clips[0]["key"]], lambda n: [0, n - 1])  # the fast pan: frames tell apart
-    start, end = clips[0]["clip_start_frame"], clips[0]["clip_end_frame"]
+    start, end = clips[0]["window_start_frame"], clips[0]["window_end_frame"]
     assert _nearest(fast[0], source, start) == start and _nearest(fast[1], source, end - 1) == end - 1
     static = [r["static"] for r in clips]
     assert static[-1] and not static[0]  # the last shot holds still, the first pans
@@ -124,3 +124,19 @@ def test_kill_then_rerun_gives_every_clip_once(edited, tmp_path):
     keys = [r["key"] for r in reader.success_rows(str(out))]
     assert sorted(keys) == sorted(f"v{i}{w}" for i in range(4) for w in windows)
     assert reader.manifest_rows(str(out), "00003")[0]["caption"] == "caption 3"
+
+
+def test_source_windows_are_cut_with_their_own_captions(edited, tmp_path):
+    """--detector source: a whole video's extra.windows (as download panda70m --whole-videos keeps them)."""
+    import json
+
+    path, _ = edited
+    extra = json.dumps({"windows": [[0.5, 2.0, "first", 0.5], [3.0, 4.5, "second", 0.25]]})
+    facts = {"fps": 12.0, "num_frames": 90, "width": 64, "height": 48, "codec": "h264", "extra": extra}
+    make_dataset(str(tmp_path / "in"), [[("panda_x", path, "", facts), ("plain", path, "whole")]])
+    split_shard(str(tmp_path / "in"), str(tmp_path / "out"), "00000", SplitSection(detector="source"))
+    rows = reader.manifest_rows(str(tmp_path / "out"), "00000", status=None)
+    got = [(r["key"], r["status"], r["caption"], r["caption_source"], r["matching_score"], r["num_frames"]) for r in rows]
+    assert got == [("panda_x_0000006_0000024", "success", "first", "window", 0.5, 18),
+                   ("panda_x_0000036_0000054", "success", "second", "window", 0.25, 18),
+                   ("plain", "no_clips", "whole", None, None, 90)]
