@@ -47,17 +47,16 @@ def _scenedetect_size(height: int, width: int) -> tuple[int, int]:
     return height // factor, width // factor
 
 
-def _probe_size(path: str) -> tuple[int, int]:
-    import av
-
+def _frame_size(path: str) -> tuple[int, int]:
+    """(height, width) from the container (this runs in the isolated decoder process)."""
+    from curate.media.probe import ProbeError, probe_video_unsafe
     from curate.media.video_frames import VideoDecodeError
 
     try:
-        with av.open(path) as container:
-            ctx = container.streams.video[0].codec_context
-            return ctx.height, ctx.width
-    except (av.FFmpegError, OSError, IndexError) as error:
-        raise VideoDecodeError(f"PyAV: {error}") from error
+        info = probe_video_unsafe(path, decode_check=False)
+    except ProbeError as error:
+        raise VideoDecodeError(str(error)) from error
+    return info.height, info.width
 
 
 def scan_video(path: str, detector: str, threshold: float | None = None) -> Scan:
@@ -76,7 +75,7 @@ def scan_video(path: str, detector: str, threshold: float | None = None) -> Scan
     else:
         from scenedetect import FrameTimecode
 
-        model, size, cuts = _scenedetect(detector, threshold), _scenedetect_size(*_probe_size(path)), []
+        model, size, cuts = _scenedetect(detector, threshold), _scenedetect_size(*_frame_size(path)), []
         content: list[float] = []
     motion: list[float] = []
     previous, first_pts, last_pts = None, 0.0, 0.0
