@@ -193,6 +193,9 @@ class ScoreSection:
         "Frame positions: first,middle,last or uniform."))
     dedup_threshold: float = field(default=0.95, metadata=_help(
         "CLIP cosine at or above which a sample is a near-duplicate."))
+    keep_best: str | None = field(default=None, metadata=_help(
+        "Dedup keeps, of each group of duplicates, the sample with the highest value of this numeric score column "
+        "(e.g. aesthetic_score; missing values last, ties by dataset order); default: the earliest."))
     decode_timeout: float = field(default=60.0, metadata=_help(
         "Seconds one sample's decode may take in the isolated decoder before it is a failure.", min=1.0))
 

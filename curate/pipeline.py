@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from curate import engine
+from curate import dedup, engine
 from curate.config import Pipeline
+from curate.dedup.stage import DedupStage
 from curate.download.stage import DownloadStage
-from curate.scoring import dedup
 from curate.scoring.scorer_set import SCORER_NAMES
-from curate.scoring.stage import DedupStage, ScoreStage
+from curate.scoring.stage import ScoreStage
 from curate.selection import SelectStage
 from curate.split.stage import SplitStage
 from curate.stage import Stage
@@ -32,7 +32,7 @@ def stages(recipe: Pipeline, out: str) -> list[Stage]:
         if any(s in SCORER_NAMES for s in recipe.score.scorers):
             plan.append(ScoreStage(data, recipe.score))
         if dedup.NAME in recipe.score.scorers:
-            plan.append(DedupStage(data, recipe.score.dedup_threshold))
+            plan.append(DedupStage(data, recipe.score.dedup_threshold, recipe.score.keep_best))
     if recipe.select:
         plan.append(SelectStage(data, beside(recipe.select.out, out), recipe.select))
     return plan

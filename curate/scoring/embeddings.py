@@ -43,12 +43,3 @@ def read_embeddings(paths: Sequence[str | Path]) -> tuple[list[str], np.ndarray,
         return [], np.zeros((0, 0), np.float32), models
     return keys, np.concatenate(blocks).astype(np.float32, copy=False), models
 
-
-def align_embeddings(keys: Sequence[str], stored_keys: Sequence[str], stored: np.ndarray) -> np.ndarray:
-    """Rows of `stored` in the order of `keys`; NaN rows for keys without a stored embedding (dedup skips them)."""
-    position = {key: index for index, key in enumerate(stored_keys)}
-    aligned = np.full((len(keys), stored.shape[1] if stored.size else 1), np.nan, dtype=np.float32)
-    for row, key in enumerate(keys):
-        if key in position:
-            aligned[row] = stored[position[key]]
-    return aligned

@@ -25,7 +25,7 @@ class ScorerSet:
     ViT-L/14 unless aesthetic_custom_clip says the MLP file was trained on that other CLIP. When both name
     the same model, one CLIP pass serves both. trust_checkpoint lets CLIP files whose checksum is not a
     published one be read although they hold TorchScript or pickled objects.
-    Dedup is not here: it compares the whole dataset, see curate.scoring.dedup.
+    Dedup is not here: it compares the whole dataset, see curate.dedup.
     """
 
     def __init__(self, names: list[str] | tuple[str, ...], clip_model: str = DEFAULT_CLIP,

@@ -1,4 +1,4 @@
-"""The score and dedup stages: shards -> decoded samples (CPU) -> scorers in an actor pool -> scores/<scorer>/.
+"""The score stage: shards -> decoded samples (CPU) -> scorers in an actor pool -> scores/<scorer>/.
 
 Each scorer writes its own folder (scores/clip/, scores/motion/, ...) with one table per shard and its own
 _provenance.json, so a column has exactly one home. A shard's score table records the digest of what it
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from curate import engine, schema, storage
+from curate import dedup, engine, schema, storage
 from curate.config import ScoreSection
-from curate.scoring import dedup
+from curate.dedup.stage import DedupStage
 from curate.scoring.clip_score import CLIP_EMBEDDING
-from curate.scoring.embeddings import align_embeddings, read_embeddings, write_embeddings
+from curate.scoring.embeddings import write_embeddings
 from curate.scoring.frames import DECODE_MAX_SIDE, FrameDecodeError, IsolatedDecoder
 from curate.scoring.scorer_set import SCORER_NAMES, ScorerSet
 from curate.scoring.weights import DEFAULT_CLIP
@@ -292,79 +292,6 @@ def _scorer_columns(scorer: str) -> tuple[str, ...]:
             ocr_score.NAME: ocr_score.OcrScorer.columns}[scorer]
 
 
-@dataclass
-class DedupStage(Stage):
-    """Exact (sha256) and near (stored CLIP embeddings) duplicate flags over the whole dataset, in manifest
-    order, so the earliest copy is the one kept. Recomputed whenever the manifests or embeddings change."""
-
-    root: str
-    threshold: float = dedup.DEFAULT_THRESHOLD
-
-    name = "dedup"
-    resources = Resources(cpus=1)
-
-    def __post_init__(self):
-        self.root = storage.absolute(self.root)
-        self.folder = DatasetFolder(self.root)
-        self.inputs = (self.folder.shards_dir, self.embeddings_dir)
-        self.outputs = (self.out_dir,)
-
-    @property
-    def out_dir(self) -> str:
-        return storage.join(self.root, "scores", dedup.NAME)
-
-    @property
-    def embeddings_dir(self) -> str:
-        return storage.join(self.root, "embeddings")
-
-    @property
-    def provenance_path(self) -> str:
-        return storage.join(self.out_dir, "_provenance.json")
-
-    def config(self) -> dict:
-        return {"threshold": self.threshold}
-
-    def check(self) -> None:
-        if not self.folder.complete_shards():
-            raise FileNotFoundError(f"{self.root} has no complete shards to deduplicate")
-
-    def reset(self) -> None:
-        storage.remove(self.out_dir, recursive=True)
-
-    def content(self) -> str:
-        from curate.provenance import files_fingerprint
-
-        files = storage.glob(self.folder.manifest_glob()) + storage.glob(storage.join(self.embeddings_dir, "*.parquet"))
-        return files_fingerprint(self.root, files) + f"|{self.threshold}"
-
-    def todo(self) -> list[str]:
-        _drop_temporaries(self.out_dir)
-        return [] if stored_content(storage.join(self.out_dir, "all.parquet")) == self.content() else ["all"]
-
-    def process(self, unit: str) -> int:
-        keys, digests = [], []
-        for key, digest in storage.duckdb_connect(self.root).execute(
-                "SELECT key, sha256 FROM read_parquet(?) WHERE status = 'success' ORDER BY shard, row",
-                [self.folder.manifest_glob()]).fetchall():
-            keys.append(key)
-            digests.append(digest)
-        exact = dedup.exact_duplicate_of(keys, digests)
-        paths = storage.glob(storage.join(self.embeddings_dir, "*.parquet"))
-        near: list = [None] * len(keys)
-        if paths:
-            stored_keys, stored, _ = read_embeddings(paths)
-            near = dedup.near_duplicate_of(keys, align_embeddings(keys, stored_keys, stored), self.threshold)
-        table = pa.table({"key": pa.array(keys, pa.string()), dedup.EXACT_DUPLICATE_OF: pa.array(exact, pa.string()),
-                          dedup.NEAR_DUPLICATE_OF: pa.array(near, pa.string())})
-        _write_table(storage.join(self.out_dir, "all.parquet"), table, self.content())
-        return sum(e is not None for e in exact) + sum(n is not None for n in near)
-
-    def finish(self, done: list, failures: list) -> dict:
-        summary = super().finish(done, failures)
-        summary["duplicates_flagged"] = done[0] if done else None
-        return summary
-
-
 def score(root: str, scorers: list[str], *, force: bool = False, address: str | None = None, **options) -> dict:
     """Score every success sample of the dataset folder (options: ScoreSection fields); resumable per shard
     and per scorer; refuses a scorer whose settings changed unless `force`. Dedup runs last when asked."""
@@ -373,6 +300,7 @@ def score(root: str, scorers: list[str], *, force: bool = False, address: str | 
     if any(s in SCORER_NAMES for s in scorers):
         summary.update(engine.run_stage(ScoreStage(root, section), force=force, address=address))
     if dedup.NAME in scorers:
-        summary["duplicates_flagged"] = engine.run_stage(DedupStage(root, section.dedup_threshold), force=force,
-                                                         address=address)["duplicates_flagged"]
+        found = engine.run_stage(DedupStage(root, section.dedup_threshold, section.keep_best), force=force,
+                                 address=address)
+        summary.update({k: found[k] for k in ("duplicates_flagged", "exact_duplicates", "near_duplicates")})
     return summary
