@@ -218,6 +218,33 @@ def query_cmd(
     _print_table(table, format)
 
 
+@app.command("search")
+def search_cmd(
+    dataset: str = typer.Argument(..., help="Dataset folder scored with clip (its stored embeddings are searched)."),
+    text: Optional[str] = typer.Argument(None, help="Text query, e.g. \"a red car at night\"."),
+    image: Optional[str] = typer.Option(None, "--image", help="Search by an image (or a video's middle frame)."),
+    top: int = typer.Option(20, "--top", min=1, help="How many samples to show."),
+    format: str = typer.Option("table", "--format", help="table, csv or json."),
+    html: Optional[str] = typer.Option(None, "--html", help="Also write an HTML page of thumbnails here."),
+    clip_model: Optional[str] = typer.Option(None, "--clip-model", help=(
+        "Only as a check: the CLIP the embeddings came from is the one used; another is refused.")),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=(
+        "Read a pickled CLIP file whose checksum is not published (as curate score was allowed to).")),
+) -> None:
+    """Nearest samples to a text or an image by CLIP cosine, through the index stored beside the embeddings
+    (embeddings/_index/, built on first use and again only when the embeddings change)."""
+    from curate.search import page
+    from curate.search.query import search
+
+    if format not in ("table", "csv", "json"):
+        fail("--format must be table, csv or json")
+    with usage_errors(dataset):
+        hits = search(dataset, text, image, top, clip_model, trust_checkpoint)
+        if html:
+            page.write(dataset, text if text is not None else f"image: {image}", hits, html)
+    _print_table(hits, format)
+
+
 @app.command("report")
 def report_cmd(
     dataset: str = typer.Argument(..., help="Scored dataset folder."),

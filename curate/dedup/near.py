@@ -20,6 +20,7 @@ PROBES = 2  # clusters each row is searched in: its nearest and the next (bounda
 TARGET_CLUSTER = 1000  # rows per k-means cluster aimed for (before multi-probe copies)
 EXACT_LIMIT = 20_000  # up to this many rows one cluster holds them all: exact search
 SAMPLE_PER_CLUSTER = 64  # training rows per centroid (FAISS warns below 39)
+FLAT_ASSIGN = 4096  # up to this many centroids rows are assigned by exact search, beyond through HNSW
 
 
 @dataclass(frozen=True)
@@ -123,36 +124,46 @@ def _kmeans(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 def train_centroids(sample: np.ndarray, clusters: int, expected_rows: int, max_cluster: int,
                     seed: int = 0) -> np.ndarray:
-    """Spherical k-means centroids from a sample of unit rows; a cluster the sample predicts to exceed
-    `max_cluster` of `expected_rows` is split by k-means on its own sample rows, again while a part is still
-    too large (so no cluster task holds more, whatever the data's density)."""
+    """About `clusters` spherical k-means centroids from a sample of unit rows, trained in two levels (sqrt(k)
+    clusters, each split to the mean size: the cost of k-means over sqrt(k), not k, centroids); a cluster the
+    sample predicts to exceed `max_cluster` of `expected_rows` is split again (so no cluster task holds more)."""
     if clusters <= 1 or len(sample) < 2:
         return np.zeros((1, sample.shape[1]), np.float32)  # one cluster: every row's nearest
-    limit = max(1, int(max_cluster * len(sample) / expected_rows))  # max_cluster in sample rows
-    return np.concatenate(_leaves(sample, None, min(clusters, len(sample)), limit, seed)).astype(np.float32)
+    scale = expected_rows / len(sample)
+    target = max(1.0, len(sample) / clusters)  # sample rows per cluster
+    limit = max(1.0, max_cluster / scale)  # sample rows a cluster may reach
+    top = _kmeans(sample, min(math.ceil(math.sqrt(clusters)), len(sample)), seed)
+    labels = assign(sample, top, 1)[:, 0]
+    leaves = [leaf for c in range(len(top)) for leaf in
+              _split(sample[labels == c], top[c:c + 1], math.ceil((labels == c).sum() / target), limit, seed)]
+    return np.concatenate(leaves).astype(np.float32)
 
 
-def _leaves(sample: np.ndarray, centroid: np.ndarray | None, parts: int, limit: int, seed: int,
-            depth: int = 0) -> list[np.ndarray]:
-    if centroid is not None and (len(sample) <= limit or depth > 4):
+def _split(members: np.ndarray, centroid: np.ndarray, parts: int, limit: float, seed: int,
+           depth: int = 0) -> list[np.ndarray]:
+    if (parts <= 1 and len(members) <= limit) or len(members) < 2 or depth > 4:
         return [centroid]
-    centroids = _kmeans(sample, min(parts, len(sample)), seed)
-    labels = assign(sample, centroids, 1)[:, 0]
-    if centroid is not None and np.bincount(labels).max() == len(sample):  # k-means could not split it
+    centroids = _kmeans(members, min(max(parts, 2), len(members)), seed)
+    labels = assign(members, centroids, 1)[:, 0]
+    if np.bincount(labels).max() == len(members):  # k-means could not split it
         return [centroid]
-    return [leaf for c in range(len(centroids)) for leaf in
-            _leaves(sample[labels == c], centroids[c:c + 1], math.ceil((labels == c).sum() / limit), limit, seed,
-                    depth + 1)]
+    return [leaf for c in range(len(centroids))
+            for leaf in _split(members[labels == c], centroids[c:c + 1], 1, limit, seed, depth + 1)]
 
 
-def assign(unit: np.ndarray, centroids: np.ndarray, probes: int = PROBES) -> np.ndarray:
-    """[n, probes] nearest centroids (by inner product) of each row, nearest first."""
+def assign(unit: np.ndarray, centroids: np.ndarray, probes: int = PROBES, flat_limit: int = FLAT_ASSIGN) -> np.ndarray:
+    """[n, probes] nearest centroids (by inner product) of each row, nearest first: exact over up to
+    `flat_limit` centroids, through an HNSW graph beyond (the flat cost, rows x clusters, would dominate)."""
     import faiss
 
     probes = min(probes, len(centroids))
     if len(centroids) == 1:
         return np.zeros((len(unit), 1), np.int64)
-    index = faiss.IndexFlatIP(centroids.shape[1])
+    if len(centroids) > flat_limit:
+        index = faiss.IndexHNSWFlat(centroids.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = 128
+    else:
+        index = faiss.IndexFlatIP(centroids.shape[1])
     index.add(np.ascontiguousarray(centroids, np.float32))
     _, labels = index.search(np.ascontiguousarray(unit, np.float32), probes)
     return labels

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 
 from curate import dedup, engine, storage
 from curate.dedup import near
-from curate.scoring.embeddings import EMBEDDING, read_embeddings
+from curate.scoring.embeddings import EMBEDDING, read_embeddings, sample_embeddings
 from curate.shards.folder import DatasetFolder
 from curate.stage import Resources, Stage
 
@@ -98,6 +99,9 @@ class DedupStage(Stage):
         self.outputs = (self.out_dir,)
         self.clusters = 1
         self.planned = False
+        self.seconds: dict[str, float] = {}  # per phase, in the summary
+        self.searching: float | None = None
+        self.sizes: dict[str, int] = {}
 
     @property
     def out_dir(self) -> str:
@@ -165,34 +169,32 @@ class DedupStage(Stage):
         """Rank the rows, train the centroids on a sample, assign every embedding (a task per shard file);
         returns the cluster groups to search, (first, end) cluster ids each."""
         self.planned = True
+        started = time.perf_counter()
         storage.remove(self.work_dir, recursive=True)
         storage.makedirs(self.work_dir)
-        write_query(self.connect(), ranked_sql(self.keep_best), [],
-                                  storage.join(self.work_dir, "ranks.parquet"))
+        write_query(self.connect(), ranked_sql(self.keep_best), [], storage.join(self.work_dir, "ranks.parquet"))
+        self.seconds["rank"] = time.perf_counter() - started
         files = self.embedding_files()
         if not files:
             return []
-        counts = [pq.ParquetFile(storage.open(f)).metadata.num_rows for f in files]
-        total = sum(counts)
+        total = sum(pq.ParquetFile(storage.open(f)).metadata.num_rows for f in files)
         self.clusters = near.cluster_count(total, self.target_cluster, self.exact_limit)
         centroids = np.zeros((1, 1), np.float32)
         if self.clusters > 1:
-            rng = np.random.default_rng(0)
-            fraction = min(1.0, max(self.clusters * near.SAMPLE_PER_CLUSTER, 1) / max(total, 1))
-            fraction = min(fraction, SAMPLE_ROWS / max(total, 1)) if total > SAMPLE_ROWS else fraction
-            picked = []
-            for path in files:  # one file at a time: the sample is bounded, never the dataset
-                _, vectors, _ = read_embeddings([path])
-                unit, valid = near.unit_rows(vectors)
-                picked.append(unit[valid][rng.random(int(valid.sum())) < fraction])
-            centroids = near.train_centroids(np.concatenate(picked), self.clusters, total, 4 * self.target_cluster)
+            sample = sample_embeddings(files, min(SAMPLE_ROWS, self.clusters * near.SAMPLE_PER_CLUSTER))
+            unit, valid = near.unit_rows(sample)
+            centroids = near.train_centroids(unit[valid], self.clusters, total, 4 * self.target_cluster)
         self.clusters = len(centroids)
+        self.seconds["train"] = time.perf_counter() - started - self.seconds["rank"]
         storage.write_bytes(storage.join(self.work_dir, "centroids.npy"), _npy(centroids))
         sizes, failures = engine.run_tasks(assign_file, [(self, f) for f in files], desc="dedup: assign",
                                            label=lambda job: storage.basename(job[1]))
         if failures:
             raise RuntimeError(f"assigning embeddings failed: {failures[0][0]}: {failures[0][1]}")
-        size = np.sum([np.bincount(s, minlength=self.clusters) for s in sizes], axis=0)
+        size = np.sum([members for members, _ in sizes], axis=0)
+        primary = np.sum([first for _, first in sizes], axis=0)
+        # the pair search compares each cluster's primary rows with all its members
+        self.sizes = {"largest_cluster": int(size.max()), "search_work": int((size * primary).sum())}
         units, start, held = [], 0, 0
         for c, n in enumerate(size):
             if held and held + n > UNIT_ROWS:
@@ -200,11 +202,13 @@ class DedupStage(Stage):
                 start, held = c, 0
             held += int(n)
         units.append((start, len(size)))
+        self.seconds["assign"] = time.perf_counter() - started - self.seconds["rank"] - self.seconds["train"]
+        self.searching = time.perf_counter()
         return units
 
-    def assign(self, path: str) -> np.ndarray:
+    def assign(self, path: str) -> tuple[np.ndarray, np.ndarray]:
         """One embedding file -> _work/assign/<file>: (cluster, primary, rank, unit embedding) per probed cluster,
-        sorted by cluster; returns the cluster of every membership (for sizing the groups)."""
+        sorted by cluster; returns the memberships and the primary rows per cluster (for sizing the groups)."""
         keys, vectors, _ = read_embeddings([path])
         ranks = storage.read_table(storage.join(self.work_dir, "ranks.parquet"), columns=["key", "rank"],
                                    filters=[("shard", "=", storage.basename(path)[: -len(".parquet")])])
@@ -220,7 +224,8 @@ class DedupStage(Stage):
         table = pa.table({"cluster": pa.array(clusters[order], pa.int32()), "primary": pa.array(primary[order]),
                           "rank": pa.array(ids[order], pa.int64()), EMBEDDING: _fixed_list(unit[rows[order]])})
         storage.write_table(table, storage.join(self.work_dir, "assign", storage.basename(path)), row_group_size=4096)
-        return clusters
+        return (np.bincount(clusters, minlength=len(centroids)),
+                np.bincount(clusters[primary], minlength=len(centroids)))
 
     def process(self, unit: tuple[int, int]) -> int:
         """Pairs inside clusters [first, end): read those rows from every assign file, search, write the pairs."""
@@ -249,7 +254,12 @@ class DedupStage(Stage):
             return summary
         output = storage.join(self.out_dir, "all.parquet")
         if self.planned:
+            if self.searching is not None:
+                self.seconds["pairs"] = time.perf_counter() - self.searching
+            started = time.perf_counter()
             summary.update(self.publish(output))
+            self.seconds["resolve_write"] = time.perf_counter() - started
+            summary["seconds"] = {k: round(v, 1) for k, v in self.seconds.items()}
         con = storage.duckdb_connect(output)
         exact, near_ = con.execute("SELECT count(exact_duplicate_of), count(near_duplicate_of) FROM read_parquet(?)",
                                    [output]).fetchall()[0]
@@ -277,7 +287,7 @@ class DedupStage(Stage):
         sweep = {f"{t:.2f}": n for t, n in near.sweep(pairs, dedup.SWEEP).items()}
         write_query(con, sql, params, output, {CONTENT_KEY: self.current.encode(), SWEEP_KEY: json.dumps(sweep)})
         storage.remove(self.work_dir, recursive=True)
-        return {"clusters": self.clusters, "pairs_found": len(pairs)}
+        return {"clusters": self.clusters, **self.sizes, "pairs_found": len(pairs)}
 
 
 def stored_sweep(output: str) -> dict[str, int]:
@@ -287,6 +297,6 @@ def stored_sweep(output: str) -> dict[str, int]:
     return json.loads((storage.read_schema(output).metadata or {}).get(SWEEP_KEY, b"{}"))
 
 
-def assign_file(stage: DedupStage, path: str) -> np.ndarray:
+def assign_file(stage: DedupStage, path: str) -> tuple[np.ndarray, np.ndarray]:
     """Ray task body for the assignment pass."""
     return stage.assign(path)

@@ -43,3 +43,18 @@ def read_embeddings(paths: Sequence[str | Path]) -> tuple[list[str], np.ndarray,
         return [], np.zeros((0, 0), np.float32), models
     return keys, np.concatenate(blocks).astype(np.float32, copy=False), models
 
+
+
+def sample_embeddings(paths: Sequence[str | Path], rows: int, seed: int = 0) -> np.ndarray:
+    """About `rows` embeddings drawn uniformly from all files, read one file at a time (memory: one file plus
+    the sample), e.g. to train k-means centroids."""
+    import pyarrow.parquet as pq
+
+    total = sum(pq.ParquetFile(storage.open(str(p))).metadata.num_rows for p in paths)
+    fraction = min(1.0, rows / max(total, 1))
+    rng = np.random.default_rng(seed)
+    picked = []
+    for path in paths:
+        _, vectors, _ = read_embeddings([path])
+        picked.append(vectors[rng.random(len(vectors)) < fraction])
+    return np.concatenate(picked) if picked else np.zeros((0, 0), np.float32)

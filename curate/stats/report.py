@@ -7,13 +7,12 @@ import base64
 import html
 import io
 import os
-import tarfile
 
 import numpy as np
 
 from curate import storage
+from curate.media.thumbnail import thumbnail
 from curate.predicate import check_predicate, comparisons
-from curate.shards.folder import DatasetFolder
 from curate.stats.query import connect, run
 
 SCORE_COLUMNS = ("clip_score", "aesthetic_score", "motion_score", "sharpness", "brightness", "contrast",
@@ -58,29 +57,18 @@ def _histogram(values_by_source: dict[str, np.ndarray], column: str, lines: list
     return out
 
 
-def _thumbnail(root: str, shard: str, key: str, modality: str, side: int = 128) -> str | None:
-    """First frame of a sample as a base64 PNG; decoded with PyAV/PIL from our own (already probed) shard."""
-    from PIL import Image
+def _dedup_sweep(root: str) -> str:
+    """Rows the dedup stage would flag as near-duplicates at each threshold of its sweep, to pick one by looking."""
+    from curate import dedup
+    from curate.dedup.stage import stored_sweep
 
-    with storage.open(DatasetFolder(root).tar(shard)) as f, tarfile.open(fileobj=f) as tar:
-        member = next((m for m in tar if m.name.split(".")[0] == key and not m.name.endswith((".txt", ".json"))), None)
-        if member is None:
-            return None
-        data = tar.extractfile(member).read()
-    try:
-        if modality == "video":
-            import av
-
-            with av.open(io.BytesIO(data)) as container:
-                image = next(container.decode(video=0)).to_image()
-        else:
-            image = Image.open(io.BytesIO(data)).convert("RGB")
-    except Exception:  # noqa: BLE001 - a thumbnail that fails to decode is left out, not fatal
-        return None
-    image.thumbnail((side, side))
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+    sweep = stored_sweep(storage.join(root, "scores", dedup.NAME, "all.parquet"))
+    if not sweep:
+        return ""
+    rows = "".join(f"<tr><td>{t}</td><td>{n}</td></tr>" for t, n in sorted(sweep.items()))
+    return ("<h2>Near-duplicate threshold sweep</h2><p>Rows flagged as near-duplicates (CLIP cosine) at each "
+            "threshold; set it with <code>curate score --dedup-threshold</code>.</p><table id='dedup-sweep'>"
+            f"<tr><th>threshold</th><th>rows flagged</th></tr>{rows}</table>")
 
 
 def build(root: str, where: str | None = None) -> str:
@@ -100,6 +88,7 @@ def build(root: str, where: str | None = None) -> str:
         parts.append(f"<tr><td>{html.escape(r['source'])}</td><td>{r['total']}</td><td>{r['success']}</td>"
                      f"<td>{r['kept']}</td><td>{r['success'] - r['kept']}</td></tr>")
     parts.append("</table>")
+    parts.append(_dedup_sweep(root))
     if not scores:
         parts.append("<p>No score columns yet: run <code>curate score</code> first.</p>")
     lines = thresholds(predicate, columns) if predicate else {}
@@ -121,7 +110,7 @@ def build(root: str, where: str | None = None) -> str:
             picks += [dict(hit[0], q=q)] if hit else []
         parts.append("<div class='sheet'>")
         for p in picks:
-            thumb = _thumbnail(root, p["shard"], p["key"], p["modality"])
+            thumb = thumbnail(root, p["shard"], p["key"])
             img = f'<img src="data:image/png;base64,{thumb}">' if thumb else "<div>(no preview)</div>"
             parts.append(f"<figure>{img}<figcaption>q{p['q']:.2f}: {p['v']:.3g}<br>"
                          f"{html.escape((p['caption'] or '')[:60])}</figcaption></figure>")

@@ -72,3 +72,12 @@ def test_sweep_counts_fall_as_the_threshold_rises(rows):
     ids, vectors, _ = rows
     counts = near.sweep(near.pairs_within(ids, near.unit_rows(vectors)[0], 0.9), (0.9, 0.95, 0.99))
     assert counts[0.9] > counts[0.95] > counts[0.99] > 0
+
+
+def test_many_centroids_are_searched_through_hnsw_with_the_same_nearest(rows):
+    _, vectors, _ = rows
+    unit = near.unit_rows(vectors)[0]
+    centroids = near.train_centroids(unit, 64, len(unit), 400)
+    flat = near.assign(unit, centroids, 2)
+    graph = near.assign(unit, centroids, 2, flat_limit=8)
+    assert (graph[:, 0] == flat[:, 0]).mean() > 0.99

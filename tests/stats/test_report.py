@@ -1,3 +1,4 @@
+import json
 import os
 import re
 
@@ -67,3 +68,14 @@ def test_report_draws_the_thresholds_that_select_applies(scored, monkeypatch):
     assert drawn == {"sharpness": [(">=", 50.0)]}
     assert "<td>webvid</td><td>3</td><td>3</td><td>1</td><td>2</td>" in page  # sharpness 5, 500, 1.0: one kept
     assert "<td>laion-coco</td><td>3</td><td>3</td><td>0</td><td>3</td>" in page
+
+
+def test_report_shows_the_dedup_threshold_sweep(scored):
+    assert "dedup-sweep" not in build(scored)
+    sweep = {"0.90": 4, "0.93": 3, "0.95": 2, "0.97": 1, "0.99": 0}
+    table = pa.table({"key": ["k0"], "near_duplicate_of": pa.array([None], pa.string())})
+    os.makedirs(os.path.join(scored, "scores", "dedup"))
+    pq.write_table(table.replace_schema_metadata({b"curate.sweep": json.dumps(sweep)}),
+                   os.path.join(scored, "scores", "dedup", "all.parquet"))
+    page = build(scored)
+    assert all(f"<tr><td>{t}</td><td>{n}</td></tr>" in page for t, n in sweep.items())
