@@ -30,8 +30,9 @@ def init(address: str | None = None, num_cpus: int | None = None) -> None:
 
     ray_constants.ENABLE_RAY_CLUSTER = False
     num_cpus = num_cpus or (int(os.environ["CURATE_RAY_NUM_CPUS"]) if os.environ.get("CURATE_RAY_NUM_CPUS") else None)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-             object_store_memory=int(os.environ.get("CURATE_RAY_OBJECT_STORE", 256 << 20)),
+    # the object store: Ray's own sizing (30% of RAM) unless CURATE_RAY_OBJECT_STORE says (the tests keep it small)
+    store = int(os.environ["CURATE_RAY_OBJECT_STORE"]) if os.environ.get("CURATE_RAY_OBJECT_STORE") else None
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=store,
              logging_level="WARNING", log_to_driver=True, configure_logging=True)
 
 
@@ -74,7 +75,8 @@ def run_tasks(fn: Callable, jobs: Sequence[tuple], desc: str, address: str | Non
 
 def map_units(units: Sequence, expand: Callable, expand_kwargs: dict, model_cls: type, model_kwargs: dict,
               expected: dict, on_unit: Callable[[object, list[dict]], None], *, batch_size: int = 32,
-              actors: int = 1, gpus_per_actor: float = 0, desc: str = "score", address: str | None = None) -> None:
+              actors: int = 1, gpus_per_actor: float = 0, cpus_per_actor: float = 1, desc: str = "score",
+              address: str | None = None) -> None:
     """Ray Data: `expand({"unit": u})` (CPU tasks, e.g. read + decode) yields rows carrying "unit"; `model_cls`
     runs in an actor pool (one GPU each when asked; set up once per actor) on batches; rows come back to the
     driver, which calls on_unit(unit, rows) once all `expected[unit]` rows of a unit are in — so each unit's
@@ -96,8 +98,10 @@ def map_units(units: Sequence, expand: Callable, expand_kwargs: dict, model_cls:
             ds = ray.data.from_items([{"unit": u} for u in todo], override_num_blocks=len(todo))
             ds = ds.flat_map(expand, fn_kwargs=expand_kwargs)
             ds = ds.map_batches(model_cls, fn_constructor_kwargs=model_kwargs, batch_size=batch_size,
-                                batch_format="pyarrow", num_gpus=gpus_per_actor,
-                                compute=ActorPoolStrategy(min_size=1, max_size=max(1, actors)))
+                                batch_format="pyarrow", num_gpus=gpus_per_actor, num_cpus=cpus_per_actor,
+                                # GPU pools start whole (a pool growing from one actor idles GPUs for minutes)
+                                compute=ActorPoolStrategy(min_size=max(1, actors) if gpus_per_actor else 1,
+                                                          max_size=max(1, actors)))
             for row in ds.iter_rows():
                 unit = row["unit"]
                 pending[unit].append(row)
@@ -116,6 +120,12 @@ def cluster_gpus(address: str | None = None) -> float:
 
     init(address)
     return float(ray.cluster_resources().get("GPU", 0))
+
+
+def actor_cpus(gpus: float, cpus: float) -> float:
+    """CPUs for each GPU actor: a quarter of the CPUs per GPU (at least 1, at most 8), for its host-side work (batch
+    assembly, tokenising, copies) and its torch threads; the rest decode and run the CPU scorers. 1 without GPUs."""
+    return 1.0 if gpus < 1 else float(min(8, max(1, int(cpus / gpus / 4))))
 
 
 def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict:
@@ -142,6 +152,9 @@ def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict
         r = stage.resources
         gpus = cluster_gpus(address) if r.gpus_per_actor else 0
         actors = r.actors or (int(gpus) if gpus >= 1 else 1)
+        import ray
+
+        cpus = actor_cpus(gpus, ray.cluster_resources().get("CPU", 1))
         model_cls, model_kwargs = stage.model()
         done: list = []
 
@@ -151,7 +164,8 @@ def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict
 
         map_units(units, expand_unit, {"stage": stage}, model_cls, model_kwargs,
                   {u: stage.expected_rows(u) for u in units}, on_unit, batch_size=r.batch_size, actors=actors,
-                  gpus_per_actor=r.gpus_per_actor if gpus >= 1 else 0, desc=stage.name, address=address)
+                  gpus_per_actor=r.gpus_per_actor if gpus >= 1 else 0, cpus_per_actor=cpus, desc=stage.name,
+                  address=address)
         failures: list = []
     else:
         import ray

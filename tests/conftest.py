@@ -13,6 +13,7 @@ import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("CURATE_RAY_OBJECT_STORE", str(256 << 20))  # small: every Ray the suite starts (and its CLI runs)
 
 
 

@@ -139,3 +139,24 @@ def test_actor_stage_writes_each_unit_whole(ray_local, tmp_path):
     (root / "3.json").unlink()
     engine.run_stage(DoubleStage(str(root)))
     assert json.loads((root / "3.json").read_text()) == [0, 2, 4]
+
+
+def test_gpu_actors_get_a_share_of_the_cpus():
+    assert engine.actor_cpus(0, 64) == 1.0  # CPU-only pools: one CPU per actor
+    assert engine.actor_cpus(8, 128) == 4.0  # 16 CPUs per GPU: a quarter to the actor, the rest decode/score
+    assert engine.actor_cpus(8, 16) == 1.0 and engine.actor_cpus(1, 256) == 8.0
+
+
+def test_local_object_store_is_rays_own_sizing_unless_set(monkeypatch):
+    import ray
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("CURATE_RAY_OBJECT_STORE", raising=False)
+    engine.init()
+    monkeypatch.setenv("CURATE_RAY_OBJECT_STORE", str(300 << 20))
+    engine.init()
+    assert [c["object_store_memory"] for c in calls] == [None, 300 << 20]
+    assert all(c["_node_ip_address"] == "127.0.0.1" for c in calls)
