@@ -259,12 +259,12 @@ def render(recipe: Recipe, run_dir: str | Path, numbers: dict) -> str:
     lines.append(f"memory per {device} (estimate, {numbers['memory_kind']} micro-batch of {t.micro_batch_size}, "
                  f"precision {t.precision}):")
     for name, n in numbers["memory_static"].items():
-        lines.append(f"  {name:<24} {_gib(n):>12}")
+        lines.append(f"  {name:<28} {_gib(n):>12}")
     lines.append(f"  forward/backward peak: activations + gradients ({_gib(numbers['gradients'])} fp32 at the end of backward)")
     for ck in (False, True):
         mark = "  <- recipe" if ck == t.gradient_checkpointing else ""
         label = "with" if ck else "without"
-        lines.append(f"    {label + ' checkpointing':<24}{_gib(numbers['activations'][ck]):>12}; total "
+        lines.append(f"    {label + ' checkpointing':<28}{_gib(numbers['activations'][ck]):>12}; total "
                      f"{_gib(numbers['total'][ck])}{mark}")
     peak_name, peak = numbers["gpu_peak"]
     at_peak = numbers["step_s_at_peak"]
