@@ -58,10 +58,11 @@ class DownloadStage(Stage):
         return self.fingerprint_value or provenance.input_fingerprint(self.section.input)
 
     def check(self) -> None:
-        from curate.sources import READERS
+        from curate.sources import READERS, check_options
 
         if self.section.source not in READERS:
             raise ValueError(f"unknown source {self.section.source!r}; choose one of {', '.join(READERS)}")
+        check_options(self.section.source, self.section.source_options)
         if not self.retry and not storage.exists(self.section.input):
             raise FileNotFoundError(f"input {self.section.input} does not exist")
 

@@ -81,3 +81,11 @@ def test_whole_videos_keeps_windows_in_extra_and_missing_columns_refused(tmp_pat
     write_csv(bad, [["x"]], header=["video"])
     with pytest.raises(ValueError, match="not a Panda-70M CSV"):
         rows_of(bad)
+
+
+def test_an_option_the_source_does_not_take_is_refused_naming_those_it_takes():
+    from curate.sources import check_options
+
+    check_options("panda70m", {"whole_videos": True})
+    with pytest.raises(ValueError, match="source webvid does not take whole_videos; it takes: block_rows_hint"):
+        check_options("webvid", {"whole_videos": True})
