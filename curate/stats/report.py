@@ -16,7 +16,7 @@ from curate.predicate import check_predicate, comparisons
 from curate.stats.query import connect, run
 
 SCORE_COLUMNS = ("clip_score", "aesthetic_score", "motion_score", "sharpness", "brightness", "contrast",
-                 "black_border_fraction", "static_frame_fraction")
+                 "black_border_fraction", "static_frame_fraction", "ocr_text_area", "ocr_static_text_area")
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
 
 

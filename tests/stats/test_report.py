@@ -79,3 +79,13 @@ def test_report_shows_the_dedup_threshold_sweep(scored):
                    os.path.join(scored, "scores", "dedup", "all.parquet"))
     page = build(scored)
     assert all(f"<tr><td>{t}</td><td>{n}</td></tr>" in page for t, n in sweep.items())
+
+
+def test_report_shows_the_ocr_distribution(scored):
+    os.makedirs(os.path.join(scored, "scores", "ocr"))
+    pq.write_table(pa.table({"key": [f"k{i}" for i in range(6)], "ocr_text_area": [0.0, 0, 0.2, 0, 0.01, 0],
+                             "ocr_static_text_area": [0.0, None, 0.19, None, 0.0, None]}),
+                   os.path.join(scored, "scores", "ocr", "00000.parquet"))
+    page = build(scored, "coalesce(ocr_static_text_area, ocr_text_area) < 0.05")
+    assert "<h2>ocr_text_area</h2>" in page and "<h2>ocr_static_text_area</h2>" in page
+    assert "<td>webvid</td><td>3</td><td>3</td><td>2</td><td>1</td>" in page  # the watermarked video dropped
