@@ -2,7 +2,7 @@
 table (RUN_DIR/results.parquet, one row per checkpoint x metric with its protocol); `compare` sets two runs side
 by side; `demo_eval` is the demo's last step (a 2x2 grid and a tiny table).
 
-Metrics: the weight-free video quality measures always; CLIPSIM when the recipe's CLIP weights resolve; FVD when
+Metrics: the weight-free video quality measures and the text-overlay rate (OCR) always; CLIPSIM when the recipe's CLIP weights resolve; FVD when
 the I3D weights resolve and a real folder is given. A metric whose weights are missing is a `skipped` row that
 says why (never random weights); a wrong weight file fails the run before any number is written.
 """
@@ -44,6 +44,9 @@ class MetricsSection:
     fvd_resize: str = field(default="crop", metadata=_help("crop (VideoGPT/StyleGAN-V) or squash (TF FVD)."))
     quality_frames: int = field(default=16, metadata=_help("Frames per video for the weight-free measures."))
     max_clips: int | None = field(default=None, metadata=_help("Only the first N videos for CLIPSIM and quality."))
+    ocr: bool = field(default=True, metadata=_help(
+        "Text-overlay rate: share of videos where the ocr scorer reads text (a reproduced watermark shows here)."))
+    ocr_frames: int = field(default=3, metadata=_help("Frames per video the OCR reads, spread over quality_frames."))
 
 
 @dataclass
@@ -113,6 +116,7 @@ def measure(gen_dir: str, base: dict, recipe: EvalRecipe, real: str | None, echo
     """The metric rows of one generated folder."""
     from curate.eval.clipsim import clipsim
     from curate.eval.fvd import fvd
+    from curate.eval.text_overlay import text_overlay
     from curate.eval.video_quality import video_quality
     from curate.weightfile import WeightsMissing
 
@@ -125,6 +129,13 @@ def measure(gen_dir: str, base: dict, recipe: EvalRecipe, real: str | None, echo
         proto = {"frames": m.quality_frames, "max_clips": m.max_clips, "measure": quality["protocol"].get(
             "dynamic" if name == "dynamic_degree" else name)}
         rows.append(_row(base, name, quality[name], protocol=proto, counts=counts))
+    if not m.ocr:
+        rows.append(_row(base, "text_overlay_rate", status="skipped", reason="the recipe sets ocr: false"))
+    else:
+        text = text_overlay(gen_dir, frames=m.quality_frames, ocr_frames=m.ocr_frames, max_clips=m.max_clips,
+                            out=os.path.join(folder, "text_overlay.json"))
+        rows.append(_row(base, "text_overlay_rate", text["value"], protocol=text["protocol"],
+                         counts={"clips": text["clips"], "skipped": text["skipped"]}))
     if not m.clip_model:
         rows.append(_row(base, "clipsim", status="skipped", reason="the recipe sets no clip_model"))
     else:

@@ -29,7 +29,8 @@ from curate.eval.run import compare, demo_eval, evaluate, load_eval_recipe, rend
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scoring"))
 from tiny_clip import TINY_CLIP_CFG  # noqa: E402
 
-QUALITY = ["temporal_flickering", "motion_score", "dynamic_degree", "sharpness", "contrast", "noise_sigma"]
+QUALITY = ["temporal_flickering", "motion_score", "dynamic_degree", "sharpness", "contrast", "noise_sigma",
+           "text_overlay_rate"]
 
 
 def test_recipes_load_strictly(tmp_path, monkeypatch):
