@@ -47,7 +47,7 @@ STAGES = (
 )
 VIDEO_VARIANTS = ("f_base", "p_base", "f_spa_dir", "f_spa_lora", "p_spa_dir", "f_spatemp_dir")
 WORLD_COLUMNS = ("color_accuracy", "shape_accuracy", "direction_accuracy", "speed", "jitter", "edge_strength",
-                 "object_contrast", "flicker")
+                 "object_contrast", "flicker", "mark_strength")
 GENERAL_COLUMNS = ("temporal_flickering", "dynamic_degree")
 SMOKE = {"world": {"videos_per_combo": 1, "images_per_pair": 6}, "steps": 2, "prompts": 2, "seeds": 2,
          "sample_steps": 2}

@@ -8,6 +8,9 @@ learn the world in minutes.
   H.264 at a high CRF). Motion is made as easy as it gets: a constant step of STEP px per frame along one axis,
   always the same speed, so the whole clip crosses most of the frame. The toy models learn that motion (straight
   lines at the real speed) but, up to 6000 CPU steps, not which direction a caption names (README, toy section).
+- Every video carries a watermark-like mark (as WebVid's stock-footage overlay): a semi-transparent light bar in
+  the bottom-right corner, the same in every clip, put on before the degradations. Images never do: learning
+  appearance from them should remove it (curate.eval.world_metrics measures it as mark_strength).
 - Images are the pool that curation works on: half high quality (sharp, full contrast, lossless), half degraded
   (blurred, low contrast or noisy); the score thresholds of pipelines/toy/world.yaml must pick the good half.
 - Some (colour, shape, motion) combinations are never made as videos (HELD_OUT): prompts for them test whether
@@ -40,6 +43,11 @@ MOTIONS = (*DIRECTIONS, "still")
 HELD_OUT = (("red", "circle", "left"), ("green", "square", "right"), ("blue", "triangle", "up"),
             ("yellow", "circle", "down"), ("red", "triangle", "down"), ("green", "circle", "up"))
 IMAGE_DEFECTS = ("blurred", "low_contrast", "noisy")
+# The videos' mark: columns 18-29, rows 22-27 (x0, y0, x1, y1 exclusive), even edges so the trainers' 2x downscale
+# keeps it whole; blended towards white by MARK_ALPHA, which keeps it under half the faintest shape's difference
+# from the background (green: 161 RGB units; the mark 0.2 x 215 x sqrt 3 = 74), so the object finder ignores it.
+MARK_BOX = (18, 22, 30, 28)
+MARK_ALPHA = 0.2
 DEMO_PROMPT = "a red square moving right"
 _SUPERSAMPLE = 4  # shapes are drawn 4x larger and area-averaged down: sub-pixel positions, clean anti-aliasing
 
@@ -119,6 +127,15 @@ def add_noise(frames: np.ndarray, sigma: float, rng: np.random.Generator) -> np.
     return (frames.astype(np.float32) + rng.normal(0, sigma, frames.shape)).round().clip(0, 255).astype(np.uint8)
 
 
+def add_mark(frames: np.ndarray) -> np.ndarray:
+    """The watermark: MARK_BOX of every frame blended towards white by MARK_ALPHA."""
+    x0, y0, x1, y1 = MARK_BOX
+    out = frames.copy()
+    region = out[:, y0:y1, x0:x1].astype(np.float32)
+    out[:, y0:y1, x0:x1] = (region + MARK_ALPHA * (255 - region)).round().clip(0, 255).astype(np.uint8)
+    return out
+
+
 def degrade_video(frames: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """WebVid-like defects, all at once (compression comes when the clip is written)."""
     params = {"blur_sigma": float(rng.uniform(0.9, 1.4)), "contrast": float(rng.uniform(0.45, 0.6)),
@@ -155,7 +172,7 @@ def generate(root: str, videos_per_combo: int = 4, images_per_pair: int = 12, se
                     continue
                 for i in range(videos_per_combo):
                     frames, centres = clean_clip(shape, color, motion, rng)
-                    frames, params = degrade_video(frames, rng)
+                    frames, params = degrade_video(add_mark(frames), rng)
                     name = f"video_{color}_{shape}_{motion}_{i}.mp4"
                     corpus.write_mp4(os.path.join(media, name), list(frames), fps=FPS, crf=34)
                     entries.append({"name": name, "modality": "video", "caption": caption(color, shape, motion),

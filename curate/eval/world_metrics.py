@@ -12,7 +12,9 @@ extent). From that mask:
   straight path; large when the object jumps around frame to frame);
 - edge strength: mean of the top EDGE_TOP share of Sobel gradient magnitudes of the grey frame, / 255;
 - object contrast: RGB distance between the object's and the background's mean colours, / (255 sqrt 3);
-- flicker: standard deviation over frames of the background colour (0-255).
+- flicker: standard deviation over frames of the background colour (0-255);
+- mark strength: the videos' watermark (world.MARK_BOX, scaled to the frame): mean grey level in its box minus the
+  median grey level elsewhere, object pixels left out of both, / 255; ~0 for clean frames.
 A frame with no clear object (strongest difference < MIN_OBJECT grey levels) has no mask: colour, shape and
 motion then count as wrong.
 """
@@ -76,6 +78,21 @@ def edge_strength(frame: np.ndarray) -> float:
     return float(top.mean() / 255.0 / 4.0)  # a Sobel kernel sums 4 x the step it crosses
 
 
+def mark_strength(frame: np.ndarray, mask: np.ndarray | None) -> float | None:
+    """How much brighter the watermark's box is than the background, in [−1, 1]; None when the object covers it."""
+    height, width = frame.shape[:2]
+    x0, y0, x1, y1 = world.MARK_BOX
+    box = np.zeros((height, width), bool)
+    box[round(y0 * height / world.SIZE):round(y1 * height / world.SIZE),
+        round(x0 * width / world.SIZE):round(x1 * width / world.SIZE)] = True
+    free = np.ones_like(box) if mask is None else ~mask
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    inside, outside = grey[box & free], grey[~box & free]
+    if inside.size == 0 or outside.size == 0:
+        return None
+    return float((inside.mean() - np.median(outside)) / 255.0)
+
+
 def direction_of(net: np.ndarray, side: int) -> str:
     if np.linalg.norm(net) / side < MIN_NET:
         return "still"
@@ -94,11 +111,13 @@ def measure(frames: np.ndarray, prompt: str) -> dict:
     """One video's world metrics against the prompt's ground truth."""
     color, shape, motion = world.parse_caption(prompt)
     side = max(frames.shape[1:3])
-    masks, backgrounds, colours, shapes, centres, contrasts = [], [], [], [], [], []
+    masks, backgrounds, colours, shapes, centres, contrasts, marks = [], [], [], [], [], [], []
     for frame in frames:
         mask, background, coverage = object_mask(frame)
         backgrounds.append(background)
         masks.append(mask)
+        mark = mark_strength(frame, mask)
+        marks += [] if mark is None else [mark]
         if mask is None:
             continue
         mean = frame[mask].astype(np.float32).mean(axis=0)
@@ -116,6 +135,7 @@ def measure(frames: np.ndarray, prompt: str) -> dict:
         "edge_strength": float(np.mean([edge_strength(f) for f in frames])),
         "object_contrast": float(np.mean(contrasts)) if contrasts else 0.0,
         "flicker": float(np.std(np.asarray(backgrounds), axis=0).mean()),
+        "mark_strength": float(np.mean(marks)) if marks else None,
         "predicted_motion": None, "motion_ok": False, "speed": None, "jitter": None,
     }
     if found and len(frames) > 1:
@@ -148,5 +168,6 @@ def summarise(rows: list[dict]) -> dict:
         "edge_strength": mean([r["edge_strength"] for r in rows]),
         "object_contrast": mean([r["object_contrast"] for r in rows]),
         "flicker": mean([r["flicker"] for r in rows]),
+        "mark_strength": mean([r["mark_strength"] for r in rows]),
         "object_found": mean([r["object_frames"] for r in rows]),
     }

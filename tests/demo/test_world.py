@@ -40,10 +40,14 @@ def test_files_match_truth(small_world):
         assert frames.shape == (world.FRAMES, world.SIZE, world.SIZE, 3)
         row = wm.measure(frames, entry["caption"])  # degraded + H.264, still the captioned content
         assert row["color_ok"] and row["motion_ok"], row
+        assert row["mark_strength"] > 0.02, row  # the watermark survives degradation and H.264
         path = np.asarray(entry["centres"])
         assert np.allclose(np.abs(np.diff(path, axis=0)).sum(axis=1), 0 if entry["motion"] == "still" else world.STEP)
         assert path.min() >= world.HALF and path.max() <= world.SIZE - 1 - world.HALF
     assert world.parse_caption(videos[0]["caption"]) == (videos[0]["color"], videos[0]["shape"], videos[0]["motion"])
+    for entry in [e for e in entries if e["quality"] == "high"][::5]:  # the images are clean
+        image = cv2.cvtColor(cv2.imread(os.path.join(root, "media", entry["name"])), cv2.COLOR_BGR2RGB)
+        assert abs(wm.measure(image[None], entry["caption"])["mark_strength"]) < 0.02
 
 
 def test_image_pool_is_half_high_quality_and_thresholds_separate_it(small_world):

@@ -46,6 +46,16 @@ def test_degraded_videos_keep_content_but_lose_picture_quality():
     assert low["flicker"] > clean["flicker"]
 
 
+def test_mark_strength_finds_the_videos_watermark_through_degradation():
+    rng = np.random.default_rng(4)
+    clean = clips(np.random.default_rng(4), small)
+    marked = clips(np.random.default_rng(4), lambda f: small(world.add_mark(f)))
+    degraded = clips(rng, lambda f: small(world.degrade_video(world.add_mark(f), rng)[0]))
+    assert clean["mark_strength"] < 0.01  # only the shapes' soft edges where they cross the box
+    assert marked["mark_strength"] > 0.12 and degraded["mark_strength"] > 0.04
+    assert degraded["color_accuracy"] == 1.0 and degraded["direction_accuracy"] == 1.0  # the mark is not the object
+
+
 def test_shuffled_frames_lose_direction_and_jitter():
     rng = np.random.default_rng(2)
     s = clips(rng, lambda f: small(f[rng.permutation(len(f))]))
