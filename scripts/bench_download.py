@@ -4,7 +4,7 @@ video: our downloader (fetch + SHA-256 + probe (MP4 index, isolated PyAV otherwi
        `curate download` on local Ray) vs a bare HTTP fetch loop writing the same files with the same
        concurrency (the ceiling).
 image: our img2dataset wrapper (via `curate download`) vs img2dataset alone on the same URL list.
-Prints a markdown table of throughput and ratios. Usage: python scripts/bench_download.py [--videos N] [--images N]
+Prints a markdown table of throughput and ratios. Usage: python scripts/bench_download.py [--videos N] [--images N] [--smoke]
 """
 
 from __future__ import annotations
@@ -29,15 +29,17 @@ from curate.download.shard import DownloadOptions
 THREADS = 16
 
 
-def make_media(root: str) -> None:
-    """One WebVid-preview-sized clip (596x336, 10 s at 25 fps) and one 512x512 image, served many times."""
+def make_media(root: str, smoke: bool = False) -> None:
+    """One WebVid-preview-sized clip (596x336, 10 s at 25 fps) and one 512x512 image, served many times
+    (smoke: a 64x48 clip of 10 frames and a 64x64 image)."""
     rng = np.random.default_rng(0)
-    frames = corpus.video_frames("circle", (200, 50, 50), (30, 30, 30), "noisy", rng, width=596, height=336,
-                                 frames=250)
+    width, height, count, side = (64, 48, 10, 64) if smoke else (596, 336, 250, 512)
+    frames = corpus.video_frames("circle", (200, 50, 50), (30, 30, 30), "noisy", rng, width=width, height=height,
+                                 frames=count)
     corpus.write_mp4(os.path.join(root, "clip.mp4"), frames, fps=25, crf=30)
     import cv2
 
-    img = (rng.random((512, 512, 3)) * 255).astype(np.uint8)
+    img = (rng.random((side, side, 3)) * 255).astype(np.uint8)
     cv2.imwrite(os.path.join(root, "img.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
 
 
@@ -74,14 +76,17 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=200)
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="tiny media, 2 videos, 4 images, one repeat (the suite)")
     args = parser.parse_args()
+    if args.smoke:
+        args.videos, args.images, args.repeats = 2, 4, 1
     work = tempfile.mkdtemp(prefix="bench_download_")
     media = os.path.join(work, "media")
     os.makedirs(media)
-    make_media(media)
+    make_media(media, args.smoke)
     srv = server.start(media)
     video_mb = os.path.getsize(os.path.join(media, "clip.mp4")) / 1e6
-    opts = DownloadOptions(fetch=FetchPolicy(allow_private=True, retries=0), thread_count=THREADS)
+    opts = DownloadOptions(fetch=FetchPolicy(allow_private_addresses=True, retries=0), thread_count=THREADS)
     rows = []
     try:
         urls = [f"{srv.base_url}/clip.mp4?i={i}" for i in range(args.videos)]

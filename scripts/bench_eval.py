@@ -9,6 +9,7 @@ fvd:     the Frechet distance of 2,048 x 2,048 random 400-d features (fit + trac
 Models carry random weights saved to a temporary file (real size, real loading code; no downloads).
 Decoding is not timed: both sides get the same decoded frames. Usage:
 python scripts/bench_eval.py [--clips 16] [--height 240 --width 320] [--batch 8] [--device cuda] [--repeats 3]
+--smoke: one 9-frame clip, a tiny CLIP instead of ViT-B/32, 64 features of 16-d (the suite's check that it runs).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ from curate.eval import fvd, i3d
 from curate.eval.clipsim import clipsim_video
 from curate.eval.frechet import fit_gaussian, frechet_distance
 from curate.scoring.clip_embedder import ClipEmbedder
+
+# --smoke's CLIP: the shape of ViT-B/32 at a fraction of its size
+TINY_CLIP = {"embed_dim": 32,
+             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 
 
 def sync(device: torch.device) -> None:
@@ -78,7 +84,7 @@ def bench_i3d(args, device: torch.device, folder: str) -> dict:
     torch.save(i3d.InceptionI3d().state_dict(), path)
     model = i3d.load_i3d(path, device).model
     rng = np.random.default_rng(0)
-    clips = [rng.integers(0, 256, (16, args.height, args.width, 3), dtype=np.uint8) for _ in range(args.clips)]
+    clips = [rng.integers(0, 256, (args.frames, args.height, args.width, 3), dtype=np.uint8) for _ in range(args.clips)]
     ours = lambda: fvd.i3d_features(model, clips, device=device, batch_size=args.batch)  # noqa: E731
     bare = lambda: bare_i3d(model, clips, device, args.batch)  # noqa: E731
     assert np.allclose(ours(), bare(), atol=1e-3), "ours and the bare loop disagree"
@@ -102,13 +108,13 @@ def bare_clipsim(model, preprocess, tokenizer, videos, captions, device) -> list
 def bench_clipsim(args, device: torch.device, folder: str) -> dict:
     model_dir = os.path.join(folder, "clip")
     os.makedirs(model_dir)
-    config = open_clip.get_model_config("ViT-B-32")
+    config = TINY_CLIP if args.smoke else open_clip.get_model_config("ViT-B-32")
     with open(os.path.join(model_dir, "open_clip_config.json"), "w") as handle:
         json.dump({"model_cfg": config, "preprocess_cfg": {}}, handle)
-    torch.save(open_clip.create_model("ViT-B-32").state_dict(), os.path.join(model_dir, "open_clip_pytorch_model.bin"))
+    torch.save(open_clip.CLIP(**config).state_dict(), os.path.join(model_dir, "open_clip_pytorch_model.bin"))
     embedder = ClipEmbedder(model_dir, str(device)).load()
     rng = np.random.default_rng(1)
-    videos = [rng.integers(0, 256, (16, args.height, args.width, 3), dtype=np.uint8) for _ in range(args.clips)]
+    videos = [rng.integers(0, 256, (args.frames, args.height, args.width, 3), dtype=np.uint8) for _ in range(args.clips)]
     captions = [f"a video of thing number {index}" for index in range(args.clips)]
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{model_dir}", device=device)
     tokenizer = open_clip.get_tokenizer(f"local-dir:{model_dir}")
@@ -116,13 +122,14 @@ def bench_clipsim(args, device: torch.device, folder: str) -> dict:
     bare = lambda: bare_clipsim(model.eval(), preprocess, tokenizer, videos, captions, device)  # noqa: E731
     assert np.allclose(ours(), bare(), atol=1e-2), "ours and the bare loop disagree"
     t_ours, t_bare = side_by_side(ours, bare, args.repeats, device)
-    frames = 16 * args.clips
-    return {"what": "CLIPSIM ViT-B/32 (frames/s)", "ours": frames / t_ours, "bare": frames / t_bare}
+    frames = args.frames * args.clips
+    return {"what": f"CLIPSIM {'tiny CLIP' if args.smoke else 'ViT-B/32'} (frames/s)", "ours": frames / t_ours, "bare": frames / t_bare}
 
 
 def bench_frechet(args) -> dict:
     rng = np.random.default_rng(2)
-    x, y = rng.normal(size=(2048, 400)), rng.normal(size=(2048, 400)) + 0.1
+    n, dim = (64, 16) if args.smoke else (2048, 400)
+    x, y = rng.normal(size=(n, dim)), rng.normal(size=(n, dim)) + 0.1
 
     def scipy_way():
         a, b = fit_gaussian(x), fit_gaussian(y)
@@ -131,7 +138,7 @@ def bench_frechet(args) -> dict:
 
     ours, reference = side_by_side(lambda: frechet_distance(fit_gaussian(x), fit_gaussian(y)), scipy_way,
                                    args.repeats, torch.device("cpu"))
-    return {"what": "FVD 2048x2048 400-d (s)", "ours": ours, "bare": reference}
+    return {"what": f"FVD {n}x{n} {dim}-d (s)", "ours": ours, "bare": reference}
 
 
 def main() -> None:
@@ -143,7 +150,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--only", choices=("i3d", "clipsim", "fvd"), action="append")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes: checks every measure runs")
     args = parser.parse_args()
+    args.frames = 16
+    if args.smoke:  # I3D needs at least 9 frames
+        args.clips, args.height, args.width, args.batch, args.repeats, args.frames = 1, 32, 48, 1, 1, 9
     device = torch.device(args.device)
     only = set(args.only or ("i3d", "clipsim", "fvd"))
     rows = []
@@ -155,7 +166,7 @@ def main() -> None:
     if "fvd" in only:
         rows.append(bench_frechet(args))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; {args.clips} clips of 16 x {args.height}x{args.width}, batch {args.batch}, "
+    print(f"device: {name}; {args.clips} clips of {args.frames} x {args.height}x{args.width}, batch {args.batch}, "
           f"best of {args.repeats}")
     print("| measure | ours | bare PyTorch / scipy | ratio |")
     print("|---|---|---|---|")

@@ -21,7 +21,9 @@ images one 320x512 frame; micro-batch 1 as in f_base.
   stated bf16 peak and utilisation, and from both: loader cores per GPU, and whether a 16-core node feeds 8
   GPUs (one core kept per trainer process).
 
-    .venv/bin/python scripts/bench_loader_real.py [--quick] [--data DIR] [--util 0.4]
+    .venv/bin/python scripts/bench_loader_real.py [--quick] [--data DIR] [--util 0.4] [--smoke]
+
+--smoke runs every step at toy sizes on the tiny recipe (the suite's check that the script runs; numbers mean nothing).
 
 --data DIR keeps the generated dataset there (reused by the next run); without it a temporary folder is used.
 Linux only (worker CPU time comes from /proc). Runs offline.
@@ -54,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "pipelines/train/f_base.yaml"
 VIDEO_H, VIDEO_W, VIDEO_FPS = 336, 596, 25  # most WebVid-10M previews are 596x336
 IMAGE_SIDE = 512
+SMOKE_VIDEO, SMOKE_IMAGE_SIDE = (64, 96), 64  # --smoke: toy sizes
 # bf16 dense tensor-core peaks from the datasheets (SXM parts, no sparsity)
 GPU_PEAKS = {"A100": 312e12, "H100": 989e12}
 NODE_CORES, NODE_GPUS = 16, 8
@@ -81,41 +84,44 @@ def natural_texture(rng: np.random.Generator, height: int, width: int) -> np.nda
     return np.clip(128 + 45 * out, 0, 255).astype(np.uint8)
 
 
-def webvid_like_clip(rng: np.random.Generator, seconds: float) -> tuple[bytes, int]:
+def webvid_like_clip(rng: np.random.Generator, seconds: float, height: int = VIDEO_H,
+                     width: int = VIDEO_W) -> tuple[bytes, int]:
     """(mp4 bytes, frames): a slow pan over a natural texture with sensor grain, x264 defaults, 1 thread."""
     import av
 
     n = int(seconds * VIDEO_FPS)
     margin_y, margin_x = 80, 240
-    texture = natural_texture(rng, VIDEO_H + 2 * margin_y, VIDEO_W + 2 * margin_x)
-    grain = rng.normal(0, 3, (16, VIDEO_H, VIDEO_W, 3)).astype(np.int16)  # a pool: per-frame noise is slow to draw
+    texture = natural_texture(rng, height + 2 * margin_y, width + 2 * margin_x)
+    grain = rng.normal(0, 3, (16, height, width, 3)).astype(np.int16)  # a pool: per-frame noise is slow to draw
     vy, vx = rng.uniform(-1, 1) * margin_y / n, rng.uniform(-1, 1) * margin_x / n  # stays inside the texture
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=VIDEO_FPS)
-        stream.width, stream.height, stream.pix_fmt = VIDEO_W, VIDEO_H, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "medium", "crf": "23"}
         stream.codec_context.thread_count = 1
         for t in range(n):
             y, x = int(margin_y + vy * t), int(margin_x + vx * t)
-            frame = texture[y : y + VIDEO_H, x : x + VIDEO_W].astype(np.int16) + grain[rng.integers(len(grain))]
+            frame = texture[y : y + height, x : x + width].astype(np.int16) + grain[rng.integers(len(grain))]
             frame = np.clip(frame, 0, 255).astype(np.uint8)
             out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         out.mux(stream.encode())
     return buf.getvalue(), n
 
 
-def clip_job(i: int) -> tuple[bytes, int]:
-    """Clip i (its own seed, so clips can be encoded in any process and order)."""
+def clip_job(i: int, smoke: bool = False) -> tuple[bytes, int]:
+    """Clip i (its own seed, so clips can be encoded in any process and order); smoke: 2 s of 96x64."""
     rng = np.random.default_rng([0, i])
+    if smoke:
+        return webvid_like_clip(rng, seconds=2.0, height=SMOKE_VIDEO[0], width=SMOKE_VIDEO[1])
     return webvid_like_clip(rng, seconds=float(rng.uniform(8, 12)))
 
 
-def laion_like_jpeg(rng: np.random.Generator) -> bytes:
+def laion_like_jpeg(rng: np.random.Generator, side: int = IMAGE_SIDE) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(natural_texture(rng, IMAGE_SIDE, IMAGE_SIDE)).save(buf, format="JPEG", quality=90)
+    Image.fromarray(natural_texture(rng, side, side)).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
 
 
@@ -130,22 +136,24 @@ def write_shard(path: Path, members: list[tuple[str, bytes]]) -> None:
     tmp.rename(path)
 
 
-def build_data(root: Path, videos: int, images: int, pool: concurrent.futures.Executor, per_shard: int = 8) -> dict:
+def build_data(root: Path, videos: int, images: int, pool: concurrent.futures.Executor, per_shard: int = 8,
+               smoke: bool = False) -> dict:
     """Two dataset folders, root/webvid_like and root/laion_like (kept and reused when complete); clips are
     encoded in `pool`."""
+    (video_h, video_w), side = (SMOKE_VIDEO, SMOKE_IMAGE_SIDE) if smoke else ((VIDEO_H, VIDEO_W), IMAGE_SIDE)
     stats_path = root / "data_stats.json"
     if stats_path.exists():
         return json.loads(stats_path.read_text())
     rng = np.random.default_rng(0)
     started, video_bytes, video_seconds = time.perf_counter(), 0, 0.0
-    clips = pool.map(clip_job, range(videos))
+    clips = pool.map(clip_job, range(videos), [smoke] * videos)
     for shard, first in enumerate(range(0, videos, per_shard)):
         members = []
         for i in range(first, min(first + per_shard, videos)):
             data, n = next(clips)
             video_bytes, video_seconds = video_bytes + len(data), video_seconds + n / VIDEO_FPS
             meta = {"key": f"v{i:05d}", "modality": "video", "fps": VIDEO_FPS, "num_frames": n,
-                    "width": VIDEO_W, "height": VIDEO_H}
+                    "width": video_w, "height": video_h}
             members += [(f"v{i:05d}.mp4", data), (f"v{i:05d}.txt", b"a slow pan over a textured landscape"),
                         (f"v{i:05d}.json", json.dumps(meta).encode())]
         write_shard(root / "webvid_like/shards" / f"{shard:05d}.tar", members)
@@ -153,18 +161,18 @@ def build_data(root: Path, videos: int, images: int, pool: concurrent.futures.Ex
     for shard, first in enumerate(range(0, images, 4 * per_shard)):
         members = []
         for i in range(first, min(first + 4 * per_shard, images)):
-            data = laion_like_jpeg(rng)
+            data = laion_like_jpeg(rng, side)
             image_bytes += len(data)
-            meta = {"key": f"i{i:05d}", "modality": "image", "width": IMAGE_SIDE, "height": IMAGE_SIDE}
+            meta = {"key": f"i{i:05d}", "modality": "image", "width": side, "height": side}
             members += [(f"i{i:05d}.jpg", data), (f"i{i:05d}.txt", b"a textured landscape"),
                         (f"i{i:05d}.json", json.dumps(meta).encode())]
         write_shard(root / "laion_like/shards" / f"{shard:05d}.tar", members)
     stats = {
         "videos": videos,
-        "video_geometry": f"{VIDEO_W}x{VIDEO_H}@{VIDEO_FPS}fps H.264 (x264 crf 23 medium, keyint 250)",
+        "video_geometry": f"{video_w}x{video_h}@{VIDEO_FPS}fps H.264 (x264 crf 23 medium, keyint 250)",
         "video_mean_seconds": round(video_seconds / videos, 1),
         "video_kbit_per_s": round(video_bytes * 8 / video_seconds / 1e3),
-        "images": images, "image_geometry": f"{IMAGE_SIDE}x{IMAGE_SIDE} JPEG q90",
+        "images": images, "image_geometry": f"{side}x{side} JPEG q90",
         "image_mean_kib": round(image_bytes / images / 1024, 1),
         "generation_s": round(time.perf_counter() - started, 1),
     }
@@ -207,6 +215,7 @@ def ours(cfg: LoaderConfig, samples: int) -> dict:
         got += len(next(it)["keys"])
     wall = time.perf_counter() - wall0
     cpu, main = children_cpu_seconds() - cpu0, time.process_time() - main0
+    cpu = max(cpu, 1 / TICKS)  # /proc counts whole ticks: a short run may show none
     del it
     return {"workers": cfg.num_workers, "samples": got, "samples_per_s": round(got / wall, 2),
             "samples_per_s_per_worker": round(got / wall / cfg.num_workers, 2),
@@ -372,11 +381,15 @@ def index_stand_in(root: Path, shards: int = 10, per_shard: int = 1000) -> Path:
     return folder
 
 
-def at_webvid_scale(root: Path, world_size: int, n: int = 10_700_000) -> dict:
-    """What the loader's index costs when a source holds WebVid-10M's 10.7M clips (measured at n/10 and n)."""
-    per_sample = index_bytes_per_sample([index_stand_in(root)])
+def at_webvid_scale(root: Path, world_size: int, n: int = 10_700_000, smoke: bool = False) -> dict:
+    """What the loader's index costs when a source holds WebVid-10M's 10.7M clips (measured at n/10 and n);
+    smoke: a 10,700-row source, a 2-shard stand-in, 20 plans."""
+    n = 10_700 if smoke else n
+    stand_in = index_stand_in(root, shards=2, per_shard=50) if smoke else index_stand_in(root)
+    per_sample = index_bytes_per_sample([stand_in])
     small = index_bytes_per_sample([root / "webvid_like", root / "laion_like"])
-    tenth, full = plan_seconds(n // 10, world_size), plan_seconds(n, world_size)
+    batches = 20 if smoke else 2000
+    tenth, full = plan_seconds(n // 10, world_size, batches), plan_seconds(n, world_size, batches)
     return {"rows": n, "world_size": world_size,
             "plan_cpu_s_per_batch_at_tenth_the_rows": round(tenth["per_batch_s"], 6),
             "plan_cpu_s_per_batch": round(full["per_batch_s"], 6),
@@ -477,9 +490,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="keep / reuse the generated dataset here")
     parser.add_argument("--recipe", type=Path, default=RECIPE)
     parser.add_argument("--util", type=float, default=0.4, help="achieved fraction of the bf16 peak")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes on the tiny recipe: checks every step runs")
     args = parser.parse_args()
     # clips and images generated, then samples per measuring round (3 rounds, 1 worker and the peer; 2 workers once)
     videos, images, n_video, n_image = (6, 32, 4, 16) if args.quick else (8, 48, 8, 40)
+    rounds = 3
+    if args.smoke:  # a batch of the tiny recipe (4) from each folder, one round
+        videos, images, n_video, n_image, rounds = 4, 4, 8, 8, 1
+        args.recipe = ROOT / "pipelines/train/tiny_f_base.yaml"
 
     recipe = load_recipe(args.recipe)
     d = recipe.data
@@ -489,7 +507,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = (args.data or Path(tmp)) / f"videos{videos}_images{images}"
         say(f"data: {videos} clips, {images} images in {root}")
-        data = build_data(root, videos, images, pool)
+        data = build_data(root, videos, images, pool, smoke=args.smoke)
         base = LoaderConfig(dirs=(str(root / "webvid_like"),), frames=d.frames, height=d.height, width=d.width,
                             batch_size=recipe.train.micro_batch_size, frame_stride=tuple(d.frame_stride),
                             image_fps=d.image_fps, seed=recipe.train.seed)
@@ -504,11 +522,11 @@ def main() -> None:
                    "cpus": os.cpu_count(), "load_avg_1min_before": round(os.getloadavg()[0], 2), "data": data,
                    "max_abs_diff_ours_vs_peer_transform": round(same_work_check(root / "webvid_like", base), 4)}
         for modality, cfg in configs.items():
-            say(f"{modality}: ours with 1 worker and the peer, 3 rounds; ours with 2 workers")
-            results[modality] = compare(modality, cfg, counts[modality])
+            say(f"{modality}: ours with 1 worker and the peer, {rounds} rounds; ours with 2 workers")
+            results[modality] = compare(modality, cfg, counts[modality], rounds)
         say("breakdown of a video sample; the loader's index at WebVid scale")
         results["video"]["breakdown_1_thread"] = breakdown(root / "webvid_like", base)
-        scale = at_webvid_scale(root, recipe.train.num_workers)
+        scale = at_webvid_scale(root, recipe.train.num_workers, smoke=args.smoke)
         results["at_webvid_scale"] = scale
         results["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
     # loader core-seconds per sample, by CPU time (wall clock on a shared machine measures the neighbours too):

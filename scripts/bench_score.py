@@ -6,7 +6,8 @@ write by hand: open_clip's transform per frame, encode_image, encode_text, cosin
 samples/s of each (best of interleaved repeats, by wall clock and by this process's CPU time) and their
 ratio (target >= 0.8). Also reports the weight-free scorers' samples/s.
 
-usage: python scripts/bench_score.py [--samples 96] [--batch-size 16] [--models tiny,ViT-B-32] [--device cpu]
+usage: python scripts/bench_score.py [--samples 96] [--batch-size 16] [--models tiny,ViT-B-32] [--device cpu] [--smoke]
+(--smoke: 4 small samples, the tiny model, one pass: the suite's check that it runs)
 """
 
 from __future__ import annotations
@@ -138,7 +139,11 @@ def main() -> None:
     parser.add_argument("--models", default="tiny,ViT-B-32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes, tiny model only: checks it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.samples, args.batch_size, args.frames, args.height, args.width = 4, 2, 2, 32, 48
+        args.repeats, args.models = 1, "tiny"
     if args.threads:
         torch.set_num_threads(args.threads)
     print(json.dumps({"device": args.device, "torch_threads": torch.get_num_threads(), "samples": args.samples,

@@ -1,7 +1,7 @@
 """Benchmark `curate stats` on a synthetic manifest (default 10M rows) against the bare DuckDB aggregates it runs.
 
 The peer is the same two aggregate queries sent straight to DuckDB over read_parquet (no view, no Python
-post-processing): the ratio is what our layer costs. Usage: python scripts/bench_stats.py [--rows N]
+post-processing): the ratio is what our layer costs. Usage: python scripts/bench_stats.py [--rows N] [--smoke]
 """
 
 from __future__ import annotations
@@ -47,7 +47,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="1,000 rows, one pass: checks it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.repeats = 1000, 1
     root = tempfile.mkdtemp(prefix="bench_stats_")
     try:
         make_manifest(root, args.rows)
@@ -68,7 +71,7 @@ def main() -> None:
                 fn()
                 times[name].append(time.perf_counter() - start)
         b, o = min(times["bare"]), min(times["ours"])
-        print(f"\n{args.rows:,} manifest rows in {args.rows // SHARD_ROWS} shards, {os.cpu_count()} cores, best of {args.repeats}\n")
+        print(f"\n{args.rows:,} manifest rows in {-(-args.rows // SHARD_ROWS)} shards, {os.cpu_count()} cores, best of {args.repeats}\n")
         print("| runner | seconds | ratio to bare DuckDB |\n|---|---|---|")
         print(f"| bare DuckDB (same two aggregates) | {b:.2f} | 1.00x |")
         print(f"| curate stats | {o:.2f} | {o / b:.2f}x |")

@@ -3,7 +3,7 @@
 The loader must deliver at least 3x what the model consumes, so training never waits on data.
 Each is timed on its own (the model on batches already in memory, the loader without a model).
 
-    .venv/bin/python scripts/bench_train_loader.py [--data DIR] [--recipe pipelines/train/tiny_f_base.yaml]
+    .venv/bin/python scripts/bench_train_loader.py [--data DIR] [--recipe pipelines/train/tiny_f_base.yaml] [--smoke]
 
 Without --data, a synthetic dataset folder (moving-square mp4s at 320x240 / 24 fps and jpgs) is
 written to a temporary folder first.
@@ -30,10 +30,12 @@ from curate.train.recipe import load_recipe
 from curate.train.loop import Trainer, loader_config
 
 
-def synthetic_dataset(root: Path, videos: int = 32, images: int = 32, per_shard: int = 16) -> Path:
+def synthetic_dataset(root: Path, videos: int = 32, images: int = 32, per_shard: int = 16,
+                      size: tuple[int, int] = (240, 320)) -> Path:
     import av
     from PIL import Image
 
+    height, width = size
     rng = np.random.default_rng(0)
     items = [("video", f"v{i:04d}") for i in range(videos)] + [("image", f"i{i:04d}") for i in range(images)]
     (root / "shards").mkdir(parents=True, exist_ok=True)
@@ -41,23 +43,25 @@ def synthetic_dataset(root: Path, videos: int = 32, images: int = 32, per_shard:
         with tarfile.open(root / "shards" / f"{shard:05d}.tar", "w") as tf:
             for modality, key in items[start : start + per_shard]:
                 colour = rng.integers(0, 255, 3, dtype=np.uint8)
-                frames = np.full((48, 240, 320, 3), 30, np.uint8)
-                for t in range(48):
-                    frames[t, 80:160, 4 * t : 4 * t + 80] = colour
+                frames = np.full((48, height, width, 3), 30, np.uint8)
+                for t in range(48):  # a square a quarter of the width wide, sliding 4 px a frame
+                    x = 4 * t % (width - width // 4)
+                    frames[t, height // 3 : 2 * height // 3, x : x + width // 4] = colour
                 buf = io.BytesIO()
                 if modality == "video":
                     with av.open(buf, mode="w", format="mp4") as out:
                         stream = out.add_stream("libx264", rate=24)
-                        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+                        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
                         for frame in frames:
                             out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
                         out.mux(stream.encode())
                     media = (f"{key}.mp4", buf.getvalue())
-                    meta = {"key": key, "modality": "video", "fps": 24, "num_frames": 48, "width": 320, "height": 240}
+                    meta = {"key": key, "modality": "video", "fps": 24, "num_frames": 48, "width": width,
+                            "height": height}
                 else:
                     Image.fromarray(frames[0]).save(buf, format="JPEG", quality=90)
                     media = (f"{key}.jpg", buf.getvalue())
-                    meta = {"key": key, "modality": "image", "width": 320, "height": 240}
+                    meta = {"key": key, "modality": "image", "width": width, "height": height}
                 for name, data in (media, (f"{key}.txt", b"a moving square"), (f"{key}.json", json.dumps(meta).encode())):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
@@ -96,10 +100,14 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, default=Path(__file__).resolve().parents[1] / "pipelines/train/tiny_f_base.yaml")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--loader-batches", type=int, default=60)
+    parser.add_argument("--smoke", action="store_true", help="a few 64x48 samples, 2 steps: checks it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.loader_batches = 2, 2
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data or synthetic_dataset(Path(tmp) / "data")
+        data = args.data or (synthetic_dataset(Path(tmp) / "data", 4, 4, 4, size=(48, 64)) if args.smoke
+                             else synthetic_dataset(Path(tmp) / "data"))
         recipe = load_recipe(args.recipe)
         recipe = recipe.replace(data={"dirs": [str(data)], "num_workers": 0})
         d, t = recipe.data, recipe.train

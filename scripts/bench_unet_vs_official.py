@@ -17,7 +17,7 @@ Peers, all loaded with one state dict (the parameter names are the checkpoint's)
   the like-for-like peer of `official`.
 
     .venv/bin/python scripts/bench_unet_vs_official.py [--preset tiny] [--batch 2] [--frames 8] [--size 16]
-        [--threads 1] [--override num_head_channels=8] [--official-src ~/src/VideoCrafter]
+        [--threads 1] [--override num_head_channels=8] [--official-src ~/src/VideoCrafter] [--smoke]
 
 Before timing, every peer runs forward and backward in eval mode on the same inputs; the largest
 output and gradient differences from ours are reported. Models are timed interleaved (median of
@@ -454,7 +454,10 @@ def main() -> None:
                         help="U-Net parameter override, VALUE as JSON (e.g. num_head_channels=8)")
     parser.add_argument("--official-src", type=Path, default=None, metavar="DIR",
                         help="a VideoCrafter checkout: also benchmark its real UNetModel")
+    parser.add_argument("--smoke", action="store_true", help="1 clip of 2 frames at 8x8, one repeat: checks it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.batch, args.frames, args.size, args.repeats, args.threads = 1, 2, 8, 1, args.threads or 1
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.override)}
@@ -512,7 +515,7 @@ def main() -> None:
             result[f"ratio_{label}_{mine}_over_{peer}"] = round(median(mine, column) / median(peer, column), 3)
     for name in models:
         result[f"{name}_train_samples_per_s_wall"] = round(b / median(name, 0), 2)
-    gflop, gemm_rate = _dense_gflop(ours, inputs), _gemm_gflop_per_s()
+    gflop, gemm_rate = _dense_gflop(ours, inputs), _gemm_gflop_per_s(256 if args.smoke else 1024)
     result["ours_dense_gflop_per_step"] = round(gflop, 2)
     result["gemm_gflop_per_s"] = round(gemm_rate, 1)
     result["dense_floor_cpu_s_per_step"] = round(gflop / gemm_rate, 4)
