@@ -26,10 +26,10 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/curate demo --out demo_out
 
-# Object-storage and cluster tests run in a loopback-only network namespace (tests/loopback_only.sh).
+# One pytest session (one Ray runtime, one S3 server, one corpus) inside a loopback-only network namespace
+# (tests/loopback_only.sh): no test can reach any host but 127.0.0.1.
 test: setup
-	$(PY) -m pytest -q --ignore=tests/storage --ignore=tests/cluster
-	tests/loopback_only.sh $(PY) -m pytest -q tests/storage tests/cluster
+	tests/loopback_only.sh $(PY) -m pytest -q
 
 bench: setup
 	$(PY) scripts/bench_download.py
@@ -39,6 +39,7 @@ bench: setup
 	$(PY) scripts/bench_train_loader.py
 	$(PY) scripts/bench_loader_real.py
 	$(PY) scripts/bench_storage.py
+	$(PY) scripts/bench_eval.py
 
 clean:
 	rm -rf demo_out .pytest_cache
