@@ -20,7 +20,8 @@ from curate.config import ConfigError, DownloadSection, ScoreSection, SelectSect
 from curate.eval.generate import GenerateOptions
 from curate.train import commands as train_commands
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: click's plain help; rich's table cuts long option names ("--max-failure-…") at 80 columns
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Curate video/image collections into WebDataset training shards, query them, train on them.")
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -395,7 +396,8 @@ def grid_cmd(
                                    guidance=guidance), default=str))
 
 
-study_app = typer.Typer(no_args_is_help=True, help="A blind A/B preference study between generated folders.")
+study_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="A blind A/B preference study between generated folders.")
 app.add_typer(study_app, name="study")
 
 

@@ -1,10 +1,11 @@
-"""The CLI contract users script against: --help everywhere, exit codes, output formats."""
+"""The CLI contract users script against: every command's help shows its options, exit codes, output formats."""
 
 import glob
 import json
 import os
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from curate.cli import app
@@ -16,10 +17,46 @@ runner = CliRunner()
 ROOT = os.path.dirname(os.path.dirname(__file__))
 
 
-@pytest.mark.parametrize("command", [[], ["download"], ["retry-failed"], ["stats"], ["query"], ["run"], ["demo"]])
-def test_help_everywhere(command):
-    result = runner.invoke(app, command + ["--help"])
-    assert result.exit_code == 0 and "Usage" in result.output
+def commands(group=None, path: tuple = ()):
+    """(path, command) of every command of the CLI, sub-commands included: the list is the CLI's own."""
+    group = group or typer.main.get_command(app)
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from commands(command, path + (name,))
+        else:
+            yield path + (name,), command
+
+
+COMMANDS = list(commands())
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())  # help wraps lines at the terminal's width
+
+
+def test_every_command_is_listed_in_the_top_level_help():
+    names = {" ".join(path) for path, _ in COMMANDS}
+    assert {"download", "retry-failed", "score", "select", "stats", "query", "report", "run", "demo", "generate",
+            "fvd", "eval", "grid", "train", "sample", "study serve", "study results"} <= names
+    for group in ((), ("study",)):
+        result = runner.invoke(app, [*group, "--help"])
+        listed = [p[len(group)] for p, _ in COMMANDS if p[: len(group)] == group]
+        assert result.exit_code == 0 and all(f"  {name} " in result.output for name in listed), result.output
+
+
+@pytest.mark.parametrize("path,command", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_help_lists_every_option_with_its_help(path, command):
+    """At 80 columns (the runner's width) every option's full name and the start of its help are shown."""
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0 and result.output.startswith(f"Usage: root {' '.join(path)} ")
+    shown = flat(result.output)
+    for param in command.params:
+        if param.hidden:
+            continue
+        names = [name for name in param.opts if name.startswith("-")] or [param.name]
+        assert all(f" {name}" in shown for name in names), (names, result.output)
+        assert param.help, f"{' '.join(path)} {names[0]} has no help"
+        assert flat(param.help)[:30] in shown, (names, param.help)
 
 
 @pytest.fixture()
@@ -52,8 +89,23 @@ def test_stats_json(dataset):
     assert result.exit_code == 0 and json.loads(result.output)["error_reason"] == {"http_404": 3}
 
 
+@pytest.mark.parametrize("args,choices", [
+    (["download", "nosuch", "{tmp}", "--out", "{tmp}/o"], ["webvid", "laion-coco", "msrvtt", "folder", "urls"]),
+    (["query", "{ds}", "SELECT 1", "--format", "xml"], ["table", "csv", "json"]),
+    (["sample", "{tmp}", "--prompt", "x", "--out", "{tmp}/v.avi"], [".mp4", ".gif"]),
+    (["select", "{ds}", "--out", "{tmp}/s", "--video-size", "abc"], ["512x320"]),
+    (["run", "nosuch", "--out", "{tmp}/o"], ["demo", "webvid10m"]),
+    (["train", "nosuch"], ["train/tiny_f_base"]),
+    (["eval", "{tmp}", "--recipe", "nosuch", "--out", "{tmp}/e"], ["tiny", "msrvtt"]),
+], ids=lambda v: v[0] if isinstance(v[0], str) and not v[0].startswith(".") else None)
+def test_bad_input_exits_2_naming_the_valid_choices(args, choices, dataset, tmp_path):
+    result = runner.invoke(app, [a.format(tmp=tmp_path, ds=dataset) for a in args])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert "error:" in result.output and "Traceback" not in result.output
+    assert all(choice in result.output for choice in choices), result.output
+
+
 def test_usage_errors_exit_2(tmp_path):
-    assert runner.invoke(app, ["download", "nosuch", str(tmp_path), "--out", str(tmp_path / "o")]).exit_code == 2
     assert runner.invoke(app, ["download", "urls", str(tmp_path / "missing.txt"), "--out", "o"]).exit_code == 2
     assert runner.invoke(app, ["stats", str(tmp_path)]).exit_code == 2
     recipe = tmp_path / "r.yaml"
