@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.name for p in (ROOT / "scripts").glob("*.py"))
 # scripts whose --smoke another test runs with stronger checks (running it twice would cost minutes)
-ELSEWHERE = {"reproduce_toy.py": "test_reproduce_toy.py"}
+ELSEWHERE = {"reproduce_toy.py": "test_reproduce_toy.py", "gpu_check.py": "scripts/test_gpu_check.py"}
 
 
 def test_scripts_run_elsewhere_are_run_there():
