@@ -18,6 +18,7 @@ import typer
 from curate.cli_params import section_from_flags, with_options
 from curate.config import ConfigError, DownloadSection, ScoreSection, SelectSection, SplitSection, load_pipeline
 from curate.eval.generate import GenerateOptions
+from curate.train.sampler_options import SamplerOptions
 from curate.train import commands as train_commands
 
 # rich_markup_mode=None: click's plain help; rich's table cuts long option names ("--max-failure-…") at 80 columns
@@ -27,6 +28,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 RAY_ADDRESS = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to run on (default: local).")
 FORCE = typer.Option(False, "--force", help="Start over when the input or settings changed since the last run.")
+DEVICE = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda when torch can use a GPU).")
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -305,7 +307,8 @@ def demo_cmd(
 @app.command("generate")
 @with_options(GenerateOptions)
 def generate_cmd(
-    checkpoint: str = typer.Argument(..., help="A checkpoint file or a run folder (its latest checkpoint)."),
+    checkpoint: str = typer.Argument(..., help="A checkpoint file, a run folder (its latest checkpoint) or "
+                                               "videocrafter2:PATH (the released model.ckpt)."),
     prompts: str = typer.Option(..., "--prompts", help="A text file (one prompt per line) or a dataset folder "
                                                        "(its captions; one picked per row when it lists several)."),
     out: str = typer.Option(..., "--out", help="Dataset folder of generated videos to create or continue."),
@@ -318,8 +321,8 @@ def generate_cmd(
     from curate.eval.generate import generate
 
     with usage_errors(out):
-        summary = generate(checkpoint, prompts, out, force=force, address=ray_address,
-                           **vars(section_from_flags(GenerateOptions, options)))
+        summary = generate(checkpoint, prompts, out, section_from_flags(GenerateOptions, options), force=force,
+                           address=ray_address)
     finish(summary)
 
 
@@ -350,7 +353,8 @@ def fvd_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    targets: list[str] = typer.Argument(..., help="Checkpoints or run folders; or `compare RUN_A RUN_B`."),
+    targets: list[str] = typer.Argument(..., help="Checkpoints, run folders or videocrafter2:PATH (the released "
+                                                  "model); or `compare RUN_A RUN_B`."),
     recipe: str = typer.Option("tiny", "--recipe", help="Eval recipe: a YAML file or a bundled name (msrvtt, tiny)."),
     out: Optional[str] = typer.Option(None, "--out", help="Eval run folder (generated videos, results.parquet)."),
     real: Optional[str] = typer.Option(None, help="Real videos for FVD (overrides the recipe's)."),
@@ -358,16 +362,21 @@ def eval_cmd(
     i3d_weights: Optional[str] = typer.Option(None, help="I3D weights for FVD (overrides the recipe's)."),
     ray_address: Optional[str] = RAY_ADDRESS,
     force: bool = FORCE,
+    describe: bool = typer.Option(False, "--describe", help="Print the plan (videos, estimated time and peak GPU "
+                                                            "memory per video, metrics) and exit."),
 ) -> None:
     """Generate with each checkpoint and measure it: one results table (checkpoint x metric, with protocol),
     queryable with DuckDB. `curate eval compare RUN_A RUN_B` prints two runs side by side."""
-    from curate.eval.run import compare, evaluate
+    from curate.eval.run import compare, describe as describe_plan, evaluate
 
     with usage_errors(out or targets[0]):
         if targets[0] == "compare":
             if len(targets) != 3:
                 fail("usage: curate eval compare RUN_A RUN_B")
             typer.echo(compare(targets[1], targets[2]))
+            return
+        if describe:
+            typer.echo(describe_plan(targets, recipe))
             return
         if not out:
             fail("--out RUN_DIR is required")
@@ -378,22 +387,22 @@ def eval_cmd(
 
 
 @app.command("grid")
+@with_options(SamplerOptions)
 def grid_cmd(
-    inputs: list[str] = typer.Argument(..., help="Checkpoints, run folders or generated folders: the columns."),
+    inputs: list[str] = typer.Argument(..., help="Checkpoints, run folders, videocrafter2:PATH or generated "
+                                                 "folders: the columns."),
     prompts: str = typer.Option(..., "--prompts", help="Prompt file, one per line: the rows."),
     out: str = typer.Option("grid.mp4", "--out", help="grid.mp4 or grid.gif."),
     seed: int = typer.Option(0, help="Seed of the first row (the same seed across a row)."),
-    frames: int = typer.Option(16, min=1, help="Frames per video (checkpoint columns)."),
-    fps: float = typer.Option(8.0, help="Frame rate."),
-    steps: int = typer.Option(50, min=1, help="DDIM steps (checkpoint columns)."),
-    guidance: float = typer.Option(12.0, help="Classifier-free guidance (checkpoint columns)."),
+    device: Optional[str] = DEVICE,
+    **options,
 ) -> None:
     """Side-by-side samples (the paper's Fig. 1): inputs as columns, prompts as rows, labels on the frames."""
     from curate.eval.grid import grid
 
     with usage_errors(out):
-        typer.echo(json.dumps(grid(inputs, prompts, out, seed=seed, frames=frames, fps=fps, steps=steps,
-                                   guidance=guidance), default=str))
+        typer.echo(json.dumps(grid(inputs, prompts, out, section_from_flags(SamplerOptions, options), seed=seed,
+                                   device=device), default=str))
 
 
 study_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,

@@ -200,12 +200,12 @@ def sample_variant(run_dir: str, prompts: list[str], seeds: list[int], steps: in
 
     torch.set_num_threads(1)
     from curate.demo import world
-    from curate.train.sample import SampleSettings, VideoSampler
+    from curate.train.sample import SamplerOptions, VideoSampler
 
-    sampler = VideoSampler(run_dir)
+    sampler = VideoSampler(run_dir, "cpu")
     frames, _, fps = world.clip_geometry(sampler.recipe.data)  # as the variant saw videos in training
-    videos = [[sampler.sample(p, SampleSettings(frames=frames, fps=fps, steps=steps, guidance=4.0,
-                                                seed=s)).numpy() for s in seeds] for p in prompts]
+    options = SamplerOptions(frames=frames, fps=fps, steps=steps, guidance=4.0)
+    videos = [[sampler.sample(p, options, s).numpy() for s in seeds] for p in prompts]
     np.save(target + ".tmp.npy", np.asarray(videos))
     os.replace(target + ".tmp.npy", target)
     return target

@@ -229,10 +229,10 @@ def demo_gif(checkpoint: str, out: str, prompt: str = DEMO_PROMPT, seed: int = 0
     scripts/reproduce_toy.py), scaled up 8x (nearest) so the 16 px shape is visible."""
     import torch
 
-    from curate.train.sample import SampleSettings, VideoSampler, write_video
+    from curate.train.sample import SamplerOptions, VideoSampler, write_video
 
-    sampler = VideoSampler(checkpoint)
+    sampler = VideoSampler(checkpoint, "cpu")  # a toy model: the CPU is as fast and the result exact
     frames, _, fps = clip_geometry(sampler.recipe.data)  # as the model saw videos in training
-    video = sampler.sample(prompt, SampleSettings(frames=frames, fps=fps, steps=steps, guidance=guidance, seed=seed))
+    video = sampler.sample(prompt, SamplerOptions(frames=frames, fps=fps, steps=steps, guidance=guidance), seed)
     big = video.repeat_interleave(8, dim=1).repeat_interleave(8, dim=2)
     return str(write_video(torch.as_tensor(big), out, fps))

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from curate import provenance
 from curate.eval import frechet, i3d
 from curate.eval.clips import iter_clips
-from curate.scoring.clip_embedder import pick_device
+from curate.device import resolve
 from curate.scoring.weights import curate_cache_dir
 from curate.shards.atomic import publish
 from curate.storage import write_json
@@ -201,7 +201,7 @@ def fvd(real_dir: str, gen_dir: str, *, i3d_weights: str | None = None, i3d_trus
     for root in (real_dir, gen_dir):
         if not DatasetFolder(root).complete_shards():
             raise FileNotFoundError(f"{root} is not a dataset folder with complete shards (no shards/*.parquet)")
-    torch_device = pick_device(device)
+    torch_device = resolve(device)
     loaded = i3d.load_i3d(i3d_weights, torch_device, trust_checkpoint=i3d_trust)
     proto = protocol(loaded, frames=frames, stride=stride, resize=resize, max_clips=max_clips, device=torch_device)
     options = {"device": torch_device, "batch_size": batch_size, "workers": workers,

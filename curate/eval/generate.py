@@ -26,10 +26,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate import engine
+from curate import engine, storage
+from curate.config import FLATTEN
 from curate.media.digest import sha256_file
 from curate.shards.folder import DatasetFolder, shard_id
 from curate.stage import Resources, Stage
+from curate.train.sampler_options import SamplerOptions
 
 SOURCE = "generate"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -41,28 +43,17 @@ def _help(text: str, **more) -> dict:
 
 @dataclass
 class GenerateOptions:
-    """Sampler and prompt settings: the `generate:` section of an eval recipe and the flags of `curate generate`."""
+    """Prompt, seed and sampler settings: the `generate:` section of an eval recipe and the flags of `curate generate`
+    (the sampler's keys sit at the section's level)."""
 
     per_prompt: int = field(default=1, metadata=_help("Videos per prompt (seeds seed + i*per_prompt + j).", min=1))
     seed: int = field(default=0, metadata=_help("Base seed."))
-    frames: int = field(default=16, metadata=_help("Frames per video.", min=1))
-    fps: float = field(default=8.0, metadata=_help("Frame-rate conditioning and the written file's frame rate."))
-    steps: int = field(default=50, metadata=_help("DDIM steps.", min=1))
-    guidance: float = field(default=12.0, metadata=_help("Classifier-free guidance scale (1 = off)."))
-    eta: float = field(default=1.0, metadata=_help("DDIM eta (0 = deterministic DDIM, 1 = as VideoCrafter2)."))
-    height: int | None = field(default=None, metadata=_help("Height in pixels (default: the recipe's)."))
-    width: int | None = field(default=None, metadata=_help("Width in pixels (default: the recipe's)."))
-    use_ema: bool = field(default=True, metadata=_help("Sample with the EMA weights."))
     caption_seed: int = field(default=0, metadata=_help(
         "Seed that picks one caption per dataset row when it lists several (MSR-VTT: 20)."))
     max_prompts: int | None = field(default=None, metadata=_help("Only the first N prompts.", min=1))
     shard_size: int = field(default=64, metadata=_help("Videos per output shard (the unit of resume).", min=1))
     actors: int | None = field(default=None, metadata=_help("Sampler actors (default: one per GPU, else 1).", min=1))
-
-    def sampler(self) -> dict:
-        """The settings that decide the pixels of a video, given checkpoint, prompt and seed."""
-        return {"frames": self.frames, "fps": self.fps, "steps": self.steps, "guidance": self.guidance,
-                "eta": self.eta, "height": self.height, "width": self.width, "use_ema": self.use_ema}
+    sampler: SamplerOptions = field(default_factory=SamplerOptions, metadata=FLATTEN)
 
 
 @dataclass(frozen=True)
@@ -131,7 +122,11 @@ def plan(prompts: list[Prompt], options: GenerateOptions) -> list[dict]:
 
 
 def checkpoint_label(path: str | Path) -> str:
-    """A short name for a checkpoint: RUN-step50 for RUN/checkpoints/step_00000050.pt, else the file's stem."""
+    """A short name for a checkpoint: RUN-step50 for RUN/checkpoints/step_00000050.pt, the model's name for a
+    released one (videocrafter2:PATH), else the file's stem."""
+    name, sep, _ = str(path).partition(":")
+    if sep and not storage.is_remote(str(path)) and "/" not in name:
+        return name
     path = Path(path)
     found = re.match(r"^step_(\d+)\.pt$", path.name)
     if found and path.parent.name == "checkpoints":
@@ -152,37 +147,36 @@ def video_facts(path: str) -> dict:
 
 
 class GenerateModel:
-    """The actor: loads the checkpoint once (on its GPU when it has one), then turns rows into mp4 bytes."""
+    """The actor: loads the model once (on the GPU Ray granted it, if any: a granted GPU that torch cannot use
+    stops the actor with the reason), then turns rows into mp4 bytes."""
 
-    def __init__(self, checkpoint: str, sampler: dict):
-        import torch
+    def __init__(self, checkpoint: str, sampler: SamplerOptions):
+        from curate import device
+        from curate.train.sample import VideoSampler
 
-        from curate.train.sample import SampleSettings, VideoSampler
-
-        self.sampler = VideoSampler(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
-        self.step = int(self.sampler.ckpt["step"])
-        self.settings = sampler
-        self.SampleSettings = SampleSettings
+        self.sampler = VideoSampler(checkpoint, device.for_actor())
+        self.step = self.sampler.step
+        self.options = self.sampler.options(sampler)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from curate.train.sample import write_video
 
         out = []
         for row in batch.to_pylist():
-            settings = self.SampleSettings(seed=int(row["seed"]), **self.settings)
             try:
-                video = self.sampler.sample(row["caption"], settings)
+                video = self.sampler.sample(row["caption"], self.options, int(row["seed"]))
                 with tempfile.TemporaryDirectory() as work:
-                    path = write_video(video, os.path.join(work, "video.mp4"), settings.fps)
+                    path = write_video(video, os.path.join(work, "video.mp4"), self.options.save_fps)
                     media = path.read_bytes()
                 error = None
             except Exception as exc:  # noqa: BLE001 - one prompt's failure is that row's status, not the shard's
                 media, error = None, f"{type(exc).__name__}: {exc}"
             out.append({"unit": row["unit"], "row": row["row"], "media": media, "error": error,
-                        "checkpoint_step": self.step})
+                        "checkpoint_step": self.step, "sampler": json.dumps(self.options.record(), sort_keys=True)})
         return pa.Table.from_pylist(out, schema=pa.schema([("unit", pa.string()), ("row", pa.int64()),
                                                            ("media", pa.binary()), ("error", pa.string()),
-                                                           ("checkpoint_step", pa.int64())]))
+                                                           ("checkpoint_step", pa.int64()),
+                                                           ("sampler", pa.string())]))
 
 
 @dataclass
@@ -197,9 +191,9 @@ class GenerateStage(Stage):
     name = "generate"
 
     def __post_init__(self):
-        from curate.train.checkpoints import resolve_checkpoint
+        from curate.train.sample import resolve_source
 
-        self.checkpoint = str(resolve_checkpoint(self.checkpoint).resolve())
+        self.checkpoint = resolve_source(self.checkpoint)
         self.out = os.path.abspath(self.out)
         self.folder = DatasetFolder(self.out)
         self.inputs = (self.checkpoint, self.prompts)
@@ -213,7 +207,9 @@ class GenerateStage(Stage):
     @property
     def checkpoint_sha256(self) -> str:
         if self._checkpoint_sha256 is None:
-            self._checkpoint_sha256 = sha256_file(self.checkpoint)
+            from curate.train.sample import source_file
+
+            self._checkpoint_sha256 = sha256_file(source_file(self.checkpoint))
         return self._checkpoint_sha256
 
     @property
@@ -222,7 +218,7 @@ class GenerateStage(Stage):
 
     def config(self) -> dict:
         o = self.options
-        return {"sampler": o.sampler(), "seed": o.seed, "per_prompt": o.per_prompt, "caption_seed": o.caption_seed,
+        return {"sampler": o.sampler.record(), "seed": o.seed, "per_prompt": o.per_prompt, "caption_seed": o.caption_seed,
                 "max_prompts": o.max_prompts, "shard_size": o.shard_size, "checkpoint_sha256": self.checkpoint_sha256}
 
     def fingerprint(self) -> str:
@@ -230,9 +226,9 @@ class GenerateStage(Stage):
         return hashlib.sha256(text.encode()).hexdigest()
 
     def check(self) -> None:
-        from curate.train.checkpoints import load_checkpoint, recipe_of_checkpoint
+        from curate.train.sample import check_source
 
-        recipe_of_checkpoint(load_checkpoint(self.checkpoint))  # a readable curate checkpoint, before any work
+        check_source(self.checkpoint)  # a model that loads, before any work
 
     def reset(self) -> None:
         shutil.rmtree(self.out, ignore_errors=True)
@@ -243,9 +239,10 @@ class GenerateStage(Stage):
                 "seeds": {"base": self.options.seed, "rule": "seed + prompt_index * per_prompt + j"}}
 
     def describe(self) -> list[str]:
-        o = self.options
-        return super().describe() + [f"  {len(self.items)} videos ({o.per_prompt} per prompt) of {o.frames} frames, "
-                                     f"DDIM {o.steps} steps, guidance {o.guidance:g}, eta {o.eta:g}, fps {o.fps:g}"]
+        o, s = self.options, self.options.sampler
+        frames = "the model's default number of" if s.frames is None else s.frames
+        return super().describe() + [f"  {len(self.items)} videos ({o.per_prompt} per prompt) of {frames} frames, "
+                                     f"DDIM {s.steps} steps, guidance {s.guidance:g}, eta {s.eta:g}"]
 
     def todo(self) -> list[str]:
         """Shards not written yet, and shards with failed rows (out of memory, a lost GPU...): sampling is
@@ -262,13 +259,13 @@ class GenerateStage(Stage):
         return len(self.units[unit])
 
     def model(self):
-        return GenerateModel, {"checkpoint": self.checkpoint, "sampler": self.options.sampler()}
+        return GenerateModel, {"checkpoint": self.checkpoint, "sampler": self.options.sampler}
 
     def write(self, unit: str, rows: list[dict]) -> None:
         from curate.shards.writer import build_shard
 
         results = {r["row"]: r for r in rows}
-        o = self.options
+        o = self.options.sampler
         common = {"source": SOURCE, "modality": "video", "checkpoint": self.checkpoint,
                   "checkpoint_sha256": self.checkpoint_sha256, "sample_steps": o.steps, "guidance": o.guidance,
                   "eta": o.eta}
@@ -276,7 +273,8 @@ class GenerateStage(Stage):
         def body(work: str, writer) -> None:
             for item in self.units[unit]:
                 result = results[item["row"]]
-                extra = dict(json.loads(item["extra"]), fps_condition=o.fps, sampler=o.sampler())
+                used = json.loads(result["sampler"])  # the options with the model's defaults filled in
+                extra = dict(json.loads(item["extra"]), fps_condition=used["fps"], sampler=used)
                 row = dict(common, row=item["row"], key=item["key"], caption=item["caption"], seed=item["seed"],
                            prompt_key=item["prompt_key"], checkpoint_step=result["checkpoint_step"],
                            extra=json.dumps(extra, sort_keys=True))
@@ -301,10 +299,11 @@ class GenerateStage(Stage):
         return summary
 
 
-def generate(checkpoint: str, prompts: str, out: str, *, force: bool = False, address: str | None = None,
-             **options) -> dict:
-    """Generate videos for every prompt (options: GenerateOptions fields) into dataset folder `out`; resumable
-    per shard; a rerun with another checkpoint, prompts or settings is refused unless `force`."""
-    stage = GenerateStage(str(checkpoint), str(prompts), str(out), GenerateOptions(**options))
+def generate(checkpoint: str, prompts: str, out: str, options: GenerateOptions | None = None, *,
+             force: bool = False, address: str | None = None) -> dict:
+    """Generate videos for every prompt into dataset folder `out` (checkpoint: ours, a run folder or
+    videocrafter2:PATH); resumable per shard; a rerun with another checkpoint, prompts or settings is refused
+    unless `force`."""
+    stage = GenerateStage(str(checkpoint), str(prompts), str(out), options or GenerateOptions())
     return engine.run_stage(stage, force=force, address=address)
 

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 
 from curate.shards.folder import DatasetFolder
+from curate.train.sampler_options import SamplerOptions
 
 LABEL_HEIGHT = 14  # px: one line of PIL's default font
 GAP = 2  # px between cells
@@ -133,20 +134,19 @@ def read_prompt_list(prompts) -> list[str]:
 
 def label_of(path: str) -> str:
     from curate.eval.generate import checkpoint_label
-    from curate.train.checkpoints import resolve_checkpoint
+    from curate.train.sample import resolve_source
 
     if is_generated_folder(path):
         return os.path.basename(os.path.normpath(path))
-    return checkpoint_label(resolve_checkpoint(path))
+    return checkpoint_label(resolve_source(path))
 
 
-def grid_frames(inputs: list[str], prompts, *, seed: int = 0, frames: int = 16, fps: float = 8.0, steps: int = 50,
-                guidance: float = 12.0, eta: float = 1.0, height: int | None = None, width: int | None = None,
-                use_ema: bool = True, labels: list[str] | None = None, min_cell: int = 128,
-                device: str = "cpu") -> tuple[np.ndarray, Layout, list[int], list[str]]:
+def grid_frames(inputs: list[str], prompts, options: SamplerOptions = SamplerOptions(), *, seed: int = 0,
+                labels: list[str] | None = None, min_cell: int = 128,
+                device: str | None = None) -> tuple[np.ndarray, Layout, list[int], list[str]]:
     """(grid frames uint8 [T,H,W,3], layout, seed per row, column labels) of `inputs` (checkpoint files, run
-    folders or generated folders) x `prompts` (a list or a prompt file)."""
-    from curate.train.sample import SampleSettings, VideoSampler
+    folders, videocrafter2:PATH or generated folders) x `prompts` (a list or a prompt file)."""
+    from curate.train.sample import VideoSampler
 
     texts = read_prompt_list(prompts)
     if not inputs or not texts:
@@ -171,26 +171,24 @@ def grid_frames(inputs: list[str], prompts, *, seed: int = 0, frames: int = 16, 
                 column.append(read_video(path, match[0][1], match[0][2]))
         else:
             sampler = VideoSampler(path, device=device)  # loads once for the whole column
-            column = [sampler.sample(text, SampleSettings(frames=frames, fps=fps, steps=steps, guidance=guidance,
-                                                          eta=eta, seed=row_seed, height=height, width=width,
-                                                          use_ema=use_ema)).numpy()
-                      for text, row_seed in zip(texts, seeds)]
+            column = [sampler.sample(text, options, row_seed).numpy() for text, row_seed in zip(texts, seeds)]
         columns.append(column)
     cells = [[columns[c][r] for c in range(len(inputs))] for r in range(len(texts))]
     video, layout = compose(cells, labels, [f"{t}  (seed {s})" for t, s in zip(texts, seeds)], min_cell)
     return video, layout, seeds, labels
 
 
-def grid(inputs: list[str], prompts, out: str = "grid.mp4", *, fps: float = 8.0, **options) -> dict:
-    """Write the grid of `inputs` x `prompts` (options: grid_frames') to `out` (.mp4 or .gif); returns where,
-    the seed of each row and the layout."""
+def grid(inputs: list[str], prompts, out: str = "grid.mp4", options: SamplerOptions = SamplerOptions(),
+         **placement) -> dict:
+    """Write the grid of `inputs` x `prompts` (placement: grid_frames' seed, labels, min_cell, device) to `out`
+    (.mp4 or .gif, at the options' save_fps, else fps, else 8); returns where, the seed of each row and the layout."""
     import torch
 
     from curate.train.sample import write_video
 
     if os.path.splitext(str(out))[1].lower() not in (".mp4", ".gif"):
         raise ValueError(f"grid output must end in .mp4 or .gif, got {out}")
-    video, layout, seeds, labels = grid_frames(inputs, prompts, fps=fps, **options)
-    write_video(torch.from_numpy(video), out, fps)
+    video, layout, seeds, labels = grid_frames(inputs, prompts, options, **placement)
+    write_video(torch.from_numpy(video), out, options.save_fps or options.fps or 8.0)
     return {"out": str(out), "rows": layout.rows, "columns": labels, "seeds": seeds, "frames": int(video.shape[0]),
             "size": [layout.width, layout.height], "scale": layout.scale}

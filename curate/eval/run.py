@@ -19,7 +19,7 @@ import yaml
 
 from curate import provenance, schema
 from curate.config import ConfigError, from_mapping, to_mapping
-from curate.eval.generate import GenerateOptions, GenerateStage, checkpoint_label
+from curate.eval.generate import GenerateOptions, GenerateStage, checkpoint_label, read_prompts
 from curate.shards.atomic import publish
 from curate.storage import write_json
 
@@ -164,13 +164,41 @@ def measure(gen_dir: str, base: dict, recipe: EvalRecipe, real: str | None, echo
     return rows
 
 
+def describe(checkpoints: list[str], recipe: str, gpus: int | None = None) -> str:
+    """The plan of `evaluate` before anything runs: per model, the videos, and the FLOP model's estimates of
+    time and peak GPU memory per video (bf16 on GPUs), and the metrics that will run."""
+    from curate.train import sample_plan
+    from curate.train.sample import resolve_source
+
+    spec = load_eval_recipe(recipe)
+    if gpus is None:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    prompts = len(spec.prompts) if spec.prompts else len(read_prompts(spec.prompts_from, spec.generate.caption_seed,
+                                                                       spec.generate.max_prompts))
+    videos = min(prompts, spec.generate.max_prompts or prompts) * spec.generate.per_prompt
+    lines = [f"eval recipe {spec.name}: {spec.description}".rstrip(": ")]
+    for checkpoint in checkpoints:
+        source = resolve_source(checkpoint)
+        numbers = sample_plan.plan(source, spec.generate.sampler, spec.generate.sampler.precision or "bf16")
+        lines += sample_plan.render(checkpoint_label(source), numbers, videos, gpus)
+    m = spec.metrics
+    lines.append(f"metrics: weight-free video quality ({m.quality_frames} frames); "
+                 + (f"CLIPSIM {m.clip_model}" if m.clip_model else "no CLIPSIM") + "; "
+                 + (f"FVD against {spec.real or '--real'} ({m.fvd_max_clips} clips of {m.fvd_frames} frames)"
+                    if m.fvd else "no FVD"))
+    return "\n".join(lines)
+
+
 def evaluate(checkpoints: list[str], recipe: str, out: str, *, real: str | None = None,
              clip_model: str | None = None, i3d_weights: str | None = None, force: bool = False,
              address: str | None = None, echo=print) -> dict:
-    """Generate with each checkpoint (resumable) and measure every folder; writes OUT/results.parquet and
-    OUT/eval.json (recipe, checkpoints, versions). `real`, `clip_model`, `i3d_weights` override the recipe's."""
+    """Generate with each checkpoint or released model (resumable) and measure every folder; writes
+    OUT/results.parquet and OUT/eval.json (recipe, checkpoints, versions). `real`, `clip_model`, `i3d_weights`
+    override the recipe's."""
     from curate import engine
-    from curate.train.checkpoints import resolve_checkpoint
+    from curate.train.sample import resolve_source
 
     spec = load_eval_recipe(recipe)
     if clip_model:
@@ -187,7 +215,7 @@ def evaluate(checkpoints: list[str], recipe: str, out: str, *, real: str | None 
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
     prompts = _write_prompts(spec, out)
-    paths = [str(resolve_checkpoint(c).resolve()) for c in checkpoints]
+    paths = [resolve_source(c) for c in checkpoints]
     labels = [checkpoint_label(p) for p in paths]
     if len(set(labels)) != len(labels):
         raise ValueError(f"checkpoints share a label: {labels}; evaluate them in separate runs")
@@ -284,7 +312,7 @@ def demo_eval(run_dir: str, out_dir: str, recipe: str = "tiny", echo=print) -> d
     echo(result["table"])
     spec = load_eval_recipe(recipe)
     folders = [os.path.join(result["out"], "generated", label) for label in result["checkpoints"]]
-    drawn = grid(folders, spec.prompts[:DEMO_PROMPTS], os.path.join(out_dir, "grid.mp4"), fps=spec.generate.fps)
+    drawn = grid(folders, spec.prompts[:DEMO_PROMPTS], os.path.join(out_dir, "grid.mp4"), spec.generate.sampler)
     echo(f"grid: {drawn['out']} ({', '.join(drawn['columns'])} x {drawn['rows']} prompts)")
     return {"grid": drawn["out"], "results": result["results"], "table": result["table"],
             "checkpoints": result["checkpoints"]}

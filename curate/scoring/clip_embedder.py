@@ -11,15 +11,10 @@ import torch.nn.functional as F
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
+from curate.device import resolve
 from curate.scoring.sample import SampleError, clip_frames_of
 from curate.scoring.weights import DEFAULT_CLIP, ClipSource, build_clip, resolve_clip, to_open_clip_layout
 from curate.weightfile import check_layout, file_digest, load_strict, module_layout, read_weights
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class ClipEmbedder:
@@ -33,7 +28,7 @@ class ClipEmbedder:
 
     def __init__(self, spec: str = DEFAULT_CLIP, device: str | None = None, trust_checkpoint: bool = False):
         self.spec = spec
-        self.device = pick_device(device)
+        self.device = resolve(device)
         self.trust_checkpoint = trust_checkpoint
         self.source: ClipSource | None = None
         self.sha256: str | None = None

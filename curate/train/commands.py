@@ -11,6 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from curate.cli_params import section_from_flags, with_options
+from curate.train.sampler_options import SamplerOptions
+
 
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
@@ -100,35 +103,29 @@ def train(
             typer.echo(f"nothing to do: {run_dir} is already at the requested step")
 
 
+@with_options(SamplerOptions)
 def sample(
     checkpoint: Annotated[str, typer.Argument(help="A checkpoint file (RUN/checkpoints/step_*.pt) or a run folder (its "
-                                                  "latest), local or a URL (s3://...).")],
+                                                  "latest), local or a URL (s3://...); or videocrafter2:PATH, the "
+                                                  "released model.ckpt.")],
     prompt: Annotated[str, typer.Option(help="Text prompt.")],
     out: Annotated[Path, typer.Option(help="Output video: .mp4 or .gif.")],
-    frames: Annotated[int, typer.Option(help="Number of frames.")] = 16,
-    fps: Annotated[float, typer.Option(help="Frame-rate conditioning and the output's frame rate.")] = 8.0,
-    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 50,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = off).")] = 12.0,
-    eta: Annotated[float, typer.Option(help="DDIM eta (0 = deterministic DDIM, 1 = as VideoCrafter2).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the initial noise and DDIM noise.")] = 0,
-    height: Annotated[Optional[int], typer.Option(help="Height in pixels (default: the recipe's).")] = None,
-    width: Annotated[Optional[int], typer.Option(help="Width in pixels (default: the recipe's).")] = None,
-    ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use the EMA weights.")] = True,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (default: cuda when torch can use a "
+                                                       "GPU).")] = None,
+    **options,
 ) -> None:
-    """Sample a video from a checkpoint with DDIM and classifier-free guidance."""
-    from curate.train.sample import SampleSettings, VideoSampler, write_video
+    """Sample a video from a checkpoint or the released VideoCrafter2 with DDIM and classifier-free guidance."""
+    from curate.config import ConfigError
+    from curate.train.sample import VideoSampler, write_video
 
     if out.suffix.lower() not in (".mp4", ".gif"):
         _fail(f"--out must end in .mp4 or .gif, got {out.name}")
-    if frames < 1 or steps < 1:
-        _fail("--frames and --steps must be >= 1")
     try:
         sampler = VideoSampler(checkpoint, device=device)
-        settings = SampleSettings(frames=frames, fps=fps, steps=steps, guidance=guidance, eta=eta, seed=seed,
-                                  height=height, width=width, use_ema=ema)
-        video = sampler.sample(prompt, settings)
-    except (FileNotFoundError, ValueError) as err:
+        settings = sampler.options(section_from_flags(SamplerOptions, options))
+        video = sampler.sample(prompt, settings, seed)
+    except (FileNotFoundError, ValueError, ConfigError) as err:
         _fail(str(err))
-    write_video(video, out, fps)
-    typer.echo(f"wrote {out} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]})")
+    write_video(video, out, settings.save_fps)
+    typer.echo(f"wrote {out} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]}, {settings.save_fps:g} fps)")

@@ -33,6 +33,11 @@ class DiffusionConfig:
     timesteps: int = 1000
     prediction: str = "eps"
     shift: float = 1.0
+    # VideoCrafter2's data scale (use_scale, scale_b, mid_step): x_t = sqrt(abar_t) * s_t * x0 + sqrt(1 - abar_t) * eps,
+    # s_t falling linearly from 1 at t = 0 to x0_scale_end at t = x0_scale_steps - 1, then constant. 1.0 = off; the
+    # released 512 v2.0 model was trained with 0.7 over 400 steps, so sampling it must undo the same scale.
+    x0_scale_end: float = 1.0
+    x0_scale_steps: int = 400
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -41,6 +46,8 @@ class DiffusionConfig:
             raise ValueError(f"diffusion.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if not self.shift >= 1.0:
             raise ValueError(f"diffusion.shift must be >= 1 (1 = no shift), got {self.shift!r}")
+        if self.x0_scale_end != 1.0 and (self.prediction != "eps" or not 1 <= self.x0_scale_steps <= self.timesteps):
+            raise ValueError("diffusion.x0_scale_end needs prediction eps and 1 <= x0_scale_steps <= timesteps")
 
 
 def beta_schedule(cfg: DiffusionConfig) -> torch.Tensor:
@@ -65,6 +72,13 @@ def beta_schedule(cfg: DiffusionConfig) -> torch.Tensor:
     return (1 - shifted / previous).clamp(0, 0.999)
 
 
+def x0_scales(cfg: DiffusionConfig) -> torch.Tensor:
+    """s_t of every timestep (see DiffusionConfig.x0_scale_end), float64 [timesteps]."""
+    scales = torch.full((cfg.timesteps,), cfg.x0_scale_end, dtype=torch.float64)
+    scales[: cfg.x0_scale_steps] = torch.linspace(1.0, cfg.x0_scale_end, cfg.x0_scale_steps, dtype=torch.float64)
+    return scales
+
+
 def _at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """values[t] broadcast to like's rank, as float32 on like's device."""
     out = values.to(like.device)[t].float()
@@ -78,13 +92,14 @@ class GaussianDiffusion:
         self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)
         self.sqrt_ab = self.alphas_cumprod.sqrt()
         self.sqrt_1m_ab = (1 - self.alphas_cumprod).sqrt()
+        self.x0_scales = x0_scales(cfg)
 
     @property
     def num_timesteps(self) -> int:
         return self.cfg.timesteps
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return _at(self.sqrt_ab, t, x0) * x0 + _at(self.sqrt_1m_ab, t, x0) * noise
+        return _at(self.sqrt_ab * self.x0_scales, t, x0) * x0 + _at(self.sqrt_1m_ab, t, x0) * noise
 
     def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         if self.cfg.prediction == "eps":
@@ -92,10 +107,10 @@ class GaussianDiffusion:
         return _at(self.sqrt_ab, t, x0) * noise - _at(self.sqrt_1m_ab, t, x0) * x0
 
     def to_eps_and_x0(self, pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
-        """Convert a model prediction at x_t into (eps, x0) estimates."""
+        """Convert a model prediction at x_t into (eps, x0) estimates (x0 unscaled: see x0_scale_end)."""
         a, s = _at(self.sqrt_ab, t, x_t), _at(self.sqrt_1m_ab, t, x_t)
         if self.cfg.prediction == "eps":
-            return pred, (x_t - s * pred) / a
+            return pred, (x_t - s * pred) / a / _at(self.x0_scales, t, x_t)
         return a * pred + s * x_t, a * x_t - s * pred
 
     def loss(
@@ -155,6 +170,7 @@ class GaussianDiffusion:
         ab = self.alphas_cumprod
         alphas = ab[ts]
         alphas_prev = torch.cat([ab[:1], ab[ts[:-1]]])
+        scales_prev = torch.cat([self.x0_scales[:1], self.x0_scales[ts[:-1]]])
         sigmas = eta * ((1 - alphas_prev) / (1 - alphas) * (1 - alphas / alphas_prev)).sqrt()
         x = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
         guided = uncond_context is not None and guidance != 1.0
@@ -170,9 +186,9 @@ class GaussianDiffusion:
                 x0 = x0_u + guidance * (x0_c - x0_u)
             else:
                 eps, x0 = self.to_eps_and_x0(model(x, t, context, fps).float(), x, t)
-            a_prev, sigma = float(alphas_prev[i]), float(sigmas[i])
+            a_prev, sigma, scale_prev = float(alphas_prev[i]), float(sigmas[i]), float(scales_prev[i])
             noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
-            x = a_prev**0.5 * x0 + (1 - a_prev - sigma**2) ** 0.5 * eps + sigma * noise
+            x = a_prev**0.5 * scale_prev * x0 + (1 - a_prev - sigma**2) ** 0.5 * eps + sigma * noise
         return x
 
 

@@ -36,14 +36,14 @@ QUALITY = ["temporal_flickering", "motion_score", "dynamic_degree", "sharpness",
 def test_recipes_load_strictly(tmp_path, monkeypatch):
     tiny = load_eval_recipe("tiny")
     assert len(tiny.prompts) == 4 and tiny.prompts_from is None and tiny.metrics.clip_model is None
-    assert (tiny.generate.frames, tiny.generate.steps, tiny.generate.width) == (10, 8, 32)
+    assert (tiny.generate.sampler.frames, tiny.generate.sampler.steps, tiny.generate.sampler.width) == (10, 8, 32)
     monkeypatch.delenv("MSRVTT_DATASET", raising=False)
     with pytest.raises(ConfigError, match="environment variable"):
         load_eval_recipe("msrvtt")
     monkeypatch.setenv("MSRVTT_DATASET", str(tmp_path / "msrvtt"))
     paper = load_eval_recipe("eval/msrvtt")
     assert paper.prompts_from == paper.real == str(tmp_path / "msrvtt")
-    assert (paper.generate.frames, paper.generate.steps, paper.generate.guidance, paper.generate.eta) == (16, 50, 12, 1)
+    assert (paper.generate.sampler.frames, paper.generate.sampler.steps, paper.generate.sampler.guidance, paper.generate.sampler.eta) == (16, 50, 12, 1)
     assert (paper.metrics.clip_model, paper.metrics.fvd_max_clips, paper.metrics.fvd_frames) == ("ViT-B-32:openai", 2048, 16)
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nprompts: [a]\ngenerate: {stepz: 3}\n")

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from tiny_run import tiny_run
 
+from curate.config import from_mapping
 from curate.eval.generate import GenerateOptions, GenerateStage, generate, read_prompts
 from curate.provenance import ProvenanceMismatch
 from curate.stats.query import connect
@@ -25,6 +26,11 @@ from curate.stats.query import run as query
 
 PROMPTS = ["a red square", "a blue square", "a green square"]
 SETTINGS = dict(per_prompt=2, seed=10, frames=3, steps=2, guidance=4.0, shard_size=4)
+
+
+def options(**keys) -> GenerateOptions:
+    """GenerateOptions from flat keys, as a recipe's `generate:` section or the CLI's flags give them."""
+    return from_mapping(GenerateOptions, keys)
 
 
 def decode(data: bytes) -> tuple[np.ndarray, str, str]:
@@ -46,7 +52,7 @@ def generated(ray_local, tmp_path_factory):
     prompts = base / "prompts.txt"
     prompts.write_text("\n".join([PROMPTS[0], "", *PROMPTS[1:]]) + "\n")  # blank lines are not prompts
     out = str(base / "out")
-    summary = generate(str(run), str(prompts), out, **SETTINGS)
+    summary = generate(str(run), str(prompts), out, options(**SETTINGS))
     return run, str(prompts), out, summary
 
 
@@ -95,24 +101,24 @@ def test_resume_rebuilds_only_the_lost_shard_identically(generated):
     # a crash while writing shard 00001: its manifest (the completion mark) never appeared
     os.remove(os.path.join(shards, "00001.parquet"))
     os.remove(os.path.join(shards, "00001.tar"))
-    summary = generate(str(run), prompts, out, **SETTINGS)
+    summary = generate(str(run), prompts, out, options(**SETTINGS))
     assert summary["ran"] == 1 and summary["skipped_shards"] == 1
     after = os.stat(os.path.join(shards, "00000.parquet"))
     assert (after.st_ino, after.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
     assert members(out, "00001") == before  # same seed, same video: byte for byte
-    assert generate(str(run), prompts, out, **SETTINGS)["ran"] == 0
+    assert generate(str(run), prompts, out, options(**SETTINGS))["ran"] == 0
 
 
 def test_other_settings_or_prompts_are_refused_before_any_work(generated, tmp_path):
     run, prompts, out, _ = generated
     with pytest.raises(ProvenanceMismatch):
-        generate(str(run), prompts, out, **dict(SETTINGS, guidance=7.0))
+        generate(str(run), prompts, out, options(**dict(SETTINGS, guidance=7.0)))
     other = tmp_path / "other.txt"
     other.write_text("a yellow square\n")
     with pytest.raises(ProvenanceMismatch):
-        generate(str(run), str(other), out, **SETTINGS)
+        generate(str(run), str(other), out, options(**SETTINGS))
     with pytest.raises(ProvenanceMismatch):  # another checkpoint
-        generate(str(run / "checkpoints" / "step_00000001.pt"), prompts, out, **SETTINGS)
+        generate(str(run / "checkpoints" / "step_00000001.pt"), prompts, out, options(**SETTINGS))
     assert sorted(os.listdir(os.path.join(out, "shards")))[0] == "00000.parquet"
 
 
@@ -163,7 +169,7 @@ def test_a_failed_sample_is_a_row_and_its_shard_is_redone(generated, tmp_path):
     run, prompts, _, _ = generated
     # 7x9 pixels do not fit the tiny U-Net's downsampling: every sample fails inside the model
     stage = GenerateStage(str(run), prompts, str(tmp_path / "bad"),
-                          GenerateOptions(frames=2, steps=1, height=7, width=9, shard_size=2))
+                          options(frames=2, steps=1, height=7, width=9, shard_size=2))
     model_cls, kwargs = stage.model()
     results = model_cls(**kwargs)(pa.Table.from_pylist(stage.expand("00000"))).to_pylist()
     stage.write("00000", results)

@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 from tiny_run import tiny_run
 
-from curate.eval.generate import generate
+from curate.eval.generate import GenerateOptions, generate
 from curate.eval.grid import BACKGROUND, GAP, compose, grid, grid_frames
-from curate.train.sample import SampleSettings, VideoSampler, write_video
+from curate.train.sample import SamplerOptions, VideoSampler, write_video
 
-SAMPLER = dict(frames=3, steps=2, guidance=4.0)
+SAMPLER = SamplerOptions(frames=3, steps=2, guidance=4.0)
 PROMPTS = ["a red square", "a blue square"]
 
 
@@ -63,20 +63,20 @@ def generated(ray_local, tmp_path_factory):
     base = tmp_path_factory.mktemp("grid")
     (base / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     out = base / "gen"
-    generate(str(run), str(base / "prompts.txt"), str(out), seed=5, **SAMPLER)  # seeds 5 and 6, latest checkpoint
+    generate(str(run), str(base / "prompts.txt"), str(out), GenerateOptions(seed=5, sampler=SAMPLER))  # seeds 5, 6
     return run, str(out)
 
 
 def test_cells_are_the_videos_of_that_checkpoint_prompt_and_seed(generated, tmp_path):
     run, folder = generated
     early = str(run / "checkpoints" / "step_00000001.pt")
-    video, layout, seeds, labels = grid_frames([early, str(run), folder], PROMPTS, **SAMPLER)
+    video, layout, seeds, labels = grid_frames([early, str(run), folder], PROMPTS, SAMPLER)
     assert seeds == [5, 6]  # the folder's seeds, so every cell of a row shares one
     assert labels == [f"{run.name}-step1", f"{run.name}-step2", "gen"]
     for column, ckpt in ((0, early), (1, str(run))):
-        sampler = VideoSampler(ckpt)
+        sampler = VideoSampler(ckpt, "cpu")
         for row, (prompt, seed) in enumerate(zip(PROMPTS, seeds)):
-            expected = sampler.sample(prompt, SampleSettings(seed=seed, **SAMPLER)).numpy()
+            expected = sampler.sample(prompt, SAMPLER, seed).numpy()
             assert np.array_equal(cell(video, layout, row, column), expected)
     with tarfile.open(f"{folder}/shards/00000.tar") as tar:
         for row, (prompt, seed) in enumerate(zip(["p00000", "p00001"], seeds)):
@@ -94,7 +94,7 @@ def test_cells_are_the_videos_of_that_checkpoint_prompt_and_seed(generated, tmp_
 def test_grid_file_has_the_layout_size_and_frames(generated, tmp_path, suffix):
     run, folder = generated
     out = tmp_path / f"grid{suffix}"
-    result = grid([str(run), folder], PROMPTS, str(out), **SAMPLER)
+    result = grid([str(run), folder], PROMPTS, str(out), SAMPLER)
     width, height = result["size"]
     assert result["rows"] == 2 and result["frames"] == 3 and result["seeds"] == [5, 6]
     if suffix == ".gif":

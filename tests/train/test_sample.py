@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from curate.train.commands import sample, train
-from curate.train.sample import SampleSettings, VideoSampler
+from curate.train.sample import SamplerOptions, VideoSampler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,10 +37,10 @@ def test_train_writes_checkpoint_text_encoder_and_log(run_dir):
 
 
 def test_sampling_is_deterministic_given_seed(run_dir):
-    sampler = VideoSampler(run_dir)
-    settings = SampleSettings(frames=3, steps=3, guidance=4.0, seed=5)
-    a, b = sampler.sample("a red square", settings), sampler.sample("a red square", settings)
-    c = sampler.sample("a red square", SampleSettings(frames=3, steps=3, guidance=4.0, seed=6))
+    sampler = VideoSampler(run_dir, "cpu")
+    settings = SamplerOptions(frames=3, steps=3, guidance=4.0)
+    a, b = sampler.sample("a red square", settings, 5), sampler.sample("a red square", settings, 5)
+    c = sampler.sample("a red square", settings, 6)
     assert a.dtype == torch.uint8 and a.shape == (3, 16, 16, 3)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
@@ -75,7 +75,7 @@ def test_a_moved_run_folder_still_samples(run_dir, tmp_path):
     moved = shutil.copytree(run_dir, tmp_path / "moved")
     (run_dir / "text_encoder.pt").rename(run_dir / "text_encoder.pt.away")
     try:
-        video = VideoSampler(moved).sample("a red square", SampleSettings(frames=2, steps=2))
+        video = VideoSampler(moved, "cpu").sample("a red square", SamplerOptions(frames=2, steps=2))
     finally:
         (run_dir / "text_encoder.pt.away").rename(run_dir / "text_encoder.pt")
     assert video.shape == (2, 16, 16, 3)
