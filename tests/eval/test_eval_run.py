@@ -208,3 +208,29 @@ def test_cli_eval_and_compare(demo, small_recipe, tmp_path):
     assert "temporal_flickering" in compared.output
     bundled = runner.invoke(app, ["eval", last, "--recipe", "nosuch", "--out", str(tmp_path / "x")])
     assert bundled.exit_code == 2 and "error:" in bundled.output
+
+
+def test_released_model_row_beside_a_trained_checkpoint(ray_local, tmp_path_factory, small_recipe, tmp_path):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.train.released import random_checkpoint
+
+    run = tiny_run(tmp_path_factory)
+    vc2 = random_checkpoint("videocrafter2_tiny", tmp_path / "model.ckpt")
+    source = f"videocrafter2_tiny:{vc2}"
+    described = CliRunner().invoke(app, ["eval", source, str(run), "--recipe", small_recipe, "--describe"])
+    assert described.exit_code == 0, described.output
+    assert "videocrafter2_tiny: 2 videos of 10 frames at 32x32, fps 8" in described.output
+    assert described.output.count("per video (estimate from the FLOP model)") == 2
+    result = evaluate([source, str(run)], small_recipe, str(tmp_path / "eval"), echo=lambda _: None)
+    assert result["checkpoints"] == ["videocrafter2_tiny", f"{run.name}-step2"]
+    rows = duckdb.connect().execute("SELECT checkpoint, checkpoint_step, checkpoint_path, checkpoint_sha256, metric, "
+                                    "status FROM read_parquet(?)", [result["results"]]).fetchall()
+    mine = [r for r in rows if r[0] == "videocrafter2_tiny"]
+    assert len(mine) == len(QUALITY) + 2 and all(r[1] is None and r[2] == f"videocrafter2_tiny:{vc2}" for r in mine)
+    assert mine[0][3] == hashlib.sha256(vc2.read_bytes()).hexdigest()
+    assert all(r[5] == "ok" for r in mine if r[4] in QUALITY)
+    videos = decoded_videos(str(tmp_path / "eval" / "generated" / "videocrafter2_tiny"))
+    assert [v.shape for v in videos] == [(10, 32, 32, 3)] * 2
+    assert "videocrafter2_tiny" in result["table"] and f"{run.name}-step2" in result["table"]

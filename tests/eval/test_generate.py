@@ -182,3 +182,16 @@ def test_a_failed_sample_is_a_row_and_its_shard_is_redone(generated, tmp_path):
         assert tar.getnames() == []
     assert rows[0]["checkpoint_step"] == 2 and len(rows) == 2
     assert stage.todo() == ["00000", "00001"]  # the failed shard is tried again, with the unwritten one
+
+
+def test_an_actor_granted_a_gpu_that_torch_cannot_use_stops_with_the_reason(monkeypatch):
+    import torch
+
+    from curate import device
+    from curate.eval.generate import GenerateModel
+    from curate.train.sampler_options import SamplerOptions
+
+    monkeypatch.setattr(device, "granted_gpus", lambda: ["0"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(device.DeviceError, match="not falling back to the CPU"):
+        GenerateModel("any.pt", SamplerOptions())

@@ -166,3 +166,50 @@ def test_caption_dropout_rate_and_determinism():
     assert 60 < dropped.count("") < 140
     assert drop_captions(caps, 0.0, torch.Generator()) == caps
     assert set(drop_captions(caps, 1.0, torch.Generator())) == {""}
+
+
+def _linear_eps(x, t, context, fps):
+    """A stand-in denoiser linear in its inputs: depends on x, the timestep, the text and the fps."""
+    return 0.5 * x + context[:, :1, :1, None, None] * 0.3 + (t.float() / 1000 + fps / 100)[:, None, None, None, None]
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("scale_end", [1.0, 0.7])
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_two_ddim_steps_equal_the_hand_computed_update(eta, scale_end, guidance):
+    """Two DDIM steps (timesteps 501, 1) computed here from the alphas alone, in float64, as the DDIM paper's
+    update with VideoCrafter2's x0 scale: guided eps, x0 = (x - sqrt(1-a) eps) / sqrt(a) / s_t,
+    x <- sqrt(a_prev) s_prev x0 + sqrt(1 - a_prev - sigma^2) eps + sigma z."""
+    cfg = DiffusionConfig(x0_scale_end=scale_end, x0_scale_steps=400)
+    shape = (1, 2, 3, 2, 2)
+    context, uncond, fps = torch.full((1, 4, 5), 0.8), torch.full((1, 4, 5), -0.4), torch.tensor([28.0])
+    ours = GaussianDiffusion(cfg).ddim_sample(_linear_eps, shape, context, uncond, fps, steps=2, eta=eta,
+                                              guidance=guidance, generator=torch.Generator().manual_seed(7))
+    draws = torch.Generator().manual_seed(7)  # the same draws: initial noise, then one per step
+    x = torch.randn(shape, generator=draws).double()
+    betas = [(0.00085**0.5 + (0.012**0.5 - 0.00085**0.5) * i / 999) ** 2 for i in range(1000)]
+    abar, prod = [], 1.0
+    for beta in betas:
+        prod *= 1 - beta
+        abar.append(prod)
+    scale = [1 + (scale_end - 1) * t / 399 if t < 400 else scale_end for t in range(1000)]
+    for t, t_prev in ((501, 1), (1, None)):
+        eps_c = _linear_eps(x, torch.tensor([t]), context.double(), fps.double())
+        eps_u = _linear_eps(x, torch.tensor([t]), uncond.double(), fps.double())
+        eps = eps_u + guidance * (eps_c - eps_u) if guidance != 1.0 else eps_c
+        a, a_prev = abar[t], abar[t_prev] if t_prev else abar[0]
+        s_prev = scale[t_prev] if t_prev else scale[0]
+        sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)) ** 0.5
+        x0 = (x - (1 - a) ** 0.5 * eps) / a**0.5 / scale[t]
+        x = a_prev**0.5 * s_prev * x0 + (1 - a_prev - sigma**2) ** 0.5 * eps + sigma * torch.randn(shape, generator=draws)
+    assert torch.allclose(ours.double(), x, rtol=1e-5, atol=1e-5), (ours.double() - x).abs().max()
+
+
+def test_x0_scale_enters_the_forward_process():
+    cfg = DiffusionConfig(x0_scale_end=0.7, x0_scale_steps=400)
+    diffusion = GaussianDiffusion(cfg)
+    x0, noise = torch.ones(2, 1, 1, 1, 1), torch.zeros(2, 1, 1, 1, 1)
+    x_t = diffusion.q_sample(x0, torch.tensor([0, 600]), noise).flatten()
+    assert torch.allclose(x_t, torch.stack([diffusion.sqrt_ab[0], diffusion.sqrt_ab[600] * 0.7]).float())
+    with pytest.raises(ValueError, match="x0_scale_end"):
+        DiffusionConfig(x0_scale_end=0.7, prediction="v")

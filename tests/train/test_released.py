@@ -99,3 +99,13 @@ def test_sources_resolve_to_absolute_files(tiny_file, tmp_path, monkeypatch):
         resolve_source(f"videocrafter2:{tmp_path / 'nothing.ckpt'}")
     with pytest.raises(ValueError, match="give the file"):
         resolve_source("videocrafter2:")
+
+
+def test_device_cuda_without_a_usable_gpu_exits_2_with_the_reason(tiny_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = runner.invoke(app, [f"videocrafter2_tiny:{tiny_file}", "--prompt", "x", "--out", str(tmp_path / "v.gif"),
+                                 "--device", "cuda"])
+    assert result.exit_code == 2 and "no usable GPU" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, [f"videocrafter2_tiny:{tiny_file}", "--prompt", "x", "--out", str(tmp_path / "v.gif"),
+                                 "--device", "cpu", "--precision", "tf32"])
+    assert result.exit_code == 2 and "tf32 needs a CUDA device" in result.output
