@@ -12,12 +12,11 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from curate.train.describe import ASSUMED_MFU, GPU_PEAK, LiveTensors, frozen_parts
+from curate.train.describe import ASSUMED_MFU, CUDA_CONTEXT_BYTES, GPU_PEAK, LiveTensors, frozen_parts
 from curate.train.diffusion import GaussianDiffusion
 from curate.train.sampler_options import SamplerOptions
 
 GPU_24GB = 23.5 * 2**30  # what a 24 GB card (RTX 4090, A10, L4) leaves to tensors
-CUDA_CONTEXT = 0.5 * 2**30  # bytes the CUDA context and kernels take on a GPU (an assumption, typical of torch 2)
 FP32 = 4
 
 
@@ -75,14 +74,14 @@ def plan(source: str, options: SamplerOptions = SamplerOptions(), precision: str
     text_flops, text_peak = _traced(lambda: text(["a caption"] * batch))
     vae_flops, vae_peak = _traced(lambda: vae.decode(latents)) if vae is not None else (0, 0)
     half = 0.5 if precision == "bf16" else 1.0
-    resident = _bytes(unet) + CUDA_CONTEXT
+    resident = _bytes(unet) + CUDA_CONTEXT_BYTES
     phases = {
         "text encoding": resident + _bytes(text) + text_peak,  # the text tower runs in fp32
         "DDIM steps": resident + half * unet_peak,
         "VAE decode": resident + _bytes(vae) + half * vae_peak,
     }
     flops = steps * unet_flops + text_flops + vae_flops
-    peak_name, peak = GPU_PEAK["bf16" if precision == "bf16" else "fp32"]
+    peak_name, peak = GPU_PEAK["bf16" if precision == "bf16" else "fp32"]  # fp32: the TF32 peak, a lower bound
     return {"options": o, "precision": precision, "unet_forwards": steps, "batch": batch,
             "flops": flops, "flops_parts": {"U-Net": steps * unet_flops, "text tower": text_flops,
                                             "VAE decode": vae_flops},
@@ -107,7 +106,7 @@ def render(source: str, numbers: dict, videos: int, gpus: int) -> list[str]:
     else:
         lines.append("  no GPU found: the run would sample on the CPU, far slower than these GPU figures")
     lines.append(f"  peak GPU memory (estimate; text tower and VAE on the GPU only while they run; CUDA context "
-                 f"{CUDA_CONTEXT / gib:.1f} GiB assumed): {numbers['peak'] / gib:,.1f} GiB -> "
+                 f"{CUDA_CONTEXT_BYTES / gib:.1f} GiB assumed): {numbers['peak'] / gib:,.1f} GiB -> "
                  f"{'fits' if numbers['peak'] < GPU_24GB else 'does not fit'} one 24 GB GPU")
     for phase, n in numbers["memory"].items():
         lines.append(f"    {phase:<14} {n / gib:,.2f} GiB")
