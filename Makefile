@@ -40,6 +40,7 @@ bench: setup
 	$(PY) scripts/bench_loader_real.py
 	$(PY) scripts/bench_storage.py
 	$(PY) scripts/bench_eval.py
+	$(PY) scripts/bench_split.py
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -235,7 +235,8 @@ class SplitSection:
         "Shot detector: transnetv2 (network, GPU when present), content or adaptive (PySceneDetect), source "
         "(the rows' own `windows`)."))
     threshold: float | None = field(default=None, metadata=_help(
-        "Detector threshold (default: the detector's own: transnetv2 0.5, content 27, adaptive 3)."))
+        "Detector threshold (default: transnetv2 0.4 as NeMo Curator, measured best in scripts/bench_split.py; "
+        "content 27 and adaptive 3, PySceneDetect's own)."))
     min_clip: float = field(default=2.0, metadata=_help("Shots shorter than this many seconds are dropped.", min=0.0))
     max_clip: float = field(default=60.0, metadata=_help(
         "Shots longer than this many seconds are cut into equal windows no longer than it.", min=0.1))

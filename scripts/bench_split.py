@@ -26,13 +26,14 @@ import time
 from curate.media.cut import cut_clip
 from curate.split import synthetic
 from curate.split.detect import scan_video
-from curate.split.shots import ClipSettings, clip_windows
+from curate.split.shots import ClipSettings, clip_windows, transitions_from_scores
 
 # (width, height, fps, timeline): several resolutions and frame rates
 TWICE = synthetic.EDIT + (("cut", 0),) + synthetic.EDIT
 FULL = ((320, 180, 25.0, synthetic.EDIT), (256, 144, 24.0, synthetic.EDIT), (160, 96, 12.0, TWICE))
 SMOKE = ((96, 64, 12.0, synthetic.EDIT[:3]),)  # two shots, one cut: 66 frames
 DETECTORS = ("transnetv2", "content", "adaptive")
+TRANSNET_THRESHOLDS = (0.2, 0.3, 0.4, 0.5)  # 0.5: TransNetV2's own default; 0.4: NeMo Curator's
 
 
 def cpu_seconds() -> float:
@@ -76,26 +77,27 @@ def main() -> None:
         hours = sum(seconds for _, _, seconds in videos) / 3600
         truth = sum(len(v.transitions) for _, v, _ in videos)
         print(f"{len(videos)} videos, {hours * 3600:.0f} s, {truth} true transitions")
-        print("\n| detector | found | precision | recall | clips crossing a transition | CPU s |")
+        print("\n| detector (threshold) | found | precision | recall | clips crossing a transition | detector CPU s |")
         print("|---|---:|---:|---:|---:|---:|")
         transnet = (0.0, 0)
         for detector in DETECTORS:
-            tp = fp = fn = crossing = 0
             start = cpu_seconds()
-            for path, video, seconds in videos:
-                scan = scan_video(path, detector)
-                found = [(t.start, t.end) for t in scan.transitions]
-                hit, miss_found, missed = synthetic.match(found, video.transitions)
-                tp, fp, fn = tp + hit, fp + miss_found, fn + missed
-                windows, _ = clip_windows(scan.transitions, scan.scores, scan.motion, video.fps, ClipSettings())
-                crossing += synthetic.crossings([(w.start, w.end) for w in windows], video.transitions)
-                if detector == "transnetv2":
-                    transnet = (transnet[0], transnet[1] + len(scan.scores))
+            scans = [(scan_video(path, detector), video) for path, video, _ in videos]
             used = cpu_seconds() - start
             if detector == "transnetv2":
-                transnet = (used, transnet[1])
-            print(f"| {detector} | {tp + fp} | {tp / max(1, tp + fp):.2f} | {tp / max(1, tp + fn):.2f} | {crossing} "
-                  f"| {used:.1f} |")
+                transnet = (used, sum(len(scan.scores) for scan, _ in scans))
+            # TransNetV2's scores do not depend on the threshold: the same scans give each threshold's row
+            for threshold in TRANSNET_THRESHOLDS if detector == "transnetv2" else (None,):
+                tp = fp = fn = crossing = 0
+                for scan, video in scans:
+                    found = scan.transitions if threshold is None else transitions_from_scores(scan.scores, threshold)
+                    hit, miss_found, missed = synthetic.match([(t.start, t.end) for t in found], video.transitions)
+                    tp, fp, fn = tp + hit, fp + miss_found, fn + missed
+                    windows, _ = clip_windows(found, scan.scores, scan.motion, video.fps, ClipSettings())
+                    crossing += synthetic.crossings([(w.start, w.end) for w in windows], video.transitions)
+                name = detector if threshold is None else f"{detector} {threshold:g}"
+                print(f"| {name} | {tp + fp} | {tp / max(1, tp + fp):.2f} | {tp / max(1, tp + fn):.2f} | {crossing} "
+                      f"| {used:.1f} |")
         timings = {}
         for name, run in (("curate split (content, exact cuts)", lambda p, v, w: ours(p, v.fps, w)),
                           ("scenedetect detect-content split-video", lambda p, v, w: peer(p, w))):

@@ -17,7 +17,7 @@ class Transition:
 
     start: int
     end: int
-    score: float  # the detector's highest boundary score on it, 0..1 (0.5 is the default threshold's level)
+    score: float  # the detector's highest boundary score on it, 0..1
 
     @property
     def gradual(self) -> bool:
