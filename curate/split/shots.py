@@ -58,7 +58,10 @@ def transitions_from_cuts(cuts: list[int], scores: np.ndarray) -> list[Transitio
     return [Transition(c, c, float(scores[c])) for c in sorted(set(cuts)) if 0 < c < len(scores)]
 
 
-def shots(transitions: list[Transition], count: int, gradual: str = "trim") -> list[tuple[int, int, float | None, float | None]]:
+Shot = tuple[int, int, float | None, float | None]  # start, end, score of the cut before, of the cut after
+
+
+def shots(transitions: list[Transition], count: int, gradual: str = "trim") -> list[Shot]:
     """(start, end, score of the cut before, score of the cut after) of every shot between the transitions;
     with gradual="drop" the shots on either side of a gradual transition are left out."""
     out, start, before, drop_next = [], 0, None, False

@@ -106,8 +106,9 @@ def _clip_row(row: dict, window: Window, own: dict, fps: float, dst: str, detect
     info = shared_pool(1).probe_video(dst, decode_check=False)
     carried = {"caption_source": "parent" if row.get("caption") else None}
     return dict(row, **{**carried, **own}, key=clip_key(row["key"], window.start, window.end), parent_key=row["key"],
-                status="success", error_reason=None, error_message=None, width=info.width, height=info.height, fps=info.fps, duration=info.duration,
-                num_frames=info.num_frames, codec=info.codec, size_bytes=os.path.getsize(dst), sha256=sha256_file(dst),
+                status="success", error_reason=None, error_message=None, width=info.width, height=info.height,
+                fps=info.fps, duration=info.duration, num_frames=info.num_frames, codec=info.codec,
+                size_bytes=os.path.getsize(dst), sha256=sha256_file(dst),
                 window_start_frame=window.start, window_end_frame=window.end, window_start=window.start / fps,
                 window_end=window.end / fps, detector=detector, boundary_confidence=window.boundary_confidence,
                 clip_inside_score=window.inside_score if detector != "source" else None,
@@ -126,8 +127,10 @@ def split_video(row: dict, path: str, job: _Job) -> dict:
     except IsolatedFailure as exc:
         job.writer.add(_failure(row, "failed_to_decode", exc.kind, str(exc)))
         return {}
-    except (ValueError, KeyError, TypeError, IndexError) as exc:  # a malformed extra.windows
-        job.writer.add(_failure(row, "invalid_input", "bad_windows", f"{type(exc).__name__}: {exc}"))
+    except (ValueError, KeyError, TypeError, IndexError) as exc:  # a malformed extra.windows, a detector's error
+        status, reason = ("invalid_input", "bad_windows") if s.detector == "source" else ("failed_to_decode",
+                                                                                           "detector_error")
+        job.writer.add(_failure(row, status, reason, f"{type(exc).__name__}: {exc}"))
         return {}
     if not windows:
         why = max(dropped, key=dropped.get) if any(dropped.values()) else "no_windows"

@@ -37,7 +37,8 @@ def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
 
 
 def _shot(rng: np.random.Generator, kind: str, count: int, height: int, width: int) -> list[np.ndarray]:
-    speed = {"pan": width / 200, "object": width / 400, "flash": width / 200, "fast_pan": width / 12, "static": 0.0}[kind]
+    speed = {"pan": width / 200, "object": width / 400, "flash": width / 200, "fast_pan": width / 12,
+             "static": 0.0}[kind]
     wide = _texture(rng, height, width + int(np.ceil(count * speed)) + 1)  # wide enough: a pan never wraps
     colour = rng.integers(0, 256, 3).astype(np.float32)
     frames = []

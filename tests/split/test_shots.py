@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from curate.split.shots import ClipSettings, Transition, clip_windows, shots, transitions_from_cuts, transitions_from_scores
+from curate.split.shots import (ClipSettings, Transition, clip_windows, shots, transitions_from_cuts,
+                                transitions_from_scores)
 
 
 def test_transitions_are_runs_above_the_threshold():

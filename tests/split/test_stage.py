@@ -140,7 +140,8 @@ def test_source_windows_are_cut_with_their_own_captions(edited, tmp_path):
     make_dataset(str(tmp_path / "in"), [[("panda_x", path, "", facts), ("plain", path, "whole")]])
     split_shard(str(tmp_path / "in"), str(tmp_path / "out"), "00000", SplitSection(detector="source"))
     rows = reader.manifest_rows(str(tmp_path / "out"), "00000", status=None)
-    got = [(r["key"], r["status"], r["caption"], r["caption_source"], r["matching_score"], r["num_frames"]) for r in rows]
+    got = [(r["key"], r["status"], r["caption"], r["caption_source"], r["matching_score"], r["num_frames"])
+           for r in rows]
     assert got == [("panda_x_0000006_0000024", "success", "first", "window", 0.5, 18),
                    ("panda_x_0000036_0000054", "success", "second", "window", 0.25, 18),
                    ("plain", "no_clips", "whole", None, None, 90)]
