@@ -145,3 +145,15 @@ def test_source_windows_are_cut_with_their_own_captions(edited, tmp_path):
     assert got == [("panda_x_0000006_0000024", "success", "first", "window", 0.5, 18),
                    ("panda_x_0000036_0000054", "success", "second", "window", 0.25, 18),
                    ("plain", "no_clips", "whole", None, None, 90)]
+    keyframe = str(tmp_path / "keyframe")
+    split_shard(str(tmp_path / "in"), keyframe, "00000", SplitSection(detector="source", cut="keyframe"))
+    copies = reader.manifest_rows(keyframe, "00000")
+    # a stream copy starts at the keyframe at or before the window (here the first frame): never later, never short
+    assert [r["key"] for r in copies] == [g[0] for g in got[:2]] and all(r["num_frames"] >= 18 for r in copies)
+
+
+def test_clip_keys_are_stable_and_fit_a_tar_member_name():
+    assert clip_key("panda_x", 6, 24) == "panda_x_0000006_0000024"
+    long = "k" * 120
+    assert clip_key(long, 0, 5) == clip_key(long, 0, 5) != clip_key(long, 0, 6)
+    assert len(clip_key(long, 0, 5)) <= 128
