@@ -16,7 +16,8 @@ from typing import Optional
 import typer
 
 from curate.cli_params import section_from_flags, with_options
-from curate.config import ConfigError, DownloadSection, ScoreSection, SelectSection, SplitSection, load_pipeline
+from curate.config import (CaptionSection, ConfigError, DownloadSection, ScoreSection, SelectSection, SplitSection,
+                           load_pipeline)
 from curate.eval.generate import GenerateOptions
 from curate.train.sampler_options import SamplerOptions
 from curate.train import commands as train_commands
@@ -145,6 +146,25 @@ def score_cmd(
         section = section_from_flags(ScoreSection, options)
         summary = score(dataset, section.scorers, force=force, address=ray_address,
                         **{k: v for k, v in vars(section).items() if k != "scorers"})
+    finish(summary)
+
+
+@app.command("caption")
+@with_options(CaptionSection)
+def caption_cmd(
+    dataset: str = typer.Argument(..., help="Dataset folder."),
+    ray_address: Optional[str] = RAY_ADDRESS,
+    force: bool = FORCE,
+    **options,
+) -> None:
+    """Caption every success sample with a vision-language model (an OpenAI-compatible endpoint such as vLLM,
+    SGLang, TGI or Ollama; or --backend hf) into captions/<name>/, shown in `samples` as caption_<name>.
+    Failures are rows; resumable per shard. The API key is read from --api-key-env and never printed."""
+    from curate.caption.stage import caption
+
+    with usage_errors(dataset):
+        section = section_from_flags(CaptionSection, options)
+        summary = caption(dataset, section, force=force, address=ray_address)
     finish(summary)
 
 

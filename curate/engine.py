@@ -175,7 +175,7 @@ def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict
         shared = ray.put(stage) if units else None  # one copy in the object store, not one per task
         done, failures = run_tasks(process_unit, [(shared, u) for u in units], desc=stage.name, address=address,
                                    num_cpus_per_task=stage.resources.cpus, num_gpus_per_task=gpus,
-                                   label=lambda job: job[1])
+                                   max_in_flight=stage.resources.units_in_flight or None, label=lambda job: job[1])
     summary = stage.finish(done, failures)
     storage.write_json(stage.provenance_path, dict(record, complete=not failures, summary=summary))
     return summary

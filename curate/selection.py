@@ -9,7 +9,7 @@ import tarfile
 from dataclasses import dataclass
 
 from curate import engine, provenance, storage
-from curate.config import SelectSection, to_mapping
+from curate.config import ConfigError, SelectSection, to_mapping
 from curate.media.digest import sha256_file
 from curate.media.probe import ProbeError, ProbePool, probe_image, shared_pool
 from curate.media.transcode import TranscodeError, image_resize_center_crop, resize_center_crop
@@ -17,7 +17,7 @@ from curate.predicate import check_column, check_predicate
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter, build_shard
 from curate.stage import Resources, Stage
-from curate.stats.query import connect, run
+from curate.stats.query import caption_runs, connect, run
 
 
 def selection_sql(con, sel: SelectSection) -> tuple[str, str, list]:
@@ -41,6 +41,22 @@ def selection_sql(con, sel: SelectSection) -> tuple[str, str, list]:
     return where, f"SELECT key, shard FROM ({sql}) ORDER BY shard, key", params
 
 
+def chosen_captions(con, root: str, run_name: str, chosen: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+    """shard -> key -> caption of run `run_name` for the chosen keys that have one; an unknown run is a ConfigError
+    naming the runs there are."""
+    runs = caption_runs(root)
+    if run_name not in runs:
+        raise ConfigError(f"--caption {run_name!r}: no such caption run in {root}; "
+                          f"choose from {', '.join(runs) or '(none: run curate caption first)'}")
+    column = f"caption_{run_name}"
+    wanted = {key: shard for shard, keys in chosen.items() for key in keys}
+    out: dict[str, dict[str, str]] = {}
+    for key, text in con.execute(f'SELECT key, "{column}" FROM samples WHERE "{column}" IS NOT NULL').fetchall():
+        if key in wanted:
+            out.setdefault(wanted[key], {})[key] = text
+    return out
+
+
 def _encode(row: dict, src: str, work: str, sel: SelectSection, probes: ProbePool):
     try:
         if row["modality"] == "video":
@@ -59,11 +75,16 @@ def _encode(row: dict, src: str, work: str, sel: SelectSection, probes: ProbePoo
     return out, dst, ext
 
 
-def select_shard(root: str, out: str, sid: str, keys: list[str], sel: SelectSection) -> dict:
-    """Re-encode the kept samples of one input shard into output shard `sid`."""
+def select_shard(root: str, out: str, sid: str, keys: list[str], sel: SelectSection,
+                 captions: dict[str, str] | None = None) -> dict:
+    """Re-encode the kept samples of one input shard into output shard `sid`; `captions` (key -> text) replace
+    the source captions they cover (KEY.txt and the manifest's caption)."""
     src = DatasetFolder(root)
     wanted = set(keys)
     rows = {r["key"]: r for r in storage.read_table(src.manifest(sid)).to_pylist() if r["key"] in wanted}
+    for key, text in (captions or {}).items():
+        if key in rows:
+            rows[key]["caption"] = text
 
     def body(work: str, writer: ShardWriter) -> None:
         probes = shared_pool(1)
@@ -97,6 +118,7 @@ class SelectStage(Stage):
         self.inputs = (self.root,)
         self.outputs = (self.out,)
         self.chosen: dict[str, list[str]] = {}
+        self.captions: dict[str, dict[str, str]] = {}  # shard -> key -> the chosen caption run's text
         self.sql: tuple = ()
 
     @property
@@ -114,12 +136,16 @@ class SelectStage(Stage):
         self.chosen = {}
         for r in run(con, sql, params).to_pylist():
             self.chosen.setdefault(r["shard"], []).append(r["key"])
+        caption = self.section.caption
+        self.captions = chosen_captions(con, self.root, caption, self.chosen) if caption else {}
         con.close()
 
     def fingerprint(self) -> str:
         # What decides the selection: the manifests and score tables (small), not the media tars (terabytes).
         tables = (storage.glob(DatasetFolder(self.root).manifest_glob())
                   + storage.glob(storage.join(self.root, "scores", "*", "*.parquet")))
+        if self.section.caption:
+            tables += storage.glob(storage.join(self.root, "captions", self.section.caption, "*.parquet"))
         return provenance.files_fingerprint(self.root, tables)
 
     def reset(self) -> None:
@@ -130,8 +156,13 @@ class SelectStage(Stage):
         for path in storage.glob(storage.join(self.root, "scores", "*", "_provenance.json")):
             scores[storage.basename(storage.parent(path))] = storage.read_json(path)
         where, sql, params = self.sql
+        caption = None
+        if self.section.caption:
+            caption = {"run": self.section.caption, "replaced": sum(len(c) for c in self.captions.values()),
+                       "provenance": storage.read_json(storage.join(self.root, "captions", self.section.caption,
+                                                                    "_provenance.json"))}
         return {"source_dataset": self.root, "predicate": where, "sql": sql, "params": params, "scorers": scores,
-                "kept": sum(len(k) for k in self.chosen.values())}
+                "kept": sum(len(k) for k in self.chosen.values()), "caption": caption}
 
     def describe(self) -> list[str]:
         s = self.section
@@ -145,7 +176,7 @@ class SelectStage(Stage):
         return [sid for sid in sorted(self.chosen) if sid not in done]
 
     def process(self, unit: str) -> dict:
-        return select_shard(self.root, self.out, unit, self.chosen[unit], self.section)
+        return select_shard(self.root, self.out, unit, self.chosen[unit], self.section, self.captions.get(unit))
 
     def finish(self, done: list, failures: list) -> dict:
         if not storage.is_remote(self.out):  # build_shard's local scratch parent (remote outputs work in /tmp)

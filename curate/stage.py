@@ -27,6 +27,7 @@ class Resources:
     actors: int = 0  # > 0: an actor pool of this size runs model() (actor stages)
     gpus_per_actor: float = 0.0
     batch_size: int = 32  # rows per model batch (actor stages)
+    units_in_flight: int = 0  # task stages: at most this many units at once (0: twice the CPUs per task)
 
 
 class Stage:

@@ -10,7 +10,6 @@ tars are read by ranged reads, tables are published whole.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tarfile
 import time
@@ -27,30 +26,12 @@ from curate.scoring.embeddings import write_embeddings
 from curate.scoring.frames import DECODE_MAX_SIDE, FrameDecodeError, IsolatedDecoder
 from curate.scoring.scorer_set import SCORER_NAMES, ScorerSet
 from curate.scoring.weights import DEFAULT_CLIP
+from curate.shards.derived import drop_temporaries, shard_content, stale_shards, write_table
 from curate.shards.folder import DatasetFolder
 from curate.stage import Resources, Stage
 
 ALL_SCORERS = SCORER_NAMES + (dedup.NAME,)
-CONTENT_KEY = b"curate.content"  # score-table metadata: digest of the manifest rows it scored
 _MEDIA_EXT = ("mp4", "webm", "jpg", "png", "webp", "gif", "bmp")
-
-
-def shard_content(manifest_path: str) -> tuple[str, int]:
-    """(digest of the shard's success rows as (key, sha256) pairs, their count): what a score table covers."""
-    table = storage.read_table(manifest_path, columns=["key", "sha256", "status"])
-    pairs = sorted((k, d or "") for k, d, s in zip(*(table.column(c).to_pylist() for c in ("key", "sha256", "status")))
-                   if s == "success")
-    digest = hashlib.sha256("\n".join(f"{k}\t{d}" for k, d in pairs).encode()).hexdigest()
-    return digest, len(pairs)
-
-
-def stored_content(path: str) -> str | None:
-    try:
-        meta = storage.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowInvalid):
-        return None
-    value = meta.get(CONTENT_KEY)
-    return value.decode() if value else None
 
 
 def expand_shard(root: str, sid: str, k: int, positions: str, decode_timeout: float,
@@ -113,19 +94,6 @@ class ScoreModel:
             emb = row.pop(CLIP_EMBEDDING, None)
             row[CLIP_EMBEDDING] = None if emb is None else np.asarray(emb, np.float32).tobytes()
         return pa.Table.from_pylist(scored)
-
-
-def _write_table(path: str, table: pa.Table, content: str | None = None) -> None:
-    if content is not None:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), CONTENT_KEY: content.encode()})
-    storage.write_table(table, path)
-
-
-def _drop_temporaries(folder: str) -> None:
-    """Temporary tables a killed run left in a local output folder (object stores get whole objects only)."""
-    if not storage.is_remote(folder):
-        for path in storage.glob(storage.join(folder, ".*.parquet.tmp*")):
-            storage.remove(path)
 
 
 @dataclass
@@ -229,15 +197,11 @@ class ScoreStage(Stage):
     def todo(self) -> list[str]:
         self.content = {sid: shard_content(self.folder.manifest(sid)) for sid in self.folder.complete_shards()}
         self.needs = {}
-        _drop_temporaries(storage.join(self.root, "embeddings"))
+        drop_temporaries(storage.join(self.root, "embeddings"))
         for scorer in self.scorers:
-            _drop_temporaries(self.scorer_dir(scorer))
-            # one listing, then a footer read per existing table (not a failed request per missing one)
-            written = set(storage.glob(storage.join(self.scorer_dir(scorer), "*.parquet")))
-            for sid, (digest, _) in self.content.items():
-                path = storage.join(self.scorer_dir(scorer), f"{sid}.parquet")
-                if path not in written or stored_content(path) != digest:
-                    self.needs.setdefault(sid, set()).add(scorer)
+            drop_temporaries(self.scorer_dir(scorer))
+            for sid in stale_shards(self.scorer_dir(scorer), self.content):
+                self.needs.setdefault(sid, set()).add(scorer)
         return sorted(self.needs)
 
     def expand(self, unit: str) -> list[dict]:
@@ -265,7 +229,7 @@ class ScoreStage(Stage):
                 if kept:
                     write_embeddings(storage.join(self.root, "embeddings", f"{unit}.parquet"), [k for k, _ in kept],
                                      np.stack([e for _, e in kept]), self.section.clip_model or DEFAULT_CLIP)
-            _write_table(storage.join(self.scorer_dir(scorer), f"{unit}.parquet"), table, digest)
+            write_table(storage.join(self.scorer_dir(scorer), f"{unit}.parquet"), table, digest)
 
     def finish(self, done: list, failures: list) -> dict:
         run = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

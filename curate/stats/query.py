@@ -41,13 +41,25 @@ def score_tables(root: str) -> list[str]:
     return sorted(folders, key=lambda d: (_written_at(d), d), reverse=True)
 
 
+def caption_runs(root: str) -> dict[str, str]:
+    """{run name: its folder} for every caption run written by `curate caption` (captions/<run>/*.parquet)."""
+    folders = {storage.parent(p) for p in storage.glob(storage.join(root, "captions", "*", "*.parquet"))}
+    return {storage.basename(folder): folder for folder in sorted(folders)}
+
+
+def caption_columns(run: str, names: list[str]) -> dict[str, str]:
+    """{caption table column: its name in `samples`}: the text as caption_<run>, the rest as caption_<run>_<column>."""
+    return {c: f"caption_{run}" if c == "caption" else f"caption_{run}_{c}" for c in names if c != "key"}
+
+
 def column_sources(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """{score column: the scores/ folder it is read from} for a session made by connect()."""
     return json.loads(con.execute("SELECT value FROM _curate_columns").fetchall()[0][0])
 
 
 def connect(root: str) -> duckdb.DuckDBPyConnection:
-    """`samples` = every shard manifest, left-joined with every scorer's table on key. After the view is
+    """`samples` = every shard manifest, left-joined with every scorer's table and every caption run's table
+    (columns caption_<run>, caption_<run>_<column>) on key. After the view is
     defined the session may read only inside the folder and cannot write files. A folder in object storage is
     read through fsspec (storage.duckdb_connect), with the same limits."""
     root = storage.absolute(root)
@@ -69,6 +81,16 @@ def connect(root: str) -> duckdb.DuckDBPyConnection:
         picked = ", ".join(f's{i}."{c}"' for c in new) or "NULL AS _none"
         sql = (f"SELECT q.*, {picked} FROM ({sql}) q "
                f"LEFT JOIN read_parquet({_quote(path)}, union_by_name = true) s{i} USING (key)")
+    for i, (run_name, table) in enumerate(caption_runs(root).items()):
+        path = storage.join(table, "*.parquet")
+        names = [c for (c,) in con.execute(
+            f"SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet({_quote(path)}))").fetchall()]
+        aliases = {c: a for c, a in caption_columns(run_name, names).items() if a not in columns}
+        columns.update(aliases.values())
+        sources.update({a: _relative(table, root) for a in aliases.values()})
+        picked = ", ".join(f'c{i}."{c}" AS "{a}"' for c, a in aliases.items()) or "NULL AS _none"
+        sql = (f"SELECT q.*, {picked} FROM ({sql}) q "
+               f"LEFT JOIN read_parquet({_quote(path)}, union_by_name = true) c{i} USING (key)")
     con.execute(f"CREATE VIEW samples AS {sql}")
     con.execute("CREATE TABLE _curate_columns AS SELECT ? AS value", [json.dumps(sources)])
     con.execute(f"SET allowed_directories = [{_quote(root)}]")

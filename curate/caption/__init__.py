@@ -1,0 +1,1 @@
+"""Captions from a vision-language model: frames -> one chat request per sample -> captions/<run>/ tables."""

@@ -1,0 +1,207 @@
+"""The caption stage: every success sample of a dataset folder -> its frames -> one chat request -> one row of
+captions/<run>/<shard>.parquet (a failure is a row with `error`, never a crash).
+
+One table per shard, written whole and stamped with the shard content it covers (curate.shards.derived), so a
+killed run redoes only shards without a table, and a shard whose content changed is captioned again. The openai
+backend runs shard tasks, each with many requests in flight on one event loop while isolated children decode the
+next frames; the hf backend (curate.caption.hf) runs a local model in an actor pool. The API key is read from
+the environment where the requests are made and goes nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from curate import engine, schema, storage
+from curate.caption.client import ChatClient, CaptionFailure, RetryPolicy, RunDeadline, chat_request, chat_url
+from curate.caption.frames import FrameDecodeFailed, shared_pool
+from curate.config import CaptionSection, ConfigError
+from curate.shards.derived import drop_temporaries, shard_content, stale_shards, write_table
+from curate.shards.folder import DatasetFolder
+from curate.shards.reader import ShardSample, samples
+from curate.stage import Resources, Stage
+
+RUN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+SHARDS_IN_FLIGHT = 2  # one shard's last requests overlap the next shard's first ones
+DECODERS_PER_SHARD = 2  # isolated decoder children per shard task: decoding stays ahead of the requests
+
+
+def run_name(section: CaptionSection) -> str:
+    """The caption run's name: --name, else the model's last path part made an identifier."""
+    if section.name is not None:
+        if not RUN_NAME.match(section.name):
+            raise ConfigError(f"--name {section.name!r}: use lowercase letters, digits and _ (starting with a letter)")
+        return section.name
+    base = re.sub(r"[^a-z0-9]+", "_", section.model.rstrip("/").rsplit("/", 1)[-1].lower()).strip("_")
+    return (base if base[:1].isalpha() else f"m_{base}")[:63]
+
+
+def captions_dir(root: str, run: str) -> str:
+    return storage.join(root, "captions", run)
+
+
+def prompt_sha256(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+
+
+def caption_row(key: str, common: dict, *, caption: str | None = None, error: str | None = None, frames: int = 0,
+                prompt_tokens: int | None = None, completion_tokens: int | None = None,
+                finish_reason: str | None = None, attempts: int = 0) -> dict:
+    return dict(common, key=key, caption=caption, error=error, frames=frames, prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens, finish_reason=finish_reason, attempts=attempts)
+
+
+async def for_each_sample(stream, work, concurrency: int) -> list[dict]:
+    """`work(sample)` for every sample of the (blocking) iterator `stream`, `concurrency` at a time, as rows;
+    at most `concurrency` samples are held at once. A RunDeadline stops the shard."""
+    rows: list[dict] = []
+    lock = asyncio.Lock()
+
+    async def worker():
+        while True:
+            async with lock:  # the tar is read in order, one member at a time, off the event loop
+                sample = await asyncio.to_thread(next, stream, None)
+            if sample is None:
+                return
+            rows.append(await work(sample))
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(concurrency):
+                group.create_task(worker())
+    except* RunDeadline as errors:
+        raise errors.exceptions[0] from None
+    return rows
+
+
+@dataclass
+class CaptionStage(Stage):
+    """Captions from an OpenAI-compatible chat endpoint for every success sample, one table per shard."""
+
+    root: str
+    section: CaptionSection
+    deadline: float | None = None  # epoch seconds: the bound on the whole run
+
+    name = "caption"
+
+    def __post_init__(self):
+        self.root = storage.absolute(self.root)
+        self.folder = DatasetFolder(self.root)
+        self.run = run_name(self.section)
+        if self.section.endpoint:
+            chat_url(self.section.endpoint)  # a malformed URL is refused before anything runs
+        self.prompt = self.section.prompt()
+        self.inputs = (self.folder.shards_dir,)
+        self.outputs = (self.out_dir,)
+        self.resources = Resources(cpus=1, units_in_flight=SHARDS_IN_FLIGHT)
+        self.content: dict[str, tuple[str, int]] = {}
+        self.key_expected = False
+
+    @property
+    def out_dir(self) -> str:
+        return captions_dir(self.root, self.run)
+
+    @property
+    def provenance_path(self) -> str:
+        return storage.join(self.out_dir, "_provenance.json")
+
+    def describe(self) -> list[str]:
+        s = self.section
+        return super().describe() + [f"  {s.model} ({s.backend}) on {s.frames} frame(s) per video, "
+                                     f"{s.concurrency} requests in flight -> caption_{self.run}"]
+
+    def config(self) -> dict:
+        s = self.section
+        return {"backend": s.backend, "model": s.model, "prompt_sha256": prompt_sha256(self.prompt),
+                "frames": s.frames, "max_side": s.max_side, "max_tokens": s.max_tokens}
+
+    def record(self) -> dict:
+        endpoint = chat_url(self.section.endpoint) if self.section.endpoint else None
+        return {"dataset": self.root, "run": self.run, "prompt": self.prompt, "endpoint": endpoint,
+                "column": f"caption_{self.run}"}
+
+    def check(self) -> None:
+        if not self.folder.complete_shards():
+            raise FileNotFoundError(f"{self.root} has no complete shards to caption")
+        var = self.section.api_key_env
+        if var != CaptionSection.api_key_env and not os.environ.get(var):
+            raise ConfigError(f"--api-key-env {var}: that environment variable is not set")
+        self.key_expected = bool(os.environ.get(var))  # the workers must see it too (only this flag travels)
+
+    def reset(self) -> None:
+        storage.remove(self.out_dir, recursive=True)
+
+    def todo(self) -> list[str]:
+        self.content = {sid: shard_content(self.folder.manifest(sid)) for sid in self.folder.complete_shards()}
+        drop_temporaries(self.out_dir)
+        return sorted(stale_shards(self.out_dir, self.content))
+
+    def common(self) -> dict:
+        return {"model": self.section.model, "prompt_sha256": prompt_sha256(self.prompt)}
+
+    def write(self, unit: str, rows: list[dict]) -> None:
+        rows.sort(key=lambda r: r["key"])
+        digest = self.content[unit][0] if unit in self.content else shard_content(self.folder.manifest(unit))[0]
+        write_table(storage.join(self.out_dir, f"{unit}.parquet"), schema.table("captions", rows), digest)
+
+    def process(self, unit: str) -> dict:
+        if self.key_expected and not os.environ.get(self.section.api_key_env):
+            raise RuntimeError(f"{self.section.api_key_env} is set where the run started but not on this Ray worker: "
+                               "set it in the workers' environment")
+        rows = asyncio.run(self._caption_shard(unit))
+        self.write(unit, rows)
+        return {"shard": unit, "captioned": sum(r["error"] is None for r in rows),
+                "failed": sum(r["error"] is not None for r in rows),
+                "prompt_tokens": sum(r["prompt_tokens"] or 0 for r in rows),
+                "completion_tokens": sum(r["completion_tokens"] or 0 for r in rows)}
+
+    async def _caption_shard(self, unit: str) -> list[dict]:
+        s = self.section
+        concurrency = max(1, math.ceil(s.concurrency / SHARDS_IN_FLIGHT))
+        policy = RetryPolicy(retries=s.retries, timeout=s.timeout)
+        common = self.common()
+        pool = shared_pool(DECODERS_PER_SHARD, s.frames, s.max_side)
+        async with ChatClient(s.endpoint, os.environ.get(s.api_key_env), policy, concurrency,
+                              self.deadline) as client:
+
+            async def one(sample: ShardSample) -> dict:
+                if sample.media is None:
+                    return caption_row(sample.key, common, error="missing_media: the shard's tar has no media")
+                try:
+                    jpegs = await pool.frames(sample.media, sample.row["modality"])
+                    answer = await client.complete(chat_request(s.model, self.prompt, jpegs, s.max_tokens))
+                except FrameDecodeFailed as error:
+                    return caption_row(sample.key, common, error=f"decode_error: {error}")
+                except CaptionFailure as error:
+                    return caption_row(sample.key, common, error=f"{error.reason}: {error}", frames=len(jpegs),
+                                       attempts=error.attempts)
+                return caption_row(sample.key, common, caption=answer.text, frames=len(jpegs),
+                                   prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+                                   finish_reason=answer.finish_reason, attempts=answer.attempts)
+
+            return await for_each_sample(samples(self.root, unit), one, concurrency)
+
+    def finish(self, done: list, failures: list) -> dict:
+        return {"run": self.run, "column": f"caption_{self.run}", "captioned_shards": len(done),
+                "skipped_shards": len(self.content) - len(done) - len(failures),
+                "captioned": sum(d["captioned"] for d in done), "failed_samples": sum(d["failed"] for d in done),
+                "prompt_tokens": sum(d["prompt_tokens"] for d in done),
+                "completion_tokens": sum(d["completion_tokens"] for d in done),
+                "failed_shards": [{"shard": str(u), "error": e} for u, e in failures]}
+
+
+def caption(root: str, section: CaptionSection, *, force: bool = False, address: str | None = None) -> dict:
+    """Caption every success sample of the dataset folder into captions/<run>/; resumable per shard; refuses a
+    run whose model, prompt or frame settings changed unless `force`."""
+    deadline = time.time() + section.max_run_seconds if section.max_run_seconds else None
+    if section.backend == "hf":
+        from curate.caption.hf import HfCaptionStage
+
+        return engine.run_stage(HfCaptionStage(root, section, deadline), force=force, address=address)
+    return engine.run_stage(CaptionStage(root, section, deadline), force=force, address=address)

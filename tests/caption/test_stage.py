@@ -1,0 +1,143 @@
+"""The caption stage end to end against the loopback pixel server: every success sample captioned from its own
+frames, failures as rows, the `samples` columns, resume, refusal of changed settings, a SIGKILL mid-run, bad
+input (exit 2), and the API key in no output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import duckdb
+import pytest
+from conftest import API_KEY, KEY_ENV, build_dataset, two_colours
+from typer.testing import CliRunner
+
+from curate.caption.stage import caption
+from curate.cli import app
+from curate.config import CaptionSection, ConfigError, SelectSection
+from curate.demo.chat_server import start
+from curate.provenance import ProvenanceMismatch
+from curate.selection import select
+from curate.shards.folder import DatasetFolder
+from curate.shards.reader import samples
+from curate.stats.query import connect, run
+
+SHARDS = {"00000": [two_colours("red", "blue"), two_colours("green", "white"), ("blue",), ("yellow",) * 8,
+                    "broken", "failed"],
+          "00001": [two_colours("white", "red"), ("purple",), two_colours("blue", "green")]}
+
+
+def files_containing(root: str, text: str) -> list[str]:
+    hits = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            if text.encode() in open(path, "rb").read():
+                hits.append(path)
+    return hits
+
+
+def test_caption_run_rows_view_resume_and_changed_prompt(ray_local, tmp_path):
+    root = str(tmp_path / "ds")
+    expected = build_dataset(root, str(tmp_path / "media"), SHARDS)
+    server = start(faults=["429", "500", "drop", "slow"], retry_after=1, slow_s=3)
+    try:
+        section = CaptionSection(model="tiny-vlm", endpoint=server.base_url, name="tiny", concurrency=4, timeout=2,
+                                 frames=4, api_key_env=KEY_ENV)
+        summary = caption(root, section)
+        assert summary["captioned_shards"] == 2 and not summary["failed_shards"], summary["failed_shards"]
+        rows = {r["key"]: r for r in run(connect(root), "SELECT * FROM samples ORDER BY key").to_pylist()}
+        assert len(rows) == 9
+        for key, text in expected.items():
+            row = rows[key]
+            if row["caption_tiny"] is None:
+                continue
+            assert row["caption_tiny"] == text, key  # its own frames, in order
+            assert row["caption"] == f"source caption {int(key[1:])}"  # the source caption stays beside it
+            assert row["caption_tiny_model"] == "tiny-vlm" and len(row["caption_tiny_prompt_sha256"]) == 64
+            assert row["caption_tiny_prompt_tokens"] > 0 and row["caption_tiny_completion_tokens"] > 0
+        assert rows["k000"]["caption_tiny"] == "4 frames: red, red, blue, blue"
+        assert rows["k002"]["caption_tiny"] == "1 frames: blue" and rows["k002"]["caption_tiny_frames"] == 1
+        assert rows["k003"]["caption_tiny_error"].startswith("empty_answer")  # all yellow: empty answer
+        assert rows["k004"]["caption_tiny_error"].startswith("decode_error")
+        assert rows["k005"]["caption_tiny"] is None and rows["k005"]["caption_tiny_error"] is None  # not a success
+        assert rows["k007"]["caption_tiny_error"].startswith("refused")  # all purple: refusal
+        assert summary["captioned"] == 5 and summary["failed_samples"] == 3
+        assert server.answered == 7 + 1  # every success sample but the broken one, + the slow answer given up on
+        assert sum(r["caption_tiny_attempts"] or 0 for r in rows.values()) == 7 + 4  # + the 4 faults, retried
+        assert server.authorizations == {f"Bearer {API_KEY}"}
+        assert not files_containing(root, API_KEY)
+
+        picked = select(root, str(tmp_path / "train"), SelectSection(where="modality = 'image'", caption="tiny"))
+        assert picked["kept"] == 2
+        texts = {s.key: s.caption_text for sid in DatasetFolder(str(tmp_path / "train")).complete_shards()
+                 for s in samples(str(tmp_path / "train"), sid, ["caption"], captions=True)}
+        assert texts == {"k002": "1 frames: blue", "k007": "source caption 7"}  # refused: the source caption stays
+        record = json.loads((tmp_path / "train" / "provenance.json").read_text())
+        assert record["caption"]["run"] == "tiny" and record["caption"]["replaced"] == 1
+        with pytest.raises(ConfigError, match="choose from tiny"):
+            select(root, str(tmp_path / "other"), SelectSection(caption="nope"))
+
+        answered = server.answered
+        again = caption(root, section)
+        assert again["captioned_shards"] == 0 and again["skipped_shards"] == 2 and server.answered == answered
+        prompt = tmp_path / "prompt.txt"
+        prompt.write_text("Name the colours.")
+        with pytest.raises(ProvenanceMismatch):
+            caption(root, CaptionSection(model="tiny-vlm", endpoint=server.base_url, name="tiny",
+                                         prompt_file=str(prompt)))
+    finally:
+        server.shutdown()
+
+
+def test_kill_mid_run_then_resume_captions_every_sample_once(tmp_path):
+    """SIGKILL `curate caption` once its first shard table landed, rerun it: every success key once, right."""
+    root = str(tmp_path / "ds")
+    colours = ["red", "green", "blue", "white"]
+    expected = build_dataset(root, str(tmp_path / "media"), {
+        f"{s:05d}": [two_colours(colours[(s + i) % 4], colours[(s + i + 1) % 4]) for i in range(2)]
+        for s in range(6)})
+    server = start(latency_s=0.3)
+    env = dict(os.environ, CURATE_RAY_NUM_CPUS="2")
+    cmd = [sys.executable, "-m", "curate.cli", "caption", root, "--endpoint", server.base_url, "--model", "tiny-vlm",
+           "--name", "tiny", "--concurrency", "2", "--api-key-env", KEY_ENV]
+    out = os.path.join(root, "captions", "tiny")
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        deadline = time.time() + 180
+        while time.time() < deadline and not (os.path.isdir(out) and any(n.endswith(".parquet") for n in os.listdir(out))):
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        first_output = proc.communicate()[0].decode()
+        written = [n for n in os.listdir(out) if n.endswith(".parquet")]
+        assert 0 < len(written) < 6
+        rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert '"skipped_shards": ' in rerun.stdout and API_KEY not in rerun.stdout + rerun.stderr + first_output
+    finally:
+        server.shutdown()
+    table = duckdb.sql(f"SELECT key, caption FROM read_parquet('{out}/*.parquet')").fetchall()
+    assert sorted(k for k, _ in table) == sorted(expected)  # every sample once
+    assert dict(table) == expected
+    assert not [n for n in os.listdir(out) if n.startswith(".")] and not files_containing(root, API_KEY)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--backend", "bogus"], "choose from openai, hf"),
+    (["--endpoint", "localhost:8000"], "not an http(s) URL"),
+    (["--api-key-env", "CURATE_NO_SUCH_KEY_VAR"], "CURATE_NO_SUCH_KEY_VAR"),
+    (["--name", "Bad-Name"], "--name"),
+    (["--prompt-file", "/nonexistent/prompt.txt"], "--prompt-file"),
+])
+def test_bad_input_exits_2_naming_the_problem(tmp_path, flags, message):
+    root = str(tmp_path / "ds")
+    build_dataset(root, str(tmp_path / "media"), {"00000": [("blue",)]})
+    args = ["caption", root, "--model", "m", "--endpoint", "http://127.0.0.1:9/v1", *flags]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not os.path.exists(os.path.join(root, "captions"))  # nothing written
