@@ -158,7 +158,7 @@ def caption_cmd(
     **options,
 ) -> None:
     """Caption every success sample with a vision-language model (an OpenAI-compatible endpoint such as vLLM,
-    SGLang, TGI or Ollama; or --backend hf) into captions/<name>/, shown in `samples` as caption_<name>.
+    SGLang, TGI or Ollama) into captions/<name>/, shown in `samples` as caption_<name>.
     Failures are rows; resumable per shard. The API key is read from --api-key-env and never printed."""
     from curate.caption.stage import caption
 

@@ -200,7 +200,7 @@ class ScoreSection:
         "Seconds one sample's decode may take in the isolated decoder before it is a failure.", min=1.0))
 
 
-CAPTION_BACKENDS = ("openai", "hf")
+CAPTION_BACKENDS = ("openai",)  # an in-process Hugging Face backend is planned (needs transformers)
 DEFAULT_CAPTION_PROMPT = ("Describe this video in one factual paragraph: the subjects, their actions and motion, the "
                           "setting, the camera's movement and the visual style. Describe only what is visible; do not "
                           "guess names or add opinions. The images are frames of one clip in temporal order.")
@@ -208,12 +208,10 @@ DEFAULT_CAPTION_PROMPT = ("Describe this video in one factual paragraph: the sub
 
 @dataclass
 class CaptionSection:
-    model: str = field(metadata=_help("The model: its name on the endpoint (openai), or a local Hugging Face "
-                                      "Qwen2-VL / Qwen2.5-VL folder (hf)."))
+    model: str = field(metadata=_help("The model's name on the endpoint (e.g. Qwen/Qwen2.5-VL-7B-Instruct)."))
     endpoint: str | None = field(default=None, metadata=_help(
         "OpenAI-compatible base URL (vLLM, SGLang, TGI, Ollama), e.g. http://127.0.0.1:8000/v1."))
-    backend: str = field(default="openai", metadata=_help("openai: an OpenAI-compatible chat endpoint; hf: a local "
-                                                          "Hugging Face model on GPU actors (CPU without GPUs)."))
+    backend: str = field(default="openai", metadata=_help("openai: an OpenAI-compatible chat endpoint."))
     name: str | None = field(default=None, metadata=_help(
         "Caption run name: captions/<name>/ and the column caption_<name> (default: from the model name)."))
     frames: int = field(default=4, metadata=_help("Frames sent per video, evenly spaced (images: the image).", min=1))
@@ -222,7 +220,7 @@ class CaptionSection:
     prompt_file: str | None = field(default=None, metadata=_help(
         "A text file with the prompt (default: one factual paragraph about the clip)."))
     max_tokens: int = field(default=300, metadata=_help("Answer length cap in tokens.", min=1))
-    concurrency: int = field(default=32, metadata=_help("Requests in flight (openai).", min=1))
+    concurrency: int = field(default=32, metadata=_help("Requests in flight.", min=1))
     timeout: float = field(default=120.0, metadata=_help("Seconds one request may take.", min=0.1))
     retries: int = field(default=6, metadata=_help("Retries of a request on 429, 5xx, timeouts and dropped "
                                                    "connections (backoff with jitter; Retry-After honoured).", min=0))
@@ -230,13 +228,11 @@ class CaptionSection:
         "Bound on the whole run: unfinished shards are left for the next run (exit 1).", min=1.0))
     api_key_env: str = field(default="OPENAI_API_KEY", metadata=_help(
         "Environment variable holding the API key (never printed or stored); unset: no key is sent."))
-    batch_size: int = field(default=4, metadata=_help("Samples per model batch (hf).", min=1))
-    actors: int | None = field(default=None, metadata=_help("Model actors (hf; default: one per GPU, else 1).", min=1))
 
     def __post_init__(self):
         if self.backend not in CAPTION_BACKENDS:
             raise ConfigError(f"unknown caption backend {self.backend!r}; choose from {', '.join(CAPTION_BACKENDS)}")
-        if self.backend == "openai" and not self.endpoint:
+        if not self.endpoint:
             raise ConfigError("--endpoint is required with the openai backend (e.g. http://127.0.0.1:8000/v1)")
 
     def prompt(self) -> str:

@@ -95,7 +95,8 @@ def parse_answer(body: dict, attempts: int) -> Answer:
 
 class ChatClient:
     """One aiohttp session for a shard's requests (`async with`); `complete(body)` sends one request with
-    retries. `deadline` (epoch seconds, as it crosses processes) bounds every wait: past it, RunDeadline instead of a failure."""
+    retries. `deadline` (epoch seconds, as it crosses processes) bounds every wait: past it, RunDeadline instead
+    of a failure."""
 
     def __init__(self, endpoint: str, api_key: str | None, policy: RetryPolicy = RetryPolicy(),
                  concurrency: int = 32, deadline: float | None = None):
@@ -135,7 +136,8 @@ class ChatClient:
                         raise CaptionFailure("bad_response", f"response is not JSON: {raw[:200]!r}") from None
                 retry_after = parse_retry_after(resp.headers.get("Retry-After")) \
                     if resp.status in RETRY_AFTER_STATUS else None
-                raise CaptionFailure(f"http_{resp.status}", f"HTTP {resp.status}: {raw[:300].decode('utf-8', 'replace')}",
+                text = raw[:300].decode("utf-8", "replace")
+                raise CaptionFailure(f"http_{resp.status}", f"HTTP {resp.status}: {text}",
                                      retryable=resp.status in RETRYABLE_STATUS or resp.status >= 500,
                                      retry_after=retry_after)
         except TimeoutError:

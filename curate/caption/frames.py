@@ -29,7 +29,8 @@ def caption_frames(media: bytes, modality: str, count: int, max_side: int) -> li
         raise ValueError(f"unknown modality {modality!r}")
     out = []
     for frame in fit_within(np.ascontiguousarray(frames), max_side):
-        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             raise ValueError("JPEG encoding failed")
         out.append(jpeg.tobytes())

@@ -2,10 +2,9 @@
 captions/<run>/<shard>.parquet (a failure is a row with `error`, never a crash).
 
 One table per shard, written whole and stamped with the shard content it covers (curate.shards.derived), so a
-killed run redoes only shards without a table, and a shard whose content changed is captioned again. The openai
-backend runs shard tasks, each with many requests in flight on one event loop while isolated children decode the
-next frames; the hf backend (curate.caption.hf) runs a local model in an actor pool. The API key is read from
-the environment where the requests are made and goes nowhere else.
+killed run redoes only shards without a table, and a shard whose content changed is captioned again. Shard tasks
+each keep many requests in flight on one event loop while isolated children decode the next frames. The API key
+is read from the environment where the requests are made and goes nowhere else.
 """
 
 from __future__ import annotations
@@ -200,8 +199,4 @@ def caption(root: str, section: CaptionSection, *, force: bool = False, address:
     """Caption every success sample of the dataset folder into captions/<run>/; resumable per shard; refuses a
     run whose model, prompt or frame settings changed unless `force`."""
     deadline = time.time() + section.max_run_seconds if section.max_run_seconds else None
-    if section.backend == "hf":
-        from curate.caption.hf import HfCaptionStage
-
-        return engine.run_stage(HfCaptionStage(root, section, deadline), force=force, address=address)
     return engine.run_stage(CaptionStage(root, section, deadline), force=force, address=address)

@@ -103,9 +103,7 @@ def samples(root: str, sid: str, columns: Iterable[str] | None = None, *, keys: 
             if not member.isfile():
                 continue
             key, ext = _split(member.name)
-            if key not in rows:
-                continue
-            if ext in MEDIA_EXTENSIONS:
+            if ext in MEDIA_EXTENSIONS and key in rows:
                 sample = ShardSample(sid, rows.pop(key), ext, tar.extractfile(member).read())
                 if captions:
                     pending[key] = sample  # its KEY.txt follows the media in our shards

@@ -38,4 +38,5 @@ def test_pool_fails_a_broken_file_and_goes_on(tmp_path):
         video, picture = asyncio.run(go(pool))
     finally:
         pool.close()
-    assert [dominant_colour(j) for j in video] == ["green", "green"] and [dominant_colour(j) for j in picture] == ["blue"]
+    assert [dominant_colour(j) for j in video] == ["green", "green"]
+    assert [dominant_colour(j) for j in picture] == ["blue"]

@@ -109,7 +109,8 @@ def test_kill_mid_run_then_resume_captions_every_sample_once(tmp_path):
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         deadline = time.time() + 180
-        while time.time() < deadline and not (os.path.isdir(out) and any(n.endswith(".parquet") for n in os.listdir(out))):
+        while time.time() < deadline and not (os.path.isdir(out) and any(n.endswith(".parquet")
+                                                                           for n in os.listdir(out))):
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)
         first_output = proc.communicate()[0].decode()
@@ -127,7 +128,7 @@ def test_kill_mid_run_then_resume_captions_every_sample_once(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--backend", "bogus"], "choose from openai, hf"),
+    (["--backend", "bogus"], "choose from openai"),
     (["--endpoint", "localhost:8000"], "not an http(s) URL"),
     (["--api-key-env", "CURATE_NO_SUCH_KEY_VAR"], "CURATE_NO_SUCH_KEY_VAR"),
     (["--name", "Bad-Name"], "--name"),
