@@ -323,6 +323,7 @@ class Pipeline:
     download: DownloadSection
     description: str = ""
     split: SplitSection | None = None  # long videos -> single-shot clips; score and select then work on the clips
+    caption: CaptionSection | None = None
     score: ScoreSection | None = None
     select: SelectSection | None = None
 
@@ -348,4 +349,6 @@ def load_pipeline(path: str) -> Pipeline:
             dl.source_options[key] = value = os.path.expandvars(value)
         if key in ("images", "videos") and isinstance(value, str):
             dl.source_options[key] = os.path.normpath(os.path.join(base, os.path.expandvars(value)))
+    if pipeline.caption and pipeline.caption.prompt_file:
+        pipeline.caption.prompt_file = os.path.join(base, os.path.expandvars(pipeline.caption.prompt_file))
     return pipeline

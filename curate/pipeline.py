@@ -1,5 +1,5 @@
-"""A pipeline recipe as a list of stages (download -> split -> score -> dedup -> select), described or run in order.
-With a split stage, score, dedup and select work on the clips' folder."""
+"""A pipeline recipe as a list of stages (download -> split -> caption -> score -> dedup -> select), described or run
+in order. With a split stage, caption, score, dedup and select work on the clips' folder."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 
 from curate import dedup, engine
+from curate.caption.stage import CaptionStage
 from curate.config import Pipeline
 from curate.dedup.stage import DedupStage
 from curate.download.stage import DownloadStage
@@ -28,6 +29,8 @@ def stages(recipe: Pipeline, out: str) -> list[Stage]:
     if recipe.split:
         data = beside(recipe.split.out, out)
         plan.append(SplitStage(out, data, recipe.split))
+    if recipe.caption:
+        plan.append(CaptionStage(data, recipe.caption))
     if recipe.score:
         if any(s in SCORER_NAMES for s in recipe.score.scorers):
             plan.append(ScoreStage(data, recipe.score))

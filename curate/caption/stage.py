@@ -74,7 +74,7 @@ async def for_each_sample(stream, work, concurrency: int) -> list[dict]:
         async with asyncio.TaskGroup() as group:
             for _ in range(concurrency):
                 group.create_task(worker())
-    except* RunDeadline as errors:
+    except* Exception as errors:  # the first cause, not a group: a RunDeadline, or what broke the shard read
         raise errors.exceptions[0] from None
     return rows
 
@@ -85,7 +85,6 @@ class CaptionStage(Stage):
 
     root: str
     section: CaptionSection
-    deadline: float | None = None  # epoch seconds: the bound on the whole run
 
     name = "caption"
 
@@ -101,6 +100,7 @@ class CaptionStage(Stage):
         self.resources = Resources(cpus=1, units_in_flight=SHARDS_IN_FLIGHT)
         self.content: dict[str, tuple[str, int]] = {}
         self.key_expected = False
+        self.deadline: float | None = None  # epoch seconds: the bound on the whole run, set when it starts
 
     @property
     def out_dir(self) -> str:
@@ -135,6 +135,10 @@ class CaptionStage(Stage):
 
     def reset(self) -> None:
         storage.remove(self.out_dir, recursive=True)
+
+    def prepare(self) -> None:
+        seconds = self.section.max_run_seconds
+        self.deadline = time.time() + seconds if seconds else None
 
     def todo(self) -> list[str]:
         self.content = {sid: shard_content(self.folder.manifest(sid)) for sid in self.folder.complete_shards()}
@@ -198,5 +202,4 @@ class CaptionStage(Stage):
 def caption(root: str, section: CaptionSection, *, force: bool = False, address: str | None = None) -> dict:
     """Caption every success sample of the dataset folder into captions/<run>/; resumable per shard; refuses a
     run whose model, prompt or frame settings changed unless `force`."""
-    deadline = time.time() + section.max_run_seconds if section.max_run_seconds else None
-    return engine.run_stage(CaptionStage(root, section, deadline), force=force, address=address)
+    return engine.run_stage(CaptionStage(root, section), force=force, address=address)

@@ -44,6 +44,14 @@ def files_containing(root: str, text: str) -> list[str]:
 def test_caption_run_rows_view_resume_and_changed_prompt(ray_local, tmp_path):
     root = str(tmp_path / "ds")
     expected = build_dataset(root, str(tmp_path / "media"), SHARDS)
+    slow = start(latency_s=3)
+    try:  # the bound on the whole run: shards left unwritten for the next run, not failure rows
+        bounded = caption(root, CaptionSection(model="tiny-vlm", endpoint=slow.base_url, name="tiny",
+                                               api_key_env=KEY_ENV, max_run_seconds=1))
+    finally:
+        slow.shutdown()
+    assert len(bounded["failed_shards"]) == 2 and "time bound" in bounded["failed_shards"][0]["error"]
+    assert not [n for n in os.listdir(os.path.join(root, "captions", "tiny")) if n.endswith(".parquet")]
     server = start(faults=["429", "500", "drop", "slow"], retry_after=1, slow_s=3)
     try:
         section = CaptionSection(model="tiny-vlm", endpoint=server.base_url, name="tiny", concurrency=4, timeout=2,
@@ -118,7 +126,9 @@ def test_kill_mid_run_then_resume_captions_every_sample_once(tmp_path):
         assert 0 < len(written) < 6
         rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
-        assert '"skipped_shards": ' in rerun.stdout and API_KEY not in rerun.stdout + rerun.stderr + first_output
+        summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+        assert summary["skipped_shards"] == len(written) and summary["captioned_shards"] == 6 - len(written)
+        assert API_KEY not in rerun.stdout + rerun.stderr + first_output
     finally:
         server.shutdown()
     table = duckdb.sql(f"SELECT key, caption FROM read_parquet('{out}/*.parquet')").fetchall()
@@ -142,3 +152,14 @@ def test_bad_input_exits_2_naming_the_problem(tmp_path, flags, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not os.path.exists(os.path.join(root, "captions"))  # nothing written
+
+
+def test_recipe_caption_section_runs_after_download(tmp_path):
+    (tmp_path / "urls.txt").write_text("http://127.0.0.1:9/a.mp4\ta\n")
+    (tmp_path / "prompt.txt").write_text("Name the colours.")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\ndownload: {source: urls, input: urls.txt}\n"
+                      "caption: {model: tiny-vlm, endpoint: 'http://127.0.0.1:9/v1', name: r, prompt_file: prompt.txt}\n")
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "ds"), "--describe"])
+    assert result.exit_code == 0, result.output
+    assert "pipeline r: download -> caption" in result.output and "-> caption_r" in result.output
