@@ -35,6 +35,7 @@ bench: setup
 	$(PY) scripts/bench_download.py
 	$(PY) scripts/bench_stats.py
 	$(PY) scripts/bench_score.py
+	$(PY) scripts/bench_caption.py
 	$(PY) scripts/bench_unet_vs_official.py --threads 1
 	$(PY) scripts/bench_train_loader.py
 	$(PY) scripts/bench_loader_real.py
