@@ -1,14 +1,12 @@
-"""Fixtures for the caption tests: a dataset folder of coloured clips and images whose right caption is known,
-and the loopback chat server (curate.demo.chat_server) that answers from the pixels it receives."""
+"""Data for the caption tests: a dataset folder of coloured clips and images whose right caption is known, and
+the API key that must appear in no output."""
 
 from __future__ import annotations
 
 import os
 
 import numpy as np
-import pytest
 
-from curate.demo.chat_server import start
 from curate.demo.corpus import COLORS, write_mp4
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter
@@ -61,10 +59,3 @@ def build_dataset(root: str, media: str, shards: dict[str, list[tuple]]) -> dict
 
 def two_colours(a: str, b: str) -> tuple:
     return (a,) * 4 + (b,) * 4
-
-
-@pytest.fixture(scope="module")
-def chat_server():
-    server = start()
-    yield server
-    server.shutdown()

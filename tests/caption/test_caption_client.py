@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import API_KEY
+from caption_data import API_KEY
 
 from curate.caption.client import (CaptionFailure, ChatClient, RetryPolicy, RunDeadline, chat_request, chat_url,
                                    parse_answer)

@@ -7,7 +7,7 @@ import asyncio
 import cv2
 import numpy as np
 import pytest
-from conftest import clip
+from caption_data import clip
 
 from curate.caption.frames import FrameDecodeFailed, FramePool, caption_frames
 from curate.demo.chat_server import dominant_colour

@@ -13,7 +13,7 @@ import time
 
 import duckdb
 import pytest
-from conftest import API_KEY, KEY_ENV, build_dataset, two_colours
+from caption_data import API_KEY, KEY_ENV, build_dataset, two_colours
 from typer.testing import CliRunner
 
 from curate.caption.stage import caption
