@@ -18,6 +18,7 @@ import typer
 from curate.cli_params import section_from_flags, with_options
 from curate.config import (CaptionSection, ConfigError, DownloadSection, ScoreSection, SelectSection, SplitSection,
                            load_pipeline)
+from curate.eval.fvd_options import FVDOptions
 from curate.eval.generate import GenerateOptions
 from curate.train.sampler_options import SamplerOptions
 from curate.train import commands as train_commands
@@ -347,27 +348,23 @@ def generate_cmd(
 
 
 @app.command("fvd")
+@with_options(FVDOptions)
 def fvd_cmd(
     real_dir: str = typer.Argument(..., help="Dataset folder of real videos (statistics cached per protocol)."),
     gen_dir: str = typer.Argument(..., help="Dataset folder of generated videos."),
     i3d_weights: Optional[str] = typer.Option(None, help="i3d_pretrained_400.pt (pytorch-i3d layout) or the "
                                                          "TorchScript i3d_torchscript.pt (default: the standard cache)."),
-    max_clips: int = typer.Option(2048, min=2, help="Clips per side (the common protocol: 2,048 real vs 2,048 generated)."),
-    frames: int = typer.Option(16, min=1, help="Frames per clip."),
-    stride: int = typer.Option(1, min=1, help="Frame stride within a clip."),
-    resize: str = typer.Option("crop", help="crop: shorter side to 224 + centre crop (VideoGPT/StyleGAN-V); "
-                                            "squash: straight to 224x224 (the TF original)."),
-    batch_size: int = typer.Option(8, min=1, help="Clips per I3D batch."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+    device: Optional[str] = DEVICE,
     i3d_trust: bool = typer.Option(False, help="Load a TorchScript I3D file (it is code: only files you trust)."),
     out: Optional[str] = typer.Option(None, "--out", help="Result JSON (default GEN_DIR/eval/fvd.json)."),
+    **options,
 ) -> None:
     """Frechet Video Distance between two folders, printed and written with its whole protocol."""
     from curate.eval.fvd import fvd
 
     with usage_errors(gen_dir):
-        result = fvd(real_dir, gen_dir, i3d_weights=i3d_weights, i3d_trust=i3d_trust, max_clips=max_clips,
-                     frames=frames, stride=stride, resize=resize, batch_size=batch_size, device=device, out=out)
+        result = fvd(real_dir, gen_dir, section_from_flags(FVDOptions, options), i3d_weights=i3d_weights,
+                     i3d_trust=i3d_trust, device=device, out=out)
     typer.echo(json.dumps(result, default=str))
 
 

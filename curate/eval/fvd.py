@@ -19,18 +19,13 @@ from curate import provenance
 from curate.eval import frechet, i3d
 from curate.eval.clips import iter_clips
 from curate.device import resolve
+from curate.eval.fvd_options import RESIZE_MODES, FVDOptions
 from curate.scoring.weights import curate_cache_dir
 from curate.shards.atomic import publish
 from curate.storage import write_json
 from curate.shards.folder import DatasetFolder
 
 SIZE = 224
-RESIZE_MODES = {
-    # VideoGPT / TATS / common_metrics_on_video_quality, the PyTorch code that ships i3d_pretrained_400.pt
-    "crop": "bilinear (no antialias), shorter side to 224 (longer side rounded up), centre crop 224x224",
-    # the original TF FVD (tf.image.resize_bilinear of every frame to 224x224, aspect not kept)
-    "squash": "bilinear (no antialias) straight to 224x224, aspect not kept",
-}
 SELECTION = ("the first N decodable video clips in manifest order (shards by id, rows in manifest order); "
              "videos shorter than frames x stride are skipped and counted")
 
@@ -189,25 +184,23 @@ def folder_stats(root: str, model: torch.nn.Module, proto: dict, *, device: torc
     return stats, summary
 
 
-def fvd(real_dir: str, gen_dir: str, *, i3d_weights: str | None = None, i3d_trust: bool = False,
-        max_clips: int = 2048, frames: int = 16,
-        stride: int = 1, resize: str = "crop", batch_size: int = 8, device: str | None = None, workers: int = 2,
-        decode_timeout: float = 60.0, cache_dir: str | None = None, out: str | None = None) -> dict:
-    """FVD of gen_dir against real_dir; the result (value, protocol, counts, inputs) is written to `out`
-    (default GEN_DIR/eval/fvd.json) and returned. Weights are resolved and checked before any decoding;
+def fvd(real_dir: str, gen_dir: str, options: FVDOptions = FVDOptions(), *, i3d_weights: str | None = None,
+        i3d_trust: bool = False, device: str | None = None, workers: int = 2, decode_timeout: float = 60.0,
+        cache_dir: str | None = None, out: str | None = None) -> dict:
+    """FVD of gen_dir against real_dir under `options`; the result (value, protocol, counts, inputs) is written to
+    `out` (default GEN_DIR/eval/fvd.json) and returned. Weights are resolved and checked before any decoding;
     i3d_trust allows a TorchScript detector file (StyleGAN-V's), which runs code from the file."""
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"unknown resize mode {resize!r}; choose from {sorted(RESIZE_MODES)}")
     for root in (real_dir, gen_dir):
         if not DatasetFolder(root).complete_shards():
             raise FileNotFoundError(f"{root} is not a dataset folder with complete shards (no shards/*.parquet)")
     torch_device = resolve(device)
     loaded = i3d.load_i3d(i3d_weights, torch_device, trust_checkpoint=i3d_trust)
-    proto = protocol(loaded, frames=frames, stride=stride, resize=resize, max_clips=max_clips, device=torch_device)
-    options = {"device": torch_device, "batch_size": batch_size, "workers": workers,
+    proto = protocol(loaded, frames=options.frames, stride=options.stride, resize=options.resize,
+                     max_clips=options.max_clips, device=torch_device)
+    reading = {"device": torch_device, "batch_size": options.batch_size, "workers": workers,
                "decode_timeout": decode_timeout, "cache_dir": cache_dir}
-    real, real_summary = folder_stats(real_dir, loaded.model, proto, **options)
-    gen, gen_summary = folder_stats(gen_dir, loaded.model, proto, **options)
+    real, real_summary = folder_stats(real_dir, loaded.model, proto, **reading)
+    gen, gen_summary = folder_stats(gen_dir, loaded.model, proto, **reading)
     result = {
         "metric": "fvd", "value": frechet.frechet_distance(real, gen), "protocol": proto,
         "real": {"folder": os.path.abspath(real_dir), "manifests": manifest_fingerprint(real_dir), **real_summary},

@@ -19,12 +19,16 @@ import yaml
 
 from curate import provenance, schema
 from curate.config import ConfigError, from_mapping, to_mapping
+from curate.eval.fvd_options import FVDOptions
 from curate.eval.generate import GenerateOptions, GenerateStage, checkpoint_label, read_prompts
 from curate.shards.atomic import publish
 from curate.storage import write_json
 
 RESULTS = "results.parquet"
 QUALITY_METRICS = ("temporal_flickering", "motion_score", "dynamic_degree", "sharpness", "contrast", "noise_sigma")
+
+
+_FVD = FVDOptions()  # the recipe's fvd_* keys default to `curate fvd`'s flags
 
 
 def _help(text: str) -> dict:
@@ -39,9 +43,12 @@ class MetricsSection:
     fvd: bool = field(default=True, metadata=_help("Compute FVD (needs `real` and the I3D weights)."))
     i3d_weights: str | None = field(default=None, metadata=_help(
         "i3d_pretrained_400.pt (default: the standard cache, ~/.cache/curate)."))
-    fvd_frames: int = field(default=16, metadata=_help("Frames per clip for FVD."))
-    fvd_max_clips: int = field(default=2048, metadata=_help("Clips per side for FVD."))
-    fvd_resize: str = field(default="crop", metadata=_help("crop (VideoGPT/StyleGAN-V) or squash (TF FVD)."))
+    fvd_frames: int = field(default=_FVD.frames, metadata=_help("Frames per clip for FVD."))
+    fvd_max_clips: int = field(default=_FVD.max_clips, metadata=_help("Clips per side for FVD."))
+    fvd_resize: str = field(default=_FVD.resize, metadata=_help("crop (VideoGPT/StyleGAN-V) or squash (TF FVD)."))
+
+    def fvd_options(self) -> FVDOptions:
+        return FVDOptions(max_clips=self.fvd_max_clips, frames=self.fvd_frames, resize=self.fvd_resize)
     quality_frames: int = field(default=16, metadata=_help("Frames per video for the weight-free measures."))
     max_clips: int | None = field(default=None, metadata=_help("Only the first N videos for CLIPSIM and quality."))
     ocr: bool = field(default=True, metadata=_help(
@@ -152,8 +159,8 @@ def measure(gen_dir: str, base: dict, recipe: EvalRecipe, real: str | None, echo
         rows.append(_row(base, "fvd", status="skipped", reason="no real folder (recipe `real` or --real)"))
     else:
         try:
-            result = fvd(real, gen_dir, i3d_weights=m.i3d_weights, max_clips=m.fvd_max_clips, frames=m.fvd_frames,
-                         resize=m.fvd_resize, out=os.path.join(folder, "fvd.json"))
+            result = fvd(real, gen_dir, m.fvd_options(), i3d_weights=m.i3d_weights,
+                         out=os.path.join(folder, "fvd.json"))
             rows.append(_row(base, "fvd", result["value"], protocol=result["protocol"],
                              counts={"real": result["real"]["clips"], "generated": result["generated"]["clips"]}))
         except WeightsMissing as exc:

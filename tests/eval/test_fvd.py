@@ -17,6 +17,7 @@ from test_i3d import save_tiny_detector
 
 from curate.eval import fvd
 from curate.eval.frechet import fit_gaussian, frechet_distance
+from curate.eval.fvd_options import FVDOptions
 
 CPU = torch.device("cpu")
 
@@ -72,7 +73,7 @@ def test_fvd_between_folders_with_protocol_cache_and_skipped_clips(tmp_path, fol
     same = folder_factory("same", coloured_squares(6, 0, seed=1))
     other = folder_factory("other", coloured_squares(6, 60, seed=2))
 
-    first = fvd.fvd(real, other, i3d_weights=detector, i3d_trust=True, max_clips=2048, workers=1)
+    first = fvd.fvd(real, other, FVDOptions(max_clips=2048), i3d_weights=detector, i3d_trust=True, workers=1)
     assert first["value"] > 1.0
     assert first["real"]["clips"] == 6 and first["real"]["skipped"] == 2 and not first["real"]["cached"]
     assert {e["key"] for e in first["real"]["skipped_examples"]} == {"short", "broken"}
@@ -91,7 +92,7 @@ def test_fvd_between_folders_with_protocol_cache_and_skipped_clips(tmp_path, fol
 
     # another protocol (stride 1 -> 2 needs 31 frames: nothing decodes) is not served from that cache
     with pytest.raises(ValueError, match="only 0 clips"):
-        fvd.fvd(real, same, i3d_weights=detector, i3d_trust=True, stride=2, workers=1)
+        fvd.fvd(real, same, FVDOptions(stride=2), i3d_weights=detector, i3d_trust=True, workers=1)
 
 
 def test_fvd_value_matches_features_computed_by_hand(folder_factory, detector):
@@ -100,7 +101,7 @@ def test_fvd_value_matches_features_computed_by_hand(folder_factory, detector):
 
     real = folder_factory("real", coloured_squares(5, 0, seed=3))
     gen = folder_factory("gen", coloured_squares(5, 40, seed=4))
-    result = fvd.fvd(real, gen, i3d_weights=detector, i3d_trust=True, max_clips=4, workers=1)
+    result = fvd.fvd(real, gen, FVDOptions(max_clips=4), i3d_weights=detector, i3d_trust=True, workers=1)
     assert result["real"]["clips"] == 4 and result["generated"]["clips"] == 4
     model = load_i3d(detector, trust_checkpoint=True).model
     stats = []
