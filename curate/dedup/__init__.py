@@ -6,9 +6,6 @@ files through them as Ray tasks, so memory follows the largest cluster, not the 
 """
 
 NAME = "dedup"
-EXACT_DUPLICATE_OF = "exact_duplicate_of"
-NEAR_DUPLICATE_OF = "near_duplicate_of"
-NEAR_DUPLICATE_SIMILARITY = "near_duplicate_similarity"
-NEAR_DUPLICATE_CLUSTER = "near_duplicate_cluster"
+COLUMNS = ("exact_duplicate_of", "near_duplicate_of", "near_duplicate_similarity", "near_duplicate_cluster")
 DEFAULT_THRESHOLD = 0.95
 SWEEP = (0.90, 0.93, 0.95, 0.97, 0.99)  # thresholds `curate report` shows flagged counts for

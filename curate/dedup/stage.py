@@ -64,7 +64,8 @@ def ranked_sql(keep_best: str | None) -> str:
 def keep_best_choices(columns: dict[str, str]) -> list[str]:
     """Numeric score columns of `samples` that can rank copies (from DuckDB's column types)."""
     numeric = ("FLOAT", "DOUBLE", "INTEGER", "BIGINT", "SMALLINT", "TINYINT", "DECIMAL", "REAL", "HUGEINT")
-    return sorted(c for c, t in columns.items() if t.upper().startswith(numeric) and c not in ("row", "rank"))
+    return sorted(c for c, t in columns.items() if t.upper().startswith(numeric) and c != "row"
+                  and c not in dedup.COLUMNS)  # not the stage's own output
 
 
 def _npy(array: np.ndarray) -> bytes:
