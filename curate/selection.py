@@ -5,7 +5,6 @@ local path or an object-store URL (curate.storage); re-encoding works in a local
 from __future__ import annotations
 
 import os
-import tarfile
 from dataclasses import dataclass
 
 from curate import engine, provenance, storage
@@ -14,6 +13,7 @@ from curate.media.digest import sha256_file
 from curate.media.probe import ProbeError, ProbePool, probe_image, shared_pool
 from curate.media.transcode import TranscodeError, image_resize_center_crop, resize_center_crop
 from curate.predicate import check_column, check_predicate
+from curate.shards import reader
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter, build_shard
 from curate.stage import Resources, Stage
@@ -79,24 +79,19 @@ def select_shard(root: str, out: str, sid: str, keys: list[str], sel: SelectSect
                  captions: dict[str, str] | None = None) -> dict:
     """Re-encode the kept samples of one input shard into output shard `sid`; `captions` (key -> text) replace
     the source captions they cover (KEY.txt and the manifest's caption)."""
-    src = DatasetFolder(root)
-    wanted = set(keys)
-    rows = {r["key"]: r for r in storage.read_table(src.manifest(sid)).to_pylist() if r["key"] in wanted}
-    for key, text in (captions or {}).items():
-        if key in rows:
-            rows[key]["caption"] = text
-
     def body(work: str, writer: ShardWriter) -> None:
         probes = shared_pool(1)
-        with storage.open(src.tar(sid)) as f, tarfile.open(fileobj=f) as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                if key in rows and ext not in ("txt", "json"):
-                    tar.extract(member, work, filter="data")
-                    writer.add(*_encode(rows.pop(key), os.path.join(work, member.name), work, sel, probes))
-        for row in rows.values():
-            writer.add(dict(row, status="failed_to_decode", error_reason="missing_media",
-                            error_message="selected sample has no media in its source shard"))
+        for sample in reader.samples(root, sid, keys=keys):
+            if sample.key in (captions or {}):
+                sample.row["caption"] = captions[sample.key]
+            if sample.media is None:
+                writer.add(dict(sample.row, status="failed_to_decode", error_reason="missing_media",
+                                error_message="selected sample has no media in its source shard"))
+                continue
+            src = os.path.join(work, f"{sample.key}.{sample.extension}")
+            with open(src, "wb") as f:
+                f.write(sample.media)
+            writer.add(*_encode(sample.row, src, work, sel, probes))
 
     return build_shard(out, sid, body)
 

@@ -301,7 +301,8 @@ def breakdown(folder: Path, cfg: LoaderConfig, clips: int = 6) -> dict:
     """CPU seconds per video sample, in this process on one thread: decord's decode of the 16 frames, then
     shaping them to 320x512 our loader worker's way (uint8 resize + crop, uint8 out: the trainer maps to [-1, 1]
     on its device), the peer's (resize uint8, then float), and the peer's resize + crop alone."""
-    from curate.train.data import decode_clip, read_member, scan_dataset, shape_frames
+    from curate.shards.reader import read_member
+    from curate.train.data import decode_clip, scan_dataset, shape_frames
 
     steps = {
         "shape_ours_worker_uint8_out": lambda x: shape_frames(x, cfg.height, cfg.width),

@@ -24,6 +24,7 @@ from curate.media.cut import cut_clip
 from curate.media.digest import sha256_file
 from curate.media.probe import DEFAULT_MAX_PIXELS, MediaInfo, ProbeError, ProbePool, probe_image, shared_pool
 from curate.media.transcode import TranscodeError, cap_resolution
+from curate.shards import reader
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter, build_shard
 
@@ -363,12 +364,12 @@ def retry_shard(root: str, sid: str, options: dict) -> dict:
 
     def body(work: str, writer: ShardWriter) -> None:
         kept = {r["key"]: r for r in old if r["status"] not in RETRYABLE_STATUSES}
-        with storage.open(folder.tar(sid), "rb") as raw, tarfile.open(fileobj=raw) as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                if key in kept and ext not in ("txt", "json") and member.isfile():
-                    tar.extract(member, work, filter="data")
-                    writer.add(kept.pop(key), os.path.join(work, member.name), ext)
+        for sample in reader.samples(root, sid, keys=kept):
+            if sample.media is not None:
+                path = os.path.join(work, f"{sample.key}.{sample.extension}")
+                with open(path, "wb") as f:
+                    f.write(sample.media)
+                writer.add(kept.pop(sample.key), path, sample.extension)
         for row in kept.values():
             writer.add(row)
         fields = [f.name for f in schema.load("samples") if f.name != "input_error"]  # typed source columns too

@@ -3,7 +3,6 @@ crash-isolated children (a hostile file costs one clip, never the run)."""
 
 from __future__ import annotations
 
-import tarfile
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,15 +10,12 @@ from dataclasses import dataclass
 from queue import Queue
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from curate.media.isolated import IsolatedFailure, IsolatedWorker
 from curate.media.video_frames import VideoDecodeError, decode_frames
 from curate.scoring.frames import FrameDecodeError, load_image
+from curate.shards import reader
 from curate.shards.folder import DatasetFolder
-
-IMAGE_EXT = ("jpg", "jpeg", "png", "webp", "bmp")
-VIDEO_EXT = ("mp4", "webm", "mkv", "mov", "avi", "gif")
 
 
 @dataclass
@@ -55,43 +51,22 @@ def decode_clip(media: bytes, modality: str, frames: int, stride: int, exact: bo
 
 
 def success_rows(root: str) -> list[dict]:
-    """Every status=='success' row (shard, key, modality, caption) of the complete shards, in manifest order."""
-    folder = DatasetFolder(root)
-    shards = folder.complete_shards()
-    if not shards:
+    """Every success row (shard, key, modality, caption) of the complete shards, in manifest order."""
+    if not DatasetFolder(root).complete_shards():
         raise FileNotFoundError(f"{root} is not a dataset folder with complete shards (no shards/*.parquet)")
-    rows = []
-    for sid in shards:
-        table = pq.read_table(folder.manifest(sid))
-        columns = set(table.column_names)
-        for row in table.select([c for c in ("key", "modality", "caption", "status") if c in columns]).to_pylist():
-            if row.get("status", "success") == "success":
-                rows.append({"shard": sid, "key": row["key"], "modality": row.get("modality") or "video",
-                             "caption": row.get("caption")})
-    return rows
+    return [dict(row, modality=row.get("modality") or "video", caption=row.get("caption"))
+            for row in reader.success_rows(root, ["caption"])]
 
 
 def read_media(root: str, rows: list[dict]) -> Iterator[tuple[dict, bytes | None]]:
-    """(row, media bytes or None when the tar lacks it) for the rows, one tar open at a time."""
-    folder = DatasetFolder(root)
-    current, tar, members = None, None, {}
-    try:
-        for row in rows:
-            if row["shard"] != current:
-                if tar is not None:
-                    tar.close()
-                current = row["shard"]
-                tar = tarfile.open(folder.tar(current))
-                members = {}
-                for member in tar.getmembers():
-                    key, _, ext = member.name.partition(".")
-                    if member.isfile() and ext.lower() in IMAGE_EXT + VIDEO_EXT:
-                        members[key] = member
-            member = members.get(row["key"])
-            yield row, (tar.extractfile(member).read() if member is not None else None)
-    finally:
-        if tar is not None:
-            tar.close()
+    """(row, media bytes or None when the tar lacks it) for the rows, in their order: one header scan per shard,
+    then one ranged read per sample."""
+    current, spans = None, {}
+    for row in rows:
+        if row["shard"] != current:
+            current, spans = row["shard"], reader.member_spans(root, row["shard"])
+        found = reader.media_span(spans.get(row["key"], {}))
+        yield row, (reader.read_member(found[1]) if found is not None else None)
 
 
 def iter_clips(root: str, *, frames: int, stride: int = 1, exact: bool = True, videos_only: bool = True,
@@ -140,7 +115,6 @@ def iter_clips(root: str, *, frames: int, stride: int = 1, exact: bool = True, v
                 if limit is not None and decoded >= limit:
                     return
         finally:
-            media.close()  # closes the open tar when the caller stops early
             for future in pending:
                 future.cancel()
             executor.shutdown(wait=True)

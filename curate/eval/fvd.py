@@ -4,25 +4,22 @@ protocol), the Frechet distance, and the protocol record written with every numb
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
+import io
 import json
 import math
-import os
 from collections.abc import Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from curate import provenance
+from curate import provenance, storage
 from curate.eval import frechet, i3d
 from curate.eval.clips import iter_clips
 from curate.device import resolve
 from curate.eval.fvd_options import RESIZE_MODES, FVDOptions
 from curate.scoring.weights import curate_cache_dir
-from curate.shards.atomic import publish
-from curate.storage import write_json
 from curate.shards.folder import DatasetFolder
 
 SIZE = 224
@@ -113,14 +110,13 @@ def protocol(loaded: i3d.LoadedI3d, *, frames: int, stride: int, resize: str, ma
 
 def manifest_fingerprint(root: str) -> str:
     """sha256 over the folder's shard manifests: changes whenever a shard is added, removed or rewritten."""
-    folder = DatasetFolder(root)
-    return provenance.files_fingerprint(root, glob.glob(folder.manifest_glob()))
+    return provenance.files_fingerprint(root, storage.glob(DatasetFolder(root).manifest_glob()))
 
 
 def _cache_dirs(root: str, cache_dir: str | None) -> list[str]:
     if cache_dir:
         return [cache_dir]
-    return [os.path.join(root, "eval", "fvd_stats"), str(curate_cache_dir() / "fvd_stats")]
+    return [storage.join(root, "eval", "fvd_stats"), str(curate_cache_dir() / "fvd_stats")]
 
 
 def _cache_key(root: str, proto: dict) -> str:
@@ -131,9 +127,9 @@ def _cache_key(root: str, proto: dict) -> str:
 def load_cached_stats(root: str, proto: dict, cache_dir: str | None = None) -> frechet.GaussianStats | None:
     key = _cache_key(root, proto)
     for folder in _cache_dirs(root, cache_dir):
-        path = os.path.join(folder, f"{key}.npz")
-        if os.path.exists(path):
-            with np.load(path) as data:
+        path = storage.join(folder, f"{key}.npz")
+        if storage.exists(path):
+            with np.load(io.BytesIO(storage.read_bytes(path))) as data:
                 return frechet.GaussianStats(data["mu"], data["sigma"], int(data["count"]))
     return None
 
@@ -144,12 +140,12 @@ def save_stats(root: str, proto: dict, stats: frechet.GaussianStats, summary: di
     key = _cache_key(root, proto)
     for folder in _cache_dirs(root, cache_dir):
         try:
-            os.makedirs(folder, exist_ok=True)
-            tmp = os.path.join(folder, f".{key}.tmp.npz")
-            np.savez(tmp, mu=stats.mu, sigma=stats.sigma, count=stats.count)
-            publish(tmp, os.path.join(folder, f"{key}.npz"))
-            write_json(os.path.join(folder, f"{key}.json"), {"folder": os.path.abspath(root), "protocol": proto,
-                                                             "manifests": manifest_fingerprint(root), **summary})
+            storage.makedirs(folder)
+            data = io.BytesIO()
+            np.savez(data, mu=stats.mu, sigma=stats.sigma, count=stats.count)
+            storage.write_bytes(storage.join(folder, f"{key}.npz"), data.getvalue())
+            storage.write_json(storage.join(folder, f"{key}.json"), {
+                "folder": storage.absolute(root), "protocol": proto, "manifests": manifest_fingerprint(root), **summary})
             return folder
         except OSError:
             continue  # a read-only dataset folder: try the user cache
@@ -203,11 +199,11 @@ def fvd(real_dir: str, gen_dir: str, options: FVDOptions = FVDOptions(), *, i3d_
     gen, gen_summary = folder_stats(gen_dir, loaded.model, proto, **reading)
     result = {
         "metric": "fvd", "value": frechet.frechet_distance(real, gen), "protocol": proto,
-        "real": {"folder": os.path.abspath(real_dir), "manifests": manifest_fingerprint(real_dir), **real_summary},
-        "generated": {"folder": os.path.abspath(gen_dir), "manifests": manifest_fingerprint(gen_dir), **gen_summary},
+        "real": {"folder": storage.absolute(real_dir), "manifests": manifest_fingerprint(real_dir), **real_summary},
+        "generated": {"folder": storage.absolute(gen_dir), "manifests": manifest_fingerprint(gen_dir), **gen_summary},
         "versions": provenance.package_versions(),
     }
-    target = out or os.path.join(gen_dir, "eval", "fvd.json")
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    write_json(target, result)
+    target = out or storage.join(gen_dir, "eval", "fvd.json")
+    storage.makedirs(storage.parent(target))
+    storage.write_json(target, result)
     return result

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curate import engine, storage
 from curate.config import FLATTEN
 from curate.media.digest import sha256_file
+from curate.shards import reader
 from curate.shards.folder import DatasetFolder, shard_id
 from curate.stage import Resources, Stage
 from curate.train.sampler_options import SamplerOptions
@@ -77,27 +77,21 @@ def pick_caption(key: str, captions: list[str], caption_seed: int) -> int:
 def read_prompts(source: str, caption_seed: int = 0, limit: int | None = None) -> list[Prompt]:
     """Prompts of a text file (one per non-empty line) or of a dataset folder's success rows, in order."""
     prompts: list[Prompt] = []
-    if os.path.isdir(source):
-        folder = DatasetFolder(source)
-        shards = folder.complete_shards()
-        if not shards:
+    if storage.isdir(source):
+        if not DatasetFolder(source).complete_shards():
             raise FileNotFoundError(f"{source} is neither a prompt file nor a dataset folder with complete shards")
-        for sid in shards:
-            table = pq.read_table(folder.manifest(sid))
-            names = set(table.column_names)
-            for row in table.select([c for c in ("key", "caption", "status", "extra") if c in names]).to_pylist():
-                if row.get("status", "success") != "success":
-                    continue
-                extra = json.loads(row["extra"]) if row.get("extra") else {}
-                captions = extra.get("all_captions") if isinstance(extra, dict) else None
-                if isinstance(captions, list) and len(captions) > 1:
-                    index = pick_caption(row["key"], captions, caption_seed)
-                    text = str(captions[index])
-                    info = {"dataset": os.path.abspath(source), "caption_index": index, "captions": len(captions),
-                            "caption_seed": caption_seed}
-                else:
-                    text, info = row.get("caption") or "", {"dataset": os.path.abspath(source)}
-                prompts.append(Prompt(_safe(row["key"]), text, info))
+        dataset = storage.absolute(source)
+        for row in reader.success_rows(source, ["caption", "extra"]):
+            extra = json.loads(row["extra"]) if row.get("extra") else {}
+            captions = extra.get("all_captions") if isinstance(extra, dict) else None
+            if isinstance(captions, list) and len(captions) > 1:
+                index = pick_caption(row["key"], captions, caption_seed)
+                text = str(captions[index])
+                info = {"dataset": dataset, "caption_index": index, "captions": len(captions),
+                        "caption_seed": caption_seed}
+            else:
+                text, info = row.get("caption") or "", {"dataset": dataset}
+            prompts.append(Prompt(_safe(row["key"]), text, info))
     elif os.path.isfile(source):
         with open(source, encoding="utf-8") as f:
             lines = [line.strip() for line in f]
@@ -248,8 +242,8 @@ class GenerateStage(Stage):
         """Shards not written yet, and shards with failed rows (out of memory, a lost GPU...): sampling is
         deterministic, so a rerun that succeeds gives the videos a first run would have."""
         done = set(self.folder.complete_shards())
-        return [sid for sid in self.units if sid not in done or "failed_to_generate" in
-                pq.read_table(self.folder.manifest(sid), columns=["status"]).column("status").to_pylist()]
+        return [sid for sid in self.units if sid not in done or
+                reader.manifest_rows(self.out, sid, [], status="failed_to_generate")]
 
     def expand(self, unit: str) -> list[dict]:
         return [{"unit": unit, "row": item["row"], "caption": item["caption"], "seed": item["seed"]}

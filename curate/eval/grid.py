@@ -10,16 +10,15 @@ every cell of a row shares one seed. Cells are scaled up by a whole factor (near
 
 from __future__ import annotations
 
-import io
 import math
 import os
-import tarfile
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 
+from curate.media.video_frames import decode_frames
+from curate.shards import reader
 from curate.shards.folder import DatasetFolder
 from curate.train.sampler_options import SamplerOptions
 
@@ -103,25 +102,21 @@ def is_generated_folder(path: str) -> bool:
 
 def folder_videos(root: str) -> dict[str, list[tuple[int, str, str]]]:
     """{prompt text: [(seed, shard, key), ...] sorted by seed} of a generated folder's success rows."""
-    folder, found = DatasetFolder(root), {}
-    for sid in folder.complete_shards():
-        table = pq.read_table(folder.manifest(sid))
-        if "seed" not in table.column_names:
+    found = {}
+    for sid in DatasetFolder(root).complete_shards():
+        if "seed" not in reader.manifest_columns(root, sid):
             raise ValueError(f"{root}: not a generated folder (its manifest has no seed column)")
-        for row in table.select(["key", "caption", "status", "seed"]).to_pylist():
-            if row["status"] == "success":
-                found.setdefault(row["caption"] or "", []).append((int(row["seed"]), sid, row["key"]))
+        for row in reader.manifest_rows(root, sid, ["caption", "seed"]):
+            found.setdefault(row["caption"] or "", []).append((int(row["seed"]), sid, row["key"]))
     return {text: sorted(videos) for text, videos in found.items()}
 
 
 def read_video(root: str, shard: str, key: str) -> np.ndarray:
-    """Decoded RGB frames uint8 [T, H, W, 3] of KEY.mp4 in a shard."""
-    import av
-
-    with tarfile.open(DatasetFolder(root).tar(shard)) as tar:
-        data = tar.extractfile(f"{key}.mp4").read()
-    with av.open(io.BytesIO(data)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    """Every decoded RGB frame uint8 [T, H, W, 3] of a sample's video in a shard."""
+    found = reader.read_media(root, shard, key)
+    if found is None:
+        raise FileNotFoundError(f"{root}: shard {shard} has no media for {key}")
+    return decode_frames(found[1], lambda count: list(range(count)))
 
 
 def read_prompt_list(prompts) -> list[str]:

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 import pyarrow.parquet as pq
 import yaml
 
-from curate import provenance, schema
+from curate import provenance, schema, storage
 from curate.config import ConfigError, from_mapping, to_mapping
 from curate.eval.fvd_options import FVDOptions
 from curate.eval.generate import GenerateOptions, GenerateStage, checkpoint_label, read_prompts
 from curate.shards.atomic import publish
+from curate.shards.folder import DatasetFolder
 from curate.storage import write_json
 
 RESULTS = "results.parquet"
@@ -80,6 +81,8 @@ def _path(base: str, value: str | None) -> str | None:
     if "$" in expanded:
         raise ConfigError(f"{value}: set the environment variable it names (e.g. the folder `curate run "
                           f"pipelines/msrvtt.yaml` wrote)")
+    if storage.is_remote(expanded):
+        return expanded
     return os.path.normpath(os.path.join(base, os.path.expanduser(expanded)))
 
 
@@ -213,7 +216,7 @@ def evaluate(checkpoints: list[str], recipe: str, out: str, *, real: str | None 
     if i3d_weights:
         spec.metrics.i3d_weights = i3d_weights
     real = real or spec.real
-    if real and spec.metrics.fvd and not os.path.isdir(os.path.join(real, "shards")):
+    if real and spec.metrics.fvd and not DatasetFolder(real).exists():
         raise FileNotFoundError(f"FVD's real folder {real} is not a dataset folder (no shards/)")
     if spec.metrics.i3d_weights and not os.path.isfile(spec.metrics.i3d_weights):
         raise FileNotFoundError(f"I3D weights file {spec.metrics.i3d_weights} does not exist")  # named, so not skipped

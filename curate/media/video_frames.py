@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-Pick = Callable[[int], list[int]]  # frame count -> sorted distinct frame indices to decode
+Pick = Callable[[int], list[int]]  # frame count -> frame indices to decode, ascending (repeats allowed)
 
 
 class VideoDecodeError(ValueError):

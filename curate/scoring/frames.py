@@ -1,4 +1,4 @@
-"""Frames for scoring: sample video frames (decord) or load an image, optionally crash-isolated; resize and grey them."""
+"""Frames for scoring: a video's sampled frames or an image as one frame, optionally crash-isolated; resize, grey."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 
 from curate.media.geometry import fit_within_size
 from curate.media.isolated import IsolatedFailure, IsolatedWorker
+from curate.media.video_frames import VideoDecodeError, decode_frames
 
 POSITIONS = ("first,middle,last", "uniform")
 DEFAULT_K = 3
@@ -41,23 +42,13 @@ def frame_indices(num_frames: int, k: int = DEFAULT_K, positions: str = DEFAULT_
 
 
 def sample_frames(video: VideoInput, k: int = DEFAULT_K, positions: str = DEFAULT_POSITIONS) -> np.ndarray:
-    """Decode the sampled frames of a video (bytes or path) into uint8 [K,H,W,3] RGB.
-
-    Raises FrameDecodeError where decord raises. decord can also abort the whole process on some
-    corrupt inputs: callers that must survive that use decode_isolated / IsolatedDecoder.
-    """
-    import decord  # imported here so that the isolated worker is the only process that needs it
-
-    source = io.BytesIO(video) if isinstance(video, bytes) else str(video)
+    """Decode the sampled frames of a video (bytes or path) into uint8 [K,H,W,3] RGB, through the one decoder
+    (decord, PyAV where decord fails). Raises FrameDecodeError where neither decodes; decord can also abort the
+    whole process on some corrupt inputs: callers that must survive that use decode_isolated / IsolatedDecoder."""
     try:
-        reader = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=1)
-        indices = frame_indices(len(reader), k, positions)
-        frames = reader.get_batch(indices).asnumpy()
-    except (decord.DECORDError, RuntimeError) as error:
-        raise FrameDecodeError(f"decord could not decode the video: {error}") from error
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise FrameDecodeError(f"decoded frames have unexpected shape {frames.shape}")
-    return np.ascontiguousarray(frames, dtype=np.uint8)
+        return decode_frames(video, lambda count: frame_indices(count, k, positions))
+    except VideoDecodeError as error:
+        raise FrameDecodeError(f"the video could not be decoded: {error}") from error
 
 
 def load_image(image: bytes | str | Path) -> np.ndarray:

@@ -11,7 +11,6 @@ tars are read by ranged reads, tables are published whole.
 from __future__ import annotations
 
 import json
-import tarfile
 import time
 from dataclasses import dataclass
 
@@ -26,12 +25,12 @@ from curate.scoring.embeddings import write_embeddings
 from curate.scoring.frames import DECODE_MAX_SIDE, FrameDecodeError, IsolatedDecoder
 from curate.scoring.scorer_set import SCORER_NAMES, ScorerSet
 from curate.scoring.weights import DEFAULT_CLIP
+from curate.shards import reader
 from curate.shards.derived import drop_temporaries, shard_content, stale_shards, write_table
 from curate.shards.folder import DatasetFolder
 from curate.stage import Resources, Stage
 
 ALL_SCORERS = SCORER_NAMES + (dedup.NAME,)
-_MEDIA_EXT = ("mp4", "webm", "jpg", "png", "webp", "gif", "bmp")
 
 
 def expand_shard(root: str, sid: str, k: int, positions: str, decode_timeout: float,
@@ -40,26 +39,22 @@ def expand_shard(root: str, sid: str, k: int, positions: str, decode_timeout: fl
     sample's decode_error), plus CLIP's first resize of the original frames when `clip_resize` is given, and the
     encoded file itself when `with_media` (for scorers that read the bitstream). Frames travel as raw bytes +
     shape."""
-    folder = DatasetFolder(root)
-    manifest = storage.read_table(folder.manifest(sid), columns=["key", "modality", "caption", "sha256", "status"])
-    rows = {r["key"]: r for r in manifest.to_pylist() if r["status"] == "success"}
     out = []
 
     def row(meta: dict, frames=None, clip=None, error=None, media=None) -> dict:
-        return {"unit": sid, "key": meta["key"], "modality": meta["modality"], "caption": meta["caption"],
-                "sha256": meta["sha256"], "media": media if with_media else None,
+        return {"unit": sid, "key": meta["key"], "modality": meta["modality"], "caption": meta.get("caption"),
+                "sha256": meta.get("sha256"), "media": media if with_media else None,
                 "frames": None if frames is None else frames.tobytes(),
                 "shape": None if frames is None else list(frames.shape),
                 "clip_frames": None if clip is None else clip.tobytes(),
                 "clip_shape": None if clip is None else list(clip.shape), "decode_error": error}
 
-    with storage.open(folder.tar(sid)) as f, tarfile.open(fileobj=f) as tar, IsolatedDecoder(decode_timeout) as decoder:
-        for member in tar:
-            key, _, ext = member.name.partition(".")
-            if key not in rows or ext not in _MEDIA_EXT:
+    with IsolatedDecoder(decode_timeout) as decoder:
+        for sample in reader.samples(root, sid, ["caption", "sha256"]):
+            meta, media = sample.row, sample.media
+            if media is None:  # listed as success but absent from the tar: scored as an error, not lost
+                out.append(row(meta, error="media missing from tar"))
                 continue
-            meta = rows.pop(key)
-            media = tar.extractfile(member).read()
             try:
                 decoded = decoder.decode(media, meta["modality"], k, positions, DECODE_MAX_SIDE, clip_resize)
                 frames, clip = decoded if clip_resize else (decoded, None)
@@ -67,8 +62,6 @@ def expand_shard(root: str, sid: str, k: int, positions: str, decode_timeout: fl
                                None if clip is None else np.ascontiguousarray(clip, np.uint8), media=media))
             except FrameDecodeError as exc:
                 out.append(row(meta, error=str(exc), media=media))
-    for meta in rows.values():  # listed as success but absent from the tar: scored as an error, not lost
-        out.append(row(meta, error="media missing from tar"))
     return out
 
 

@@ -2,13 +2,15 @@
 local or in object storage.
 
 Every stage that looks inside shards reads through here: `samples()` streams a shard's tar once, in tar order,
-for stages that touch every sample; `member_spans()` + `read_member()` are the random-access path (the training
-loader, thumbnails), one ranged read per member. A row listed as success whose media is absent from its tar is
-yielded with `media=None`, so a caller records it as a failure row instead of losing it.
+for stages that touch every sample; `member_spans()` + `read_member()` are the random-access path (thumbnails,
+evaluation clips in manifest order, the study's videos), one ranged read per member; `scan_members()` is the bare
+header scan under both (the training loader keeps its results in flat arrays). A row listed as success whose media
+is absent from its tar is yielded with `media=None`, so a caller records it as a failure row instead of losing it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -19,12 +21,15 @@ from curate.shards.folder import DatasetFolder
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "mov", "avi", "m4v", "gif")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
-_SCAN_BLOCK = 1 << 16  # remote header scans: small blocks, the member bodies are skipped
+# Remote header scans hop from header to header; a jump past the buffered block costs a GET (~latency), a
+# block costs its bytes (~block / bandwidth). A block near latency x bandwidth (~30 ms x ~60 MB/s on S3) balances
+# the two: small media (images) share a GET, large media are jumped over.
+_SCAN_BLOCK = 2 * 1024 * 1024
 
 
-def modality_of(extension: str) -> str | None:
-    """'video' / 'image' for a media file extension (with or without the dot, any case), None otherwise."""
-    ext = extension.lower().lstrip(".")
+def modality_of(name: str) -> str | None:
+    """'video' / 'image' for a media file name or extension ("a/clip.MP4", ".mp4", "mp4"), None otherwise."""
+    ext = name.rpartition(".")[2].lower()
     return "video" if ext in VIDEO_EXTENSIONS else "image" if ext in IMAGE_EXTENSIONS else None
 
 
@@ -55,14 +60,18 @@ class Span:
 _ALWAYS = ("key", "modality", "status")
 
 
+def manifest_columns(root: str, sid: str) -> list[str]:
+    """The column names of a shard's manifest (its footer only)."""
+    return storage.read_schema(DatasetFolder(root).manifest(sid)).names
+
+
 def manifest_rows(root: str, sid: str, columns: Iterable[str] | None = None, status: str | None = "success") -> list[dict]:
     """A shard's manifest rows (status == `status`; None: all), in manifest order, with `columns` (None: all)."""
-    folder = DatasetFolder(root)
     wanted = None if columns is None else list(dict.fromkeys([*_ALWAYS, *columns]))
     if wanted is not None:
-        present = set(storage.read_schema(folder.manifest(sid)).names)
+        present = set(manifest_columns(root, sid))
         wanted = [c for c in wanted if c in present]
-    rows = storage.read_table(folder.manifest(sid), columns=wanted).to_pylist()
+    rows = storage.read_table(DatasetFolder(root).manifest(sid), columns=wanted).to_pylist()
     return [r for r in rows if status is None or r.get("status") == status]
 
 
@@ -75,23 +84,31 @@ def success_rows(root: str, columns: Iterable[str] | None = None, shards: Iterab
 
 
 def _split(name: str) -> tuple[str, str]:
-    key, _, ext = name.partition(".")
+    # rpartition, not Path(...).name: pathlib interns every part, a table that never shrinks again
+    key, _, ext = name.rpartition("/")[2].partition(".")
     return key, ext.lower()
 
 
-def _open_tar(path: str, stack) -> tarfile.TarFile:
+def _open_tar(path: str, stack: contextlib.ExitStack) -> tarfile.TarFile:
     if not storage.is_remote(path):
         return stack.enter_context(tarfile.open(path))
     raw = stack.enter_context(storage.open(path, "rb", block_size=_SCAN_BLOCK))
     return stack.enter_context(tarfile.open(fileobj=raw))
 
 
+def scan_members(tar_path: str) -> Iterator[tuple[str, str, int, int]]:
+    """(key, extension, data offset, size) of every file in a tar, in tar order: its headers only (remotely
+    through buffered ranged reads that jump over large bodies)."""
+    with contextlib.ExitStack() as stack:
+        for member in _open_tar(str(tar_path), stack):
+            if member.isfile():
+                yield *_split(member.name), member.offset_data, member.size
+
+
 def samples(root: str, sid: str, columns: Iterable[str] | None = None, *, keys: Iterable[str] | None = None,
             captions: bool = False) -> Iterator[ShardSample]:
     """The shard's success rows (only `keys` when given) with their media, streaming the tar once in tar order;
     rows whose media the tar lacks come last with media=None. Reads nothing but this shard."""
-    import contextlib
-
     rows = {r["key"]: r for r in manifest_rows(root, sid, columns)}
     if keys is not None:
         wanted = set(keys)
@@ -109,7 +126,7 @@ def samples(root: str, sid: str, columns: Iterable[str] | None = None, *, keys: 
                     pending[key] = sample  # its KEY.txt follows the media in our shards
                     continue
                 yield sample
-            elif captions and ext == "txt" and key in pending:
+            elif ext == "txt" and key in pending:
                 sample = pending.pop(key)
                 sample.caption_text = tar.extractfile(member).read().decode("utf-8", "replace")
                 yield sample
@@ -121,15 +138,10 @@ def samples(root: str, sid: str, columns: Iterable[str] | None = None, *, keys: 
 
 def member_spans(root: str, sid: str) -> dict[str, dict[str, Span]]:
     """key -> {extension: Span} for every file in a shard's tar (one header scan, ranged reads remotely)."""
-    import contextlib
-
     path = DatasetFolder(root).tar(sid)
     spans: dict[str, dict[str, Span]] = {}
-    with contextlib.ExitStack() as stack:
-        for member in _open_tar(path, stack):
-            if member.isfile():
-                key, ext = _split(member.name)
-                spans.setdefault(key, {})[ext] = Span(path, member.offset_data, member.size)
+    for key, ext, offset, size in scan_members(path):
+        spans.setdefault(key, {})[ext] = Span(path, offset, size)
     return spans
 
 
@@ -139,6 +151,7 @@ def media_span(members: dict[str, Span]) -> tuple[str, Span] | None:
 
 
 def read_member(span: Span) -> bytes:
+    """A member's bytes (one ranged read)."""
     return storage.read_range(span.tar, span.offset, span.offset + span.size)
 
 

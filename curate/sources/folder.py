@@ -6,16 +6,8 @@ import os
 from collections.abc import Iterator
 
 from curate import storage
+from curate.shards.reader import modality_of
 from curate.sources.sample import make_key, sample
-
-VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v"}
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-
-
-def modality_of(name: str) -> str | None:
-    ext = os.path.splitext(name)[1].lower()
-    return "video" if ext in VIDEO_EXTENSIONS else "image" if ext in IMAGE_EXTENSIONS else None
-
 
 def _walk_order(rel: str) -> tuple:
     """os.walk's order with sorted names: a folder's own files (sorted) before its subfolders (sorted)."""

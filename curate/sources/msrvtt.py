@@ -8,15 +8,14 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from curate import storage
+from curate.shards.reader import VIDEO_EXTENSIONS
 from curate.sources.sample import make_key, sample
-
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi")
 
 
 def _find_video(videos: str, names: set[str], video_id: str) -> str | None:
     for ext in VIDEO_EXTENSIONS:
-        if video_id + ext in names:
-            return storage.join(videos, video_id + ext)
+        if f"{video_id}.{ext}" in names:
+            return storage.join(videos, f"{video_id}.{ext}")
     return None
 
 

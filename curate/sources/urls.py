@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pyarrow.parquet as pq
 
 from curate import storage
-from curate.sources.folder import modality_of
+from curate.shards.reader import modality_of
 from curate.sources.sample import make_key, sample, url_digest
 
 

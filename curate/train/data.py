@@ -15,8 +15,9 @@ Sampling plan (deterministic given the seed, resumable from the number of batche
   (a rank's slice is drawn once per epoch and kept: redrawing it per batch is O(samples) a batch);
 - DataLoader worker w builds the batches k with k % num_workers == w; the DataLoader returns
   workers' outputs round-robin, i.e. in order of k.
-Members are read by seeking into the tar (offsets found once by scanning headers, kept as flat arrays: 40 bytes +
-the key per sample, where an object per sample cost ~700, 7 GiB a rank at WebVid-10M's 10.7M clips).
+Members are read by seeking into the tar (offsets found once by curate.shards.reader's header scan, kept as flat
+arrays: 40 bytes + the key per sample, where an object per sample cost ~700, 7 GiB a rank at WebVid-10M's 10.7M
+clips).
 A folder may be a URL (s3://bucket/prefix, any fsspec URL, see curate.storage): headers are then scanned
 through buffered ranged reads (media larger than a block are jumped over; shards are scanned concurrently);
 a sample's members, adjacent in the tar, come back in one ranged GET, a batch's samples concurrently and the
@@ -30,10 +31,8 @@ Resuming: a rank that consumed B micro-batches (B x batch_size samples) restarts
 from __future__ import annotations
 
 import collections
-import contextlib
 import io
 import json
-import tarfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,34 +46,23 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from curate import storage
 from curate.media.geometry import center_crop_box, cover_size
+from curate.media.video_frames import decode
+from curate.shards.reader import Span, modality_of, read_member, scan_members
 
-VIDEO_EXTS = ("mp4", "webm", "avi", "mov", "mkv")
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 _CHOICE_BLOCK = 4096
 _FALLBACKS = 8  # how many following samples to try when one fails to decode
-# Remote header scans hop from header to header; a jump past the buffered block costs a GET (~latency), a
-# block costs its bytes (~block / bandwidth). A block near latency x bandwidth (~30 ms x ~60 MB/s on S3) balances
-# the two: small media (images) share a GET, large media are jumped over. Shards are scanned concurrently.
-_SCAN_BLOCK = 2 * 1024 * 1024
-_SCAN_THREADS = 16
+_SCAN_THREADS = 16  # remote shards are scanned concurrently (a scan waits on round trips)
 _READ_THREADS = 16  # concurrent sample reads per loader process (remote only)
 _SPAN_SLACK = 4096  # members whose gaps (headers, padding) stay under this come back in one ranged read
-
-
-@dataclass(frozen=True)
-class Member:
-    tar: str
-    offset: int
-    size: int
 
 
 @dataclass(frozen=True)
 class Sample:
     key: str
     modality: str  # "video" | "image"
-    media: Member
-    caption: Member | None
-    meta: Member | None
+    media: Span
+    caption: Span | None
+    meta: Span | None
 
 
 @dataclass(frozen=True)
@@ -92,13 +80,6 @@ class LoaderConfig:
     image_fps: float = 24.0  # fps conditioning value given to images (the paper does not say)
     seed: int = 0
     num_workers: int = 0
-
-
-def _open_tar(tar_path: str, stack: contextlib.ExitStack) -> tarfile.TarFile:
-    if not storage.is_remote(tar_path):
-        return stack.enter_context(tarfile.open(tar_path))
-    raw = stack.enter_context(storage.open(tar_path, "rb", block_size=_SCAN_BLOCK))
-    return stack.enter_context(tarfile.open(fileobj=raw))
 
 
 _MEMBERS = ("media", "caption", "meta")  # the columns of SampleIndex.offsets / sizes
@@ -141,7 +122,7 @@ class SampleIndex:
 
     def __getitem__(self, i: int) -> Sample:
         tar, offsets, sizes = self.tars[self.shard[i]], self.offsets[i].tolist(), self.sizes[i].tolist()
-        media, caption, meta = (Member(tar, o, z) if z >= 0 else None for o, z in zip(offsets, sizes))
+        media, caption, meta = (Span(tar, o, z) if z >= 0 else None for o, z in zip(offsets, sizes))
         return Sample(self.keys[i].decode(), self.modality, media, caption, meta)
 
     def __iter__(self):
@@ -151,18 +132,12 @@ class SampleIndex:
 def scan_shard(tar_path: str | Path) -> dict[str, SampleIndex]:
     """Index one tar by its headers, by modality: one row per key that has a media member."""
     groups: dict[str, dict[str, tuple[int, int]]] = {}
-    with contextlib.ExitStack() as stack:
-        tf = _open_tar(str(tar_path), stack)
-        for info in tf:
-            if not info.isfile():
-                continue
-            # rpartition, not Path(...).name: pathlib interns every part, a table that never shrinks again
-            key, _, ext = info.name.rpartition("/")[2].partition(".")
-            groups.setdefault(key, {})[ext.lower()] = (info.offset_data, info.size)
+    for key, ext, offset, size in scan_members(str(tar_path)):
+        groups.setdefault(key, {})[ext] = (offset, size)
     rows: dict[str, list] = {"video": [], "image": []}
     for key, members in groups.items():
         for ext, member in members.items():
-            modality = "video" if ext in VIDEO_EXTS else "image" if ext in IMAGE_EXTS else None
+            modality = modality_of(ext)
             if modality:
                 rows[modality].append((key, 0, (member, members.get("txt"), members.get("json"))))
                 break
@@ -182,10 +157,6 @@ def scan_dataset(directory: str | Path) -> dict[str, SampleIndex]:
         parts = [scan_shard(shard) for shard in shards]
     return {m: SampleIndex.concat([p[m] for p in parts if m in p]) for m in ("video", "image")
             if any(m in p for p in parts)}
-
-
-def read_member(member: Member) -> bytes:
-    return storage.read_range(member.tar, member.offset, member.offset + member.size)
 
 
 def read_sample(sample: Sample) -> dict[str, bytes | None]:
@@ -228,23 +199,24 @@ def resize_center_crop(frames: torch.Tensor, height: int, width: int) -> torch.T
 def decode_clip(
     data: bytes, frames: int, stride_range: tuple[int, int], rng: np.random.Generator, fps: float | None
 ) -> tuple[torch.Tensor, float]:
-    """Decode `frames` frames at a random feasible stride and start -> (uint8 [T,H,W,3], fps / stride).
+    """Decode `frames` frames at a random feasible stride and start -> (uint8 [T,H,W,3], fps / stride), where fps
+    is the source's when its metadata says, else the container's. The one decoder (curate.media.video_frames)
+    decodes, so widths decord cannot copy decode too.
 
     Strides whose span exceeds the video are skipped; a video shorter than `frames` repeats its last frame.
     """
-    import decord
-
-    reader = decord.VideoReader(io.BytesIO(data), num_threads=1)
-    n = len(reader)
-    source_fps = fps or reader.get_avg_fps()
     lo, hi = stride_range
-    feasible = [s for s in range(lo, hi + 1) if (frames - 1) * s + 1 <= n] or [1]
-    stride = int(rng.choice(feasible))
-    span = (frames - 1) * stride + 1
-    start = int(rng.integers(0, max(1, n - span + 1)))
-    idx = np.minimum(start + stride * np.arange(frames), n - 1)
-    clip = torch.from_numpy(reader.get_batch(idx.tolist()).asnumpy())
-    return clip, source_fps / stride
+    chosen = []
+
+    def pick(n: int) -> list[int]:
+        feasible = [s for s in range(lo, hi + 1) if (frames - 1) * s + 1 <= n] or [1]
+        stride = int(rng.choice(feasible))
+        chosen.append(stride)
+        start = int(rng.integers(0, max(1, n - (frames - 1) * stride)))
+        return np.minimum(start + stride * np.arange(frames), n - 1).tolist()
+
+    decoded = decode(data, pick)
+    return torch.from_numpy(decoded.frames), (fps or decoded.fps) / chosen[0]
 
 
 def decode_image(data: bytes) -> torch.Tensor:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from curate.train.data import JointBatches, LoaderConfig, make_loader, shape_frames, to_model_range
+from curate.train.data import JointBatches, LoaderConfig, decode_clip, make_loader, shape_frames, to_model_range
 
 # one uint8 grey level in [-1, 1] units, plus the slack of torch's fixed-point uint8 resize (measured <= 1.002 levels
 # from the exact float resize: 0.5 from rounding, the rest from its 8-bit-fraction weights)
@@ -44,6 +44,19 @@ def test_batches_have_preset_geometry_and_fps_from_stride(mixed_dataset):
             assert set(b["fps"].tolist()) <= {12.0, 8.0}  # 24 fps source at stride 2 or 3
         else:
             assert b["fps"].tolist() == [24.0, 24.0]
+
+
+def test_videos_decord_cannot_copy_train_and_fps_comes_from_the_container(tmp_path, dataset_writer):
+    """16x16 videos (decord 0.6 fails on that width) load through the one decoder; without metadata fps, the
+    container's 24 fps over the stride conditions."""
+    folder = dataset_writer(tmp_path, videos=4, images=0, size=(16, 16), frames=8)
+    (batch,) = take(JointBatches(config(folder, height=16, width=16, image_ratio=0.0, frame_stride=(2, 2))), 1)
+    assert batch["pixels"].shape == (2, 3, 4, 16, 16) and batch["fps"].tolist() == [12.0, 12.0]
+    data = (folder / "shards" / "00000.tar").read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        clip = tf.extractfile("v000.mp4").read()
+    frames, fps = decode_clip(clip, 4, (2, 2), np.random.default_rng(0), None)
+    assert frames.shape == (4, 16, 16, 3) and fps == 12.0
 
 
 def test_image_ratio_selects_modality(mixed_dataset):

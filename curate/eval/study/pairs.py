@@ -6,14 +6,10 @@ import hashlib
 import itertools
 import json
 import os
-import tarfile
 from dataclasses import dataclass
 
-import pyarrow.parquet as pq
-
+from curate.shards import reader
 from curate.shards.folder import DatasetFolder
-
-MEDIA_EXTS = ("mp4", "webm", "mov", "mkv", "gif")
 
 
 @dataclass(frozen=True)
@@ -66,16 +62,6 @@ def match_of(row: dict) -> dict:
     return {**prompt, "seed": int(seed) if seed is not None else None}
 
 
-def _media_members(tar_path: str) -> dict[str, tarfile.TarInfo]:
-    with tarfile.open(tar_path) as tar:
-        members = {}
-        for member in tar.getmembers():
-            key, _, ext = member.name.partition(".")
-            if member.isfile() and ext in MEDIA_EXTS:
-                members[key] = member
-        return members
-
-
 def load_videos(folder: str, model: str) -> dict[str, Video]:
     """The success videos of a generated dataset folder, by match id (first key wins on duplicates)."""
     dataset = DatasetFolder(folder)
@@ -83,17 +69,15 @@ def load_videos(folder: str, model: str) -> dict[str, Video]:
         raise FileNotFoundError(f"{folder}: not a dataset folder (no shards/)")
     videos: dict[str, Video] = {}
     for sid in dataset.complete_shards():
-        rows = pq.read_table(dataset.manifest(sid)).to_pylist()
-        members = _media_members(dataset.tar(sid))
-        for row in sorted(rows, key=lambda r: r["key"]):
-            member = members.get(row["key"])
-            if row.get("status", "success") != "success" or member is None:
+        spans = reader.member_spans(folder, sid)
+        for row in sorted(reader.manifest_rows(folder, sid), key=lambda r: r["key"]):
+            found = reader.media_span(spans.get(row["key"], {}))
+            if found is None or reader.modality_of(found[0]) != "video":
                 continue
-            match = match_of(row)
-            videos.setdefault(json.dumps(match, sort_keys=True), Video(
-                model=model, folder=os.path.abspath(folder), key=row["key"], tar=dataset.tar(sid),
-                offset=member.offset_data, size=member.size, ext=member.name.partition(".")[2],
-                caption=row.get("caption") or ""))
+            ext, span = found
+            videos.setdefault(json.dumps(match_of(row), sort_keys=True), Video(
+                model=model, folder=os.path.abspath(folder), key=row["key"], tar=span.tar, offset=span.offset,
+                size=span.size, ext=ext, caption=row.get("caption") or ""))
     return videos
 
 
