@@ -9,7 +9,7 @@ import zipfile
 from collections.abc import Iterator
 
 from curate import storage
-from curate.sources.folder import VIDEO_EXTENSIONS
+from curate.shards.reader import modality_of
 from curate.sources.sample import make_key, sample
 
 VIDEO, CAPTION = "video", "caption"
@@ -37,7 +37,7 @@ def _typed(kind: type, text: str | None):
 
 
 def _is_video(name: str) -> bool:
-    return any(name.lower().endswith(ext) for ext in VIDEO_EXTENSIONS)
+    return modality_of(name) == "video"
 
 
 def video_index(videos: str) -> dict[str, str]:
