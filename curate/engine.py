@@ -150,6 +150,7 @@ def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict
     units = stage.todo()
     if stage.uses_actors:
         r = stage.resources
+        init(address)  # before any question to the cluster (CPU-only stages ask no GPU count first)
         gpus = cluster_gpus(address) if r.gpus_per_actor else 0
         actors = r.actors or (int(gpus) if gpus >= 1 else 1)
         import ray
