@@ -64,6 +64,13 @@ def ray_local():
 
 
 @pytest.fixture(scope="session")
+def ray_address(ray_local) -> str:
+    """The session's Ray, for a `curate` subprocess to join (--ray-address): a CLI run killed mid-way and its rerun
+    then start no Ray of their own (a cold start is most of such a test's time)."""
+    return ray_local.get_runtime_context().gcs_address
+
+
+@pytest.fixture(scope="session")
 def s3_server():
     from moto.server import ThreadedMotoServer
 

@@ -128,8 +128,9 @@ def test_csv_in_s3_to_dataset_in_s3_equals_local_and_resumes(ray_local, media_se
     assert all(after[k] == files[k] for k in files if "/shards/" in k)
 
 
-def test_crash_mid_upload_then_resume_every_row_once(media_server, s3_bucket, tmp_path):
-    """SIGKILL the CLI's process group as soon as the first tar object is in the bucket, rerun the same command."""
+def test_crash_mid_upload_then_resume_every_row_once(ray_address, media_server, s3_bucket, tmp_path):
+    """SIGKILL the CLI's process group as soon as the first tar object is in the bucket, rerun the same command.
+    Both runs drive the session's Ray (its workers have the same S3 endpoint): the kill takes the driver."""
     # shards 0-1 are quick, so a tar lands early; shards 2-4 each hold one slow body (2 s, not a video: a row
     # that fails to decode), so the kill comes mid-run
     names = [f"slow/body_{i}.mp4" if i in (7, 10, 13) else f"video_00{i % 5}.mp4" for i in range(15)]
@@ -142,15 +143,15 @@ def test_crash_mid_upload_then_resume_every_row_once(media_server, s3_bucket, tm
     remote_csv = upload(s3_bucket, "in/webvid.csv", str(csv_path))
     out = f"{s3_bucket}/ds"
     cmd = [sys.executable, "-m", "curate.cli", "download", "webvid", remote_csv, "--out", out,
-           "--allow-private-addresses", "--shard-size", "3", "--thread-count", "1", "--retries", "0"]
-    env = dict(os.environ, CURATE_RAY_NUM_CPUS="2")  # the S3 endpoint and credentials are inherited
+           "--allow-private-addresses", "--shard-size", "3", "--thread-count", "1", "--retries", "0",
+           "--ray-address", ray_address]
     s3, bucket = boto3.client("s3"), bucket_of(s3_bucket)
 
     def keys(suffix: str) -> list[str]:
         listing = s3.list_objects_v2(Bucket=bucket, Prefix="ds/shards/").get("Contents", [])
         return sorted(o["Key"] for o in listing if o["Key"].endswith(suffix))
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not keys(".tar") and proc.poll() is None:
         time.sleep(0.05)
@@ -159,7 +160,7 @@ def test_crash_mid_upload_then_resume_every_row_once(media_server, s3_bucket, tm
     assert keys(".tar"), err.decode(errors="replace")[-2000:]
     assert len(keys(".parquet")) < 5  # killed mid-run
 
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     files = objects(s3_bucket)
     rows = manifest_rows(files, "ds/")
