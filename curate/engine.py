@@ -29,6 +29,9 @@ def init(address: str | None = None, num_cpus: int | None = None) -> None:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False
+    # An embedded cluster listens on loopback only: say so, rather than have Ray warn on every command that token
+    # authentication is off (a user who wants tokens locally sets RAY_AUTH_MODE=token).
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     num_cpus = num_cpus or (int(os.environ["CURATE_RAY_NUM_CPUS"]) if os.environ.get("CURATE_RAY_NUM_CPUS") else None)
     # the object store: Ray's own sizing (30% of RAM) unless CURATE_RAY_OBJECT_STORE says (the tests keep it small)
     store = int(os.environ["CURATE_RAY_OBJECT_STORE"]) if os.environ.get("CURATE_RAY_OBJECT_STORE") else None

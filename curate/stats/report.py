@@ -35,6 +35,23 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+HEAVY_TAIL = 100.0  # max / min above which a positive score column is drawn on a log axis (sharpness: 0.2 .. 14,700)
+
+
+def log_scale(values: np.ndarray) -> bool:
+    """Heavy-tailed positive values (sharpness, noise) need a log axis: on a linear one nearly all fall in one bin."""
+    return len(values) > 1 and values.min() > 0 and values.max() / values.min() > HEAVY_TAIL
+
+
+def histogram_bins(values: np.ndarray, count: int = 30):
+    """Bin edges: log-spaced for heavy-tailed values (see log_scale), else even."""
+    if not len(values):
+        return 10
+    if log_scale(values):
+        return np.geomspace(values.min(), values.max(), count + 1)
+    return np.histogram_bin_edges(values, bins=count)
+
+
 def _histogram(values_by_source: dict[str, np.ndarray], column: str, lines: list[tuple[str, float]]) -> str:
     import matplotlib
 
@@ -43,7 +60,9 @@ def _histogram(values_by_source: dict[str, np.ndarray], column: str, lines: list
 
     fig, ax = plt.subplots(figsize=(5.5, 2.8))
     allv = np.concatenate([v for v in values_by_source.values() if len(v)]) if values_by_source else np.array([])
-    bins = np.histogram_bin_edges(allv, bins=30) if len(allv) else 10
+    bins = histogram_bins(allv)
+    if log_scale(allv):
+        ax.set_xscale("log")
     for source, values in sorted(values_by_source.items()):
         ax.hist(values, bins=bins, histtype="step", linewidth=1.5, label=f"{source} (n={len(values)})")
     for op, value in lines:

@@ -2,6 +2,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -89,3 +90,14 @@ def test_report_shows_the_ocr_distribution(scored):
     page = build(scored, "coalesce(ocr_static_text_area, ocr_text_area) < 0.05")
     assert "<h2>ocr_text_area</h2>" in page and "<h2>ocr_static_text_area</h2>" in page
     assert "<td>webvid</td><td>3</td><td>3</td><td>2</td><td>1</td>" in page  # the watermarked video dropped
+
+
+def test_heavy_tailed_scores_get_log_bins_that_spread_them():
+    sharpness = np.clip(np.concatenate([np.random.default_rng(0).lognormal(3, 1.5, 500), [0.2, 14_700.0]]), 0.2, 14_700)
+    bins = report.histogram_bins(sharpness)
+    assert report.log_scale(sharpness) and np.allclose(bins[[0, -1]], [0.2, 14_700.0])
+    counts, _ = np.histogram(sharpness, bins)
+    assert counts.max() < 0.2 * len(sharpness)  # on 30 even bins more than 90% fall in the first one
+    assert np.histogram(sharpness, 30)[0][0] > 0.9 * len(sharpness)
+    brightness = np.linspace(0.1, 0.9, 50)
+    assert not report.log_scale(brightness) and np.allclose(report.histogram_bins(brightness), np.linspace(0.1, 0.9, 31))
