@@ -48,7 +48,7 @@ def static_mask(masks: np.ndarray) -> np.ndarray | None:
     """bool [H,W]: pixels covered by text in at least STATIC_SHARE of the frames; None for a single frame."""
     if len(masks) < 2:
         return None
-    return masks.mean(axis=0) >= STATIC_SHARE - 1e-9
+    return masks.mean(axis=0) >= STATIC_SHARE - 1e-9  # 2 of 3 frames: the mean 0.666... must pass 2/3
 
 
 def place_of(box: np.ndarray, height: int, width: int) -> str:
@@ -60,7 +60,8 @@ def place_of(box: np.ndarray, height: int, width: int) -> str:
     return band or "middle"
 
 
-def text_place(frame_boxes: list[list[np.ndarray]], height: int, width: int, keep: np.ndarray | None = None) -> str | None:
+def text_place(frame_boxes: list[list[np.ndarray]], height: int, width: int,
+               keep: np.ndarray | None = None) -> str | None:
     """The place holding most text area over the frames (only boxes centred on `keep` pixels when given, e.g. the
     static ones); None without text."""
     areas = dict.fromkeys(PLACES, 0.0)
@@ -129,8 +130,8 @@ class OcrScorer:
         # limit_type "max": RapidOCR's default ("min", 736) would enlarge every frame to 736 px on its shorter side,
         # ~20x the compute of a 180 px frame; "max" never enlarges (and only shrinks above 960 px: detect() does)
         self.engine = RapidOCR(det_model_path=paths["det"], rec_model_path=paths["rec"], use_cls=False,
-                               det_limit_type="max",
-                               det_use_cuda=cuda, rec_use_cuda=cuda, intra_op_num_threads=1, inter_op_num_threads=1)
+                               det_limit_type="max", det_use_cuda=cuda, rec_use_cuda=cuda, intra_op_num_threads=1,
+                               inter_op_num_threads=1)
 
     def provenance(self) -> dict:
         from importlib.metadata import version
