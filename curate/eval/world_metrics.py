@@ -13,8 +13,8 @@ extent). From that mask:
 - edge strength: mean of the top EDGE_TOP share of Sobel gradient magnitudes of the grey frame, / 255;
 - object contrast: RGB distance between the object's and the background's mean colours, / (255 sqrt 3);
 - flicker: standard deviation over frames of the background colour (0-255);
-- mark strength: the videos' watermark (world.MARK_BOX, scaled to the frame): mean grey level in its box minus the
-  median grey level elsewhere, object pixels left out of both, / 255; ~0 for clean frames.
+- mark strength: the videos' watermark (world.MARK_BOX, scaled to the frame): median grey level in its box minus
+  the median grey level elsewhere, object pixels left out of both, / 255; ~0 for clean frames.
 A frame with no clear object (strongest difference < MIN_OBJECT grey levels) has no mask: colour, shape and
 motion then count as wrong.
 """
@@ -90,7 +90,7 @@ def mark_strength(frame: np.ndarray, mask: np.ndarray | None) -> float | None:
     inside, outside = grey[box & free], grey[~box & free]
     if inside.size == 0 or outside.size == 0:
         return None
-    return float((inside.mean() - np.median(outside)) / 255.0)
+    return float((np.median(inside) - np.median(outside)) / 255.0)  # medians: noise reads ~0, not its skew
 
 
 def direction_of(net: np.ndarray, side: int) -> str:
