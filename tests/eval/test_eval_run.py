@@ -23,6 +23,7 @@ from tiny_run import tiny_run
 
 from curate import schema
 from curate.config import ConfigError
+from curate.eval.fvd import fvd as fvd_of
 from curate.eval.i3d import InceptionI3d
 from curate.eval.run import compare, demo_eval, evaluate, load_eval_recipe, render
 
@@ -81,6 +82,38 @@ def demo(ray_local, tmp_path_factory, small_recipe):
     return run, out, demo_eval(str(run), str(out), small_recipe, echo=lines.append), lines
 
 
+def captioned_videos(folder: str) -> list[tuple[str, np.ndarray, str]]:
+    """(key, frames, caption) of every video of a generated folder, decoded here with PyAV."""
+    out = []
+    for tar_path in sorted(Path(folder, "shards").glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+        for name in sorted(members):
+            if name.endswith(".mp4"):
+                key = name[:-4]
+                with av.open(io.BytesIO(members[name])) as container:
+                    frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+                out.append((key, frames, members[f"{key}.txt"].decode()))
+    return out
+
+
+def open_clip_clipsim(model_dir: str, folder: str) -> float:
+    """CLIPSIM computed with open_clip alone: its eval transform per frame, cosine to the caption, mean over
+    frames, then over videos."""
+    from PIL import Image
+
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{model_dir}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{model_dir}")
+    scores = []
+    with torch.no_grad():
+        for _, frames, caption in captioned_videos(folder):
+            images = model.eval().encode_image(torch.stack([preprocess(Image.fromarray(f)) for f in frames]))
+            text = model.encode_text(tokenizer([caption]))
+            images, text = (torch.nn.functional.normalize(x, dim=-1) for x in (images, text))
+            scores.append(float((images @ text.T).mean()))
+    return float(np.mean(scores))
+
+
 def decoded_videos(folder: str) -> list[np.ndarray]:
     videos = []
     for tar_path in sorted(Path(folder, "shards").glob("*.tar")):
@@ -130,7 +163,7 @@ def test_demo_grid_is_two_checkpoints_by_two_prompts(demo):
     assert frames[0].width >= 2 * 128 and frames[0].height >= 2 * 128
 
 
-def test_clipsim_and_fvd_rows_with_weight_files(demo, tmp_path, small_recipe):
+def test_clipsim_and_fvd_rows_with_weight_files(demo, tmp_path, small_recipe, folder_factory):
     run, out, _, _ = demo
     copy = tmp_path / "eval"
     shutil.copytree(out / "eval", copy)
@@ -149,10 +182,20 @@ def test_clipsim_and_fvd_rows_with_weight_files(demo, tmp_path, small_recipe):
     rows = {r["metric"]: r for r in duckdb.connect().execute(
         "SELECT * FROM read_parquet(?)", [result["results"]]).fetch_df().to_dict("records")}
     assert set(rows) == set(QUALITY) | {"clipsim", "fvd"}
-    assert rows["clipsim"]["status"] == "ok" and -1 <= rows["clipsim"]["value"] <= 1
-    assert json.loads(rows["clipsim"]["counts"]) == {"clips": 2, "skipped": 0}
+    generated = str(copy / "generated" / f"{run.name}-step2")  # the run's latest checkpoint's videos
+    assert rows["clipsim"]["status"] == "ok" and json.loads(rows["clipsim"]["counts"]) == {"clips": 2, "skipped": 0}
+    assert rows["clipsim"]["value"] == pytest.approx(open_clip_clipsim(str(clip), generated), abs=1e-4)
     fvd = rows["fvd"]
     assert fvd["status"] == "ok" and fvd["value"] > 0
+    # FVD of the videos against themselves is ~0 (random I3D weights: every FVD here is small, so relative to the
+    # others); against the same videos brightened, and the row's (another checkpoint's videos), far from it
+    options = dict(i3d_weights=str(i3d), frames=10, out=str(tmp_path / "fvd.json"))
+    itself = fvd_of(generated, generated, **options)["value"]
+    brighter = folder_factory("brighter", [
+        {"key": key, "caption": caption, "frames": np.clip(frames.astype(int) + 80, 0, 255).astype(np.uint8)}
+        for key, frames, caption in captioned_videos(generated)])
+    shifted = fvd_of(generated, brighter, **options)["value"]
+    assert abs(itself) < 1e-3 * shifted and abs(itself) < 1e-3 * fvd["value"], (itself, shifted, fvd["value"])
     protocol = json.loads(fvd["protocol"])
     assert protocol["extractor_sha256"] == hashlib.sha256(i3d.read_bytes()).hexdigest() and protocol["frames"] == 10
     assert json.loads(fvd["counts"]) == {"real": 2, "generated": 2}
