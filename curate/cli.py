@@ -16,10 +16,11 @@ from typing import Optional
 import typer
 
 from curate.cli_params import section_from_flags, with_options
-from curate.config import (CaptionSection, ConfigError, DownloadSection, ScoreSection, SelectSection, SplitSection,
-                           load_pipeline)
+from curate.config import CaptionSection, ConfigError, ScoreSection, SelectSection
+from curate.download.stage import DownloadSection
 from curate.eval.fvd_options import FVDOptions
 from curate.eval.generate import GenerateOptions
+from curate.split.options import SplitSection
 from curate.train.sampler_options import SamplerOptions
 from curate.train import commands as train_commands
 
@@ -295,7 +296,7 @@ def run_cmd(
     from curate.bundled import recipe_path
 
     with usage_errors(out):
-        recipe = load_pipeline(str(recipe_path(pipeline)))
+        recipe = pipelines.load_pipeline(str(recipe_path(pipeline)))
         if describe:
             typer.echo(pipelines.describe(recipe, out))
             return

@@ -1,4 +1,6 @@
-"""Options as dataclasses: one strict loader (YAML sections, recipes) and the pipeline recipe's sections.
+"""Options as dataclasses: one strict loader (YAML files, recipe paths, sections) and the score and select sections;
+each stage's own section lives with its stage (DownloadSection in curate.download.stage, SplitSection in
+curate.split.options), the recipe that combines them in curate.pipeline.
 
 A section's dataclass is the single source of its keys, types and defaults: `curate run` reads it from
 YAML with `from_mapping`, and the CLI builds its options from the same fields (curate/cli_params.py).
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,11 +20,7 @@ from typing import Any
 
 import yaml
 
-from curate.download.http import FetchPolicy
-from curate.download.shard import DownloadOptions
-from curate.media.cut import MODES
-from curate.split.detect import DETECTORS
-from curate.split.shots import GRADUAL
+from curate import storage
 
 FLATTEN = {"flatten": True}
 
@@ -148,55 +147,68 @@ def replace_options(obj, changes: dict):
     return from_mapping(type(obj), {**to_mapping(obj), **changes})
 
 
-def _help(text: str, **more) -> dict:
+def load_yaml(path) -> Any:
+    """The data of a YAML file (every recipe is read here); a missing or malformed file is a ConfigError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+_VARIABLE = re.compile(r"\$(?:(\w+)|\{(\w+)\})")
+
+
+def expand_variables(value: str, where: str) -> str:
+    """`value` with $NAME / ${NAME} replaced from the environment; an unset one is a ConfigError naming it."""
+    unset = sorted({a or b for a, b in _VARIABLE.findall(value) if (a or b) not in os.environ})
+    if unset:
+        raise ConfigError(f"{where}: {value} needs the environment variable(s) {', '.join(unset)}, which are not set")
+    return os.path.expandvars(value)
+
+
+def expand_path(value: str, base: str, where: str) -> str:
+    """A path in a recipe: variables expanded (see expand_variables), then ~, then a relative path taken against
+    `base` (the recipe's folder, so recipes travel with their data); a URL stays as written."""
+    expanded = expand_variables(value, where)
+    if storage.is_remote(expanded):
+        return expanded
+    return os.path.normpath(os.path.join(base, os.path.expanduser(expanded)))
+
+
+def option_help(text: str, **more) -> dict:
     return {"help": text, **more}
-
-
-@dataclass
-class DownloadSection:
-    source: str = field(metadata=_help("Source reader: webvid, laion-coco, laion-aesthetics, journeydb, msrvtt, "
-                                       "folder, urls."))
-    input: str = field(metadata=_help("The source's metadata file or folder, in its distributed format."))
-    source_options: dict = field(default_factory=dict, metadata=_help(
-        "Reader options: caption_column (laion-*/urls), images (journeydb), videos (msrvtt)."))
-    shard_size: int = field(default=1000, metadata=_help("Samples per shard.", min=1))
-    limit: int | None = field(default=None, metadata=_help("Only the first N input rows.", min=1))
-    max_failure_rate: float = field(default=1.0, metadata=_help(
-        "Exit 1 when a larger fraction of rows failed to download or decode (the folder is kept).", min=0.0, max=1.0))
-    options: DownloadOptions = field(default_factory=DownloadOptions, metadata=FLATTEN)
-
-    @property
-    def fetch(self) -> FetchPolicy:
-        return self.options.fetch
 
 
 @dataclass
 class ScoreSection:
     scorers: list = field(default_factory=lambda: ["clip", "aesthetic", "motion", "quality", "dedup"],
-                          metadata=_help("Comma-separated: clip, aesthetic, motion, codec_motion, quality, dedup."))
-    clip_model: str | None = field(default=None, metadata=_help(
+                          metadata=option_help("Comma-separated: clip, aesthetic, motion, codec_motion, quality, dedup."))
+    clip_model: str | None = field(default=None, metadata=option_help(
         "CLIP for clip_score and dedup (default ViT-L-14:openai): open_clip NAME:TAG, NAME:/path/checkpoint, a "
         "checkpoint file (architecture recognised or inferred from its shapes; refused when ambiguous; "
         "NAME-quickgelu for OpenAI-trained weights), a model folder, or hf-hub:ORG/REPO."))
-    aesthetic_model: str | None = field(default=None, metadata=_help(
+    aesthetic_model: str | None = field(default=None, metadata=option_help(
         "Path to sac+logos+ava1-l14-linearMSE.pth (default: the standard caches)."))
-    aesthetic_clip_model: str | None = field(default=None, metadata=_help(
+    aesthetic_clip_model: str | None = field(default=None, metadata=option_help(
         "The CLIP feeding the aesthetic MLP: OpenAI ViT-L/14 only (ViT-L-14:openai, or its checkpoint file)."))
-    aesthetic_custom_clip: bool = field(default=False, metadata=_help(
+    aesthetic_custom_clip: bool = field(default=False, metadata=option_help(
         "Allow another CLIP for the aesthetic MLP (only for an MLP you trained on that CLIP's embeddings)."))
-    trust_checkpoint: bool = field(default=False, metadata=_help(
+    trust_checkpoint: bool = field(default=False, metadata=option_help(
         "Read pickled/TorchScript CLIP files whose checksum is not published (they can run code)."))
-    batch_size: int = field(default=32, metadata=_help("Samples per model batch.", min=1))
-    actors: int | None = field(default=None, metadata=_help("Scorer actors (default: one per GPU, else 1).", min=1))
-    frames: int = field(default=3, metadata=_help("Frames sampled per video.", min=1))
-    positions: str = field(default="first,middle,last", metadata=_help(
+    batch_size: int = field(default=32, metadata=option_help("Samples per model batch.", min=1))
+    actors: int | None = field(default=None, metadata=option_help("Scorer actors (default: one per GPU, else 1).", min=1))
+    frames: int = field(default=3, metadata=option_help("Frames sampled per video.", min=1))
+    positions: str = field(default="first,middle,last", metadata=option_help(
         "Frame positions: first,middle,last or uniform."))
-    dedup_threshold: float = field(default=0.95, metadata=_help(
+    dedup_threshold: float = field(default=0.95, metadata=option_help(
         "CLIP cosine at or above which a sample is a near-duplicate."))
-    keep_best: str | None = field(default=None, metadata=_help(
+    keep_best: str | None = field(default=None, metadata=option_help(
         "Dedup keeps, of each group of duplicates, the sample with the highest value of this numeric score column "
         "(e.g. aesthetic_score; missing values last, ties by dataset order); default: the earliest."))
-    decode_timeout: float = field(default=60.0, metadata=_help(
+    decode_timeout: float = field(default=60.0, metadata=option_help(
         "Seconds one sample's decode may take in the isolated decoder before it is a failure.", min=1.0))
 
 
@@ -208,25 +220,25 @@ DEFAULT_CAPTION_PROMPT = ("Describe this video in one factual paragraph: the sub
 
 @dataclass
 class CaptionSection:
-    model: str = field(metadata=_help("The model's name on the endpoint (e.g. Qwen/Qwen2.5-VL-7B-Instruct)."))
-    endpoint: str | None = field(default=None, metadata=_help(
+    model: str = field(metadata=option_help("The model's name on the endpoint (e.g. Qwen/Qwen2.5-VL-7B-Instruct)."))
+    endpoint: str | None = field(default=None, metadata=option_help(
         "OpenAI-compatible base URL (vLLM, SGLang, TGI, Ollama), e.g. http://127.0.0.1:8000/v1."))
-    backend: str = field(default="openai", metadata=_help("openai: an OpenAI-compatible chat endpoint."))
-    name: str | None = field(default=None, metadata=_help(
+    backend: str = field(default="openai", metadata=option_help("openai: an OpenAI-compatible chat endpoint."))
+    name: str | None = field(default=None, metadata=option_help(
         "Caption run name: captions/<name>/ and the column caption_<name> (default: from the model name)."))
-    frames: int = field(default=4, metadata=_help("Frames sent per video, evenly spaced (images: the image).", min=1))
-    max_side: int = field(default=768, metadata=_help("Frames are downscaled to this longer side before JPEG "
+    frames: int = field(default=4, metadata=option_help("Frames sent per video, evenly spaced (images: the image).", min=1))
+    max_side: int = field(default=768, metadata=option_help("Frames are downscaled to this longer side before JPEG "
                                                       "encoding.", min=16))
-    prompt_file: str | None = field(default=None, metadata=_help(
+    prompt_file: str | None = field(default=None, metadata=option_help(
         "A text file with the prompt (default: one factual paragraph about the clip)."))
-    max_tokens: int = field(default=300, metadata=_help("Answer length cap in tokens.", min=1))
-    concurrency: int = field(default=32, metadata=_help("Requests in flight.", min=1))
-    timeout: float = field(default=120.0, metadata=_help("Seconds one request may take.", min=0.1))
-    retries: int = field(default=6, metadata=_help("Retries of a request on 429, 5xx, timeouts and dropped "
+    max_tokens: int = field(default=300, metadata=option_help("Answer length cap in tokens.", min=1))
+    concurrency: int = field(default=32, metadata=option_help("Requests in flight.", min=1))
+    timeout: float = field(default=120.0, metadata=option_help("Seconds one request may take.", min=0.1))
+    retries: int = field(default=6, metadata=option_help("Retries of a request on 429, 5xx, timeouts and dropped "
                                                    "connections (backoff with jitter; Retry-After honoured).", min=0))
-    max_run_seconds: float | None = field(default=None, metadata=_help(
+    max_run_seconds: float | None = field(default=None, metadata=option_help(
         "Bound on the whole run: unfinished shards are left for the next run (exit 1).", min=1.0))
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata=_help(
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata=option_help(
         "Environment variable holding the API key (never printed or stored); unset: no key is sent."))
 
     def __post_init__(self):
@@ -249,20 +261,20 @@ class CaptionSection:
 
 @dataclass
 class SelectSection:
-    where: str = field(default="TRUE", metadata=_help(
+    where: str = field(default="TRUE", metadata=option_help(
         "Predicate over `samples` columns, e.g. \"aesthetic_score >= 5.5 AND clip_score >= 0.28\"."))
-    top: float | None = field(default=None, metadata=_help(
+    top: float | None = field(default=None, metadata=option_help(
         "Keep this fraction (0-1] of what passes --where, best first by --by."))
-    by: str | None = field(default=None, metadata=_help("Column that ranks samples for --top and --quota."))
-    quotas: dict = field(default_factory=dict, metadata=_help("SOURCE=N: at most N samples from SOURCE."))
-    video_size: tuple = field(default=(512, 320), metadata=_help(
+    by: str | None = field(default=None, metadata=option_help("Column that ranks samples for --top and --quota."))
+    quotas: dict = field(default_factory=dict, metadata=option_help("SOURCE=N: at most N samples from SOURCE."))
+    video_size: tuple = field(default=(512, 320), metadata=option_help(
         "Training geometry for videos, width x height (resize to cover + centre crop)."))
-    image_size: tuple = field(default=(512, 512), metadata=_help("Training geometry for images, width x height."))
-    max_frames: int | None = field(default=None, metadata=_help("Cap the frames kept per video.", min=1))
-    caption: str | None = field(default=None, metadata=_help(
+    image_size: tuple = field(default=(512, 512), metadata=option_help("Training geometry for images, width x height."))
+    max_frames: int | None = field(default=None, metadata=option_help("Cap the frames kept per video.", min=1))
+    caption: str | None = field(default=None, metadata=option_help(
         "Caption run (curate caption --name) whose text goes into KEY.txt and the manifest (default: the source "
         "caption); a sample without a caption from that run keeps its source caption."))
-    out: str = field(default="selected", metadata=_help(
+    out: str = field(default="selected", metadata=option_help(
         "Output folder; a relative path is beside the dataset folder."))
 
     def __post_init__(self):
@@ -275,80 +287,3 @@ class SelectSection:
             raise ConfigError("select.top is a fraction in (0, 1]")
         if (self.top is not None or self.quotas) and not self.by:
             raise ConfigError("select.top and select.quotas need `by`: the column that ranks samples")
-
-
-
-
-@dataclass
-class SplitSection:
-    detector: str = field(default="transnetv2", metadata=_help(
-        "Shot detector: transnetv2 (network, GPU when present), content or adaptive (PySceneDetect), source "
-        "(the rows' own `windows`)."))
-    threshold: float | None = field(default=None, metadata=_help(
-        "Detector threshold (default: transnetv2 0.4 as NeMo Curator, measured best in scripts/bench_split.py; "
-        "content 27 and adaptive 3, PySceneDetect's own)."))
-    min_clip: float = field(default=2.0, metadata=_help("Shots shorter than this many seconds are dropped.", min=0.0))
-    max_clip: float = field(default=60.0, metadata=_help(
-        "Shots longer than this many seconds are cut into equal windows no longer than it.", min=0.1))
-    trim_frames: int = field(default=1, metadata=_help("Frames dropped at each end of a shot.", min=0))
-    gradual: str = field(default="trim", metadata=_help(
-        "Gradual transitions (fade, dissolve): trim (their frames left out) or drop (the shots beside them too)."))
-    static_threshold: float = field(default=0.5, metadata=_help(
-        "Median frame difference (0-255, 48x27 frames) below which a clip is flagged static.", min=0.0))
-    drop_static: bool = field(default=False, metadata=_help("Drop static clips instead of flagging them."))
-    cut: str = field(default="exact", metadata=_help(
-        "exact (decode + libx264 re-encode, frame-exact) or keyframe (stream copy: fast, starts at the keyframe "
-        "at or before the window)."))
-    max_side: int | None = field(default=None, metadata=_help(
-        "Scale clips so the longer side is at most this (default: the source resolution).", min=16))
-    crf: int = field(default=18, metadata=_help("libx264 quality of exact cuts (lower is better).", min=0, max=51))
-    video_timeout: float = field(default=7200.0, metadata=_help(
-        "Seconds one video's shot detection may take before it is a failure row.", min=1.0))
-    out: str = field(default="clips", metadata=_help(
-        "Recipes: the clips' dataset folder; a relative path is beside the dataset folder."))
-
-    def __post_init__(self):
-        for name, allowed in (("detector", DETECTORS), ("cut", MODES), ("gradual", GRADUAL)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"split.{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        if self.cut == "keyframe" and self.max_side:
-            raise ConfigError("split.max_side needs cut: exact (a stream copy cannot scale)")
-        if self.min_clip > self.max_clip:
-            raise ConfigError(f"split.min_clip ({self.min_clip}) is longer than split.max_clip ({self.max_clip})")
-
-
-@dataclass
-class Pipeline:
-    name: str
-    download: DownloadSection
-    description: str = ""
-    split: SplitSection | None = None  # long videos -> single-shot clips; score and select then work on the clips
-    caption: CaptionSection | None = None
-    score: ScoreSection | None = None
-    select: SelectSection | None = None
-
-
-def load_pipeline(path: str) -> Pipeline:
-    """Relative input paths are resolved against the recipe's folder, so recipes travel with their data."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe is a mapping with at least `name` and `download`")
-    try:
-        pipeline = from_mapping(Pipeline, data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    base = os.path.dirname(os.path.abspath(path))
-    dl = pipeline.download
-    dl.input = os.path.normpath(os.path.join(base, os.path.expandvars(dl.input)))
-    for key, value in list(dl.source_options.items()):
-        if isinstance(value, str):
-            dl.source_options[key] = value = os.path.expandvars(value)
-        if key in ("images", "videos") and isinstance(value, str):
-            dl.source_options[key] = os.path.normpath(os.path.join(base, os.path.expandvars(value)))
-    if pipeline.caption and pipeline.caption.prompt_file:
-        pipeline.caption.prompt_file = os.path.join(base, os.path.expandvars(pipeline.caption.prompt_file))
-    return pipeline

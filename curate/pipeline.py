@@ -5,17 +5,53 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from curate import dedup, engine
 from curate.caption.stage import CaptionStage
-from curate.config import Pipeline
+from curate.config import (CaptionSection, ConfigError, ScoreSection, SelectSection, expand_path, expand_variables,
+                           from_mapping, load_yaml)
 from curate.dedup.stage import DedupStage
-from curate.download.stage import DownloadStage
+from curate.download.stage import DownloadSection, DownloadStage
 from curate.scoring.scorer_set import SCORER_NAMES
 from curate.scoring.stage import ScoreStage
 from curate.selection import SelectStage
+from curate.split.options import SplitSection
 from curate.split.stage import SplitStage
 from curate.stage import Stage
+
+
+@dataclass
+class Pipeline:
+    name: str
+    download: DownloadSection
+    description: str = ""
+    split: SplitSection | None = None  # long videos -> single-shot clips; score and select then work on the clips
+    caption: CaptionSection | None = None
+    score: ScoreSection | None = None
+    select: SelectSection | None = None
+
+
+def load_pipeline(path: str) -> Pipeline:
+    """Relative input paths are resolved against the recipe's folder, so recipes travel with their data."""
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping with at least `name` and `download`")
+    try:
+        pipeline = from_mapping(Pipeline, data)
+        base = os.path.dirname(os.path.abspath(path))
+        dl = pipeline.download
+        dl.input = expand_path(dl.input, base, "download.input")
+        for key, value in list(dl.source_options.items()):
+            if isinstance(value, str):
+                where = f"download.source_options.{key}"
+                dl.source_options[key] = (expand_path(value, base, where) if key in ("images", "videos")
+                                          else expand_variables(value, where))
+        if pipeline.caption and pipeline.caption.prompt_file:
+            pipeline.caption.prompt_file = expand_path(pipeline.caption.prompt_file, base, "caption.prompt_file")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return pipeline
 
 
 def beside(target: str, out: str) -> str:

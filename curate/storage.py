@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
-from curate.shards.atomic import fsync_path, publish
+from curate.atomic import fsync_path, publish
 
 
 def is_remote(path: str | os.PathLike) -> bool:

@@ -25,6 +25,7 @@ from curate.demo import corpus, server
 from curate.download.http import FetchPolicy
 from curate.download.stage import download
 from curate.download.shard import DownloadOptions
+from curate.media.transcode import write_mp4
 
 THREADS = 16
 
@@ -36,7 +37,7 @@ def make_media(root: str, smoke: bool = False) -> None:
     width, height, count, side = (64, 48, 10, 64) if smoke else (596, 336, 250, 512)
     frames = corpus.video_frames("circle", (200, 50, 50), (30, 30, 30), "noisy", rng, width=width, height=height,
                                  frames=count)
-    corpus.write_mp4(os.path.join(root, "clip.mp4"), frames, fps=25, crf=30)
+    write_mp4(os.path.join(root, "clip.mp4"), frames, fps=25, crf=30)
     import cv2
 
     img = (rng.random((side, side, 3)) * 255).astype(np.uint8)

@@ -12,7 +12,7 @@
 3. sample: every variant on the held-out prompts (combinations never seen as video) x `--seeds` seeds, in
            parallel processes; raw uint8 frames are kept (H.264 at 16 px would halve the colour resolution that
            the metrics measure).
-4. table:  world metrics (curate.eval.world_metrics) and the weight-free video metrics
+4. table:  world metrics (curate.demo.world_metrics) and the weight-free video metrics
            (curate.eval.video_quality.clip_quality) per variant, mean +- standard deviation over seeds, with
            reference rows measured by the same code on the real training data; OUT/table.md, OUT/table.json and
            OUT/grid.gif (variants x prompts, seed 0). FVD is left out: without the I3D weights offline it would
@@ -98,7 +98,8 @@ def build_data(out: str, smoke: bool) -> dict:
         log(f"data: done before ({done})")
         return json.load(open(done))
     from curate import pipeline
-    from curate.config import load_pipeline, replace_options
+    from curate.config import replace_options
+    from curate.pipeline import load_pipeline
     from curate.demo import world
 
     started = time.time()
@@ -237,7 +238,7 @@ def sample_all(out: str, prompts: list[str], seeds: list[int], steps: int, jobs:
 # ---- 4. metrics and table ------------------------------------------------------------------------------------
 
 def measure_set(videos: list[tuple[np.ndarray, str]]) -> dict:
-    from curate.eval import world_metrics
+    from curate.demo import world_metrics
     from curate.eval.video_quality import clip_quality, summarise
 
     world_rows = [world_metrics.measure(frames, prompt) for frames, prompt in videos]

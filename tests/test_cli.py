@@ -3,13 +3,15 @@
 import glob
 import json
 import os
+import re
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.config import ConfigError, load_pipeline
+from curate.config import ConfigError
+from curate.pipeline import load_pipeline
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter
 
@@ -116,7 +118,7 @@ def test_usage_errors_exit_2(tmp_path):
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "pipelines", "*.yaml"))))
 def test_shipped_recipes_parse(path, monkeypatch):
-    for var in ("WEBVID_DIR", "LAION_COCO_DIR", "LAION_AESTHETICS_DIR", "JOURNEYDB_DIR", "MSRVTT_DIR", "FOOTAGE_DIR"):
+    for var in re.findall(r"\$\{(\w+)\}", open(path, encoding="utf-8").read()):  # WEBVID_DIR, ...
         monkeypatch.setenv(var, "/data")
     recipe = load_pipeline(path)
     assert recipe.download.input.startswith(("/data", ROOT))
@@ -149,3 +151,12 @@ def test_split_recipe_describes_split_then_work_on_the_clips(tmp_path, monkeypat
     clips = str(tmp_path / "footage_clips")
     assert f"split: {tmp_path / 'ds'} -> {clips}: transnetv2 shots, clips 2-60 s" in result.output
     assert "WHERE static = false" in result.output and not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("describe", [[], ["--describe"]])
+def test_recipe_path_with_an_unset_variable_names_it(tmp_path, monkeypatch, describe):
+    monkeypatch.delenv("WEBVID_DIR", raising=False)
+    result = runner.invoke(app, ["run", "webvid10m", "--out", str(tmp_path / "o"), *describe])
+    assert result.exit_code == 2
+    assert "download.input: ${WEBVID_DIR}/results_10M_train.csv needs the environment variable(s) WEBVID_DIR" \
+        in result.output

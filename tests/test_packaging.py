@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate import bundled
-from curate.config import load_pipeline
+from curate.pipeline import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_INPUTS = ("pyproject.toml", "setup.py", "README.md", "curate", "schemas", "pipelines")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
 import zlib
 
 import cv2
 import numpy as np
+
+from curate.media.transcode import write_mp4
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40),
           "white": (240, 240, 240), "purple": (150, 60, 190)}
@@ -82,13 +83,6 @@ def video_frames(shape, color, background, quality, rng, width=160, height=96, f
         frame = degrade(draw(shape, color, background, width, height, cx, cy, size, view), quality, rng)
         out.append(watermark(frame) if watermarked else frame)
     return out
-
-
-def write_mp4(path: str, frames: list[np.ndarray], fps: int = 8, crf: int = 20) -> None:
-    h, w = frames[0].shape[:2]
-    cmd = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps),
-           "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p", path]
-    subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True, capture_output=True)
 
 
 def huge_png_header(width: int, height: int) -> bytes:

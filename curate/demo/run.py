@@ -46,7 +46,7 @@ def world_dataset(out: str, ray_address: str | None, echo=print, **sizes) -> str
     import json
 
     from curate import pipeline
-    from curate.config import load_pipeline
+    from curate.pipeline import load_pipeline
 
     srv, urls, _ = world.prepare(out, **sizes)
     try:
@@ -94,7 +94,7 @@ def split_long_video(out: str, ray_address: str | None, echo=print) -> dict:
     import json
 
     from curate import pipeline
-    from curate.config import load_pipeline
+    from curate.pipeline import load_pipeline
 
     recipe = load_pipeline(SPLIT_RECIPE)
     recipe.download.input = os.path.dirname(corpus.long_video(os.path.join(out, "corpus")))
@@ -113,7 +113,7 @@ def run_demo(out: str, train_steps: int, ray_address: str | None, echo=print) ->
     import json
 
     from curate import pipeline
-    from curate.config import load_pipeline
+    from curate.pipeline import load_pipeline
     from curate.stats.report import write
     from curate.stats.summary import render, summarize
 
@@ -141,8 +141,32 @@ def run_demo(out: str, train_steps: int, ray_address: str | None, echo=print) ->
         echo("\n== the toy world (curate/demo/world.py) served on 127.0.0.1 and downloaded, for the demo's model")
         run_dir, gif = train_world(out, train_steps, ray_address, echo)
         results["gif"] = str(gif)
-        from curate.eval.run import demo_eval
-
         echo(f"\n== curate eval (first and last checkpoint of {run_dir}, recipe {WORLD_EVAL_RECIPE}) and a 2x2 grid")
         results["eval"] = demo_eval(str(run_dir), out, recipe=WORLD_EVAL_RECIPE, echo=echo)
     return results
+
+
+DEMO_PROMPTS = 2  # grid rows: the tiny recipe's first prompts
+
+
+def demo_eval(run_dir: str, out_dir: str, recipe: str = "tiny", echo=print) -> dict:
+    """The demo's evaluation: the run's first and last checkpoints through the tiny recipe (generate + weight-free
+    metrics -> results table), then a 2x2 grid (those checkpoints x the recipe's first two prompts) from the
+    generated folders, so its cells are the table's videos."""
+    from curate.eval.grid import grid
+    from curate.eval.run import evaluate, load_eval_recipe
+    from curate.train.checkpoints import latest_checkpoint
+
+    found = sorted((os.path.join(run_dir, "checkpoints", n) for n in os.listdir(os.path.join(run_dir, "checkpoints"))
+                    if n.startswith("step_") and n.endswith(".pt")))
+    if len(found) < 2:
+        raise ValueError(f"{run_dir} has {len(found)} checkpoint(s); the demo grid compares the first and the last")
+    first, last = found[0], str(latest_checkpoint(run_dir))
+    result = evaluate([first, last], recipe, os.path.join(out_dir, "eval"), echo=echo)
+    echo(result["table"])
+    spec = load_eval_recipe(recipe)
+    folders = [os.path.join(result["out"], "generated", label) for label in result["checkpoints"]]
+    drawn = grid(folders, spec.prompts[:DEMO_PROMPTS], os.path.join(out_dir, "grid.mp4"), spec.generate.sampler)
+    echo(f"grid: {drawn['out']} ({', '.join(drawn['columns'])} x {drawn['rows']} prompts)")
+    return {"grid": drawn["out"], "results": result["results"], "table": result["table"],
+            "checkpoints": result["checkpoints"]}

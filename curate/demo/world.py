@@ -1,7 +1,7 @@
 """The toy world: coloured shapes moving in known directions, as low-quality videos and a mixed-quality image pool.
 
 Every file's ground truth (colour, shape, motion, quality, trajectory) is written beside it, so a model trained on
-this world can be checked against its prompt (curate.eval.world_metrics). Sizes are tiny on purpose: a CPU must
+this world can be checked against its prompt (curate.demo.world_metrics). Sizes are tiny on purpose: a CPU must
 learn the world in minutes.
 
 - Videos are the "WebVid" of this world: 8 frames at 32x32, every one degraded (blur, low contrast, noise, then
@@ -27,7 +27,8 @@ import shutil
 import cv2
 import numpy as np
 
-from curate.demo import corpus, server
+from curate.demo import server
+from curate.media.transcode import write_mp4
 
 SIZE = 32  # px, square frames
 FRAMES = 8
@@ -174,7 +175,7 @@ def generate(root: str, videos_per_combo: int = 4, images_per_pair: int = 12, se
                     frames, centres = clean_clip(shape, color, motion, rng)
                     frames, params = degrade_video(add_mark(frames), rng)
                     name = f"video_{color}_{shape}_{motion}_{i}.mp4"
-                    corpus.write_mp4(os.path.join(media, name), list(frames), fps=FPS, crf=34)
+                    write_mp4(os.path.join(media, name), list(frames), fps=FPS, crf=34)
                     entries.append({"name": name, "modality": "video", "caption": caption(color, shape, motion),
                                     "color": color, "shape": shape, "motion": motion, "quality": "low",
                                     "params": params, "centres": centres.round(3).tolist()})

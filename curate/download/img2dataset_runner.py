@@ -16,9 +16,7 @@ import urllib.request
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # stops albumentations phoning home at import
 
-# Columns between the shard task and img2dataset_writer (kept here: importing img2dataset costs ~2 s)
-ROW_COLUMN = "crow"  # input: JSON of our manifest row's fixed fields (key, source, modality, url, extra)
-STORED_SHA256 = "stored_sha256"  # output parquet: SHA-256 of the stored image bytes
+from curate.download.img2dataset_columns import ROW_COLUMN  # noqa: E402 - after the environment it must see
 
 
 class PacedResponse:

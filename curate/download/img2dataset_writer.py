@@ -15,7 +15,7 @@ import json
 import pyarrow as pa
 from img2dataset.writer import WebDatasetSampleWriter
 
-from curate.download.img2dataset_runner import ROW_COLUMN, STORED_SHA256
+from curate.download.img2dataset_columns import ROW_COLUMN, STORED_SHA256
 from curate.shards.writer import member_name, sample_metadata
 
 

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from curate import schema, storage
 from curate.download.http import FetchError, FetchPolicy, fetch_to_file
-from curate.download.img2dataset_runner import ROW_COLUMN, STORED_SHA256
+from curate.download.img2dataset_columns import ROW_COLUMN, STORED_SHA256
 from curate.download.ytdlp import fetch_page_video, is_direct_media
 from curate.media.cut import cut_clip
 from curate.media.digest import sha256_file

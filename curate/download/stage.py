@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow.compute as pc
 
 from curate import engine, provenance, storage
-from curate.config import DownloadSection
+from curate.config import FLATTEN, option_help
+from curate.download.http import FetchPolicy
 from curate.download.plan import build_plan
 from curate.download.shard import RETRYABLE_STATUSES, DownloadOptions, download_shard, retry_shard
 from curate.shards.folder import DatasetFolder, shard_id
@@ -22,6 +23,24 @@ def _placeholders(values) -> str:
 def _absolute(path: str) -> str:
     """Ray workers do not share the driver's working directory: local paths become absolute, URLs stay."""
     return path if storage.is_remote(path) else os.path.abspath(storage.local_path(path))
+
+
+@dataclass
+class DownloadSection:
+    source: str = field(metadata=option_help("Source reader: webvid, laion-coco, laion-aesthetics, journeydb, msrvtt, "
+                                       "folder, urls."))
+    input: str = field(metadata=option_help("The source's metadata file or folder, in its distributed format."))
+    source_options: dict = field(default_factory=dict, metadata=option_help(
+        "Reader options: caption_column (laion-*/urls), images (journeydb), videos (msrvtt)."))
+    shard_size: int = field(default=1000, metadata=option_help("Samples per shard.", min=1))
+    limit: int | None = field(default=None, metadata=option_help("Only the first N input rows.", min=1))
+    max_failure_rate: float = field(default=1.0, metadata=option_help(
+        "Exit 1 when a larger fraction of rows failed to download or decode (the folder is kept).", min=0.0, max=1.0))
+    options: DownloadOptions = field(default_factory=DownloadOptions, metadata=FLATTEN)
+
+    @property
+    def fetch(self) -> FetchPolicy:
+        return self.options.fetch
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """`curate eval`: an eval recipe (prompts, sampler, metrics) over checkpoints -> generated folders + one results
 table (RUN_DIR/results.parquet, one row per checkpoint x metric with its protocol); `compare` sets two runs side
-by side; `demo_eval` is the demo's last step (a 2x2 grid and a tiny table).
+by side.
 
 Metrics: the weight-free video quality measures and the text-overlay rate (OCR) always; CLIPSIM when the recipe's CLIP weights resolve; FVD when
 the I3D weights resolve and a real folder is given. A metric whose weights are missing is a `skipped` row that
@@ -15,13 +15,12 @@ import time
 from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
-import yaml
 
-from curate import provenance, schema, storage
-from curate.config import ConfigError, from_mapping, to_mapping
+from curate import provenance, schema
+from curate.atomic import publish
+from curate.config import ConfigError, expand_path, from_mapping, load_yaml, to_mapping
 from curate.eval.fvd_options import FVDOptions
 from curate.eval.generate import GenerateOptions, GenerateStage, checkpoint_label, read_prompts
-from curate.shards.atomic import publish
 from curate.shards.folder import DatasetFolder
 from curate.storage import write_json
 
@@ -73,35 +72,21 @@ class EvalRecipe:
             raise ConfigError(f"{self.name}: give exactly one of `prompts` (a list) and `prompts_from` (a path)")
 
 
-def _path(base: str, value: str | None) -> str | None:
-    """Environment variables expanded, relative paths against the recipe's folder; an unset variable is an error."""
-    if value is None:
-        return None
-    expanded = os.path.expandvars(value)
-    if "$" in expanded:
-        raise ConfigError(f"{value}: set the environment variable it names (e.g. the folder `curate run "
-                          f"pipelines/msrvtt.yaml` wrote)")
-    if storage.is_remote(expanded):
-        return expanded
-    return os.path.normpath(os.path.join(base, os.path.expanduser(expanded)))
-
-
 def load_eval_recipe(path: str) -> EvalRecipe:
     """An eval recipe file or a bundled one (`tiny`, `eval/msrvtt`), strictly read."""
     from curate.bundled import recipe_path
 
     name = str(path)
     found = recipe_path(name if os.path.exists(name) or name.startswith("eval/") else f"eval/{name}")
-    with open(found, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
     try:
-        recipe = from_mapping(EvalRecipe, data, "")
+        recipe = from_mapping(EvalRecipe, load_yaml(found), "")
+        base = os.path.dirname(os.path.abspath(found))
+        for owner, name in ((recipe, "prompts_from"), (recipe, "real"), (recipe.metrics, "i3d_weights")):
+            if getattr(owner, name):
+                where = name if owner is recipe else f"metrics.{name}"
+                setattr(owner, name, expand_path(getattr(owner, name), base, where))
     except ConfigError as exc:
         raise ConfigError(f"{found}: {exc}") from None
-    base = os.path.dirname(os.path.abspath(found))
-    recipe.prompts_from, recipe.real = _path(base, recipe.prompts_from), _path(base, recipe.real)
-    if recipe.metrics.i3d_weights:
-        recipe.metrics.i3d_weights = _path(base, recipe.metrics.i3d_weights)
     return recipe
 
 
@@ -301,28 +286,3 @@ def compare(run_a: str, run_b: str) -> str:
     label_a = f"A: {a[0]['checkpoint']}" if single and a else "A"
     label_b = f"B: {b[0]['checkpoint']}" if single and b else "B"
     return _table(["metric", label_a, label_b, "B - A"], lines)
-
-
-DEMO_PROMPTS = 2  # grid rows: the tiny recipe's first prompts
-
-
-def demo_eval(run_dir: str, out_dir: str, recipe: str = "tiny", echo=print) -> dict:
-    """The demo's evaluation: the run's first and last checkpoints through the tiny recipe (generate + weight-free
-    metrics -> results table), then a 2x2 grid (those checkpoints x the recipe's first two prompts) from the
-    generated folders, so its cells are the table's videos."""
-    from curate.eval.grid import grid
-    from curate.train.checkpoints import latest_checkpoint
-
-    found = sorted((os.path.join(run_dir, "checkpoints", n) for n in os.listdir(os.path.join(run_dir, "checkpoints"))
-                    if n.startswith("step_") and n.endswith(".pt")))
-    if len(found) < 2:
-        raise ValueError(f"{run_dir} has {len(found)} checkpoint(s); the demo grid compares the first and the last")
-    first, last = found[0], str(latest_checkpoint(run_dir))
-    result = evaluate([first, last], recipe, os.path.join(out_dir, "eval"), echo=echo)
-    echo(result["table"])
-    spec = load_eval_recipe(recipe)
-    folders = [os.path.join(result["out"], "generated", label) for label in result["checkpoints"]]
-    drawn = grid(folders, spec.prompts[:DEMO_PROMPTS], os.path.join(out_dir, "grid.mp4"), spec.generate.sampler)
-    echo(f"grid: {drawn['out']} ({', '.join(drawn['columns'])} x {drawn['rows']} prompts)")
-    return {"grid": drawn["out"], "results": result["results"], "table": result["table"],
-            "checkpoints": result["checkpoints"]}

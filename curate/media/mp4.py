@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import struct
 
-from curate.media.probe import MediaInfo, ProbeError
+from curate.media.media_info import MediaInfo, ProbeError
 
 CODECS = {b"avc1": "h264", b"avc3": "h264", b"hvc1": "hevc", b"hev1": "hevc", b"av01": "av1", b"vp09": "vp9",
           b"vp08": "vp8", b"mp4v": "mpeg4"}

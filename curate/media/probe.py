@@ -4,33 +4,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from PIL import Image
 
 from curate.media.isolated import IsolatedFailure, IsolatedWorker
-
-DEFAULT_MAX_PIXELS = 8192 * 8192  # decompression-bomb guard: larger frames are refused, never decoded
-
-
-class ProbeError(Exception):
-    def __init__(self, reason: str, message: str):
-        super().__init__(reason, message)  # both in args, so it pickles back from the probe child
-        self.reason, self.message = reason, message
-
-    def __str__(self) -> str:
-        return self.message
-
-
-@dataclass
-class MediaInfo:
-    width: int
-    height: int
-    codec: str
-    duration: float | None = None
-    fps: float | None = None
-    num_frames: int = 1
-
+from curate.media.media_info import DEFAULT_MAX_PIXELS, MediaInfo, ProbeError
+from curate.media.mp4 import probe_mp4
 
 def _check_tail(container, stream, first_dts: int) -> None:
     """A header-declared frame count is trusted only if the last packets are really there: jump through
@@ -148,8 +128,6 @@ class ProbePool:
         """Without decode_check, MP4/MOV facts come from the file's index, read in this process (nothing is
         decoded: 0.03 ms vs ~2.3 ms for PyAV); other containers, and decode_check, go to a worker."""
         if not decode_check:
-            from curate.media.mp4 import probe_mp4  # that module builds on this one's types
-
             info = probe_mp4(path, max_pixels)
             if info is not None:
                 return info

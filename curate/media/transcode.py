@@ -52,3 +52,11 @@ def image_resize_center_crop(src: str, dst: str, width: int, height: int, qualit
         top, left = center_crop_box(cover_h, cover_w, height, width)
         img.crop((left, top, left + width, top + height)).save(dst, "JPEG", quality=quality)
     return width, height
+
+
+def write_mp4(path: str, frames: list, fps: float = 8, crf: int = 20) -> None:
+    """uint8 RGB frames [H,W,3] (all one size) -> H.264 yuv420p mp4 at `path` (test media, the demo corpus)."""
+    h, w = frames[0].shape[:2]
+    cmd = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps),
+           "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p", path]
+    subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True, capture_output=True)

@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass
 
 from curate import engine, provenance, storage
-from curate.config import SplitSection, to_mapping
+from curate.config import to_mapping
 from curate.media.cut import cut_clip
 from curate.media.digest import sha256_file
 from curate.media.isolated import IsolatedFailure, IsolatedWorker
@@ -29,6 +29,7 @@ from curate.shards import reader
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter, build_shard
 from curate.split.detect import DEFAULT_THRESHOLDS, Scan, scan_video
+from curate.split.options import SplitSection
 from curate.split.shots import ClipSettings, Window, clip_windows
 from curate.stage import Resources, Stage
 

@@ -91,7 +91,7 @@ def edited_video(width: int = 96, height: int = 64, fps: float = 24.0, timeline=
 
 def write(video: EditedVideo, path: str, crf: int = 20) -> None:
     """H.264 with the project's encoder (the demo corpus's)."""
-    from curate.demo.corpus import write_mp4
+    from curate.media.transcode import write_mp4
 
     write_mp4(path, video.frames, fps=video.fps, crf=crf)
 

@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from curate.config import ConfigError, from_mapping
+from curate.config import ConfigError, from_mapping, load_yaml
 from curate.train.diffusion import DiffusionConfig
 
 
@@ -212,9 +210,9 @@ def load_recipe(path: str | Path) -> Recipe:
     if not path.exists():
         raise RecipeError(f"recipe not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+        data = load_yaml(path)
+    except ConfigError as err:
+        raise RecipeError(str(err)) from None
     try:
         return recipe_from_dict(data)
     except RecipeError as err:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from curate.demo import world
-from curate.eval import world_metrics as wm
+from curate.demo import world_metrics as wm
 from curate.scoring.technical_quality import brightness, contrast, grey_frames, noise_sigma, sharpness
 
 

@@ -23,9 +23,10 @@ from tiny_run import tiny_run
 
 from curate import schema
 from curate.config import ConfigError
+from curate.demo.run import demo_eval
 from curate.eval.fvd import fvd as fvd_of
 from curate.eval.i3d import InceptionI3d
-from curate.eval.run import compare, demo_eval, evaluate, load_eval_recipe, render
+from curate.eval.run import compare, evaluate, load_eval_recipe, render
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scoring"))
 from tiny_clip import TINY_CLIP_CFG  # noqa: E402

@@ -13,8 +13,8 @@ def b_frame_clips(tmp_path_factory) -> dict[str, tuple[str, int]]:
     re-encoded by the select stage's resize (faststart); libx264's defaults put B-frames in all of them."""
     import torch
 
-    from curate.demo import corpus, world
-    from curate.media.transcode import resize_center_crop
+    from curate.demo import world
+    from curate.media.transcode import resize_center_crop, write_mp4
     from curate.train.sample import write_video
 
     root = tmp_path_factory.mktemp("b_frames")
@@ -25,7 +25,7 @@ def b_frame_clips(tmp_path_factory) -> dict[str, tuple[str, int]]:
     for n in (4, 8):
         pyav, cli, selected = (str(root / f"{kind}_{n}.mp4") for kind in ("pyav", "ffmpeg", "select"))
         write_video(torch.as_tensor(frames[:n]), pyav, world.FPS)
-        corpus.write_mp4(cli, list(frames[:n]), fps=world.FPS, crf=34)
+        write_mp4(cli, list(frames[:n]), fps=world.FPS, crf=34)
         resize_center_crop(cli, selected, world.SIZE, world.SIZE, max_frames=n)
         clips.update({f"pyav_{n}": (pyav, n), f"ffmpeg_{n}": (cli, n), f"select_{n}": (selected, n)})
     return clips

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curate.demo.corpus import write_mp4
+from curate.media.transcode import write_mp4
 from curate.media.cut import cut_clip
 from curate.media.transcode import TranscodeError
 from curate.media.video_frames import decode, decode_frames

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from split_dataset import make_dataset
 
-from curate.config import ConfigError, SplitSection
+from curate.config import ConfigError
+from curate.split.options import SplitSection
 from curate.media.video_frames import decode, decode_frames
 from curate.shards import reader
 from curate.split import synthetic

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from curate.demo import world
-from curate.eval import world_metrics as wm
+from curate.demo import world_metrics as wm
 
 
 def small(frames, side=16):
@@ -90,7 +90,7 @@ def test_majority_breaks_ties_by_first_seen_whatever_the_hash_seed():
     scripts/reproduce_toy.py scored identical saved samples differently when ties went by string hash."""
     assert wm.majority(["blue", "red", "red", "blue"]) == "blue"
     assert wm.majority(["red", "blue", "blue"]) == "blue"
-    code = "from curate.eval.world_metrics import majority; print(majority(['green', 'yellow', 'yellow', 'green']))"
+    code = "from curate.demo.world_metrics import majority; print(majority(['green', 'yellow', 'yellow', 'green']))"
     seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env=dict(os.environ, PYTHONHASHSEED=str(seed))).stdout.strip() for seed in range(6)}
     assert seen == {"green"}
