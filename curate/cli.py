@@ -16,10 +16,11 @@ from typing import Optional
 import typer
 
 from curate.cli_params import section_from_flags, with_options
-from curate.config import CaptionSection, ConfigError, ScoreSection, SelectSection
+from curate.config import CaptionSection, ConfigError, SelectSection
 from curate.download.stage import DownloadSection
 from curate.eval.fvd_options import FVDOptions
 from curate.eval.generate import GenerateOptions
+from curate.scoring.options import ScoreSection
 from curate.split.options import SplitSection
 from curate.train.sampler_options import SamplerOptions
 from curate.train import commands as train_commands
@@ -142,7 +143,7 @@ def score_cmd(
 ) -> None:
     """Add score columns (queryable in `samples`), one folder per scorer; never drops a row. Resumable per shard:
     shards whose content changed (e.g. after retry-failed) are scored again."""
-    from curate.scoring.stage import score
+    from curate.pipeline import score
 
     with usage_errors(dataset):
         section = section_from_flags(ScoreSection, options)
@@ -277,7 +278,7 @@ def report_cmd(
     where: Optional[str] = typer.Option(None, help="Selection predicate whose thresholds are drawn and counted."),
 ) -> None:
     """Static HTML: score histograms per source with thresholds, kept/dropped counts, thumbnails at quantiles."""
-    from curate.stats.report import write
+    from curate.report import write
 
     with usage_errors(dataset):
         typer.echo(write(dataset, out, where))

@@ -1,6 +1,6 @@
-"""Options as dataclasses: one strict loader (YAML files, recipe paths, sections) and the score and select sections;
+"""Options as dataclasses: one strict loader (YAML files, recipe paths, sections) and the select section;
 each stage's own section lives with its stage (DownloadSection in curate.download.stage, SplitSection in
-curate.split.options), the recipe that combines them in curate.pipeline.
+curate.split.options, ScoreSection in curate.scoring.options), the recipe that combines them in curate.pipeline.
 
 A section's dataclass is the single source of its keys, types and defaults: `curate run` reads it from
 YAML with `from_mapping`, and the CLI builds its options from the same fields (curate/cli_params.py).
@@ -180,36 +180,6 @@ def expand_path(value: str, base: str, where: str) -> str:
 
 def option_help(text: str, **more) -> dict:
     return {"help": text, **more}
-
-
-@dataclass
-class ScoreSection:
-    scorers: list = field(default_factory=lambda: ["clip", "aesthetic", "motion", "quality", "dedup"],
-                          metadata=option_help("Comma-separated: clip, aesthetic, motion, codec_motion, quality, dedup."))
-    clip_model: str | None = field(default=None, metadata=option_help(
-        "CLIP for clip_score and dedup (default ViT-L-14:openai): open_clip NAME:TAG, NAME:/path/checkpoint, a "
-        "checkpoint file (architecture recognised or inferred from its shapes; refused when ambiguous; "
-        "NAME-quickgelu for OpenAI-trained weights), a model folder, or hf-hub:ORG/REPO."))
-    aesthetic_model: str | None = field(default=None, metadata=option_help(
-        "Path to sac+logos+ava1-l14-linearMSE.pth (default: the standard caches)."))
-    aesthetic_clip_model: str | None = field(default=None, metadata=option_help(
-        "The CLIP feeding the aesthetic MLP: OpenAI ViT-L/14 only (ViT-L-14:openai, or its checkpoint file)."))
-    aesthetic_custom_clip: bool = field(default=False, metadata=option_help(
-        "Allow another CLIP for the aesthetic MLP (only for an MLP you trained on that CLIP's embeddings)."))
-    trust_checkpoint: bool = field(default=False, metadata=option_help(
-        "Read pickled/TorchScript CLIP files whose checksum is not published (they can run code)."))
-    batch_size: int = field(default=32, metadata=option_help("Samples per model batch.", min=1))
-    actors: int | None = field(default=None, metadata=option_help("Scorer actors (default: one per GPU, else 1).", min=1))
-    frames: int = field(default=3, metadata=option_help("Frames sampled per video.", min=1))
-    positions: str = field(default="first,middle,last", metadata=option_help(
-        "Frame positions: first,middle,last or uniform."))
-    dedup_threshold: float = field(default=0.95, metadata=option_help(
-        "CLIP cosine at or above which a sample is a near-duplicate."))
-    keep_best: str | None = field(default=None, metadata=option_help(
-        "Dedup keeps, of each group of duplicates, the sample with the highest value of this numeric score column "
-        "(e.g. aesthetic_score; missing values last, ties by dataset order); default: the earliest."))
-    decode_timeout: float = field(default=60.0, metadata=option_help(
-        "Seconds one sample's decode may take in the isolated decoder before it is a failure.", min=1.0))
 
 
 CAPTION_BACKENDS = ("openai",)  # an in-process Hugging Face backend is planned (needs transformers)

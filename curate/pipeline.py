@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 from curate import dedup, engine
 from curate.caption.stage import CaptionStage
-from curate.config import (CaptionSection, ConfigError, ScoreSection, SelectSection, expand_path, expand_variables,
-                           from_mapping, load_yaml)
+from curate.config import (CaptionSection, ConfigError, SelectSection, expand_path, expand_variables, from_mapping,
+                           load_yaml)
 from curate.dedup.stage import DedupStage
 from curate.download.stage import DownloadSection, DownloadStage
+from curate.scoring.options import ScoreSection
 from curate.scoring.scorer_set import SCORER_NAMES
 from curate.scoring.stage import ScoreStage
 from curate.selection import SelectStage
@@ -68,6 +69,7 @@ def stages(recipe: Pipeline, out: str) -> list[Stage]:
     if recipe.caption:
         plan.append(CaptionStage(data, recipe.caption))
     if recipe.score:
+        check_scorers(recipe.score.scorers)
         if any(s in SCORER_NAMES for s in recipe.score.scorers):
             plan.append(ScoreStage(data, recipe.score))
         if dedup.NAME in recipe.score.scorers:
@@ -96,3 +98,26 @@ def run(recipe: Pipeline, out: str, *, force: bool = False, address: str | None 
         if summary.get("failed_shards"):
             break
     return results
+
+
+def check_scorers(names) -> None:
+    """Every name a known scorer (the per-batch ones or dedup), else a ConfigError naming the valid ones."""
+    valid = (*SCORER_NAMES, dedup.NAME)
+    unknown = [name for name in names if name not in valid]
+    if unknown or not names:
+        raise ConfigError(f"unknown scorer(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(valid)}")
+
+
+def score(root: str, scorers: list[str], *, force: bool = False, address: str | None = None, **options) -> dict:
+    """Score every success sample of the dataset folder (options: ScoreSection fields); resumable per shard
+    and per scorer; refuses a scorer whose settings changed unless `force`. Dedup runs last when asked."""
+    check_scorers(scorers)
+    section = ScoreSection(scorers=list(scorers), **options)
+    summary: dict = {}
+    if any(s in SCORER_NAMES for s in scorers):
+        summary.update(engine.run_stage(ScoreStage(root, section), force=force, address=address))
+    if dedup.NAME in scorers:
+        found = engine.run_stage(DedupStage(root, section.dedup_threshold, section.keep_best), force=force,
+                                 address=address)
+        summary.update({k: found[k] for k in ("duplicates_flagged", "exact_duplicates", "near_duplicates")})
+    return summary

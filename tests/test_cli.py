@@ -160,3 +160,20 @@ def test_recipe_path_with_an_unset_variable_names_it(tmp_path, monkeypatch, desc
     assert result.exit_code == 2
     assert "download.input: ${WEBVID_DIR}/results_10M_train.csv needs the environment variable(s) WEBVID_DIR" \
         in result.output
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--scorers", "bogus"], "unknown scorer(s) bogus; choose from clip, aesthetic, motion"),
+    (["--scorers", "clip,aesthetics"], "unknown scorer(s) aesthetics; choose from clip, aesthetic"),
+    (["--positions", "random"], "unknown frame positions 'random'; choose from first,middle,last, uniform"),
+])
+def test_score_refuses_unknown_names_naming_the_valid_ones(dataset, flags, message):
+    result = runner.invoke(app, ["score", dataset, *flags])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_recipe_with_an_unknown_scorer_is_exit_2_before_anything_runs(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\ndownload: {source: urls, input: u.txt}\nscore: {scorers: [clip, bogus]}\n")
+    result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "o"), "--describe"])
+    assert result.exit_code == 2 and "unknown scorer(s) bogus; choose from clip" in result.output

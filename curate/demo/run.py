@@ -114,7 +114,7 @@ def run_demo(out: str, train_steps: int, ray_address: str | None, echo=print) ->
 
     from curate import pipeline
     from curate.pipeline import load_pipeline
-    from curate.stats.report import write
+    from curate.report import write
     from curate.stats.summary import render, summarize
 
     srv, urls = prepare(out)

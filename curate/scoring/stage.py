@@ -17,12 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from curate import dedup, engine, schema, storage
-from curate.config import ScoreSection
-from curate.dedup.stage import DedupStage
+from curate import schema, storage
 from curate.scoring.clip_score import CLIP_EMBEDDING
 from curate.scoring.embeddings import write_embeddings
 from curate.scoring.frames import DECODE_MAX_SIDE, FrameDecodeError, IsolatedDecoder
+from curate.scoring.options import ScoreSection
 from curate.scoring.scorer_set import SCORER_NAMES, ScorerSet
 from curate.scoring.weights import DEFAULT_CLIP
 from curate.shards import reader
@@ -30,7 +29,6 @@ from curate.shards.derived import drop_temporaries, shard_content, stale_shards,
 from curate.shards.folder import DatasetFolder
 from curate.stage import Resources, Stage
 
-ALL_SCORERS = SCORER_NAMES + (dedup.NAME,)
 
 
 def expand_shard(root: str, sid: str, k: int, positions: str, decode_timeout: float,
@@ -101,9 +99,8 @@ class ScoreStage(Stage):
     def __post_init__(self):
         self.root = storage.absolute(self.root)
         self.folder = DatasetFolder(self.root)
-        unknown = [s for s in self.section.scorers if s not in ALL_SCORERS]
-        if unknown or not self.section.scorers:
-            raise ValueError(f"unknown scorers {unknown}; choose from {', '.join(ALL_SCORERS)}")
+        if not any(s in SCORER_NAMES for s in self.section.scorers):
+            raise ValueError(f"no per-batch scorer among {self.section.scorers}; choose from {', '.join(SCORER_NAMES)}")
         self.scorers = [s for s in SCORER_NAMES if s in self.section.scorers]
         self.inputs = (self.folder.shards_dir,)
         self.outputs = tuple(self.scorer_dir(s) for s in self.scorers)
@@ -247,17 +244,3 @@ def _scorer_columns(scorer: str) -> tuple[str, ...]:
             codec_motion.NAME: codec_motion.CodecMotionScorer.columns,
             technical_quality.NAME: technical_quality.QualityScorer.columns,
             ocr_score.NAME: ocr_score.OcrScorer.columns}[scorer]
-
-
-def score(root: str, scorers: list[str], *, force: bool = False, address: str | None = None, **options) -> dict:
-    """Score every success sample of the dataset folder (options: ScoreSection fields); resumable per shard
-    and per scorer; refuses a scorer whose settings changed unless `force`. Dedup runs last when asked."""
-    section = ScoreSection(scorers=list(scorers), **options)
-    summary: dict = {}
-    if any(s in SCORER_NAMES for s in scorers):
-        summary.update(engine.run_stage(ScoreStage(root, section), force=force, address=address))
-    if dedup.NAME in scorers:
-        found = engine.run_stage(DedupStage(root, section.dedup_threshold, section.keep_best), force=force,
-                                 address=address)
-        summary.update({k: found[k] for k in ("duplicates_flagged", "exact_duplicates", "near_duplicates")})
-    return summary

@@ -7,7 +7,7 @@ import html
 import pyarrow as pa
 
 from curate import storage
-from curate.media.thumbnail import thumbnail
+from curate.stats.thumbnail import thumbnail
 
 
 def build(root: str, query: str, hits: pa.Table) -> str:

@@ -7,7 +7,7 @@ import duckdb
 import pytest
 import torch
 
-from curate.scoring.stage import score
+from curate.pipeline import score
 from curate.config import SelectSection
 from curate.selection import select
 from curate.shards.folder import DatasetFolder

@@ -20,9 +20,9 @@ import torch
 from curate import storage
 from curate.config import SelectSection
 from curate.provenance import ProvenanceMismatch
-from curate.scoring.stage import score
+from curate.pipeline import score
 from curate.selection import select
-from curate.stats import report
+from curate import report
 from curate.stats.query import QueryError, column_sources, connect, run
 from curate.stats.summary import summarize
 

@@ -11,9 +11,9 @@ import os
 import numpy as np
 
 from curate import storage
-from curate.media.thumbnail import thumbnail
 from curate.predicate import check_predicate, comparisons
 from curate.stats.query import connect, run
+from curate.stats.thumbnail import thumbnail
 
 SCORE_COLUMNS = ("clip_score", "aesthetic_score", "motion_score", "sharpness", "brightness", "contrast",
                  "black_border_fraction", "static_frame_fraction", "ocr_text_area", "ocr_static_text_area")

@@ -7,11 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curate import report
 from curate.predicate import PredicateError
+from curate.report import build, thresholds, write
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter
-from curate.stats import report
-from curate.stats.report import build, thresholds, write
 
 
 @pytest.fixture()
