@@ -27,7 +27,8 @@ from curate.caption.client import chat_request, chat_url
 from curate.caption.frames import caption_frames
 from curate.caption.stage import caption
 from curate.config import CaptionSection
-from curate.demo.corpus import COLORS, write_mp4
+from curate.demo.corpus import COLORS
+from curate.media.transcode import write_mp4
 from curate.shards.folder import DatasetFolder, shard_id
 from curate.shards.writer import ShardWriter
 

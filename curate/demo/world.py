@@ -10,7 +10,7 @@ learn the world in minutes.
   lines at the real speed) but, up to 6000 CPU steps, not which direction a caption names (README, toy section).
 - Every video carries a watermark-like mark (as WebVid's stock-footage overlay): a semi-transparent light bar in
   the bottom-right corner, the same in every clip, put on before the degradations. Images never do: learning
-  appearance from them should remove it (curate.eval.world_metrics measures it as mark_strength).
+  appearance from them should remove it (curate.demo.world_metrics measures it as mark_strength).
 - Images are the pool that curation works on: half high quality (sharp, full contrast, lossless), half degraded
   (blurred, low contrast or noisy); the score thresholds of pipelines/toy/world.yaml must pick the good half.
 - Some (colour, shape, motion) combinations are never made as videos (HELD_OUT): prompts for them test whether

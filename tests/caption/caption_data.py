@@ -7,7 +7,8 @@ import os
 
 import numpy as np
 
-from curate.demo.corpus import COLORS, write_mp4
+from curate.demo.corpus import COLORS
+from curate.media.transcode import write_mp4
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter
 

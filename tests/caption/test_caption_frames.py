@@ -11,7 +11,7 @@ from caption_data import clip
 
 from curate.caption.frames import FrameDecodeFailed, FramePool, caption_frames
 from curate.demo.chat_server import dominant_colour
-from curate.demo.corpus import write_mp4
+from curate.media.transcode import write_mp4
 
 
 def test_caption_frames_are_evenly_spaced_in_order(tmp_path):

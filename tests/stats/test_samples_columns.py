@@ -5,7 +5,7 @@ from the score stage's own writer, one table per scorer."""
 import pyarrow as pa
 
 from curate import dedup, schema
-from curate.config import ScoreSection
+from curate.scoring.options import ScoreSection
 from curate.scoring.scorer_set import SCORER_NAMES
 from curate.scoring.stage import ScoreStage
 from curate.shards.folder import DatasetFolder
