@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from curate.demo import world
-from curate.eval import world_metrics
+from curate.demo import world_metrics
 from curate.train.recipe import load_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
