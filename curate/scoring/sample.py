@@ -35,7 +35,6 @@ def frames_of(sample: Sample) -> np.ndarray:
 
 def clip_frames_of(sample: Sample) -> np.ndarray:
     """The frames CLIP should see: the decoder's CLIP resize of the originals when present (exact open_clip
-    inputs above the decode cap), else the sample's frames."""
-    frames = frames_of(sample)
+    inputs above the decode cap; the capped frames may then have been left behind), else the sample's frames."""
     clip = sample.get("clip_frames")
-    return frames if clip is None else np.asarray(clip)
+    return frames_of(sample) if clip is None else frames_of({**sample, "frames": clip})

@@ -18,6 +18,14 @@ SCORER_NAMES = (clip_score.NAME, aesthetic_score.NAME, motion_score.NAME, codec_
 MODEL_SCORERS = (clip_score.NAME, aesthetic_score.NAME)  # the ones that want a GPU
 
 
+def summarise_errors(row: dict) -> dict:
+    """Set SCORE_ERROR from every `*_error` column of a scored row."""
+    errors = [f"{column}: {row[column]}" for column in row
+              if column.endswith("_error") and column != SCORE_ERROR and row[column]]
+    row[SCORE_ERROR] = "; ".join(errors) if errors else None
+    return row
+
+
 class ScorerSet:
     """Per-batch scoring for a subset of SCORER_NAMES; one row per input sample, always, in input order.
 
@@ -106,8 +114,7 @@ class ScorerSet:
             for row, values in zip(rows, produced, strict=True):
                 row.update({column: values.get(column) for column in scorer.columns})
         for row in rows:
-            errors = [f"{column}: {row[column]}" for column in row if column.endswith("_error") and row[column]]
-            row[SCORE_ERROR] = "; ".join(errors) if errors else None
+            summarise_errors(row)
         return rows
 
     def score_columns(self, batch: dict[str, list | np.ndarray]) -> dict[str, list]:

@@ -22,7 +22,7 @@ from curate.scoring.clip_score import CLIP_EMBEDDING
 from curate.scoring.embeddings import write_embeddings
 from curate.scoring.frames import DECODE_MAX_SIDE, FrameDecodeError, IsolatedDecoder
 from curate.scoring.options import ScoreSection
-from curate.scoring.scorer_set import SCORER_NAMES, ScorerSet
+from curate.scoring.scorer_set import MODEL_SCORERS, SCORE_ERROR, SCORER_NAMES, ScorerSet, summarise_errors
 from curate.scoring.weights import DEFAULT_CLIP
 from curate.shards import reader
 from curate.shards.derived import drop_temporaries, shard_content, stale_shards, write_table
@@ -63,27 +63,56 @@ def expand_shard(root: str, sid: str, k: int, positions: str, decode_timeout: fl
     return out
 
 
+def _as_sample(row: dict) -> dict:
+    frames = None if row["frames"] is None else np.frombuffer(row["frames"], np.uint8).reshape(row["shape"])
+    clip = None if row["clip_frames"] is None else np.frombuffer(row["clip_frames"], np.uint8).reshape(row["clip_shape"])
+    return {"key": row["key"], "modality": row["modality"], "caption": row["caption"], "sha256": row["sha256"],
+            "frames": frames, "clip_frames": clip, "decode_error": row["decode_error"], "media": row["media"]}
+
+
+def score_on_cpu(rows: list[dict], names: list[str], batch_size: int) -> list[dict]:
+    """The weight-free scorers (motion, quality, ...) run where the frames were decoded, in the CPU task, so a
+    model actor (one per GPU) does model work only: their columns travel as JSON in `cpu_scores`, and what no
+    model scorer reads is dropped from the row (the encoded file; the capped frames when CLIP has its own)."""
+    scorers = ScorerSet(names)
+    scorers.setup()
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        for row, scored in zip(chunk, scorers.score_batch([_as_sample(r) for r in chunk]), strict=True):
+            scored.pop(SCORE_ERROR, None)
+            row["cpu_scores"] = json.dumps(scored, default=lambda value: value.tolist())  # numpy scalars/arrays
+    return rows
+
+
+def _leave_behind(rows: list[dict], model_scorers: bool) -> list[dict]:
+    for row in rows:
+        row["media"] = None
+        if not model_scorers or row["clip_frames"] is not None:
+            row["frames"] = row["shape"] = None
+    return rows
+
+
 class ScoreModel:
-    """The actor: builds the ScorerSet (loads weights) once, then scores batches."""
+    """The actor: builds the model scorers (loads weights) once, then scores batches, merging the columns the
+    CPU tasks already computed."""
 
     def __init__(self, scorer_kwargs: dict):
-        self.scorers = ScorerSet(**scorer_kwargs)
-        self.scorers.setup()
+        self.scorers = ScorerSet(**scorer_kwargs) if scorer_kwargs["names"] else None
+        if self.scorers is not None:
+            self.scorers.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        samples = []
-        for row in batch.to_pylist():
-            frames = None if row["frames"] is None else np.frombuffer(row["frames"], np.uint8).reshape(row["shape"])
-            clip = None if row["clip_frames"] is None else \
-                np.frombuffer(row["clip_frames"], np.uint8).reshape(row["clip_shape"])
-            samples.append({"key": row["key"], "modality": row["modality"], "caption": row["caption"],
-                            "sha256": row["sha256"], "frames": frames, "clip_frames": clip,
-                            "decode_error": row["decode_error"], "media": row["media"]})
-        scored = self.scorers.score_batch(samples)
-        for row, unit in zip(scored, batch.column("unit").to_pylist()):
-            row["unit"] = unit
-            emb = row.pop(CLIP_EMBEDDING, None)
-            row[CLIP_EMBEDDING] = None if emb is None else np.asarray(emb, np.float32).tobytes()
+        rows = batch.to_pylist()
+        if self.scorers is not None:
+            scored = self.scorers.score_batch([_as_sample(row) for row in rows])
+        else:
+            scored = [{"key": row["key"]} for row in rows]
+        for out, row in zip(scored, rows, strict=True):
+            out.update(json.loads(row["cpu_scores"]) if row.get("cpu_scores") else {})
+            summarise_errors(out)
+            out["unit"] = row["unit"]
+            emb = out.pop(CLIP_EMBEDDING, None)
+            out[CLIP_EMBEDDING] = None if emb is None else np.asarray(emb, np.float32).tobytes()
         return pa.Table.from_pylist(scored)
 
 
@@ -196,15 +225,20 @@ class ScoreStage(Stage):
 
     def expand(self, unit: str) -> list[dict]:
         s = self.section
-        return expand_shard(self.root, unit, s.frames, s.positions, s.decode_timeout, self.clip_resize,
+        rows = expand_shard(self.root, unit, s.frames, s.positions, s.decode_timeout, self.clip_resize,
                             self.with_media)
+        needed = self.needs.get(unit, set(self.scorers))
+        cpu = [name for name in SCORER_NAMES if name in needed and name not in MODEL_SCORERS]
+        if cpu:
+            rows = score_on_cpu(rows, cpu, s.batch_size)
+        return _leave_behind(rows, any(name in MODEL_SCORERS for name in self.scorers))
 
     def expected_rows(self, unit: str) -> int:
         return self.content[unit][1]
 
     def model(self):
         names = sorted(set().union(*self.needs.values())) if self.needs else self.scorers
-        return ScoreModel, {"scorer_kwargs": self.scorer_kwargs(names)}
+        return ScoreModel, {"scorer_kwargs": self.scorer_kwargs([n for n in names if n in MODEL_SCORERS])}
 
     def write(self, unit: str, rows: list[dict]) -> None:
         rows.sort(key=lambda r: r["key"])
