@@ -74,6 +74,16 @@ def isdir(path: str) -> bool:
     return fs.isdir(p)
 
 
+def version(path: str) -> str:
+    """What changes when a file is rewritten: size and modification time (an object's ETag where the store has one)."""
+    if not is_remote(path):
+        stat = os.stat(local_path(path))
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+    fs, p = filesystem(path)
+    info = fs.info(p)
+    return f"{info.get('size')}:{info.get('ETag') or info.get('LastModified') or info.get('mtime')}"
+
+
 def size(path: str) -> int:
     if not is_remote(path):
         return os.path.getsize(local_path(path))

@@ -31,8 +31,11 @@ Resuming: a rank that consumed B micro-batches (B x batch_size samples) restarts
 from __future__ import annotations
 
 import collections
+import fcntl
+import hashlib
 import io
 import json
+import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +51,7 @@ from curate import storage
 from curate.media.geometry import center_crop_box, cover_size
 from curate.media.video_frames import decode
 from curate.shards.reader import Span, modality_of, read_member, scan_members
+from curate.weightfile import curate_cache_dir
 
 _CHOICE_BLOCK = 4096
 _FALLBACKS = 8  # how many following samples to try when one fails to decode
@@ -130,7 +134,29 @@ class SampleIndex:
 
 
 def scan_shard(tar_path: str | Path) -> dict[str, SampleIndex]:
-    """Index one tar by its headers, by modality: one row per key that has a media member."""
+    """Index one tar by its headers, by modality: one row per key that has a media member. The index is kept on
+    this node (CURATE_CACHE/tar_index, keyed by the tar's path and version): of the ranks that start together
+    on a node the first scans and the others wait for its file, and a resumed run scans nothing."""
+    cache = curate_cache_dir() / "tar_index"
+    cache.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(f"{tar_path}\0{storage.version(str(tar_path))}".encode()).hexdigest()[:32]
+    path = cache / f"{name}.npz"
+    with open(cache / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            with np.load(path, allow_pickle=False) as stored:
+                return {m: SampleIndex(m, [str(tar_path)], stored[f"{m}_keys"], np.zeros(len(stored[f"{m}_keys"]), np.int32),
+                                       stored[f"{m}_offsets"], stored[f"{m}_sizes"])
+                        for m in ("video", "image") if f"{m}_keys" in stored}
+        index = _scan_shard(tar_path)
+        tmp = cache / f".{name}.{os.getpid()}.npz"
+        np.savez(tmp, **{f"{m}_{field}": getattr(part, field) for m, part in index.items()
+                         for field in ("keys", "offsets", "sizes")})
+        os.replace(tmp, path)
+        return index
+
+
+def _scan_shard(tar_path: str | Path) -> dict[str, SampleIndex]:
     groups: dict[str, dict[str, tuple[int, int]]] = {}
     for key, ext, offset, size in scan_members(str(tar_path)):
         groups.setdefault(key, {})[ext] = (offset, size)

@@ -163,3 +163,30 @@ def test_uint8_shaping_equals_torchvision_and_the_float_resize_within_a_grey_lev
 
 def test_to_model_range_maps_uint8_onto_minus_one_one():
     assert to_model_range(torch.tensor([0, 255], dtype=torch.uint8)).tolist() == [-1.0, 1.0]
+
+
+def test_shard_index_is_scanned_once_per_node_and_again_when_the_tar_changes(mixed_dataset, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    from curate.train import data
+
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    tar = sorted((Path(mixed_dataset) / "shards").glob("*.tar"))[0]
+    copy = tmp_path / "shard.tar"
+    shutil.copy(tar, copy)
+    scans = []
+    real = data._scan_shard
+    monkeypatch.setattr(data, "_scan_shard", lambda path: scans.append(path) or real(path))
+    first = data.scan_shard(copy)
+    again = data.scan_shard(copy)  # another rank on this node, or a resumed run: the stored index
+    assert len(scans) == 1 and set(first) == set(again)
+    for modality in first:
+        for field in ("keys", "offsets", "sizes", "shard"):
+            assert np.array_equal(getattr(first[modality], field), getattr(again[modality], field))
+        assert again[modality].tars == [str(copy)] and again[modality][0] == first[modality][0]
+    shutil.copy(sorted((Path(mixed_dataset) / "shards").glob("*.tar"))[-1], copy)  # the shard rewritten
+    os.utime(copy, ns=(1, 1))
+    rewritten = data.scan_shard(copy)
+    assert len(scans) == 2 and {m: list(p.keys) for m, p in rewritten.items()} == \
+        {m: list(p.keys) for m, p in real(copy).items()}
