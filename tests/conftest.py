@@ -70,14 +70,36 @@ def ray_address(ray_local) -> str:
     return ray_local.get_runtime_context().gcs_address
 
 
+class _S3Server:
+    """moto's S3 server on PORT, started on first use. The port was free when picked; in one session with Ray
+    (whose workers bind ephemeral ports) it may not stay so, and moto's start would then wait forever on a
+    server thread that died: a refused bind moves the endpoint to a fresh port instead."""
+
+    server = None
+
+    @classmethod
+    def start(cls) -> str:
+        from moto.server import ThreadedMotoServer
+
+        global PORT, ENDPOINT
+        while cls.server is None:
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", PORT))
+                except OSError:
+                    PORT = _free_port()
+                    continue
+            ENDPOINT = f"http://127.0.0.1:{PORT}"
+            os.environ.update(AWS_ENDPOINT_URL=ENDPOINT, AWS_ENDPOINT_URL_S3=ENDPOINT)
+            cls.server = ThreadedMotoServer(ip_address="127.0.0.1", port=PORT, verbose=False)
+            cls.server.start()
+        return ENDPOINT
+
+
 @pytest.fixture(scope="session")
 def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=PORT, verbose=False)
-    server.start()
-    yield ENDPOINT
-    server.stop()
+    yield _S3Server.start()
+    _S3Server.server.stop()
 
 
 @pytest.fixture
