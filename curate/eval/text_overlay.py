@@ -3,16 +3,15 @@ an OCR score too), so a model that reproduces its training data's watermark show
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
 from curate.eval.clips import iter_clips
+from curate.eval.metric_files import write_metric
 from curate.scoring.frames import frame_indices
 from curate.scoring.ocr_score import (OCR_BOXES, OCR_STATIC_TEXT_AREA, OCR_TEXT_AREA, READ_SCORE, STATIC_SHARE,
                                       OcrScorer)
-from curate.storage import write_json
 
 
 def text_overlay(gen_dir: str, *, frames: int = 16, ocr_frames: int = 3, max_clips: int | None = None,
@@ -44,12 +43,5 @@ def text_overlay(gen_dir: str, *, frames: int = 16, ocr_frames: int = 3, max_cli
                                 f"box (recogniser confidence >= {READ_SCORE}) in any sampled frame; static text: "
                                 f"boxes covering the same pixels in >= {STATIC_SHARE:.2f} of them"},
     }
-    target = out or os.path.join(gen_dir, "eval", "text_overlay.json")
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    rows_path = os.path.splitext(target)[0] + ".jsonl"
-    with open(rows_path + ".tmp", "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(row) + "\n" for row in rows)
-    os.replace(rows_path + ".tmp", rows_path)
-    write_json(target, result)
-    return result
+    return write_metric(out or os.path.join(gen_dir, "eval", "text_overlay.json"), result, rows)
 

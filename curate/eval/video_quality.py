@@ -10,16 +10,15 @@ Sharpness, contrast and noise are the technical-quality scorer's measures.
 
 from __future__ import annotations
 
-import json
 import os
 
 import cv2
 import numpy as np
 
 from curate.eval.clips import iter_clips
+from curate.eval.metric_files import write_metric
 from curate.scoring.motion_score import flow_frames, motion_score
 from curate.scoring.technical_quality import contrast, grey_frames, noise_sigma, sharpness
-from curate.storage import write_json
 
 TOP_FRACTION = 0.05  # VBench: mean of the top 5% flow magnitudes of a pair
 THRESHOLD_AT_256 = 6.0  # VBench: pixels of flow on a frame whose shorter side is 256
@@ -105,11 +104,4 @@ def video_quality(gen_dir: str, *, frames: int = 16, stride: int = 1, max_clips:
             "noise_sigma": "Immerkaer 1996 noise standard deviation, grey frames <= 512 px, 0-255 units",
         },
     }
-    target = out or os.path.join(gen_dir, "eval", "video_quality.json")
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    rows_path = os.path.splitext(target)[0] + ".jsonl"
-    with open(rows_path + ".tmp", "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(row) + "\n" for row in rows)
-    os.replace(rows_path + ".tmp", rows_path)
-    write_json(target, result)
-    return result
+    return write_metric(out or os.path.join(gen_dir, "eval", "video_quality.json"), result, rows)

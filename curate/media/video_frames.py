@@ -9,6 +9,7 @@ the two give bit-identical frames.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,23 @@ Pick = Callable[[int], list[int]]  # frame count -> frame indices to decode, asc
 
 class VideoDecodeError(ValueError):
     """Neither decord nor PyAV could decode the video."""
+
+
+@contextlib.contextmanager
+def _video_stream(video: bytes | str | Path):
+    """(container, first video stream) opened with PyAV; VideoDecodeError when neither can be had."""
+    import av
+
+    try:
+        container = av.open(_source(video))
+    except (av.FFmpegError, OSError) as error:
+        raise VideoDecodeError(f"PyAV: {error}") from error
+    with container:
+        try:
+            stream = container.streams.video[0]
+        except IndexError as error:
+            raise VideoDecodeError("PyAV: no video stream") from error
+        yield container, stream
 
 
 def _source(video: bytes | str | Path):
@@ -67,15 +85,7 @@ def stream_frames(video: bytes | str | Path, start: int = 0, stop: int | None = 
     detector's 27x48 input). Decode failures are VideoDecodeError (frames already yielded stay valid)."""
     import av
 
-    try:
-        container = av.open(_source(video))
-    except (av.FFmpegError, OSError) as error:
-        raise VideoDecodeError(f"PyAV: {error}") from error
-    with container:
-        try:
-            stream = container.streams.video[0]
-        except IndexError as error:
-            raise VideoDecodeError("PyAV: no video stream") from error
+    with _video_stream(video) as (container, stream):
         stream.thread_type = "AUTO"
         base = float(stream.time_base or 0)
         interpolation = "BICUBIC" if size else None
@@ -145,15 +155,7 @@ def motion_vectors(video: bytes | str | Path, stop: int | None = None,
     the cost is the codec's own decode. Decode failures are VideoDecodeError."""
     import av
 
-    try:
-        container = av.open(_source(video))
-    except (av.FFmpegError, OSError) as error:
-        raise VideoDecodeError(f"PyAV: {error}") from error
-    with container:
-        try:
-            stream = container.streams.video[0]
-        except IndexError as error:
-            raise VideoDecodeError("PyAV: no video stream") from error
+    with _video_stream(video) as (container, stream):
         stream.codec_context.options = {"flags2": "+export_mvs"}
         index = 0
         try:
