@@ -25,6 +25,7 @@ from curate import schema
 from curate.config import ConfigError
 from curate.demo.run import demo_eval
 from curate.eval.fvd import fvd as fvd_of
+from curate.eval.fvd_options import FVDOptions
 from curate.eval.i3d import InceptionI3d
 from curate.eval.run import compare, evaluate, load_eval_recipe, render
 
@@ -190,12 +191,12 @@ def test_clipsim_and_fvd_rows_with_weight_files(demo, tmp_path, small_recipe, fo
     assert fvd["status"] == "ok" and fvd["value"] > 0
     # FVD of the videos against themselves is ~0 (random I3D weights: every FVD here is small, so relative to the
     # others); against the same videos brightened, and the row's (another checkpoint's videos), far from it
-    options = dict(i3d_weights=str(i3d), frames=10, out=str(tmp_path / "fvd.json"))
-    itself = fvd_of(generated, generated, **options)["value"]
+    options = dict(i3d_weights=str(i3d), out=str(tmp_path / "fvd.json"))
+    itself = fvd_of(generated, generated, FVDOptions(frames=10), **options)["value"]
     brighter = folder_factory("brighter", [
         {"key": key, "caption": caption, "frames": np.clip(frames.astype(int) + 80, 0, 255).astype(np.uint8)}
         for key, frames, caption in captioned_videos(generated)])
-    shifted = fvd_of(generated, brighter, **options)["value"]
+    shifted = fvd_of(generated, brighter, FVDOptions(frames=10), **options)["value"]
     assert abs(itself) < 1e-3 * shifted and abs(itself) < 1e-3 * fvd["value"], (itself, shifted, fvd["value"])
     protocol = json.loads(fvd["protocol"])
     assert protocol["extractor_sha256"] == hashlib.sha256(i3d.read_bytes()).hexdigest() and protocol["frames"] == 10
@@ -225,7 +226,7 @@ def test_compare_sets_two_runs_side_by_side(tmp_path, demo):
     assert table["temporal_flickering"] == ["-", "-", "-"] and table["dynamic_degree"] == ["-", "0.5000", "-"]
     _, out, _, _ = demo  # two checkpoints per run: rows match by checkpoint and metric
     same = compare(str(out / "eval"), str(out / "eval")).splitlines()
-    assert len(same) == 1 + 16 and all(line.split()[-1] in ("0.0000", "-") for line in same[1:])
+    assert len(same) == 1 + 2 * (len(QUALITY) + 2) and all(line.split()[-1] in ("0.0000", "-") for line in same[1:])
     assert "skipped" in render(pq_rows(a))
 
 

@@ -65,9 +65,9 @@ def test_sample_command_writes_the_seeds_video_at_the_asked_size(run_dir, tmp_pa
     video = decoded(out).astype(float)
     assert video.shape == (4, 24, 32, 3)  # frames and size asked, not the recipe's 16x16
     sampler = VideoSampler(run_dir)
-    settings = dict(frames=4, steps=2, fps=8, guidance=12.0, height=24, width=32)  # the command's defaults
-    same = sampler.sample("a blue square", SampleSettings(seed=3, **settings)).numpy().astype(float)
-    other = sampler.sample("a blue square", SampleSettings(seed=4, **settings)).numpy().astype(float)
+    settings = SamplerOptions(frames=4, steps=2, fps=8, guidance=12.0, height=24, width=32)  # the command's defaults
+    same = sampler.sample("a blue square", settings, 3).numpy().astype(float)
+    other = sampler.sample("a blue square", settings, 4).numpy().astype(float)
     # the written file is that seed's video up to the codec's loss (GIF's dithered palette, H.264 4:2:0): compared
     # as 4x4 block means, where that loss averages out and another seed's noise does not
     def blocks(v):
