@@ -52,9 +52,10 @@ def test_caption_run_rows_view_resume_and_changed_prompt(ray_local, tmp_path):
         slow.shutdown()
     assert len(bounded["failed_shards"]) == 2 and "time bound" in bounded["failed_shards"][0]["error"]
     assert not [n for n in os.listdir(os.path.join(root, "captions", "tiny")) if n.endswith(".parquet")]
-    server = start(faults=["429", "500", "drop", "slow"], retry_after=1, slow_s=3)
+    # the slow answer (5 s) outlasts the per-request timeout (3 s); an ordinary one on a loaded machine does not
+    server = start(faults=["429", "500", "drop", "slow"], retry_after=1, slow_s=5)
     try:
-        section = CaptionSection(model="tiny-vlm", endpoint=server.base_url, name="tiny", concurrency=4, timeout=2,
+        section = CaptionSection(model="tiny-vlm", endpoint=server.base_url, name="tiny", concurrency=4, timeout=3,
                                  frames=4, api_key_env=KEY_ENV)
         summary = caption(root, section)
         assert summary["captioned_shards"] == 2 and not summary["failed_shards"], summary["failed_shards"]
@@ -75,7 +76,8 @@ def test_caption_run_rows_view_resume_and_changed_prompt(ray_local, tmp_path):
         assert rows["k005"]["caption_tiny"] is None and rows["k005"]["caption_tiny_error"] is None  # not a success
         assert rows["k007"]["caption_tiny_error"].startswith("refused")  # all purple: refusal
         assert summary["captioned"] == 5 and summary["failed_samples"] == 3
-        assert sum(r["caption_tiny_attempts"] or 0 for r in rows.values()) == 7 + 4  # + the 4 faults, retried
+        # one attempt per sample sent + one retry per injected fault (more only if an ordinary answer timed out)
+        assert sum(r["caption_tiny_attempts"] or 0 for r in rows.values()) >= 7 + 4
         assert server.authorizations == {f"Bearer {API_KEY}"}
         assert not files_containing(root, API_KEY)
 
