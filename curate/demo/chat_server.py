@@ -53,7 +53,7 @@ class ChatHandler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - http.server API
         server: ChatServer = self.server
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        fault = server.next_fault()
+        fault = server.next_fault()  # also counts the request (received)
         server.authorizations.add(self.headers.get("Authorization"))
         if not self.path.endswith("/chat/completions"):
             return self._send(404, {"error": f"no route {self.path}"})
@@ -100,6 +100,7 @@ class ChatServer(ThreadingHTTPServer):
         self.from_pixels = from_pixels
         self.authorizations: set = set()
         self.answered = 0
+        self.received = 0  # requests that reached the server: a late answer to an abandoned one does not change it
         self._lock = threading.Lock()
 
     def handle_error(self, request, client_address):
@@ -111,6 +112,7 @@ class ChatServer(ThreadingHTTPServer):
 
     def next_fault(self) -> str | None:
         with self._lock:
+            self.received += 1
             return self.faults.pop(0) if self.faults else None
 
     @property
