@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import gc
 import hashlib
 import io
 import json
@@ -386,10 +387,27 @@ class JointBatches(IterableDataset):
         return self.batches((worker + self.start_batch) % num, num)
 
 
+class _ForkCleanLoader(DataLoader):
+    """Workers are forked: the parent's pending garbage is collected before the fork and everything else it holds
+    is frozen for it, so a worker's collector never finalizes the parent's objects. Finalizing one there (a Ray
+    ObjectRef, a gRPC or event-loop handle) touches threads that do not exist in the child and crashed the worker
+    with SIGSEGV mid-run. Frozen objects are also never scanned, so their pages stay shared."""
+
+    def _get_iterator(self):
+        if not self.num_workers:
+            return super()._get_iterator()
+        gc.collect()
+        gc.freeze()
+        try:
+            return super()._get_iterator()
+        finally:
+            gc.unfreeze()
+
+
 def make_loader(cfg: LoaderConfig, rank: int = 0, world_size: int = 1, start_batch: int = 0,
                 pin_memory: bool = False) -> DataLoader:
     dataset = JointBatches(cfg, rank, world_size, start_batch)
-    return DataLoader(
+    return _ForkCleanLoader(
         dataset,
         batch_size=None,
         pin_memory=pin_memory,

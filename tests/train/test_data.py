@@ -3,9 +3,11 @@ the loader before its plan cache and compact index (recorded golden); uint8 shap
 
 from __future__ import annotations
 
+import gc
 import io
 import itertools
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -86,6 +88,37 @@ def test_resume_mid_epoch_with_workers_matches_uninterrupted(mixed_dataset):
     assert [b["batch_index"] for b in resumed] == [3, 4, 5, 6]
     for x, y in zip(full[3:], resumed):
         assert x["keys"] == y["keys"] and torch.equal(x["pixels"], y["pixels"]) and torch.equal(x["fps"], y["fps"])
+
+
+class _FinalizedIn:
+    """Garbage (a reference cycle) that records which process finalizes it."""
+
+    def __init__(self, log: Path):
+        self.log, self.cycle = log, self
+
+    def __del__(self):
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def test_a_loader_worker_never_finalizes_the_parents_objects(mixed_dataset, tmp_path, monkeypatch):
+    # a Ray ObjectRef finalized in a forked worker crashed it with SIGSEGV: workers must leave the parent's
+    # garbage to the parent, even when their own collector runs
+    log = tmp_path / "finalized"
+    batches = JointBatches.batches
+
+    def collecting(self, *args):
+        gc.collect()
+        yield from batches(self, *args)
+
+    monkeypatch.setattr(JointBatches, "batches", collecting)
+    gc.disable()
+    try:
+        _FinalizedIn(log)
+        take(make_loader(config(mixed_dataset, num_workers=1)), 2)
+    finally:
+        gc.enable()
+    assert log.read_text().split() == [str(os.getpid())]
 
 
 def test_source_smaller_than_a_global_batch_is_refused(mixed_dataset):
