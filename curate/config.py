@@ -182,7 +182,7 @@ def option_help(text: str, **more) -> dict:
     return {"help": text, **more}
 
 
-CAPTION_BACKENDS = ("openai",)  # an in-process Hugging Face backend is planned (needs transformers)
+CAPTION_BACKENDS = ("openai", "hf")
 DEFAULT_CAPTION_PROMPT = ("Describe this video in one factual paragraph: the subjects, their actions and motion, the "
                           "setting, the camera's movement and the visual style. Describe only what is visible; do not "
                           "guess names or add opinions. The images are frames of one clip in temporal order.")
@@ -190,10 +190,14 @@ DEFAULT_CAPTION_PROMPT = ("Describe this video in one factual paragraph: the sub
 
 @dataclass
 class CaptionSection:
-    model: str = field(metadata=option_help("The model's name on the endpoint (e.g. Qwen/Qwen2.5-VL-7B-Instruct)."))
+    model: str = field(metadata=option_help(
+        "openai: the model's name on the endpoint (e.g. Qwen/Qwen2.5-VL-7B-Instruct); hf: a saved model's folder, "
+        "or a Hugging Face id in the local hub cache."))
     endpoint: str | None = field(default=None, metadata=option_help(
         "OpenAI-compatible base URL (vLLM, SGLang, TGI, Ollama), e.g. http://127.0.0.1:8000/v1."))
-    backend: str = field(default="openai", metadata=option_help("openai: an OpenAI-compatible chat endpoint."))
+    backend: str = field(default="openai", metadata=option_help(
+        "openai: an OpenAI-compatible chat endpoint; hf: a Qwen2-VL / Qwen2.5-VL model run in-process with "
+        "transformers (one actor per GPU, else one on the CPU)."))
     name: str | None = field(default=None, metadata=option_help(
         "Caption run name: captions/<name>/ and the column caption_<name> (default: from the model name)."))
     frames: int = field(default=4, metadata=option_help("Frames sent per video, evenly spaced (images: the image).", min=1))
@@ -202,19 +206,27 @@ class CaptionSection:
     prompt_file: str | None = field(default=None, metadata=option_help(
         "A text file with the prompt (default: one factual paragraph about the clip)."))
     max_tokens: int = field(default=300, metadata=option_help("Answer length cap in tokens.", min=1))
-    concurrency: int = field(default=32, metadata=option_help("Requests in flight.", min=1))
-    timeout: float = field(default=120.0, metadata=option_help("Seconds one request may take.", min=0.1))
-    retries: int = field(default=6, metadata=option_help("Retries of a request on 429, 5xx, timeouts and dropped "
-                                                   "connections (backoff with jitter; Retry-After honoured).", min=0))
+    batch_size: int = field(default=8, metadata=option_help("hf: samples per generate call.", min=1))
+    actors: int | None = field(default=None, metadata=option_help(
+        "hf: model actors (default: one per GPU, else 1).", min=1))
+    concurrency: int = field(default=32, metadata=option_help("openai: requests in flight.", min=1))
+    timeout: float = field(default=120.0, metadata=option_help("openai: seconds one request may take.", min=0.1))
+    retries: int = field(default=6, metadata=option_help(
+        "openai: retries of a request on 429, 5xx, timeouts and dropped connections (backoff with jitter; "
+        "Retry-After honoured).", min=0))
     max_run_seconds: float | None = field(default=None, metadata=option_help(
-        "Bound on the whole run: unfinished shards are left for the next run (exit 1).", min=1.0))
+        "openai: bound on the whole run: unfinished shards are left for the next run (exit 1).", min=1.0))
     api_key_env: str = field(default="OPENAI_API_KEY", metadata=option_help(
-        "Environment variable holding the API key (never printed or stored); unset: no key is sent."))
+        "openai: environment variable holding the API key (never printed or stored); unset: no key is sent."))
 
     def __post_init__(self):
         if self.backend not in CAPTION_BACKENDS:
             raise ConfigError(f"unknown caption backend {self.backend!r}; choose from {', '.join(CAPTION_BACKENDS)}")
-        if not self.endpoint:
+        if self.backend == "hf":
+            for name, flag in (("endpoint", "--endpoint"), ("max_run_seconds", "--max-run-seconds")):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{flag} is for the openai backend; --backend hf runs --model in-process")
+        elif not self.endpoint:
             raise ConfigError("--endpoint is required with the openai backend (e.g. http://127.0.0.1:8000/v1)")
 
     def prompt(self) -> str:

@@ -1,10 +1,13 @@
-"""The caption stage: every success sample of a dataset folder -> its frames -> one chat request -> one row of
+"""The caption stage: every success sample of a dataset folder -> its frames -> the model's answer -> one row of
 captions/<run>/<shard>.parquet (a failure is a row with `error`, never a crash).
 
 One table per shard, written whole and stamped with the shard content it covers (curate.shards.derived), so a
-killed run redoes only shards without a table, and a shard whose content changed is captioned again. Shard tasks
-each keep many requests in flight on one event loop while isolated children decode the next frames. The API key
-is read from the environment where the requests are made and goes nowhere else.
+killed run redoes only shards without a table, and a shard whose content changed is captioned again. Two
+backends answer, both as an Answer or a CaptionFailure per sample, into the same rows:
+- openai: shard tasks each keep many chat requests in flight on one event loop while isolated children decode
+  the next frames. The API key is read from the environment where the requests are made and goes nowhere else.
+- hf: CPU tasks decode each shard's frames; actors (one GPU each when the cluster has GPUs) load the model once
+  and caption batches (curate.caption.hf); the driver writes each shard's table once all its rows are back.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import re
 import time
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from curate import engine, schema, storage
-from curate.caption.client import ChatClient, CaptionFailure, RetryPolicy, RunDeadline, chat_request, chat_url
+from curate.caption.client import Answer, CaptionFailure, ChatClient, RetryPolicy, chat_request, chat_url
 from curate.caption.frames import FrameDecodeFailed, shared_pool
+from curate.caption.hf import HFCaptioner, model_folder, weights_sha256
 from curate.config import CaptionSection, ConfigError
 from curate.shards.derived import drop_temporaries, shard_content, stale_shards, write_table
 from curate.shards.folder import DatasetFolder
@@ -56,6 +62,22 @@ def caption_row(key: str, common: dict, *, caption: str | None = None, error: st
                 completion_tokens=completion_tokens, finish_reason=finish_reason, attempts=attempts)
 
 
+def answer_row(key: str, common: dict, frames: int, result: Answer | CaptionFailure) -> dict:
+    """The row of a sample whose frames reached the model (either backend)."""
+    if isinstance(result, CaptionFailure):
+        return caption_row(key, common, error=f"{result.reason}: {result}", frames=frames, attempts=result.attempts)
+    return caption_row(key, common, caption=result.text, frames=frames, prompt_tokens=result.prompt_tokens,
+                       completion_tokens=result.completion_tokens, finish_reason=result.finish_reason,
+                       attempts=result.attempts)
+
+
+def shard_summary(unit: str, rows: list[dict]) -> dict:
+    return {"shard": unit, "captioned": sum(r["error"] is None for r in rows),
+            "failed": sum(r["error"] is not None for r in rows),
+            "prompt_tokens": sum(r["prompt_tokens"] or 0 for r in rows),
+            "completion_tokens": sum(r["completion_tokens"] or 0 for r in rows)}
+
+
 async def for_each_sample(stream, work, concurrency: int) -> list[dict]:
     """`work(sample)` for every sample of the (blocking) iterator `stream`, `concurrency` at a time, as rows;
     at most `concurrency` samples are held at once. A RunDeadline stops the shard."""
@@ -79,9 +101,43 @@ async def for_each_sample(stream, work, concurrency: int) -> list[dict]:
     return rows
 
 
+async def frames_or_error(pool, sample: ShardSample) -> list[bytes] | str:
+    """A sample's JPEG frames, or the error row text of a sample that has none (no media, undecodable)."""
+    if sample.media is None:
+        return "missing_media: the shard's tar has no media"
+    try:
+        return await pool.frames(sample.media, sample.row["modality"])
+    except FrameDecodeFailed as error:
+        return f"decode_error: {error}"
+
+
+ACTOR_ROWS = schema.load("captions").append(pa.field("unit", pa.string()))
+
+
+class CaptionModel:
+    """The hf backend's actor: loads the model once (on the GPU Ray granted it, else the CPU), then captions
+    batches of decoded samples; a sample whose frames failed passes through as its failure row."""
+
+    def __init__(self, folder: str, prompt: str, max_tokens: int, common: dict):
+        from curate.device import for_actor
+
+        self.captioner = HFCaptioner(folder, prompt, max_tokens, for_actor())
+        self.common = common
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        ready = [i for i, r in enumerate(rows) if r["error"] is None]
+        answers = dict(zip(ready, self.captioner.answer([rows[i]["jpegs"] for i in ready]) if ready else []))
+        out = [dict(answer_row(r["key"], self.common, len(r["jpegs"]), answers[i]) if i in answers
+                    else caption_row(r["key"], self.common, error=r["error"]), unit=r["unit"])
+               for i, r in enumerate(rows)]
+        return pa.Table.from_pylist(out, schema=ACTOR_ROWS)
+
+
 @dataclass
 class CaptionStage(Stage):
-    """Captions from an OpenAI-compatible chat endpoint for every success sample, one table per shard."""
+    """Captions from a vision-language model for every success sample, one table per shard: an OpenAI-compatible
+    chat endpoint (tasks), or a Hugging Face model in-process (actors)."""
 
     root: str
     section: CaptionSection
@@ -97,10 +153,21 @@ class CaptionStage(Stage):
         self.prompt = self.section.prompt()
         self.inputs = (self.folder.shards_dir,)
         self.outputs = (self.out_dir,)
-        self.resources = Resources(cpus=1, units_in_flight=SHARDS_IN_FLIGHT)
+        if self.uses_actors:
+            self.resources = Resources(cpus=1, actors=self.section.actors or 0, gpus_per_actor=1.0,
+                                       batch_size=self.section.batch_size)
+        else:
+            self.resources = Resources(cpus=1, units_in_flight=SHARDS_IN_FLIGHT)
         self.content: dict[str, tuple[str, int]] = {}
+        self.summaries: dict[str, dict] = {}  # hf: per shard, as the driver writes it
         self.key_expected = False
         self.deadline: float | None = None  # epoch seconds: the bound on the whole run, set when it starts
+        self.model_path: str | None = None  # hf: the model's folder, found by check()
+        self.weights: dict[str, str] | None = None  # hf: SHA-256 per weight file
+
+    @property
+    def uses_actors(self) -> bool:
+        return self.section.backend == "hf"
 
     @property
     def out_dir(self) -> str:
@@ -112,22 +179,40 @@ class CaptionStage(Stage):
 
     def describe(self) -> list[str]:
         s = self.section
-        return super().describe() + [f"  {s.model} ({s.backend}) on {s.frames} frame(s) per video, "
-                                     f"{s.concurrency} requests in flight -> caption_{self.run}"]
+        how = f"batches of {s.batch_size}" if self.uses_actors else f"{s.concurrency} requests in flight"
+        return super().describe() + [f"  {s.model} ({s.backend}) on {s.frames} frame(s) per video, {how} "
+                                     f"-> caption_{self.run}"]
 
     def config(self) -> dict:
         s = self.section
-        return {"backend": s.backend, "model": s.model, "prompt_sha256": prompt_sha256(self.prompt),
-                "frames": s.frames, "max_side": s.max_side, "max_tokens": s.max_tokens}
+        config = {"backend": s.backend, "model": s.model, "prompt_sha256": prompt_sha256(self.prompt),
+                  "frames": s.frames, "max_side": s.max_side, "max_tokens": s.max_tokens}
+        if self.uses_actors:  # other weights under the same path are another model: a rerun is refused
+            config["weights_sha256"] = self.model_weights()
+        return config
+
+    def model_weights(self) -> dict[str, str]:
+        if self.weights is None:
+            self.model_path = str(model_folder(self.section.model))
+            self.weights = weights_sha256(self.model_path)
+        return self.weights
 
     def record(self) -> dict:
         endpoint = chat_url(self.section.endpoint) if self.section.endpoint else None
-        return {"dataset": self.root, "run": self.run, "prompt": self.prompt, "endpoint": endpoint,
-                "column": f"caption_{self.run}"}
+        record = {"dataset": self.root, "run": self.run, "prompt": self.prompt, "endpoint": endpoint,
+                  "column": f"caption_{self.run}"}
+        if self.uses_actors:
+            from importlib.metadata import version
+
+            record.update(model_path=self.model_path, transformers=version("transformers"))
+        return record
 
     def check(self) -> None:
         if not self.folder.complete_shards():
             raise FileNotFoundError(f"{self.root} has no complete shards to caption")
+        if self.uses_actors:
+            self.model_weights()  # the model's folder, family and weights, before anything is written
+            return
         var = self.section.api_key_env
         if var != CaptionSection.api_key_env and not os.environ.get(var):
             raise ConfigError(f"--api-key-env {var}: that environment variable is not set")
@@ -152,17 +237,15 @@ class CaptionStage(Stage):
         rows.sort(key=lambda r: r["key"])
         digest = self.content[unit][0] if unit in self.content else shard_content(self.folder.manifest(unit))[0]
         write_table(storage.join(self.out_dir, f"{unit}.parquet"), schema.table("captions", rows), digest)
+        self.summaries[unit] = shard_summary(unit, rows)
 
-    def process(self, unit: str) -> dict:
+    def process(self, unit: str) -> dict:  # openai: one task per shard
         if self.key_expected and not os.environ.get(self.section.api_key_env):
             raise RuntimeError(f"{self.section.api_key_env} is set where the run started but not on this Ray worker: "
                                "set it in the workers' environment")
         rows = asyncio.run(self._caption_shard(unit))
         self.write(unit, rows)
-        return {"shard": unit, "captioned": sum(r["error"] is None for r in rows),
-                "failed": sum(r["error"] is not None for r in rows),
-                "prompt_tokens": sum(r["prompt_tokens"] or 0 for r in rows),
-                "completion_tokens": sum(r["completion_tokens"] or 0 for r in rows)}
+        return self.summaries[unit]
 
     async def _caption_shard(self, unit: str) -> list[dict]:
         s = self.section
@@ -174,23 +257,37 @@ class CaptionStage(Stage):
                               self.deadline) as client:
 
             async def one(sample: ShardSample) -> dict:
-                if sample.media is None:
-                    return caption_row(sample.key, common, error="missing_media: the shard's tar has no media")
+                frames = await frames_or_error(pool, sample)
+                if isinstance(frames, str):
+                    return caption_row(sample.key, common, error=frames)
                 try:
-                    jpegs = await pool.frames(sample.media, sample.row["modality"])
-                    answer = await client.complete(chat_request(s.model, self.prompt, jpegs, s.max_tokens))
-                except FrameDecodeFailed as error:
-                    return caption_row(sample.key, common, error=f"decode_error: {error}")
+                    result = await client.complete(chat_request(s.model, self.prompt, frames, s.max_tokens))
                 except CaptionFailure as error:
-                    return caption_row(sample.key, common, error=f"{error.reason}: {error}", frames=len(jpegs),
-                                       attempts=error.attempts)
-                return caption_row(sample.key, common, caption=answer.text, frames=len(jpegs),
-                                   prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
-                                   finish_reason=answer.finish_reason, attempts=answer.attempts)
+                    result = error
+                return answer_row(sample.key, common, len(frames), result)
 
             return await for_each_sample(samples(self.root, unit), one, concurrency)
 
+    def expand(self, unit: str) -> list[dict]:  # hf: a CPU task decodes one shard's frames for the actors
+        pool = shared_pool(DECODERS_PER_SHARD, self.section.frames, self.section.max_side)
+
+        async def one(sample: ShardSample) -> dict:
+            frames = await frames_or_error(pool, sample)
+            failed = isinstance(frames, str)
+            return {"unit": unit, "key": sample.key, "jpegs": [] if failed else frames,
+                    "error": frames if failed else None}
+
+        return asyncio.run(for_each_sample(samples(self.root, unit), one, DECODERS_PER_SHARD))
+
+    def expected_rows(self, unit: str) -> int:
+        return self.content[unit][1]
+
+    def model(self) -> tuple[type, dict]:
+        return CaptionModel, {"folder": self.model_path, "prompt": self.prompt, "max_tokens": self.section.max_tokens,
+                              "common": self.common()}
+
     def finish(self, done: list, failures: list) -> dict:
+        done = [self.summaries[unit] for unit in done] if self.uses_actors else done
         return {"run": self.run, "column": f"caption_{self.run}", "captioned_shards": len(done),
                 "skipped_shards": len(self.content) - len(done) - len(failures),
                 "captioned": sum(d["captioned"] for d in done), "failed_samples": sum(d["failed"] for d in done),
