@@ -1,11 +1,14 @@
 """The caption stage end to end against the loopback pixel server: every success sample captioned from its own
 frames, failures as rows, the `samples` columns, resume, refusal of changed settings, a SIGKILL mid-run, bad
-input (exit 2), and the API key in no output."""
+input (exit 2), and the API key in no output. The hf backend on a tiny random Qwen2-VL: the same rows, each
+sample's caption the model's answer to its own frames, weights hashes in provenance, resume, a missing model."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +17,11 @@ import time
 import duckdb
 import pytest
 from caption_data import API_KEY, KEY_ENV, build_dataset, two_colours
+from tiny_vlm import save_tiny_qwen2_vl
 from typer.testing import CliRunner
 
+from curate.caption.frames import caption_frames
+from curate.caption.hf import HFCaptioner
 from curate.caption.stage import caption
 from curate.cli import app
 from curate.config import CaptionSection, ConfigError, SelectSection
@@ -168,3 +174,77 @@ def test_recipe_caption_section_runs_after_download(tmp_path):
     result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "ds"), "--describe"])
     assert result.exit_code == 0, result.output
     assert "pipeline r: download -> caption" in result.output and "-> caption_r" in result.output
+
+
+def test_hf_backend_captions_each_sample_from_its_own_frames_and_resumes(ray_local, tmp_path, tiny_vlm):
+    root = str(tmp_path / "ds")
+    build_dataset(root, str(tmp_path / "media"), SHARDS)
+    model = str(tmp_path / "model")  # a copy: its weights are replaced below
+    shutil.copytree(tiny_vlm, model)
+    section = CaptionSection(model=model, backend="hf", name="hf", batch_size=3, max_tokens=8)
+    summary = caption(root, section)
+    assert summary["captioned_shards"] == 2 and not summary["failed_shards"], summary["failed_shards"]
+    rows = {r["key"]: r for r in run(connect(root), "SELECT * FROM samples ORDER BY key").to_pylist()}
+
+    # every success sample's row holds what the model answers to that sample's own frames, asked alone
+    captioner = HFCaptioner(model, section.prompt(), section.max_tokens, "cpu")
+    answered = 0
+    for sid in DatasetFolder(root).complete_shards():
+        for sample in samples(root, sid):
+            row = rows[sample.key]
+            if sample.key == "k004":  # the broken file
+                assert row["caption_hf"] is None and row["caption_hf_error"].startswith("decode_error")
+                continue
+            frames = caption_frames(sample.media, sample.row["modality"], section.frames, section.max_side)
+            expected = captioner.answer([frames])[0]
+            assert row["caption_hf"] == getattr(expected, "text", None), sample.key
+            assert row["caption_hf_frames"] == (4 if sample.row["modality"] == "video" else 1)
+            assert row["caption_hf_prompt_tokens"] == getattr(expected, "prompt_tokens", None)
+            assert row["caption_hf_model"] == model and row["caption_hf_attempts"] == 1
+            answered += row["caption_hf"] is not None
+    assert answered == summary["captioned"] > 0 and summary["failed_samples"] == 9 - 1 - answered  # k005: no row
+    assert rows["k005"]["caption_hf"] is None and rows["k005"]["caption_hf_error"] is None
+    assert rows["k000"]["caption_hf_prompt_tokens"] > rows["k002"]["caption_hf_prompt_tokens"]  # 4 frames vs 1
+
+    record = json.loads((tmp_path / "ds" / "captions" / "hf" / "_provenance.json").read_text())
+    digest = hashlib.sha256((tmp_path / "model" / "model.safetensors").read_bytes()).hexdigest()
+    assert record["config"]["weights_sha256"] == {"model.safetensors": digest}
+    assert record["model_path"] == model and record["transformers"] and record["endpoint"] is None
+
+    assert caption(root, section)["skipped_shards"] == 2  # resume: nothing left to do
+    table = tmp_path / "ds" / "captions" / "hf" / "00001.parquet"
+    before = duckdb.sql(f"SELECT * FROM read_parquet('{table}') ORDER BY key").fetchall()
+    table.unlink()
+    again = caption(root, section)
+    assert again["captioned_shards"] == 1 and again["skipped_shards"] == 1
+    assert duckdb.sql(f"SELECT * FROM read_parquet('{table}') ORDER BY key").fetchall() == before  # greedy: the same
+
+    save_tiny_qwen2_vl(model, seed=1)  # other weights under the same folder: another model
+    with pytest.raises(ProvenanceMismatch, match="weights_sha256"):
+        caption(root, section)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "tiny-org/absent-vlm"], "hf download tiny-org/absent-vlm"),
+    (["--model", "/nonexistent/model"], "/nonexistent/model: no such model folder"),
+    (["--model", "m", "--endpoint", "http://127.0.0.1:9/v1"], "--endpoint is for the openai backend"),
+])
+def test_hf_backend_missing_model_exits_2(tmp_path, monkeypatch, flags, message):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    root = str(tmp_path / "ds")
+    build_dataset(root, str(tmp_path / "media"), {"00000": [("blue",)]})
+    result = CliRunner().invoke(app, ["caption", root, "--backend", "hf", *flags])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not os.path.exists(os.path.join(root, "captions"))  # nothing written
+
+
+def test_recipe_hf_caption_runs_on_actors(tmp_path, tiny_vlm):
+    (tmp_path / "urls.txt").write_text("http://127.0.0.1:9/a.mp4\ta\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\ndownload: {{source: urls, input: urls.txt}}\n"
+                      f"caption: {{model: '{tiny_vlm}', backend: hf, name: r, batch_size: 4}}\n")
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "ds"), "--describe"])
+    assert result.exit_code == 0, result.output
+    assert "(hf) on 4 frame(s) per video, batches of 4 -> caption_r" in result.output
+    assert "actor(s), 1.0 GPU each when the cluster has GPUs, batch 4" in result.output
