@@ -161,8 +161,9 @@ def caption_cmd(
     **options,
 ) -> None:
     """Caption every success sample with a vision-language model (an OpenAI-compatible endpoint such as vLLM,
-    SGLang, TGI or Ollama) into captions/<name>/, shown in `samples` as caption_<name>.
-    Failures are rows; resumable per shard. The API key is read from --api-key-env and never printed."""
+    SGLang, TGI or Ollama; or, with --backend hf, a Qwen2-VL / Qwen2.5-VL model in-process) into captions/<name>/,
+    shown in `samples` as caption_<name>. Failures are rows; resumable per shard. The API key is read from
+    --api-key-env and never printed."""
     from curate.caption.stage import caption
 
     with usage_errors(dataset):
