@@ -82,16 +82,14 @@ class HFCaptioner:
     frames) in one generate call, greedy. bf16 on a GPU, fp32 on the CPU. A batch that fails (out of memory, a
     frame the processor refuses) is retried one sample at a time, so a bad sample fails alone."""
 
-    def __init__(self, folder: str | Path, prompt: str, max_tokens: int, device=None):
+    def __init__(self, folder: str | Path, prompt: str, max_tokens: int, device):
         import torch
         import transformers
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from curate.device import resolve
-
         transformers.logging.set_verbosity_error()  # load reports and generation notes are not the run's output
         transformers.utils.logging.disable_progress_bar()
-        self.device = resolve(None) if device is None else torch.device(device)
+        self.device = torch.device(device)
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.prompt, self.max_tokens = prompt, max_tokens
         self.processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
@@ -112,9 +110,9 @@ class HFCaptioner:
         try:
             return self._generate(samples)
         except Exception as error:  # noqa: BLE001 - narrowed below to the sample that causes it
+            self._release()
             if len(samples) == 1:
                 return [CaptionFailure("model_error", f"{type(error).__name__}: {str(error)[:300]}")]
-            self._release()
             return [result for sample in samples for result in self.answer([sample])]
 
     def _generate(self, samples: list[list[bytes]]) -> list[Answer | CaptionFailure]:
@@ -142,4 +140,4 @@ class HFCaptioner:
         import torch
 
         if self.device.type == "cuda":
-            torch.cuda.empty_cache()  # after an out-of-memory batch, before the one-by-one retry
+            torch.cuda.empty_cache()  # after an out-of-memory batch: what it held goes back before the next one
