@@ -26,10 +26,11 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/curate demo --out demo_out
 
-# One pytest session (one Ray runtime, one S3 server, one corpus) inside a loopback-only network namespace
-# (tests/loopback_only.sh): no test can reach any host but 127.0.0.1.
+# Inside a loopback-only network namespace (tests/loopback_only.sh): no test can reach any host but 127.0.0.1.
+# Two pytest workers (each its own Ray runtime, S3 server and corpus), a test file whole on one worker so a
+# module's fixture (a cluster, a trained run) is built once: most tests wait on processes, not on both cores.
 test: setup
-	tests/loopback_only.sh $(PY) -m pytest -q
+	tests/loopback_only.sh $(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: setup
 	$(PY) scripts/bench_download.py
