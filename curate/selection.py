@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 
 from curate import engine, provenance, storage
-from curate.config import ConfigError, SelectSection, to_mapping
+from curate.config import ConfigError, SelectSection
 from curate.media.digest import sha256_file
 from curate.media.probe import ProbeError, ProbePool, probe_image, shared_pool
 from curate.media.transcode import TranscodeError, image_resize_center_crop, resize_center_crop
@@ -16,7 +16,7 @@ from curate.predicate import check_column, check_predicate
 from curate.shards import reader
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter, build_shard
-from curate.stage import Resources, Stage
+from curate.stage import FolderToFolderStage, Resources
 from curate.stats.query import caption_runs, connect, run
 
 
@@ -97,7 +97,7 @@ def select_shard(root: str, out: str, sid: str, keys: list[str], sel: SelectSect
 
 
 @dataclass
-class SelectStage(Stage):
+class SelectStage(FolderToFolderStage):
     """A checked SQL predicate over manifest + scores -> a training dataset folder `out`, shard for shard."""
 
     root: str
@@ -108,20 +108,10 @@ class SelectStage(Stage):
     resources = Resources(cpus=1)
 
     def __post_init__(self):
-        self.root, self.out = storage.absolute(self.root), storage.absolute(self.out)
-        self.folder = DatasetFolder(self.out)
-        self.inputs = (self.root,)
-        self.outputs = (self.out,)
+        super().__post_init__()
         self.chosen: dict[str, list[str]] = {}
         self.captions: dict[str, dict[str, str]] = {}  # shard -> key -> the chosen caption run's text
         self.sql: tuple = ()
-
-    @property
-    def provenance_path(self) -> str:
-        return self.folder.provenance_path
-
-    def config(self) -> dict:
-        return {k: v for k, v in to_mapping(self.section).items() if k != "out"}
 
     def check(self) -> None:
         """The predicate and ranking column are checked against the `samples` columns before anything is written."""

@@ -19,6 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from curate import storage
+from curate.config import to_mapping
+from curate.shards.folder import DatasetFolder
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -101,6 +105,26 @@ class Stage:
         from curate import storage
 
         return storage.read_json(self.provenance_path) if storage.exists(self.provenance_path) else None
+
+
+class FolderToFolderStage(Stage):
+    """A stage that reads dataset folder `root` and writes dataset folder `out` (subclasses are dataclasses with
+    `root`, `out` and their options `section`); provenance lives in `out`, and `out` is no setting of the run."""
+
+    config_excludes: tuple[str, ...] = ("out",)  # section fields that do not decide the outputs
+
+    def __post_init__(self):
+        self.root, self.out = storage.absolute(self.root), storage.absolute(self.out)
+        self.folder = DatasetFolder(self.out)
+        self.inputs = (self.root,)
+        self.outputs = (self.out,)
+
+    @property
+    def provenance_path(self) -> str:
+        return self.folder.provenance_path
+
+    def config(self) -> dict:
+        return {k: v for k, v in to_mapping(self.section).items() if k not in self.config_excludes}
 
 
 def process_unit(stage: Stage, unit) -> Any:

@@ -18,7 +18,6 @@ import shutil
 from dataclasses import dataclass
 
 from curate import engine, provenance, storage
-from curate.config import to_mapping
 from curate.media.cut import cut_clip
 from curate.media.digest import sha256_file
 from curate.media.isolated import IsolatedFailure, IsolatedWorker
@@ -31,7 +30,7 @@ from curate.shards.writer import ShardWriter, build_shard
 from curate.split.detect import DEFAULT_THRESHOLDS, Scan, scan_video
 from curate.split.options import SplitSection
 from curate.split.shots import ClipSettings, Window, clip_windows
-from curate.stage import Resources, Stage
+from curate.stage import FolderToFolderStage, Resources
 
 MAX_PARENT_KEY = 110  # a clip key adds 16 characters; tar member keys stop at 128
 
@@ -188,7 +187,7 @@ def split_shard(root: str, out: str, sid: str, section: SplitSection) -> dict:
 
 
 @dataclass
-class SplitStage(Stage):
+class SplitStage(FolderToFolderStage):
     """Dataset folder `root` -> dataset folder `out` of single-shot clips (and the images of `root`)."""
 
     root: str
@@ -197,21 +196,12 @@ class SplitStage(Stage):
 
     name = "split"
     resources = Resources(cpus=1)
+    config_excludes = ("out", "video_timeout")
 
     def __post_init__(self):
-        self.root, self.out = storage.absolute(self.root), storage.absolute(self.out)
-        self.folder = DatasetFolder(self.out)
-        self.inputs = (self.root,)
-        self.outputs = (self.out,)
+        super().__post_init__()
         if self.section.detector == "transnetv2":  # the network runs on the task's GPU when the cluster has one
             self.resources = Resources(cpus=1, gpus=1.0)
-
-    @property
-    def provenance_path(self) -> str:
-        return self.folder.provenance_path
-
-    def config(self) -> dict:
-        return {k: v for k, v in to_mapping(self.section).items() if k not in ("out", "video_timeout")}
 
     def check(self) -> None:
         """Input shards, the detector's weights and ffmpeg, before any write."""
