@@ -263,9 +263,7 @@ def test_http_api_pages_votes_and_ranged_video(tmp_path, folders):
     assert vote["left"] == {"model": shown.left.model, "folder": shown.left.folder, "key": shown.left.key}
 
 
-# ---- a real browser ------------------------------------------------------------------------------------------
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+# ---- a real browser (the `browser` fixture: tests/conftest.py) ------------------------------------------------
 
 
 class _Server:
@@ -284,27 +282,6 @@ class _Server:
         self.server.should_exit = True
         self.thread.join(10)
         self.study.votes.close()
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (make setup installs them)")
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never try to download a browser or driver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--autoplay-policy=no-user-gesture-required", "--no-first-run", "--disable-extensions",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--proxy-server=direct://", "--proxy-bypass-list=*"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(20)
-    yield driver
-    driver.quit()
 
 
 def _wait(predicate, timeout: float = 10.0):

@@ -1,33 +1,7 @@
 """The search page: thumbnails with ranks, scores and captions, rendered in headless Chromium."""
 
-import os
-
-import pytest
-
 from curate.search import page
 from curate.search.query import search
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (make setup installs them)")
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never try to download a browser or driver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
-                 "--disable-extensions", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--proxy-server=direct://", "--proxy-bypass-list=*"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(20)
-    yield driver
-    driver.quit()
 
 
 def test_page_shows_every_hit_with_a_decoded_thumbnail(searchable, tmp_path, browser):
