@@ -1,25 +1,16 @@
-import csv
 import json
 import zipfile
+from functools import partial
 
 import pytest
+import source_csv
 
-from curate.sources import read
 from curate.sources.openvid import video_index
 
 HEADER = ["video", "caption", "aesthetic score", "motion score", "temporal consistency score", "camera motion",
           "frame", "fps", "seconds"]
-
-
-def write_csv(path, rows):
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(HEADER)
-        w.writerows(rows)
-
-
-def rows_of(path, **kw):
-    return [r for chunk in read("openvid", str(path), **kw) for r in chunk]
+write_csv = partial(source_csv.write_csv, header=HEADER)
+rows_of = partial(source_csv.rows_of, "openvid")
 
 
 def test_scores_are_typed_and_videos_found_in_zips_and_folders(tmp_path):

@@ -1,23 +1,14 @@
-import csv
 import json
+from functools import partial
 
 import pytest
+import source_csv
 
-from curate.sources import read
 from curate.sources.panda70m import RowError, seconds
 
 HEADER = ["videoID", "url", "timestamp", "caption", "matching_score"]
-
-
-def write_csv(path, rows, header=HEADER):
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-
-
-def rows_of(path, **kw):
-    return [r for chunk in read("panda70m", str(path), **kw) for r in chunk]
+write_csv = partial(source_csv.write_csv, header=HEADER)
+rows_of = partial(source_csv.rows_of, "panda70m")
 
 
 def test_seconds_accepts_clock_text_and_plain_seconds_only():

@@ -1,21 +1,16 @@
 import csv
 import json
+from functools import partial
 
 import pytest
+import source_csv
 
 from curate.sources import read
 from curate.sources.webvid import parse_duration
 
-
-def write_csv(path, rows):
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["videoid", "contentUrl", "duration", "page_dir", "name"])
-        w.writerows(rows)
-
-
-def rows_of(path, **kw):
-    return [r for chunk in read("webvid", str(path), **kw) for r in chunk]
+HEADER = ["videoid", "contentUrl", "duration", "page_dir", "name"]
+write_csv = partial(source_csv.write_csv, header=HEADER)
+rows_of = partial(source_csv.rows_of, "webvid")
 
 
 def test_captions_with_commas_quotes_unicode_and_newlines(tmp_path):
