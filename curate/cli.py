@@ -45,7 +45,7 @@ def usage_errors(where: str = ""):
     """Every error a user can fix becomes one line and exit 2; Ctrl-C says how to continue."""
     from curate.predicate import PredicateError
     from curate.provenance import ProvenanceMismatch
-    from curate.scoring.weights import WeightsMissing
+    from curate.weightfile import WeightsMissing
     from curate.stats.query import QueryError
 
     try:

@@ -19,7 +19,7 @@ from curate.eval import frechet, i3d
 from curate.eval.clips import iter_clips
 from curate.device import resolve
 from curate.eval.fvd_options import RESIZE_MODES, FVDOptions
-from curate.scoring.weights import curate_cache_dir
+from curate.weightfile import curate_cache_dir
 from curate.shards.folder import DatasetFolder
 
 SIZE = 224

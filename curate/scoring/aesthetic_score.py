@@ -10,7 +10,8 @@ from torch import nn
 
 from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
 from curate.scoring.sample import Sample
-from curate.scoring.weights import AESTHETIC_V2_L14, DEFAULT_CLIP, ClipSource, resolve_known_file
+from curate.scoring.clip_spec import DEFAULT_CLIP, ClipSource
+from curate.scoring.published_weights import AESTHETIC_V2_L14, resolve_known_file
 from curate.weightfile import file_digest, load_strict, read_weights, unwrap_state_dict
 
 NAME = "aesthetic"

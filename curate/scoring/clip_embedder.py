@@ -12,9 +12,22 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 from curate.device import resolve
+from curate.scoring.clip_spec import DEFAULT_CLIP, ClipSource, build_clip, resolve_clip
 from curate.scoring.sample import SampleError, clip_frames_of
-from curate.scoring.weights import DEFAULT_CLIP, ClipSource, build_clip, resolve_clip, to_open_clip_layout
-from curate.weightfile import check_layout, file_digest, load_strict, module_layout, read_weights
+from curate.weightfile import check_layout, file_digest, load_strict, module_layout, read_weights, unwrap_state_dict
+
+
+def to_open_clip_layout(model, state: dict) -> dict:
+    """A CLIP state dict in the key layout of an open_clip model (what open_clip's own loader converts)."""
+    from open_clip.convert import convert_state_dict
+    from open_clip.model import convert_to_custom_text_state_dict
+
+    state = convert_state_dict(model, unwrap_state_dict(state))
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)
+    if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
+        state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+    return state
 
 
 class ClipEmbedder:

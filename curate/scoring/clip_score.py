@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
+from curate.scoring.clip_spec import DEFAULT_CLIP
 from curate.scoring.sample import Sample
-from curate.scoring.weights import DEFAULT_CLIP
 
 NAME = "clip"
 VERSION = "1"

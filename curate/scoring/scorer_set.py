@@ -8,8 +8,8 @@ import numpy as np
 
 from curate.scoring import aesthetic_score, clip_score, codec_motion, motion_score, ocr_score, technical_quality
 from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
+from curate.scoring.clip_spec import DEFAULT_CLIP
 from curate.scoring.sample import Sample
-from curate.scoring.weights import DEFAULT_CLIP
 
 KEY = "key"
 SCORE_ERROR = "score_error"  # every failed scorer's message for this sample, "; "-joined; null when all succeeded

@@ -19,11 +19,11 @@ import pyarrow as pa
 
 from curate import schema, storage
 from curate.scoring.clip_score import CLIP_EMBEDDING
+from curate.scoring.clip_spec import DEFAULT_CLIP
 from curate.scoring.embeddings import write_embeddings
 from curate.scoring.frames import DECODE_MAX_SIDE, FrameDecodeError, IsolatedDecoder
 from curate.scoring.options import ScoreSection
 from curate.scoring.scorer_set import MODEL_SCORERS, SCORE_ERROR, SCORER_NAMES, ScorerSet, summarise_errors
-from curate.scoring.weights import DEFAULT_CLIP
 from curate.shards import reader
 from curate.shards.derived import drop_temporaries, shard_content, stale_shards, write_table
 from curate.shards.folder import DatasetFolder

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from curate.eval import fvd, i3d
-from curate.scoring.weights import WeightsMissing
+from curate.weightfile import WeightsMissing
 
 
 def random_i3d(seed: int = 0) -> i3d.InceptionI3d:

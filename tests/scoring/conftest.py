@@ -12,6 +12,9 @@ import torch.nn.functional as F
 from synthetic_media import COLOURS, solid
 from tiny_clip import TINY_CLIP_CFG
 
+from curate import weightfile
+from curate.scoring import clip_spec, published_weights
+
 def _train_tiny_clip(steps: int = 30) -> open_clip.CLIP:
     """A tiny CLIP trained for a few steps to match solid colours with their names."""
     torch.manual_seed(0)
@@ -63,3 +66,22 @@ def openai_style_file(tmp_path_factory, tiny_clip_checkpoint):
     path = tmp_path_factory.mktemp("openai_style") / "tiny-openai.pt"
     torch.jit.script(model).save(path)
     return path, model
+
+
+@pytest.fixture
+def empty_caches(tmp_path, monkeypatch):
+    """A home with no caches, and a network that must not be touched unless a test says so."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "curate-cache"))
+    monkeypatch.delenv("HF_HOME", raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    for name in weightfile.OFFLINE_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+    def no_network(*args):
+        raise AssertionError("network access attempted")
+
+    for module in (published_weights, clip_spec, weightfile):  # each calls the name it imported
+        monkeypatch.setattr(module, "fetch", no_network)
+    monkeypatch.setattr(weightfile, "fetch_from_hf", no_network)
+    return tmp_path

@@ -10,7 +10,7 @@ from PIL import Image
 from synthetic_media import COLOURS, solid
 from tiny_clip import TINY_CLIP_CFG
 
-from curate.scoring import aesthetic_score, weights
+from curate.scoring import aesthetic_score, clip_spec
 from curate.scoring.aesthetic_score import (
     AESTHETIC_SCORE,
     AESTHETIC_SCORE_MIN,
@@ -20,7 +20,7 @@ from curate.scoring.aesthetic_score import (
 from curate.scoring.clip_embedder import ClipEmbedder
 from curate.scoring.clip_score import CLIP_EMBEDDING, CLIP_MODEL, CLIP_SCORE, CLIP_SCORE_ERROR, ClipScorer
 from curate.scoring.scorer_set import ScorerSet
-from curate.weightfile import WeightsLayoutError, file_digest
+from curate.weightfile import WeightsLayoutError, WeightsMissing, file_digest
 
 RELEASED_KEYS = {  # the layout of sac+logos+ava1-l14-linearMSE.pth
     "layers.0.weight": (1024, 768), "layers.0.bias": (1024,),
@@ -176,7 +176,7 @@ def test_published_openai_file_feeds_the_aesthetic_scorer(openai_style_file, aes
     """OpenAI's release file given by path is accepted (known by its sha256), read and built as QuickGELU."""
     scripted, _ = openai_style_file
     published = ({file_digest(scripted): ("curate-tiny", "openai", {"quick_gelu": True})}, {})
-    monkeypatch.setattr(weights, "_published", lambda: published)
+    monkeypatch.setattr(clip_spec, "_published", lambda: published)
     monkeypatch.setattr(aesthetic_score, "AESTHETIC_CLIP_RELEASE", "curate-tiny")  # the tiny stands in for L/14
     path, _ = aesthetic_weights
     scorers = ScorerSet(["aesthetic"], aesthetic_model=path, aesthetic_clip_model=str(scripted))
@@ -203,3 +203,14 @@ def test_openai_style_torchscript_file_is_built_with_quick_gelu(openai_style_fil
     ours = embedder.embed_frames(frames)
     torch.testing.assert_close(ours, expected, atol=1e-6, rtol=0)
     assert (ours - as_gelu).abs().max() > 1e-4  # 100x the tolerance: a GELU build of these weights fails
+
+
+def test_clip_scorer_setup_refuses_to_run_without_weights(empty_caches, monkeypatch, tmp_path):
+    monkeypatch.setenv("CURATE_OFFLINE", "1")
+    with pytest.raises(WeightsMissing):
+        ClipScorer("ViT-B-32:openai").setup()
+    folder = tmp_path / "no_weights"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text("{}")
+    with pytest.raises(WeightsMissing, match="no weights"):
+        ClipScorer(str(folder)).setup()

@@ -10,6 +10,7 @@ from curate.scoring.clip_embedder import ClipEmbedder
 from curate.scoring.clip_score import CLIP_EMBEDDING
 from curate.scoring.frames import FrameDecodeError, IsolatedDecoder
 from curate.scoring.scorer_set import SCORE_ERROR, SCORER_NAMES, ScorerSet
+from curate.weightfile import WeightsMissing
 from test_clip_aesthetic import RELEASED_KEYS
 
 
@@ -96,3 +97,13 @@ def test_column_batches_and_weight_free_set():
 def test_unknown_and_dataset_wide_names_are_refused():
     with pytest.raises(ValueError, match="unknown scorers"):
         ScorerSet(["clip", "dedup"])
+
+
+def test_scorer_set_checks_weights_without_building_models(empty_caches, tiny_clip_dir, monkeypatch):
+    monkeypatch.setenv("CURATE_OFFLINE", "1")
+    ScorerSet(["clip", "motion", "quality"], clip_model=str(tiny_clip_dir)).check_weights()
+    with pytest.raises(WeightsMissing, match="sac\\+logos"):
+        ScorerSet(["clip", "aesthetic"], clip_model=str(tiny_clip_dir), aesthetic_clip_model=str(tiny_clip_dir),
+                  aesthetic_custom_clip=True).check_weights()
+    with pytest.raises(WeightsMissing, match="ViT-L-14:openai"):
+        ScorerSet(["aesthetic"], aesthetic_model=empty_caches / "a.pth").check_weights()

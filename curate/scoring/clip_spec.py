@@ -1,4 +1,5 @@
-"""Which weights a scorer uses: CLIP specs resolved to an architecture and a local file, and the published scorer files.
+"""A CLIP spec resolved to an open_clip architecture and a local weights file (recognised, or inferred from its
+keys and shapes).
 
 A CLIP spec is one of:
   NAME:TAG          an open_clip pretrained tag, e.g. "ViT-L-14:openai" (from the Hugging Face hub cache,
@@ -29,8 +30,8 @@ from pathlib import Path
 import open_clip
 import torch
 
+from curate.scoring.published_weights import KnownFile, open_clip_cache_dir, verify
 from curate.weightfile import (
-    WeightsMismatch,
     WeightsMissing,
     check_layout,
     curate_cache_dir,
@@ -46,8 +47,6 @@ from curate.weightfile import (
     unwrap_state_dict,
 )
 
-__all__ = ["WeightsMismatch", "WeightsMissing"]  # re-exported: the scorers' callers catch these from here
-
 DEFAULT_CLIP = "ViT-L-14:openai"
 HF_CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 HF_HUB_PREFIX = "hf-hub:"
@@ -55,91 +54,6 @@ QUICKGELU_SUFFIX = "-quickgelu"
 _PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 _SHA256_IN_URL = re.compile(r"/([0-9a-f]{64})/")
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class KnownFile:
-    """A published weights file; checksums are the published values, None where none was found."""
-
-    filename: str
-    url: str
-    size: int | None
-    sha256: str | None
-    md5: str | None
-    checksum_source: str
-
-
-# Size from the predictor's own repository; no published sha256 was found. The md5 is the one the
-# EasyAnimate project publishes for its mirror of this file (aigc-apps/EasyAnimate, video_caption).
-AESTHETIC_V2_L14 = KnownFile(
-    filename="sac+logos+ava1-l14-linearMSE.pth",
-    url="https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac+logos+ava1-l14-linearMSE.pth",
-    size=3_714_759,
-    sha256=None,
-    md5="b1047fd767a00134b8fd6529bf19521a",
-    checksum_source="size: improved-aesthetic-predictor repository; md5: EasyAnimate mirror; no published sha256",
-)
-
-# OpenAI's CLIP release names each file by its sha256 (the URL's parent directory); open_clip and
-# openai/CLIP verify downloads against it. The size is not published, so it is not recorded.
-CLIP_VIT_L14_OPENAI = KnownFile(
-    filename="ViT-L-14.pt",
-    url="https://openaipublic.azureedge.net/clip/models/"
-    "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
-    size=None,
-    sha256="b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
-    md5=None,
-    checksum_source="sha256: OpenAI CLIP release URL (as checked by open_clip and openai/CLIP)",
-)
-
-
-def open_clip_cache_dir() -> Path:
-    return Path.home() / ".cache" / "clip"
-
-
-def verify(path: Path, known: KnownFile) -> None:
-    """Check a file against its published size and checksum (whichever are known)."""
-    size = path.stat().st_size
-    if known.size is not None and size != known.size:
-        raise WeightsMismatch(f"{path} is {size:,} bytes; the published {known.filename} is {known.size:,} bytes")
-    for algorithm, expected in (("sha256", known.sha256), ("md5", known.md5)):
-        if expected:
-            digest = file_digest(path, algorithm)
-            if digest != expected:
-                raise WeightsMismatch(f"{path} has {algorithm} {digest}; the published {known.filename} has {expected}")
-            return
-
-
-def resolve_known_file(known: KnownFile, explicit: str | Path | None = None, what: str = "model") -> Path:
-    """Path of a known weights file: explicit path, else a cache, else a download; verified against its checksum."""
-    if explicit is not None:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise WeightsMissing(f"{what} weights not found at {path}")
-        return path
-    candidates = [directory / known.filename for directory in (curate_cache_dir(), open_clip_cache_dir())]
-    for path in candidates:
-        if path.is_file():
-            verify(path, known)
-            return path
-    target = candidates[0]
-    if not downloads_allowed():
-        raise WeightsMissing(_missing_message(what, known, candidates, "downloads are disabled (offline)"))
-    try:
-        fetch(known.url, target)
-    except OSError as error:
-        raise WeightsMissing(_missing_message(what, known, candidates, f"download failed: {error}")) from error
-    verify(target, known)
-    return target
-
-
-def _missing_message(what: str, known: KnownFile, looked: list[Path], why: str) -> str:
-    size = f" ({known.size:,} bytes)" if known.size else ""
-    places = ", ".join(str(path) for path in looked)
-    return (
-        f"{what} weights {known.filename}{size} not found and {why}. Looked at: {places}. "
-        f"Download {known.url} and put it at {looked[0]}, or pass its path explicitly."
-    )
 
 
 @dataclass(frozen=True)
@@ -288,19 +202,6 @@ def build_clip(architecture: str, quick_gelu: bool, device: str = "cpu", preproc
                                       force_quick_gelu=quick_gelu, force_preprocess_cfg=preprocess or None)
     finally:
         logger.setLevel(level)
-
-
-def to_open_clip_layout(model, state: dict) -> dict:
-    """A CLIP state dict in the key layout of an open_clip model (what open_clip's own loader converts)."""
-    from open_clip.convert import convert_state_dict
-    from open_clip.model import convert_to_custom_text_state_dict
-
-    state = convert_state_dict(model, unwrap_state_dict(state))
-    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
-        state = convert_to_custom_text_state_dict(state)
-    if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
-        state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
-    return state
 
 
 @lru_cache(maxsize=1)
