@@ -7,14 +7,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from curate import dedup, engine
+from curate import engine
 from curate.caption.stage import CaptionStage
 from curate.config import (CaptionSection, ConfigError, SelectSection, expand_path, expand_variables, from_mapping,
                            load_yaml)
-from curate.dedup.stage import DedupStage
 from curate.download.stage import DownloadSection, DownloadStage
+from curate.scoring import registry
 from curate.scoring.options import ScoreSection
-from curate.scoring.scorer_set import SCORER_NAMES
 from curate.scoring.stage import ScoreStage
 from curate.selection import SelectStage
 from curate.split.options import SplitSection
@@ -69,11 +68,10 @@ def stages(recipe: Pipeline, out: str) -> list[Stage]:
     if recipe.caption:
         plan.append(CaptionStage(data, recipe.caption))
     if recipe.score:
-        check_scorers(recipe.score.scorers)
-        if any(s in SCORER_NAMES for s in recipe.score.scorers):
+        chosen = registry.specs(recipe.score.scorers)
+        if any(spec.per_sample for spec in chosen):
             plan.append(ScoreStage(data, recipe.score))
-        if dedup.NAME in recipe.score.scorers:
-            plan.append(DedupStage(data, recipe.score.dedup_threshold, recipe.score.keep_best))
+        plan += [spec.factory(data, recipe.score) for spec in chosen if not spec.per_sample]
     if recipe.select:
         plan.append(SelectStage(data, beside(recipe.select.out, out), recipe.select))
     return plan
@@ -100,24 +98,18 @@ def run(recipe: Pipeline, out: str, *, force: bool = False, address: str | None 
     return results
 
 
-def check_scorers(names) -> None:
-    """Every name a known scorer (the per-batch ones or dedup), else a ConfigError naming the valid ones."""
-    valid = (*SCORER_NAMES, dedup.NAME)
-    unknown = [name for name in names if name not in valid]
-    if unknown or not names:
-        raise ConfigError(f"unknown scorer(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(valid)}")
-
-
 def score(root: str, scorers: list[str], *, force: bool = False, address: str | None = None, **options) -> dict:
     """Score every success sample of the dataset folder (options: ScoreSection fields); resumable per shard
-    and per scorer; refuses a scorer whose settings changed unless `force`. Dedup runs last when asked."""
-    check_scorers(scorers)
+    and per scorer; refuses a scorer whose settings changed unless `force`. Dataset-wide scorers (dedup) run
+    last; their summaries join the score stage's (whose keys win), failed shards from all of them."""
+    chosen = registry.specs(scorers)
     section = ScoreSection(scorers=list(scorers), **options)
     summary: dict = {}
-    if any(s in SCORER_NAMES for s in scorers):
+    if any(spec.per_sample for spec in chosen):
         summary.update(engine.run_stage(ScoreStage(root, section), force=force, address=address))
-    if dedup.NAME in scorers:
-        found = engine.run_stage(DedupStage(root, section.dedup_threshold, section.keep_best), force=force,
-                                 address=address)
-        summary.update({k: found[k] for k in ("duplicates_flagged", "exact_duplicates", "near_duplicates")})
+    for spec in chosen:
+        if not spec.per_sample:
+            found = engine.run_stage(spec.factory(root, section), force=force, address=address)
+            failed = summary.get("failed_shards", []) + found.get("failed_shards", [])
+            summary = {**found, **summary, "failed_shards": failed}
     return summary

@@ -23,6 +23,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+from curate.scoring.options import ScoreSection
 from curate.scoring.scorer_set import ScorerSet
 
 TINY = {
@@ -96,7 +97,7 @@ def throughput(run, samples: list[dict], batch_size: int) -> tuple[float, float]
 
 def bench_model(name: str, args, folder: Path) -> dict:
     spec = save_random_model(name, folder)
-    scorers = ScorerSet(["clip"], clip_model=spec, device=args.device)
+    scorers = ScorerSet(["clip"], ScoreSection(clip_model=spec), device=args.device)
     scorers.setup()
     bare = BareLoop(scorers.scorers[0].embedder)
     samples = make_inputs(args.samples, args.frames, args.height, args.width)

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from curate import dedup, engine, storage
 from curate.dedup import near
 from curate.scoring.embeddings import EMBEDDING, read_embeddings, sample_embeddings
+from curate.scoring.registry import DATASET, ScorerSpec
 from curate.shards.folder import DatasetFolder
 from curate.stage import Resources, Stage
 
@@ -301,3 +302,10 @@ def stored_sweep(output: str) -> dict[str, int]:
 def assign_file(stage: DedupStage, path: str) -> tuple[np.ndarray, np.ndarray]:
     """Ray task body for the assignment pass."""
     return stage.assign(path)
+
+
+# Dedup compares every sample with the others: a stage of its own, after the per-sample scorers (it reads the CLIP
+# embeddings the clip scorer stored; weights of its own it has none).
+SPEC = ScorerSpec(dedup.NAME, dedup.COLUMNS, DATASET,
+                  lambda root, options: DedupStage(root, options.dedup_threshold, options.keep_best),
+                  options={"dedup_threshold": dedup.DEFAULT_THRESHOLD, "keep_best": None})

@@ -12,6 +12,7 @@ from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
 from curate.scoring.sample import Sample
 from curate.scoring.clip_spec import DEFAULT_CLIP, ClipSource
 from curate.scoring.published_weights import AESTHETIC_V2_L14, resolve_known_file
+from curate.scoring.registry import MODEL, ScorerSpec
 from curate.weightfile import file_digest, load_strict, read_weights, unwrap_state_dict
 
 NAME = "aesthetic"
@@ -140,3 +141,14 @@ class AestheticScorer:
             rows[index][AESTHETIC_SCORE] = float(per_frame.mean())
             rows[index][AESTHETIC_SCORE_MIN] = float(per_frame.min())
         return rows
+
+
+def _build(context) -> AestheticScorer:
+    options = context.options
+    return AestheticScorer(options.aesthetic_model, embedder=context.clip(options.aesthetic_clip_model or DEFAULT_CLIP),
+                           custom_clip=options.aesthetic_custom_clip)
+
+
+SPEC = ScorerSpec(NAME, AestheticScorer.columns, MODEL, _build,
+                  weights=(AESTHETIC_V2_L14.filename, "the OpenAI CLIP ViT-L/14 named by aesthetic_clip_model"),
+                  options={"aesthetic_model": None, "aesthetic_clip_model": DEFAULT_CLIP, "aesthetic_custom_clip": False})

@@ -6,6 +6,7 @@ import numpy as np
 
 from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
 from curate.scoring.clip_spec import DEFAULT_CLIP
+from curate.scoring.registry import MODEL, ScorerSpec
 from curate.scoring.sample import Sample
 
 NAME = "clip"
@@ -75,3 +76,11 @@ class ClipScorer:
         row = {column: None for column in self.columns}
         row[CLIP_MODEL] = self.embedder.model_id
         return row
+
+
+def _build(context) -> ClipScorer:
+    return ClipScorer(embedder=context.clip(context.options.clip_model or DEFAULT_CLIP))
+
+
+SPEC = ScorerSpec(NAME, (CLIP_SCORE, CLIP_MODEL, CLIP_SCORE_ERROR), MODEL, _build,
+                  weights=("the open_clip model named by clip_model",), options={"clip_model": DEFAULT_CLIP})

@@ -10,6 +10,7 @@ import numpy as np
 from curate.media.isolated import IsolatedFailure, IsolatedWorker
 from curate.media.video_frames import VideoDecodeError, motion_vectors
 from curate.scoring.motion_score import FLOW_SIDE
+from curate.scoring.registry import CPU, ScorerSpec
 from curate.scoring.sample import Sample
 
 NAME = "codec_motion"
@@ -76,3 +77,6 @@ class CodecMotionScorer:
         if self._worker is None:
             self.setup()
         return [self._score(sample) for sample in samples]
+
+
+SPEC = ScorerSpec(NAME, CodecMotionScorer.columns, CPU, lambda context: CodecMotionScorer())

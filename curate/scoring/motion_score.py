@@ -7,6 +7,7 @@ import numpy as np
 
 from curate.media.geometry import longer_side_size
 from curate.scoring.frames import resize_frames, to_grey
+from curate.scoring.registry import CPU, ScorerSpec
 from curate.scoring.sample import Sample, SampleError, frames_of
 
 NAME = "motion"
@@ -62,3 +63,6 @@ class MotionScorer:
             except (SampleError, cv2.error) as error:
                 rows.append({MOTION_SCORE: None, MOTION_SCORE_ERROR: str(error)})
         return rows
+
+
+SPEC = ScorerSpec(NAME, MotionScorer.columns, CPU, lambda context: MotionScorer())

@@ -15,6 +15,7 @@ import os
 import cv2
 import numpy as np
 
+from curate.scoring.registry import CPU, ScorerSpec
 from curate.scoring.sample import Sample, SampleError, frames_of
 from curate.weightfile import file_digest
 
@@ -184,3 +185,8 @@ class OcrScorer:
                 row[OCR_ERROR] = str(error)
             rows.append(row)
         return rows
+
+
+# The PP-OCRv4 models ship inside the wheel: nothing to fetch, nothing to hold per actor.
+SPEC = ScorerSpec(NAME, OcrScorer.columns, CPU, lambda context: OcrScorer(),
+                  weights=("rapidocr-onnxruntime's PP-OCRv4 detection and recognition models (in the wheel)",))

@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 
 from curate.config import ConfigError, option_help
 from curate.scoring.frames import POSITIONS
+from curate.scoring.registry import SCORERS
 
 
 @dataclass
 class ScoreSection:
     scorers: list = field(default_factory=lambda: ["clip", "aesthetic", "motion", "quality", "dedup"],
-                          metadata=option_help("Comma-separated: clip, aesthetic, motion, codec_motion, quality, dedup."))
+                          metadata=option_help(f"Comma-separated, of: {', '.join(SCORERS)}."))
     clip_model: str | None = field(default=None, metadata=option_help(
         "CLIP for clip_score and dedup (default ViT-L-14:openai): open_clip NAME:TAG, NAME:/path/checkpoint, a "
         "checkpoint file (architecture recognised or inferred from its shapes; refused when ambiguous; "

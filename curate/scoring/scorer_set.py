@@ -1,21 +1,34 @@
-"""The scorers an engine worker runs on one batch: builds them by name, shares one CLIP pass, merges their rows."""
+"""The scorers an engine worker runs on one batch: built from their specs, one CLIP pass per model, rows merged."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from curate.scoring import aesthetic_score, clip_score, codec_motion, motion_score, ocr_score, technical_quality
 from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
-from curate.scoring.clip_spec import DEFAULT_CLIP
+from curate.scoring.options import ScoreSection
+from curate.scoring.registry import MODEL, SCORERS, ScorerSpec, specs
 from curate.scoring.sample import Sample
 
 KEY = "key"
 SCORE_ERROR = "score_error"  # every failed scorer's message for this sample, "; "-joined; null when all succeeded
-SCORER_NAMES = (clip_score.NAME, aesthetic_score.NAME, motion_score.NAME, codec_motion.NAME, technical_quality.NAME,
-                ocr_score.NAME)
-MODEL_SCORERS = (clip_score.NAME, aesthetic_score.NAME)  # the ones that want a GPU
+
+
+@dataclass
+class ScorerContext:
+    """What a scorer's factory builds it from: the score options, the device, and one ClipEmbedder per CLIP spec,
+    so scorers asking for the same CLIP share its model and its pass over each batch."""
+
+    options: ScoreSection = field(default_factory=ScoreSection)
+    device: str | None = None
+    clips: dict[str, ClipEmbedder] = field(default_factory=dict)
+
+    def clip(self, clip_spec: str) -> ClipEmbedder:
+        if clip_spec not in self.clips:
+            self.clips[clip_spec] = ClipEmbedder(clip_spec, self.device, self.options.trust_checkpoint)
+        return self.clips[clip_spec]
 
 
 def summarise_errors(row: dict) -> dict:
@@ -27,46 +40,30 @@ def summarise_errors(row: dict) -> dict:
 
 
 class ScorerSet:
-    """Per-batch scoring for a subset of SCORER_NAMES; one row per input sample, always, in input order.
+    """Per-batch scoring for some registered per-sample scorers; one row per input sample, always, in input order.
 
-    clip_model feeds the CLIP score only; aesthetic_clip_model feeds the aesthetic MLP and must be OpenAI's
-    ViT-L/14 unless aesthetic_custom_clip says the MLP file was trained on that other CLIP. When both name
-    the same model, one CLIP pass serves both. trust_checkpoint lets CLIP files whose checksum is not a
-    published one be read although they hold TorchScript or pickled objects.
-    Dedup is not here: it compares the whole dataset, see curate.dedup.
+    `scorers` are names (looked up in the registry) or specs (the score stage hands its workers specs, so a
+    scorer registered in the driver runs there too); they run and report in registry order. Each is built by its spec's factory from `options` (a
+    ScoreSection); scorers that use the same CLIP share one embedding pass per batch (clip and aesthetic, when
+    aesthetic_clip_model is clip_model). Dedup is not here: it compares the whole dataset, see curate.dedup.
     """
 
-    def __init__(self, names: list[str] | tuple[str, ...], clip_model: str = DEFAULT_CLIP,
-                 aesthetic_model: str | Path | None = None, aesthetic_clip_model: str = DEFAULT_CLIP,
-                 device: str | None = None, keep_embedding: bool = True, aesthetic_custom_clip: bool = False,
-                 trust_checkpoint: bool = False):
-        unknown = [name for name in names if name not in SCORER_NAMES]
-        if unknown:
-            raise ValueError(f"unknown scorers {unknown}; per-batch scorers are {list(SCORER_NAMES)}")
-        self.names = tuple(name for name in SCORER_NAMES if name in names)
-        self.scorers = []
-        self._shared: ClipEmbedder | None = None
-        clip_embedder = ClipEmbedder(clip_model, device, trust_checkpoint)
-        if clip_score.NAME in self.names:
-            self.scorers.append(clip_score.ClipScorer(keep_embedding=keep_embedding, embedder=clip_embedder))
-        if aesthetic_score.NAME in self.names:
-            shares = clip_score.NAME in self.names and aesthetic_clip_model == clip_model
-            embedder = clip_embedder if shares else ClipEmbedder(aesthetic_clip_model, device, trust_checkpoint)
-            self._shared = clip_embedder if shares else None
-            self.scorers.append(aesthetic_score.AestheticScorer(aesthetic_model, embedder=embedder,
-                                                                custom_clip=aesthetic_custom_clip))
-        if motion_score.NAME in self.names:
-            self.scorers.append(motion_score.MotionScorer())
-        if codec_motion.NAME in self.names:
-            self.scorers.append(codec_motion.CodecMotionScorer())
-        if technical_quality.NAME in self.names:
-            self.scorers.append(technical_quality.QualityScorer())
-        if ocr_score.NAME in self.names:
-            self.scorers.append(ocr_score.OcrScorer())
+    def __init__(self, scorers: Sequence[str | ScorerSpec], options: ScoreSection | None = None,
+                 device: str | None = None):
+        named = [s for s in scorers if isinstance(s, str)]
+        chosen = (specs(named) if named else []) + [s for s in scorers if not isinstance(s, str)]
+        order = list(SCORERS)  # registry order, whatever order they were asked in (a scorer not in it: last)
+        self.specs = tuple(sorted(chosen, key=lambda s: order.index(s.name) if s.name in order else len(order)))
+        whole = [s.name for s in self.specs if not s.per_sample]
+        if whole:
+            raise ValueError(f"{', '.join(whole)} compares the whole dataset: it runs as its own stage, not per batch")
+        self.names = tuple(s.name for s in self.specs)
+        context = ScorerContext(options or ScoreSection(), device)
+        self.scorers = [s.factory(context) for s in self.specs]
 
     @property
     def needs_gpu(self) -> bool:
-        return any(name in MODEL_SCORERS for name in self.names)
+        return any(s.runs == MODEL for s in self.specs)
 
     @property
     def needs_media(self) -> bool:
@@ -100,11 +97,14 @@ class ScorerSet:
 
     def score_batch(self, samples: list[Sample]) -> list[dict]:
         rows = [{KEY: sample.get(KEY)} for sample in samples]
-        shared = embed_sample_frames(self._shared, samples) if self._shared is not None else None
+        embedded: dict[int, list] = {}  # id(embedder) -> this batch's frame embeddings, computed once per CLIP
         for scorer in self.scorers:
             try:
-                if shared is not None and scorer.name in MODEL_SCORERS:
-                    produced = scorer.score_embedded(samples, shared)
+                embedder = getattr(scorer, "embedder", None)
+                if embedder is not None and hasattr(scorer, "score_embedded"):
+                    if id(embedder) not in embedded:
+                        embedded[id(embedder)] = embed_sample_frames(embedder, samples)
+                    produced = scorer.score_embedded(samples, embedded[id(embedder)])
                 else:
                     produced = scorer.score_batch(samples)
             except Exception as error:  # a scorer bug costs its columns for this batch, never the batch's rows

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from curate.scoring.frames import fit_within, to_grey
+from curate.scoring.registry import CPU, ScorerSpec
 from curate.scoring.sample import Sample, SampleError, frames_of
 
 NAME = "quality"
@@ -124,3 +125,6 @@ class QualityScorer:
                 row[QUALITY_ERROR] = str(error)
             rows.append(row)
         return rows
+
+
+SPEC = ScorerSpec(NAME, QualityScorer.columns, CPU, lambda context: QualityScorer())

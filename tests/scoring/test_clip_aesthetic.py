@@ -19,6 +19,7 @@ from curate.scoring.aesthetic_score import (
 )
 from curate.scoring.clip_embedder import ClipEmbedder
 from curate.scoring.clip_score import CLIP_EMBEDDING, CLIP_MODEL, CLIP_SCORE, CLIP_SCORE_ERROR, ClipScorer
+from curate.scoring.options import ScoreSection
 from curate.scoring.scorer_set import ScorerSet
 from curate.weightfile import WeightsLayoutError, WeightsMissing, file_digest
 
@@ -146,11 +147,12 @@ def test_check_weights_fails_on_a_wrong_aesthetic_file_before_loading_any_model(
         raise AssertionError("a model was loaded during the check")
 
     monkeypatch.setattr(ClipEmbedder, "load", no_loading)
-    scorers = ScorerSet(["clip", "aesthetic"], clip_model=str(tiny_clip_dir), aesthetic_model=bad,
-                        aesthetic_clip_model=str(tiny_clip_dir), aesthetic_custom_clip=True)
+    scorers = ScorerSet(["clip", "aesthetic"], ScoreSection(clip_model=str(tiny_clip_dir), aesthetic_model=bad,
+                                                         aesthetic_clip_model=str(tiny_clip_dir),
+                                                         aesthetic_custom_clip=True))
     with pytest.raises(WeightsLayoutError, match="not-the-predictor.pth is not a aesthetic predictor"):
         scorers.check_weights()
-    wrong_clip = ScorerSet(["clip"], clip_model=f"curate-tiny:{bad}")  # a CLIP spec naming a non-CLIP file
+    wrong_clip = ScorerSet(["clip"], ScoreSection(clip_model=f"curate-tiny:{bad}"))  # a CLIP spec naming a non-CLIP file
     with pytest.raises(WeightsLayoutError, match="not-the-predictor.pth is not a CLIP curate-tiny weights file"):
         wrong_clip.check_weights()
 
@@ -166,7 +168,7 @@ def test_aesthetic_clip_is_openai_vit_l14_by_name_not_by_width(tmp_path, monkeyp
     (snapshot.parent.parent / "refs" / "main").write_text("r")
     path, _ = aesthetic_weights
     for spec in ("ViT-L-14:laion2b_s32b_b82k", str(snapshot / "open_clip_pytorch_model.bin")):
-        scorers = ScorerSet(["aesthetic"], aesthetic_model=path, aesthetic_clip_model=spec)
+        scorers = ScorerSet(["aesthetic"], ScoreSection(aesthetic_model=path, aesthetic_clip_model=spec))
         with pytest.raises(ValueError, match="defined on OpenAI CLIP ViT-L-14 embeddings") as error:
             scorers.check_weights()
         assert spec in str(error.value) and "aesthetic_custom_clip=True" in str(error.value)
@@ -179,7 +181,7 @@ def test_published_openai_file_feeds_the_aesthetic_scorer(openai_style_file, aes
     monkeypatch.setattr(clip_spec, "_published", lambda: published)
     monkeypatch.setattr(aesthetic_score, "AESTHETIC_CLIP_RELEASE", "curate-tiny")  # the tiny stands in for L/14
     path, _ = aesthetic_weights
-    scorers = ScorerSet(["aesthetic"], aesthetic_model=path, aesthetic_clip_model=str(scripted))
+    scorers = ScorerSet(["aesthetic"], ScoreSection(aesthetic_model=path, aesthetic_clip_model=str(scripted)))
     scorers.check_weights()
     record = scorers.provenance()["aesthetic"]
     assert record["clip"]["openai_release"] == "curate-tiny" and record["clip"]["quick_gelu"] is True

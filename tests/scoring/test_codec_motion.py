@@ -49,7 +49,9 @@ def test_scorer_rows_for_videos_images_and_broken_media(pans):
 def test_scoring_stage_hands_the_encoded_file_to_it(demo_media, tmp_path):
     from curate.download.plan import build_plan
     from curate.download.shard import DownloadOptions, download_shard
-    from curate.scoring.stage import ScoreModel, expand_shard
+    from curate.scoring import registry
+    from curate.scoring.options import ScoreSection
+    from curate.scoring.workers import ScoreModel, expand_shard
     from curate.shards.folder import DatasetFolder, shard_id
 
     folder = DatasetFolder(str(tmp_path / "ds"))
@@ -59,7 +61,7 @@ def test_scoring_stage_hands_the_encoded_file_to_it(demo_media, tmp_path):
     rows = expand_shard(folder.root, shard_id(0), 3, "first,middle,last", 30.0, with_media=True)
     videos = [r for r in rows if r["modality"] == "video"]
     assert videos and all(r["media"] for r in videos)
-    scored = ScoreModel({"names": ["codec_motion"]})(pa.Table.from_pylist(rows)).to_pylist()
+    scored = ScoreModel([registry.spec("codec_motion")], ScoreSection())(pa.Table.from_pylist(rows)).to_pylist()
     by_key = {r["key"]: r for r in scored}
     assert all(by_key[r["key"]][CODEC_MOTION] is not None for r in videos)
     assert all(r[CODEC_MOTION] is None for r in scored if r["key"] not in {v["key"] for v in videos})

@@ -1,4 +1,5 @@
-"""A batch through every per-batch scorer: one row per sample, a corrupt video costs only its own row's scores."""
+"""A batch through every per-sample scorer: one row per sample, a corrupt video costs only its own row's scores;
+weights checked before any model is built."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,9 @@ from curate import schema
 from curate.scoring.clip_embedder import ClipEmbedder
 from curate.scoring.clip_score import CLIP_EMBEDDING
 from curate.scoring.frames import FrameDecodeError, IsolatedDecoder
-from curate.scoring.scorer_set import SCORE_ERROR, SCORER_NAMES, ScorerSet
+from curate.scoring import registry
+from curate.scoring.options import ScoreSection
+from curate.scoring.scorer_set import SCORE_ERROR, ScorerSet
 from curate.weightfile import WeightsMissing
 from test_clip_aesthetic import RELEASED_KEYS
 
@@ -20,6 +23,12 @@ def aesthetic_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("aesthetic_set") / "sac+logos+ava1-l14-linearMSE.pth"
     torch.save({key: torch.randn(shape, generator=generator) * 0.05 for key, shape in RELEASED_KEYS.items()}, path)
     return path
+
+
+def tiny_options(clip_dir, aesthetic_path) -> ScoreSection:
+    """The tiny CLIP for both model scorers (so they share one pass), and a random MLP file of the released layout."""
+    return ScoreSection(clip_model=str(clip_dir), aesthetic_model=aesthetic_path, aesthetic_clip_model=str(clip_dir),
+                        aesthetic_custom_clip=True)
 
 
 def decoded_batch():
@@ -40,8 +49,8 @@ def decoded_batch():
 
 
 def test_corrupt_video_gets_errors_and_the_rest_are_scored(tiny_clip_dir, aesthetic_path):
-    scorers = ScorerSet(SCORER_NAMES, clip_model=str(tiny_clip_dir), aesthetic_model=aesthetic_path,
-                        aesthetic_clip_model=str(tiny_clip_dir), aesthetic_custom_clip=True)
+    per_sample = [spec for spec in registry.specs(registry.SCORERS) if spec.per_sample]
+    scorers = ScorerSet(per_sample, tiny_options(tiny_clip_dir, aesthetic_path))
     scorers.setup()
     rows = scorers.score_batch(decoded_batch())
     assert [row["key"] for row in rows] == ["clip-ok", "clip-corrupt", "still"]
@@ -70,8 +79,7 @@ def test_clip_runs_once_per_batch_for_both_model_scorers(tiny_clip_dir, aestheti
         return original(self, frames)
 
     monkeypatch.setattr(ClipEmbedder, "embed_frames", counting)
-    scorers = ScorerSet(["clip", "aesthetic"], clip_model=str(tiny_clip_dir), aesthetic_model=aesthetic_path,
-                        aesthetic_clip_model=str(tiny_clip_dir), aesthetic_custom_clip=True)
+    scorers = ScorerSet(["clip", "aesthetic"], tiny_options(tiny_clip_dir, aesthetic_path))
     scorers.setup()
     samples = [{"key": str(index), "frames": solid("blue", 40 + 8 * index, seed=index)[None], "caption": "blue"}
                for index in range(4)]
@@ -95,15 +103,16 @@ def test_column_batches_and_weight_free_set():
 
 
 def test_unknown_and_dataset_wide_names_are_refused():
-    with pytest.raises(ValueError, match="unknown scorers"):
+    with pytest.raises(ValueError, match="unknown scorer\\(s\\) bogus; choose from clip, aesthetic"):
+        ScorerSet(["clip", "bogus"])
+    with pytest.raises(ValueError, match="dedup compares the whole dataset"):
         ScorerSet(["clip", "dedup"])
 
 
 def test_scorer_set_checks_weights_without_building_models(empty_caches, tiny_clip_dir, monkeypatch):
     monkeypatch.setenv("CURATE_OFFLINE", "1")
-    ScorerSet(["clip", "motion", "quality"], clip_model=str(tiny_clip_dir)).check_weights()
+    ScorerSet(["clip", "motion", "quality"], ScoreSection(clip_model=str(tiny_clip_dir))).check_weights()
     with pytest.raises(WeightsMissing, match="sac\\+logos"):
-        ScorerSet(["clip", "aesthetic"], clip_model=str(tiny_clip_dir), aesthetic_clip_model=str(tiny_clip_dir),
-                  aesthetic_custom_clip=True).check_weights()
+        ScorerSet(["clip", "aesthetic"], tiny_options(tiny_clip_dir, None)).check_weights()
     with pytest.raises(WeightsMissing, match="ViT-L-14:openai"):
-        ScorerSet(["aesthetic"], aesthetic_model=empty_caches / "a.pth").check_weights()
+        ScorerSet(["aesthetic"], ScoreSection(aesthetic_model=empty_caches / "a.pth")).check_weights()
