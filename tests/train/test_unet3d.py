@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from official_unet import OfficialUNet
 
 from curate.train.attention import GEGLU, CrossAttention
 from curate.train.presets import PRESETS, build_unet, unet_params
 from curate.train.unet3d import TemporalConvBlock, parameter_groups, set_trainable, trainable_groups
 
-ROOT = Path(__file__).resolve().parents[2]
 LAYOUT = Path("/work/shared/reference/videocrafter2_checkpoint_layout.tsv")
 UNET_PREFIX = "model.diffusion_model."
-
-
-def _official_module():
-    """The official computation re-implemented in the benchmark script (einsum attention, Conv3d)."""
-    spec = importlib.util.spec_from_file_location("bench_unet_vs_official", ROOT / "scripts" / "bench_unet_vs_official.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _released_layout() -> dict[str, tuple[str, str]]:
@@ -125,7 +116,7 @@ def test_same_function_as_the_official_unet(overrides):
     params = unet_params("tiny", **overrides)
     torch.manual_seed(0)
     ours = build_unet("tiny", **overrides).eval()
-    official = _official_module().OfficialUNet(**params).eval()
+    official = OfficialUNet(**params).eval()
     _randomize(ours)
     official.load_state_dict(ours.state_dict())
     x, timesteps, context = _inputs(params)
