@@ -101,7 +101,7 @@ def run(recipe: Pipeline, out: str, *, force: bool = False, address: str | None 
 def score(root: str, scorers: list[str], *, force: bool = False, address: str | None = None, **options) -> dict:
     """Score every success sample of the dataset folder (options: ScoreSection fields); resumable per shard
     and per scorer; refuses a scorer whose settings changed unless `force`. Dataset-wide scorers (dedup) run
-    last; their summaries join the score stage's (whose keys win), failed shards from all of them."""
+    last; the summary adds the keys each one reports, and the failed shards of every stage."""
     chosen = registry.specs(scorers)
     section = ScoreSection(scorers=list(scorers), **options)
     summary: dict = {}
@@ -110,6 +110,6 @@ def score(root: str, scorers: list[str], *, force: bool = False, address: str | 
     for spec in chosen:
         if not spec.per_sample:
             found = engine.run_stage(spec.factory(root, section), force=force, address=address)
-            failed = summary.get("failed_shards", []) + found.get("failed_shards", [])
-            summary = {**found, **summary, "failed_shards": failed}
+            summary.update({key: found[key] for key in spec.reports if key in found})
+            summary["failed_shards"] = summary.get("failed_shards", []) + found.get("failed_shards", [])
     return summary

@@ -308,4 +308,5 @@ def assign_file(stage: DedupStage, path: str) -> tuple[np.ndarray, np.ndarray]:
 # embeddings the clip scorer stored; weights of its own it has none).
 SPEC = ScorerSpec(dedup.NAME, dedup.COLUMNS, DATASET,
                   lambda root, options: DedupStage(root, options.dedup_threshold, options.keep_best),
-                  options={"dedup_threshold": dedup.DEFAULT_THRESHOLD, "keep_best": None})
+                  options={"dedup_threshold": dedup.DEFAULT_THRESHOLD, "keep_best": None},
+                  reports=("duplicates_flagged", "exact_duplicates", "near_duplicates"))

@@ -43,6 +43,7 @@ class ScorerSpec:
     factory: Callable[..., Any]
     weights: tuple[str, ...] = ()  # the weights it loads (a published file, or the option naming one); () for none
     options: Mapping[str, Any] = field(default_factory=dict)  # ScoreSection options it reads -> recorded when unset
+    reports: tuple[str, ...] = ()  # DATASET: the keys of its stage's summary that `curate score` prints
 
     def __post_init__(self):
         if self.runs not in PLACES:

@@ -2,16 +2,21 @@
 
 import os
 import shutil
+import sys
+from dataclasses import dataclass
 
 import duckdb
 import pytest
 import torch
+from ray import cloudpickle
 
 from curate.pipeline import score
+from curate.scoring import registry
 from curate.config import SelectSection
 from curate.selection import select
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter
+from curate.stage import Stage
 from curate.stats.query import connect, run
 
 
@@ -205,3 +210,43 @@ def test_a_column_has_one_home_and_the_newer_run_wins_visibly(ray_local, demo_me
     con = connect(root)
     assert column_sources(con)["motion_score"] == os.path.join("scores", "motion+quality")
     assert run(con, "SELECT motion_score FROM samples WHERE key = 'k000'").to_pylist()[0]["motion_score"] == 99.0
+
+
+@dataclass
+class FlagStage(Stage):
+    """A dataset-wide scorer's stage: unit "b" fails; its summary has a count and a timing."""
+
+    root: str
+
+    name = "flags"
+
+    @property
+    def provenance_path(self):
+        return os.path.join(self.root, "flags_provenance.json")
+
+    def todo(self):
+        return ["a", "b"]
+
+    def process(self, unit):
+        if unit == "b":
+            raise RuntimeError("unit b broke")
+        return unit
+
+    def finish(self, done, failures):
+        return {**super().finish(done, failures), "flagged": len(done), "seconds": 0.25}
+
+
+SPEC = registry.ScorerSpec("flags", ("flag",), registry.DATASET, lambda root, options: FlagStage(root),
+                           reports=("flagged",))
+
+
+def test_a_dataset_wide_scorer_adds_what_it_reports_and_its_failed_shards(ray_local, tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.SCORERS, "flags", __name__)  # this module is the scorer's one file
+    module = sys.modules[__name__]
+    cloudpickle.register_pickle_by_value(module)  # Ray's workers cannot import a test module
+    try:
+        summary = score(str(tmp_path), ["flags"])
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+    assert summary["flagged"] == 1 and "seconds" not in summary and "ran" not in summary  # only what it reports
+    assert [(f["shard"], "unit b broke" in f["error"]) for f in summary["failed_shards"]] == [("b", True)]
