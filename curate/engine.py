@@ -131,6 +131,27 @@ def actor_cpus(gpus: float, cpus: float) -> float:
     return 1.0 if gpus < 1 else float(min(8, max(1, int(cpus / gpus / 4))))
 
 
+def _settings(stage) -> tuple[dict, object]:
+    """The stage's config as its provenance stores it (JSON) and its input fingerprint."""
+    return json.loads(json.dumps(stage.config(), sort_keys=True, default=str)), stage.fingerprint()
+
+
+def refusal(stage) -> Exception | None:
+    """The ProvenanceMismatch a run of `stage` without force would stop with (its recorded config or input differs
+    from now), else None: lets a command that runs several stages refuse before the first one starts, and force
+    only the stages whose settings changed."""
+    from curate import provenance
+
+    existing = stage.read_provenance()
+    if existing is None:
+        return None
+    try:
+        provenance.check_resume(existing, *_settings(stage))
+    except provenance.ProvenanceMismatch as mismatch:
+        return mismatch
+    return None
+
+
 def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict:
     """Run one stage under the contract of curate.stage: checks before anything is written, provenance
     and the resume check (refused on changed inputs or settings unless `force`, which resets the stage),
@@ -139,8 +160,7 @@ def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict
     from curate.stage import expand_unit, process_unit
 
     stage.check()
-    config = json.loads(json.dumps(stage.config(), sort_keys=True, default=str))
-    fingerprint = stage.fingerprint()
+    config, fingerprint = _settings(stage)
     existing = stage.read_provenance()
     if existing is not None and force:
         stage.reset()

@@ -78,15 +78,29 @@ def record(stage: str, config: dict, fingerprint: str, **more) -> dict:
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **more}
 
 
-def check_resume(existing: dict | None, config: dict, fingerprint: str) -> None:
-    """Refuse to continue a folder built from another input or config (the caller offers --force)."""
+def _shown(value) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_resume(existing: dict | None, config: dict, fingerprint) -> None:
+    """Refuse to continue a folder built from another input or config (the caller offers --force). The message
+    names what changed: the config keys with their old and new values, and, for a fingerprint given as a mapping
+    of named inputs (e.g. {"generated": ..., "real": ...}), which inputs."""
     if existing is None:
         return
-    if existing.get("input_fingerprint") != fingerprint:
-        raise ProvenanceMismatch("the input differs from the one this folder was built from")
-    old = json.dumps(existing.get("config"), sort_keys=True, default=str)
+    old_input = existing.get("input_fingerprint")
+    if old_input != fingerprint:
+        inputs = ""
+        if isinstance(old_input, dict) and isinstance(fingerprint, dict):
+            changed = sorted(k for k in set(old_input) | set(fingerprint) if old_input.get(k) != fingerprint.get(k))
+            inputs = f": {', '.join(changed)}"
+        raise ProvenanceMismatch(f"the input differs from the one this folder was built from{inputs}")
+    before = existing.get("config") or {}
+    old = json.dumps(before, sort_keys=True, default=str)
     new = json.dumps(config, sort_keys=True, default=str)
     if old != new:
-        changed = sorted(k for k in set(config) | set(existing.get("config") or {})
-                         if (existing.get("config") or {}).get(k) != config.get(k))
-        raise ProvenanceMismatch(f"the configuration differs from the one this folder was built with: {changed}")
+        changed = sorted(k for k in set(config) | set(before) if before.get(k) != config.get(k))
+        values = "; ".join(f"{k}: {_shown(before.get(k))} -> {_shown(config.get(k))}" for k in changed)
+        raise ProvenanceMismatch(f"the configuration differs from the one this folder was built with: {changed} "
+                                 f"({values})")
