@@ -360,15 +360,19 @@ def fvd_cmd(
     device: Optional[str] = DEVICE,
     i3d_trust: bool = typer.Option(False, help="Load a TorchScript I3D file (it is code: only files you trust)."),
     out: Optional[str] = typer.Option(None, "--out", help="Result JSON (default GEN_DIR/eval/fvd.json)."),
+    ray_address: Optional[str] = RAY_ADDRESS,
+    force: bool = FORCE,
     **options,
 ) -> None:
-    """Frechet Video Distance between two folders, printed and written with its whole protocol."""
+    """Frechet Video Distance between two folders, printed and written with its whole protocol and provenance.
+    Per-clip features are kept (GEN_DIR/eval/fvd/, the real folder's under REAL_DIR/eval/fvd_reference/): a rerun
+    measures nothing again; other settings or folders are refused unless --force."""
     from curate.eval.fvd import fvd
 
     with usage_errors(gen_dir):
         result = fvd(real_dir, gen_dir, section_from_flags(FVDOptions, options), i3d_weights=i3d_weights,
-                     i3d_trust=i3d_trust, device=device, out=out)
-    typer.echo(json.dumps(result, default=str))
+                     i3d_trust=i3d_trust, device=device, out=out, force=force, address=ray_address)
+    finish(result)
 
 
 @app.command("eval")

@@ -50,12 +50,13 @@ def decode_clip(media: bytes, modality: str, frames: int, stride: int, exact: bo
         raise FrameDecodeError(str(error)) from error
 
 
-def success_rows(root: str) -> list[dict]:
-    """Every success row (shard, key, modality, caption) of the complete shards, in manifest order."""
+def success_rows(root: str, shards: list[str] | None = None) -> list[dict]:
+    """Every success row (shard, key, modality, caption) of the complete shards (or of `shards`), in manifest
+    order."""
     if not DatasetFolder(root).complete_shards():
         raise FileNotFoundError(f"{root} is not a dataset folder with complete shards (no shards/*.parquet)")
     return [dict(row, modality=row.get("modality") or "video", caption=row.get("caption"))
-            for row in reader.success_rows(root, ["caption"])]
+            for row in reader.success_rows(root, ["caption"], shards)]
 
 
 def read_media(root: str, rows: list[dict]) -> Iterator[tuple[dict, bytes | None]]:
@@ -70,10 +71,11 @@ def read_media(root: str, rows: list[dict]) -> Iterator[tuple[dict, bytes | None
 
 
 def iter_clips(root: str, *, frames: int, stride: int = 1, exact: bool = True, videos_only: bool = True,
-               limit: int | None = None, workers: int = 1, decode_timeout: float = 60.0) -> Iterator[Clip]:
-    """Clips of the folder's success rows in manifest order, decoded by `workers` isolated children, up to
-    `limit` decoded clips (failed ones are yielded with their error and do not count)."""
-    rows = [r for r in success_rows(root) if r["modality"] == "video" or not videos_only]
+               limit: int | None = None, workers: int = 1, decode_timeout: float = 60.0,
+               shards: list[str] | None = None) -> Iterator[Clip]:
+    """Clips of the folder's success rows (of `shards` only, when given) in manifest order, decoded by `workers`
+    isolated children, up to `limit` decoded clips (failed ones are yielded with their error and do not count)."""
+    rows = [r for r in success_rows(root, shards) if r["modality"] == "video" or not videos_only]
     pool: Queue[IsolatedWorker] = Queue()
     for _ in range(max(1, workers)):
         pool.put(IsolatedWorker(decode_clip, decode_timeout))

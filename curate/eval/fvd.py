@@ -1,30 +1,23 @@
-"""FVD between two dataset folders: I3D features of T-frame clips, Gaussian statistics (cached per folder +
-protocol), the Frechet distance, and the protocol record written with every number."""
+"""FVD between two dataset folders: I3D features of T-frame clips (per clip, through the metric stage), Gaussian
+statistics, the Frechet distance, and the protocol record written with every number."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
-import json
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from curate import provenance, storage
-from curate.eval import frechet, i3d
-from curate.eval.clips import iter_clips
 from curate.device import resolve
+from curate.eval import frechet, i3d
 from curate.eval.fvd_options import RESIZE_MODES, FVDOptions
-from curate.weightfile import curate_cache_dir
-from curate.shards.folder import DatasetFolder
+from curate.eval.metric_stage import ClipMetric, MetricStage, Selection, run_device, run_metric
 
 SIZE = 224
-SELECTION = ("the first N decodable video clips in manifest order (shards by id, rows in manifest order); "
-             "videos shorter than frames x stride are skipped and counted")
 
 
 def preprocess(frames: np.ndarray, device: torch.device, resize: str = "crop") -> torch.Tensor:
@@ -88,122 +81,93 @@ def i3d_features(model: torch.nn.Module, clips: Iterable[np.ndarray], *, device:
     return torch.cat(features).numpy() if features else np.zeros((0, i3d.NUM_CLASSES))
 
 
-def protocol(loaded: i3d.LoadedI3d, *, frames: int, stride: int, resize: str, max_clips: int,
-             device: torch.device) -> dict:
-    """Everything that changes an FVD value, recorded with it (published FVDs differ mostly by protocol); the
-    statistics cache is keyed on it, device included (GPU and CPU float32 kernels differ in the last bits)."""
-    return {
-        "metric": "FVD",
-        "extractor": f"InceptionI3d Kinetics-400 ({loaded.kind})",
-        "extractor_file": loaded.path.name,
-        "extractor_sha256": loaded.sha256,
-        "features": "400-d Kinetics logits (pre-softmax), averaged over output time steps, as the TF original "
-                    "and the VideoGPT/StyleGAN-V PyTorch ports use",
-        "bn_eps": i3d.BN_EPS if loaded.kind == "state_dict" else None,
-        "frames": frames, "stride": stride, "start_frame": 0,
-        "resize_mode": resize, "resize": RESIZE_MODES[resize], "size": SIZE, "value_range": [-1.0, 1.0],
-        "precision": "float32 forward (TF32 off), float64 statistics", "device": device.type,
-        "max_clips": max_clips, "selection": SELECTION,
-        "covariance": frechet.COVARIANCE, "trace_sqrt": frechet.TRACE_SQRT,
-    }
+SELECTION = ("the first N decodable video clips in manifest order (shards by id, rows in manifest order); "
+             "videos shorter than frames x stride are skipped and counted")
 
 
-def manifest_fingerprint(root: str) -> str:
-    """sha256 over the folder's shard manifests: changes whenever a shard is added, removed or rewritten."""
-    return provenance.files_fingerprint(root, storage.glob(DatasetFolder(root).manifest_glob()))
+@dataclass
+class FVD(ClipMetric):
+    """I3D logits of the first `frames` frames (every `stride`-th) of each video of both folders; the value is the
+    Frechet distance between the Gaussians fitted to the two sets."""
 
+    name = "fvd"
+    columns = ("i3d_logits",)
+    exact = True
+    frames: int = 16
+    stride: int = 1
+    resize: str = "crop"
+    batch_size: int = 8
+    weights: str | None = None
+    trust: bool = False
+    device: str = "cpu"
+    extractor: dict | None = None  # file, sha256 and kind of the resolved weights, after check()
 
-def _cache_dirs(root: str, cache_dir: str | None) -> list[str]:
-    if cache_dir:
-        return [cache_dir]
-    return [storage.join(root, "eval", "fvd_stats"), str(curate_cache_dir() / "fvd_stats")]
+    @property
+    def gpus(self) -> float:
+        return 1.0 if self.device == "cuda" else 0.0
 
+    def check(self) -> None:
+        if self.extractor is None:  # resolved and loaded strictly on the driver before any decoding (12.7M params)
+            loaded = i3d.load_i3d(self.weights, "cpu", trust_checkpoint=self.trust)
+            self.weights = str(loaded.path)
+            self.extractor = {"file": loaded.path.name, "sha256": loaded.sha256, "kind": loaded.kind}
 
-def _cache_key(root: str, proto: dict) -> str:
-    text = json.dumps({"manifests": manifest_fingerprint(root), "protocol": proto}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    def settings(self) -> dict:
+        """Everything that changes an FVD value but the clip count (published FVDs differ mostly by protocol); the
+        device too: GPU and CPU float32 kernels differ in the last bits."""
+        self.check()
+        kind = self.extractor["kind"]
+        return {
+            "metric": "FVD",
+            "extractor": f"InceptionI3d Kinetics-400 ({kind})",
+            "extractor_file": self.extractor["file"],
+            "extractor_sha256": self.extractor["sha256"],
+            "features": "400-d Kinetics logits (pre-softmax), averaged over output time steps, as the TF original "
+                        "and the VideoGPT/StyleGAN-V PyTorch ports use",
+            "bn_eps": i3d.BN_EPS if kind == "state_dict" else None,
+            "frames": self.frames, "stride": self.stride, "start_frame": 0,
+            "resize_mode": self.resize, "resize": RESIZE_MODES[self.resize], "size": SIZE, "value_range": [-1.0, 1.0],
+            "precision": "float32 forward (TF32 off), float64 statistics", "device": self.device,
+        }
 
+    def record(self) -> dict:
+        return {"extractor": dict(self.extractor, path=self.weights)}
 
-def load_cached_stats(root: str, proto: dict, cache_dir: str | None = None) -> frechet.GaussianStats | None:
-    key = _cache_key(root, proto)
-    for folder in _cache_dirs(root, cache_dir):
-        path = storage.join(folder, f"{key}.npz")
-        if storage.exists(path):
-            with np.load(io.BytesIO(storage.read_bytes(path))) as data:
-                return frechet.GaussianStats(data["mu"], data["sigma"], int(data["count"]))
-    return None
+    def measurer(self):
+        device = resolve(self.device)
+        model = i3d.load_i3d(self.weights, device, trust_checkpoint=self.trust).model
 
+        def measure(clips):
+            features = i3d_features(model, [clip.frames for clip in clips], device=device, resize=self.resize,
+                                    batch_size=self.batch_size)
+            return [{"i3d_logits": row.astype(np.float32).tolist()} for row in features]
 
-def save_stats(root: str, proto: dict, stats: frechet.GaussianStats, summary: dict,
-               cache_dir: str | None = None) -> str | None:
-    """Atomically write the statistics (+ a JSON saying what they are) to the first writable cache folder."""
-    key = _cache_key(root, proto)
-    for folder in _cache_dirs(root, cache_dir):
-        try:
-            storage.makedirs(folder)
-            data = io.BytesIO()
-            np.savez(data, mu=stats.mu, sigma=stats.sigma, count=stats.count)
-            storage.write_bytes(storage.join(folder, f"{key}.npz"), data.getvalue())
-            storage.write_json(storage.join(folder, f"{key}.json"), {
-                "folder": storage.absolute(root), "protocol": proto, "manifests": manifest_fingerprint(root), **summary})
-            return folder
-        except OSError:
-            continue  # a read-only dataset folder: try the user cache
-    return None
+        return measure
 
-
-def folder_stats(root: str, model: torch.nn.Module, proto: dict, *, device: torch.device, batch_size: int = 8,
-                 workers: int = 2, decode_timeout: float = 60.0, cache_dir: str | None = None,
-                 use_cache: bool = True) -> tuple[frechet.GaussianStats, dict]:
-    """Gaussian statistics of a folder's first `max_clips` clips, from the cache when the same manifests were
-    measured under the same protocol."""
-    if use_cache and (cached := load_cached_stats(root, proto, cache_dir)) is not None:
-        return cached, {"clips": cached.count, "cached": True}
-    errors: list[dict] = []
-
-    def decoded():
-        for clip in iter_clips(root, frames=proto["frames"], stride=proto["stride"], limit=proto["max_clips"],
-                               workers=workers, decode_timeout=decode_timeout):
-            if clip.frames is None:
-                errors.append({"key": clip.key, "error": clip.error})
-            else:
-                yield clip.frames
-
-    features = i3d_features(model, decoded(), device=device, resize=proto["resize_mode"], batch_size=batch_size)
-    if len(features) < 2:
-        raise ValueError(f"{root}: only {len(features)} clips of {proto['frames']} frames could be read "
-                         f"(FVD needs at least 2); first errors: {errors[:3]}")
-    stats = frechet.fit_gaussian(features)
-    summary = {"clips": stats.count, "skipped": len(errors), "skipped_examples": errors[:5], "cached": False}
-    if use_cache:
-        save_stats(root, proto, stats, summary, cache_dir)
-    return stats, summary
+    def summarise(self, sides: dict[str, Selection]) -> dict:
+        stats, counts = {}, {}
+        for side, chosen in sides.items():
+            if len(chosen.rows) < 2:
+                raise ValueError(f"{side} folder: only {len(chosen.rows)} clips of {self.frames} frames could be read "
+                                 f"(FVD needs at least 2); first errors: {chosen.counts()['skipped_examples'][:3]}")
+            stats[side] = frechet.fit_gaussian(np.array([row["i3d_logits"] for row in chosen.rows], np.float64))
+            counts[side] = chosen.counts()
+        return {"metric": "fvd", "value": frechet.frechet_distance(stats["real"], stats["generated"]),
+                "protocol": dict(self.settings(), selection=SELECTION, covariance=frechet.COVARIANCE,
+                                 trace_sqrt=frechet.TRACE_SQRT),
+                **counts}
 
 
 def fvd(real_dir: str, gen_dir: str, options: FVDOptions = FVDOptions(), *, i3d_weights: str | None = None,
         i3d_trust: bool = False, device: str | None = None, workers: int = 2, decode_timeout: float = 60.0,
-        cache_dir: str | None = None, out: str | None = None) -> dict:
-    """FVD of gen_dir against real_dir under `options`; the result (value, protocol, counts, inputs) is written to
-    `out` (default GEN_DIR/eval/fvd.json) and returned. Weights are resolved and checked before any decoding;
-    i3d_trust allows a TorchScript detector file (StyleGAN-V's), which runs code from the file."""
-    for root in (real_dir, gen_dir):
-        if not DatasetFolder(root).complete_shards():
-            raise FileNotFoundError(f"{root} is not a dataset folder with complete shards (no shards/*.parquet)")
-    torch_device = resolve(device)
-    loaded = i3d.load_i3d(i3d_weights, torch_device, trust_checkpoint=i3d_trust)
-    proto = protocol(loaded, frames=options.frames, stride=options.stride, resize=options.resize,
-                     max_clips=options.max_clips, device=torch_device)
-    reading = {"device": torch_device, "batch_size": options.batch_size, "workers": workers,
-               "decode_timeout": decode_timeout, "cache_dir": cache_dir}
-    real, real_summary = folder_stats(real_dir, loaded.model, proto, **reading)
-    gen, gen_summary = folder_stats(gen_dir, loaded.model, proto, **reading)
-    result = {
-        "metric": "fvd", "value": frechet.frechet_distance(real, gen), "protocol": proto,
-        "real": {"folder": storage.absolute(real_dir), "manifests": manifest_fingerprint(real_dir), **real_summary},
-        "generated": {"folder": storage.absolute(gen_dir), "manifests": manifest_fingerprint(gen_dir), **gen_summary},
-        "versions": provenance.package_versions(),
-    }
-    target = out or storage.join(gen_dir, "eval", "fvd.json")
-    storage.makedirs(storage.parent(target))
-    storage.write_json(target, result)
-    return result
+        out: str | None = None, force: bool = False, address: str | None = None) -> dict:
+    """FVD of gen_dir against real_dir under `options` through the metric stage: the generated clips' features in
+    GEN_DIR/eval/fvd/, the real ones' in REAL_DIR/eval/fvd_reference/<content and protocol>/ (reused by every later
+    FVD against that folder), the result (value, protocol, counts, provenance) in `out` (default
+    GEN_DIR/eval/fvd.json). Weights are resolved and checked before any decoding; i3d_trust allows a TorchScript
+    detector file (StyleGAN-V's), which runs code from the file."""
+    metric = FVD(frames=options.frames, stride=options.stride, resize=options.resize, batch_size=options.batch_size,
+                 weights=i3d_weights, trust=i3d_trust, device=run_device(device, address))
+    stage = MetricStage(metric, {"generated": gen_dir, "real": real_dir}, options.max_clips, out, workers,
+                        decode_timeout)
+    return run_metric(stage, force=force, address=address)

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from curate import provenance, schema
 from curate.atomic import publish
-from curate.config import ConfigError, expand_path, from_mapping, load_yaml, to_mapping
+from curate.config import ConfigError, expand_path, from_mapping, load_yaml, option_help, to_mapping
 from curate.eval.fvd_options import FVDOptions
 from curate.eval.generate import GenerateOptions, GenerateStage, checkpoint_label, read_prompts
 from curate.shards.folder import DatasetFolder
@@ -31,39 +31,35 @@ QUALITY_METRICS = ("temporal_flickering", "motion_score", "dynamic_degree", "sha
 _FVD = FVDOptions()  # the recipe's fvd_* keys default to `curate fvd`'s flags
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
 @dataclass
 class MetricsSection:
-    clip_model: str | None = field(default="ViT-B-32:openai", metadata=_help(
+    clip_model: str | None = field(default="ViT-B-32:openai", metadata=option_help(
         "CLIPSIM's CLIP (open_clip NAME:PRETRAINED or a checkpoint); null skips CLIPSIM."))
-    clip_frames: int = field(default=16, metadata=_help("Frames per video for CLIPSIM."))
-    fvd: bool = field(default=True, metadata=_help("Compute FVD (needs `real` and the I3D weights)."))
-    i3d_weights: str | None = field(default=None, metadata=_help(
+    clip_frames: int = field(default=16, metadata=option_help("Frames per video for CLIPSIM."))
+    fvd: bool = field(default=True, metadata=option_help("Compute FVD (needs `real` and the I3D weights)."))
+    i3d_weights: str | None = field(default=None, metadata=option_help(
         "i3d_pretrained_400.pt (default: the standard cache, ~/.cache/curate)."))
-    fvd_frames: int = field(default=_FVD.frames, metadata=_help("Frames per clip for FVD."))
-    fvd_max_clips: int = field(default=_FVD.max_clips, metadata=_help("Clips per side for FVD."))
-    fvd_resize: str = field(default=_FVD.resize, metadata=_help("crop (VideoGPT/StyleGAN-V) or squash (TF FVD)."))
+    fvd_frames: int = field(default=_FVD.frames, metadata=option_help("Frames per clip for FVD."))
+    fvd_max_clips: int = field(default=_FVD.max_clips, metadata=option_help("Clips per side for FVD."))
+    fvd_resize: str = field(default=_FVD.resize, metadata=option_help("crop (VideoGPT/StyleGAN-V) or squash (TF FVD)."))
+    quality_frames: int = field(default=16, metadata=option_help("Frames per video for the weight-free measures."))
+    max_clips: int | None = field(default=None, metadata=option_help("Only the first N videos for CLIPSIM and quality."))
+    ocr: bool = field(default=True, metadata=option_help(
+        "Text-overlay rate: share of videos where the ocr scorer reads text (a reproduced watermark shows here)."))
+    ocr_frames: int = field(default=3, metadata=option_help("Frames per video the OCR reads, spread over quality_frames."))
 
     def fvd_options(self) -> FVDOptions:
         return FVDOptions(max_clips=self.fvd_max_clips, frames=self.fvd_frames, resize=self.fvd_resize)
-    quality_frames: int = field(default=16, metadata=_help("Frames per video for the weight-free measures."))
-    max_clips: int | None = field(default=None, metadata=_help("Only the first N videos for CLIPSIM and quality."))
-    ocr: bool = field(default=True, metadata=_help(
-        "Text-overlay rate: share of videos where the ocr scorer reads text (a reproduced watermark shows here)."))
-    ocr_frames: int = field(default=3, metadata=_help("Frames per video the OCR reads, spread over quality_frames."))
 
 
 @dataclass
 class EvalRecipe:
     name: str
     description: str = ""
-    prompts: list = field(default_factory=list, metadata=_help("Prompts written in the recipe."))
-    prompts_from: str | None = field(default=None, metadata=_help(
+    prompts: list = field(default_factory=list, metadata=option_help("Prompts written in the recipe."))
+    prompts_from: str | None = field(default=None, metadata=option_help(
         "A prompt file (one per line) or a dataset folder whose captions are the prompts."))
-    real: str | None = field(default=None, metadata=_help("Dataset folder of real videos, FVD's reference."))
+    real: str | None = field(default=None, metadata=option_help("Dataset folder of real videos, FVD's reference."))
     generate: GenerateOptions = field(default_factory=GenerateOptions)
     metrics: MetricsSection = field(default_factory=MetricsSection)
 
@@ -107,56 +103,93 @@ def _row(base: dict, metric: str, value=None, status="ok", reason=None, protocol
                 counts=json.dumps(counts or {}, sort_keys=True, default=str))
 
 
-def measure(gen_dir: str, base: dict, recipe: EvalRecipe, real: str | None, echo=print) -> list[dict]:
-    """The metric rows of one generated folder."""
-    from curate.eval.clipsim import clipsim
-    from curate.eval.fvd import fvd
-    from curate.eval.text_overlay import text_overlay
-    from curate.eval.video_quality import video_quality
+def metric_stages(gen_dir: str, recipe: EvalRecipe, real: str | None, device: str) -> tuple[dict, dict]:
+    """The metric stages of one generated folder ({metric: MetricStage}, weights checked) and the metrics that will
+    not run ({metric: reason}): never random weights, and a metric the recipe turns off says so."""
+    from curate.eval.clipsim import ClipSim
+    from curate.eval.fvd import FVD
+    from curate.eval.metric_stage import MetricStage
+    from curate.eval.text_overlay import TextOverlay
+    from curate.eval.video_quality import VideoQuality
     from curate.weightfile import WeightsMissing
 
-    m, rows = recipe.metrics, []
-    folder = os.path.join(gen_dir, "eval")
-    quality = video_quality(gen_dir, frames=m.quality_frames, max_clips=m.max_clips,
-                            out=os.path.join(folder, "video_quality.json"))
-    counts = {"clips": quality["clips"], "skipped": quality["skipped"]}
-    for name in QUALITY_METRICS:
-        proto = {"frames": m.quality_frames, "max_clips": m.max_clips, "measure": quality["protocol"].get(
-            "dynamic" if name == "dynamic_degree" else name)}
-        rows.append(_row(base, name, quality[name], protocol=proto, counts=counts))
-    if not m.ocr:
-        rows.append(_row(base, "text_overlay_rate", status="skipped", reason="the recipe sets ocr: false"))
+    m = recipe.metrics
+    folder = {"folder": gen_dir}
+    stages = {"video_quality": MetricStage(VideoQuality(frames=m.quality_frames), folder, m.max_clips)}
+    skipped = {}
+    if m.ocr:
+        stages["text_overlay_rate"] = MetricStage(TextOverlay(frames=m.quality_frames, ocr_frames=m.ocr_frames),
+                                                  folder, m.max_clips)
     else:
-        text = text_overlay(gen_dir, frames=m.quality_frames, ocr_frames=m.ocr_frames, max_clips=m.max_clips,
-                            out=os.path.join(folder, "text_overlay.json"))
-        rows.append(_row(base, "text_overlay_rate", text["value"], protocol=text["protocol"],
-                         counts={"clips": text["clips"], "skipped": text["skipped"]}))
+        skipped["text_overlay_rate"] = "the recipe sets ocr: false"
     if not m.clip_model:
-        rows.append(_row(base, "clipsim", status="skipped", reason="the recipe sets no clip_model"))
+        skipped["clipsim"] = "the recipe sets no clip_model"
     else:
-        try:
-            result = clipsim(gen_dir, clip_model=m.clip_model, frames=m.clip_frames, max_clips=m.max_clips,
-                             out=os.path.join(folder, "clipsim.json"))
-            rows.append(_row(base, "clipsim", result["value"], protocol=result["protocol"],
-                             counts={"clips": result["clips"], "skipped": result["skipped"]}))
-        except WeightsMissing as exc:
-            rows.append(_row(base, "clipsim", status="skipped", reason=f"CLIP weights missing: {exc}"))
+        stages["clipsim"] = MetricStage(ClipSim(clip_model=m.clip_model, frames=m.clip_frames, device=device), folder,
+                                        m.max_clips)
+    options = m.fvd_options()
     if not m.fvd:
-        rows.append(_row(base, "fvd", status="skipped", reason="the recipe sets fvd: false"))
+        skipped["fvd"] = "the recipe sets fvd: false"
     elif not real:
-        rows.append(_row(base, "fvd", status="skipped", reason="no real folder (recipe `real` or --real)"))
+        skipped["fvd"] = "no real folder (recipe `real` or --real)"
     else:
+        stages["fvd"] = MetricStage(FVD(frames=options.frames, resize=options.resize, batch_size=options.batch_size,
+                                        weights=m.i3d_weights, device=device),
+                                    {"generated": gen_dir, "real": real}, options.max_clips)
+    for name in [n for n in stages if n in ("clipsim", "fvd")]:
         try:
-            result = fvd(real, gen_dir, m.fvd_options(), i3d_weights=m.i3d_weights,
-                         out=os.path.join(folder, "fvd.json"))
-            rows.append(_row(base, "fvd", result["value"], protocol=result["protocol"],
-                             counts={"real": result["real"]["clips"], "generated": result["generated"]["clips"]}))
+            stages[name].metric.check()
         except WeightsMissing as exc:
-            rows.append(_row(base, "fvd", status="skipped", reason=f"I3D weights missing: {exc}"))
-    for row in rows:
-        if row["status"] == "skipped":
-            echo(f"{base['checkpoint']}: {row['metric']} skipped: {row['reason']}")
-    return rows
+            skipped[name] = f"{'CLIP' if name == 'clipsim' else 'I3D'} weights missing: {exc}"
+            del stages[name]
+    return stages, skipped
+
+
+def metric_rows(base: dict, name: str, result: dict, recipe: EvalRecipe) -> list[dict]:
+    """The results-table rows of one metric stage's result."""
+    if result.get("failed_shards"):
+        reason = "; ".join(f"{f['shard']}: {f['error']}" for f in result["failed_shards"])[:500]
+        names = QUALITY_METRICS if name == "video_quality" else (name,)
+        return [_row(base, n, status="failed", reason=f"{reason} (rerun to continue)") for n in names]
+    if name == "video_quality":
+        m = recipe.metrics
+        counts = {"clips": result["clips"], "skipped": result["skipped"]}
+        return [_row(base, n, result[n], counts=counts, protocol={
+            "frames": m.quality_frames, "max_clips": m.max_clips,
+            "measure": result["protocol"].get("dynamic" if n == "dynamic_degree" else n)}) for n in QUALITY_METRICS]
+    if name == "fvd":
+        counts = {"real": result["real"]["clips"], "generated": result["generated"]["clips"]}
+    else:
+        counts = {"clips": result["clips"], "skipped": result["skipped"]}
+    return [_row(base, name, result["value"], protocol=result["protocol"], counts=counts)]
+
+
+def measure(gen_dir: str, base: dict, recipe: EvalRecipe, real: str | None, echo=print, *, force: bool = False,
+            device: str = "cpu", address: str | None = None) -> list[dict]:
+    """The metric rows of one generated folder, each metric through its stage (resumed when measured before)."""
+    stages, skipped = metric_stages(gen_dir, recipe, real, device)
+    return _measure(stages, skipped, base, recipe, echo, lambda name: force, address)[0]
+
+
+def _measure(stages: dict, skipped: dict, base: dict, recipe: EvalRecipe, echo, forced, address) -> tuple[list, dict]:
+    """Rows of the metrics (run, or skipped with their reason), and each stage's provenance."""
+    from curate.eval.metric_stage import run_metric
+
+    rows, records = [], {}
+    for name in ("video_quality", "text_overlay_rate", "clipsim", "fvd"):
+        if name in skipped:
+            rows.append(_row(base, name, status="skipped", reason=skipped[name]))
+            echo(f"{base['checkpoint']}: {name} skipped: {skipped[name]}")
+            continue
+        stage = stages[name]
+        result = run_metric(stage, force=forced(name), address=address)
+        echo(json.dumps({stage.name: {"checkpoint": base["checkpoint"], "resumed": result["resumed"],
+                                      "measured_shards": result["measured_shards"],
+                                      "failed_clips_this_run": result["failed_clips_this_run"],
+                                      "failed_shards": result["failed_shards"]}}, default=str))
+        rows += metric_rows(base, name, result, recipe)
+        records[stage.name] = stage.read_provenance()
+    return rows, records
 
 
 def describe(checkpoints: list[str], recipe: str, gpus: int | None = None) -> str:
@@ -189,10 +222,14 @@ def describe(checkpoints: list[str], recipe: str, gpus: int | None = None) -> st
 def evaluate(checkpoints: list[str], recipe: str, out: str, *, real: str | None = None,
              clip_model: str | None = None, i3d_weights: str | None = None, force: bool = False,
              address: str | None = None, echo=print) -> dict:
-    """Generate with each checkpoint or released model (resumable) and measure every folder; writes
-    OUT/results.parquet and OUT/eval.json (recipe, checkpoints, versions). `real`, `clip_model`, `i3d_weights`
-    override the recipe's."""
+    """Generate with each checkpoint or released model and measure every folder, each step a stage: a rerun
+    generates and measures nothing again and returns the recorded metrics. Before any work, every stage whose
+    recorded settings or input differ is named and refused unless `force`, which starts over only those stages
+    (and the metrics of videos generated anew). Writes OUT/results.parquet and OUT/eval.json (recipe,
+    checkpoints, every stage's provenance). `real`, `clip_model`, `i3d_weights` override the recipe's."""
     from curate import engine
+    from curate.eval.metric_stage import run_device
+    from curate.provenance import ProvenanceMismatch
     from curate.train.sample import resolve_source
 
     spec = load_eval_recipe(recipe)
@@ -214,22 +251,40 @@ def evaluate(checkpoints: list[str], recipe: str, out: str, *, real: str | None 
     labels = [checkpoint_label(p) for p in paths]
     if len(set(labels)) != len(labels):
         raise ValueError(f"checkpoints share a label: {labels}; evaluate them in separate runs")
-    stages = [GenerateStage(p, prompts, os.path.join(out, "generated", label), spec.generate)
-              for p, label in zip(paths, labels)]
-    rows, created = [], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for stage, label in zip(stages, labels):
-        echo(json.dumps({"generate": engine.run_stage(stage, force=force, address=address)}, default=str))
-        base = {"recipe": spec.name, "checkpoint": label, "checkpoint_path": stage.checkpoint,
-                "checkpoint_sha256": stage.checkpoint_sha256, "checkpoint_step": _step(stage.out),
-                "generated": stage.out, "videos": len(stage.items), "created_at": created}
-        rows += measure(stage.out, base, spec, real, echo)
+    device = run_device(None, address)
+    plans = []
+    for path, label in zip(paths, labels):
+        generate = GenerateStage(path, prompts, os.path.join(out, "generated", label), spec.generate)
+        plans.append((label, generate, *metric_stages(generate.out, spec, real, device)))
+    changed = {}  # (label, stage name) -> why a rerun without --force is refused
+    for label, generate, stages, _ in plans:
+        for stage in [generate, *stages.values()]:
+            if (refused := engine.refusal(stage)) is not None:
+                changed[(label, stage.name)] = str(refused)
+    if changed and not force:
+        raise ProvenanceMismatch("; ".join(f"{label} {name}: {why}" for (label, name), why in changed.items()))
+    rows, records, created = [], {}, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for label, generate, stages, skipped in plans:
+        summary = engine.run_stage(generate, force=(label, generate.name) in changed, address=address)
+        echo(json.dumps({"generate": summary}, default=str))
+        regenerated = summary["ran"] > 0  # new videos: their metrics start over
+
+        def forced(name, label=label, regenerated=regenerated):
+            return regenerated or (label, stages[name].name) in changed
+
+        base = {"recipe": spec.name, "checkpoint": label, "checkpoint_path": generate.checkpoint,
+                "checkpoint_sha256": generate.checkpoint_sha256, "checkpoint_step": _step(generate.out),
+                "generated": generate.out, "videos": len(generate.items), "created_at": created}
+        measured, metric_records = _measure(stages, skipped, base, spec, echo, forced, address)
+        rows += measured
+        records[label] = {"generate": generate.read_provenance(), **metric_records}
     table = schema.table("eval_results", rows)
     tmp = os.path.join(out, f".{RESULTS}.tmp")
     pq.write_table(table, tmp)
     publish(tmp, os.path.join(out, RESULTS))
     write_json(os.path.join(out, "eval.json"), {"recipe": to_mapping(spec), "checkpoints": dict(zip(labels, [
-        s.checkpoint for s in stages])), "real": real, "prompts": prompts, "created_at": created,
-        "versions": provenance.package_versions()})
+        g.checkpoint for _, g, _, _ in plans])), "real": real, "prompts": prompts, "created_at": created,
+        "versions": provenance.package_versions(), "provenance": records})
     return {"out": out, "results": os.path.join(out, RESULTS), "rows": len(rows), "checkpoints": labels,
             "table": render(rows)}
 

@@ -3,45 +3,71 @@ an OCR score too), so a model that reproduces its training data's watermark show
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from curate.eval.clips import iter_clips
-from curate.eval.metric_files import write_metric
+from curate.eval.metric_stage import ClipMetric, MetricStage, Selection, run_metric
 from curate.scoring.frames import frame_indices
-from curate.scoring.ocr_score import (OCR_BOXES, OCR_STATIC_TEXT_AREA, OCR_TEXT_AREA, READ_SCORE, STATIC_SHARE,
-                                      OcrScorer)
+from curate.scoring.ocr_score import (OCR_BOXES, OCR_STATIC_TEXT_AREA, OCR_TEXT, OCR_TEXT_AREA, OCR_TEXT_PLACE,
+                                      READ_SCORE, STATIC_SHARE, OcrScorer)
+
+
+@dataclass
+class TextOverlay(ClipMetric):
+    """OCR on `ocr_frames` frames spread evenly over each video's first `frames`."""
+
+    name = "text_overlay"
+    columns = (OCR_TEXT_AREA, OCR_STATIC_TEXT_AREA, OCR_BOXES, OCR_TEXT_PLACE, OCR_TEXT)
+    frames: int = 16
+    ocr_frames: int = 3
+    ocr: dict = field(default_factory=dict)  # the scorer's provenance (model files and their hashes), after check()
+
+    def check(self) -> None:
+        if not self.ocr:
+            scorer = OcrScorer()
+            scorer.check_weights()
+            self.ocr = scorer.provenance()
+
+    def settings(self) -> dict:
+        self.check()
+        return {"frames": self.frames, "ocr_frames": self.ocr_frames, "positions": "uniform",
+                "model": self.ocr.get("model"), "weights": self.ocr.get("weights")}
+
+    def measurer(self):
+        scorer = OcrScorer()
+        scorer.setup()
+
+        def measure(clips):
+            return [scorer.score_frames(clip.frames[frame_indices(len(clip.frames), self.ocr_frames, "uniform")])
+                    for clip in clips]
+
+        return measure
+
+    def summarise(self, sides: dict[str, Selection]) -> dict:
+        (chosen,) = sides.values()
+        rows = chosen.rows
+
+        def mean(column):
+            values = [row[column] for row in rows if row[column] is not None]
+            return float(np.mean(values)) if values else None
+
+        return {"metric": "text_overlay_rate",
+                "value": float(np.mean([row[OCR_BOXES] > 0 for row in rows])) if rows else None,
+                "text_area": mean(OCR_TEXT_AREA), "static_text_area": mean(OCR_STATIC_TEXT_AREA), **chosen.counts(),
+                "protocol": {"frames": self.frames, "ocr_frames": self.ocr_frames, "positions": "uniform",
+                             "measure": f"share of clips where the ocr scorer ({self.ocr.get('model')}) reads a text "
+                                        f"box (recogniser confidence >= {READ_SCORE}) in any sampled frame; static "
+                                        f"text: boxes covering the same pixels in >= {STATIC_SHARE:.2f} of them"}}
 
 
 def text_overlay(gen_dir: str, *, frames: int = 16, ocr_frames: int = 3, max_clips: int | None = None,
-                 workers: int = 2, decode_timeout: float = 60.0, out: str | None = None) -> dict:
+                 workers: int = 2, decode_timeout: float = 60.0, out: str | None = None, force: bool = False,
+                 address: str | None = None) -> dict:
     """Share of a folder's videos with text in any of `ocr_frames` frames spread evenly over their first `frames`
-    (value), with the mean text and static-text areas; written with its protocol to `out` (default
-    GEN_DIR/eval/text_overlay.json) and returned; the per-clip rows go beside it (.jsonl)."""
-    scorer = OcrScorer()
-    scorer.setup()
-    rows, skipped = [], []
-    for clip in iter_clips(gen_dir, frames=frames, exact=False, limit=max_clips, workers=workers,
-                           decode_timeout=decode_timeout):
-        if clip.frames is None:
-            skipped.append({"key": clip.key, "error": clip.error})
-            continue
-        picked = clip.frames[frame_indices(len(clip.frames), ocr_frames, "uniform")]
-        rows.append({"key": clip.key, **scorer.score_frames(picked)})
-
-    def mean(column):
-        values = [row[column] for row in rows if row[column] is not None]
-        return float(np.mean(values)) if values else None
-
-    result = {
-        "metric": "text_overlay_rate", "value": float(np.mean([row[OCR_BOXES] > 0 for row in rows])) if rows else None,
-        "text_area": mean(OCR_TEXT_AREA), "static_text_area": mean(OCR_STATIC_TEXT_AREA), "clips": len(rows),
-        "skipped": len(skipped), "skipped_examples": skipped[:5],
-        "protocol": {"frames": frames, "ocr_frames": ocr_frames, "positions": "uniform", "max_clips": max_clips,
-                     "measure": f"share of clips where the ocr scorer ({scorer.provenance()['model']}) reads a text "
-                                f"box (recogniser confidence >= {READ_SCORE}) in any sampled frame; static text: "
-                                f"boxes covering the same pixels in >= {STATIC_SHARE:.2f} of them"},
-    }
-    return write_metric(out or os.path.join(gen_dir, "eval", "text_overlay.json"), result, rows)
-
+    (value), with the mean text and static-text areas, through the metric stage: per-clip rows in
+    GEN_DIR/eval/text_overlay/, the result with its protocol and provenance in `out` (default
+    GEN_DIR/eval/text_overlay.json)."""
+    stage = MetricStage(TextOverlay(frames=frames, ocr_frames=ocr_frames), {"folder": gen_dir}, max_clips, out,
+                        workers, decode_timeout)
+    return run_metric(stage, force=force, address=address)

@@ -10,13 +10,12 @@ Sharpness, contrast and noise are the technical-quality scorer's measures.
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from curate.eval.clips import iter_clips
-from curate.eval.metric_files import write_metric
+from curate.eval.metric_stage import ClipMetric, MetricStage, Selection, run_metric
 from curate.scoring.motion_score import flow_frames, motion_score
 from curate.scoring.technical_quality import contrast, grey_frames, noise_sigma, sharpness
 
@@ -81,27 +80,45 @@ def summarise(rows: list[dict]) -> dict:
     return summary
 
 
+PROTOCOL = {
+    "temporal_flickering": "VBench: (255 - mean |f_t - f_t+1|) / 255 on RGB uint8 frames",
+    "motion_score": "curate motion scorer: mean Farneback flow magnitude, grey frames 128 px longer side",
+    "dynamic": f"VBench rule: top {TOP_FRACTION:.0%} flow magnitude > {THRESHOLD_AT_256} px x shorter "
+               f"side / 256 in round({PAIRS_PER_16} x pairs / 16) pairs; Farneback at 128 px, not RAFT",
+    "sharpness": "variance of the Laplacian, grey frames <= 512 px", "contrast": "RMS contrast",
+    "noise_sigma": "Immerkaer 1996 noise standard deviation, grey frames <= 512 px, 0-255 units",
+}
+
+
+@dataclass
+class VideoQuality(ClipMetric):
+    """The weight-free measures of up to `frames` consecutive frames (every `stride`-th) of each video."""
+
+    name = "video_quality"
+    columns = ("temporal_flickering", "motion_score", "dynamic", "sharpness", "contrast", "noise_sigma")
+    frames: int = 16
+    stride: int = 1
+
+    def settings(self) -> dict:
+        return {"frames": self.frames, "stride": self.stride, "start_frame": 0, "measures": PROTOCOL}
+
+    def measurer(self):
+        return lambda clips: [clip_quality(clip.frames) for clip in clips]
+
+    def summarise(self, sides: dict[str, Selection]) -> dict:
+        (chosen,) = sides.values()
+        counts = chosen.counts()
+        return {"metric": self.name, **summarise(chosen.rows), "skipped": counts["skipped"],
+                "skipped_examples": counts["skipped_examples"],
+                "protocol": {"frames": self.frames, "stride": self.stride, "start_frame": 0, **PROTOCOL}}
+
+
 def video_quality(gen_dir: str, *, frames: int = 16, stride: int = 1, max_clips: int | None = None,
-                  workers: int = 2, decode_timeout: float = 60.0, out: str | None = None) -> dict:
-    """Weight-free quality of a folder's videos (up to `frames` consecutive frames each); per-clip rows go to
-    GEN_DIR/eval/video_quality.jsonl, the summary with its protocol to `out` (default .../video_quality.json)."""
-    rows, skipped = [], []
-    for clip in iter_clips(gen_dir, frames=frames, stride=stride, exact=False, limit=max_clips, workers=workers,
-                           decode_timeout=decode_timeout):
-        if clip.frames is None:
-            skipped.append({"key": clip.key, "error": clip.error})
-            continue
-        rows.append({"key": clip.key, "frames": len(clip.frames), **clip_quality(clip.frames)})
-    result = {
-        "metric": "video_quality", **summarise(rows), "skipped": len(skipped), "skipped_examples": skipped[:5],
-        "protocol": {
-            "frames": frames, "stride": stride, "start_frame": 0, "max_clips": max_clips,
-            "temporal_flickering": "VBench: (255 - mean |f_t - f_t+1|) / 255 on RGB uint8 frames",
-            "motion_score": "curate motion scorer: mean Farneback flow magnitude, grey frames 128 px longer side",
-            "dynamic": f"VBench rule: top {TOP_FRACTION:.0%} flow magnitude > {THRESHOLD_AT_256} px x shorter "
-                       f"side / 256 in round({PAIRS_PER_16} x pairs / 16) pairs; Farneback at 128 px, not RAFT",
-            "sharpness": "variance of the Laplacian, grey frames <= 512 px", "contrast": "RMS contrast",
-            "noise_sigma": "Immerkaer 1996 noise standard deviation, grey frames <= 512 px, 0-255 units",
-        },
-    }
-    return write_metric(out or os.path.join(gen_dir, "eval", "video_quality.json"), result, rows)
+                  workers: int = 2, decode_timeout: float = 60.0, out: str | None = None, force: bool = False,
+                  address: str | None = None) -> dict:
+    """Weight-free quality of a folder's videos through the metric stage: per-clip rows in GEN_DIR/eval/video_quality/,
+    the summary with its protocol and provenance in `out` (default GEN_DIR/eval/video_quality.json), returned with
+    the run's counts; a rerun measures nothing again."""
+    stage = MetricStage(VideoQuality(frames=frames, stride=stride), {"folder": gen_dir}, max_clips, out, workers,
+                        decode_timeout)
+    return run_metric(stage, force=force, address=address)

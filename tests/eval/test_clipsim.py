@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
 import numpy as np
 import open_clip
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
 from tiny_clip import TINY_CLIP_CFG
 
 from curate.eval.clipsim import clipsim
+from curate.eval.metric_stage import manifests_fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,7 @@ def reference_clipsim(folder, videos: list[np.ndarray], captions: list[str]) -> 
     return float(np.mean(per_video))
 
 
-def test_clipsim_matches_the_formula(folder_factory, tiny_clip_folder):
+def test_clipsim_matches_the_formula(ray_local, folder_factory, tiny_clip_folder):
     rng = np.random.default_rng(0)
     # frames at the model's input size, encoded losslessly enough that decoding does not matter: the frames
     # compared are the ones the folder decodes
@@ -63,4 +66,14 @@ def test_clipsim_matches_the_formula(folder_factory, tiny_clip_folder):
     assert result["value"] == pytest.approx(expected, abs=1e-4)
     assert -1.0 <= result["value"] <= 1.0  # unscaled cosine
     assert result["protocol"]["model"].startswith("local-dir:")
-    assert json.loads(open(os.path.join(root, "eval", "clipsim.json")).read())["value"] == result["value"]
+    written = json.loads(open(os.path.join(root, "eval", "clipsim.json")).read())
+    assert written["value"] == result["value"]
+    # provenance beside the value: the weights file's hash, the settings, the input's digest, the code's version
+    weights = hashlib.sha256((tiny_clip_folder / "open_clip_pytorch_model.bin").read_bytes()).hexdigest()
+    record = written["provenance"]
+    assert record["config"]["weights_sha256"] == weights == result["protocol"]["weights_sha256"]
+    assert record["config"]["frames"] == 16 and record["model"]["sha256"] == weights
+    assert record["input_fingerprint"] == {"folder": manifests_fingerprint(root)}
+    assert record["versions"]["curate"] and record["versions"]["open_clip_torch"]
+    rows = {r["key"]: r for r in pq.read_table(os.path.join(root, "eval", "clipsim", "00000.parquet")).to_pylist()}
+    assert rows["nocap"]["error"] == "no caption" and rows["nocap"]["clipsim"] is None

@@ -28,6 +28,7 @@ from curate.eval.fvd import fvd as fvd_of
 from curate.eval.fvd_options import FVDOptions
 from curate.eval.i3d import InceptionI3d
 from curate.eval.run import compare, evaluate, load_eval_recipe, render
+from curate.provenance import ProvenanceMismatch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scoring"))
 from tiny_clip import TINY_CLIP_CFG  # noqa: E402
@@ -192,7 +193,9 @@ def test_clipsim_and_fvd_rows_with_weight_files(demo, tmp_path, small_recipe, fo
     # FVD of the videos against themselves is ~0 (random I3D weights: every FVD here is small, so relative to the
     # others); against the same videos brightened, and the row's (another checkpoint's videos), far from it
     options = dict(i3d_weights=str(i3d), out=str(tmp_path / "fvd.json"))
-    itself = fvd_of(generated, generated, FVDOptions(frames=10), **options)["value"]
+    with pytest.raises(ProvenanceMismatch, match="input differs .*: real"):  # the eval measured it against step1's
+        fvd_of(generated, generated, FVDOptions(frames=10), **options)
+    itself = fvd_of(generated, generated, FVDOptions(frames=10), force=True, **options)["value"]
     brighter = folder_factory("brighter", [
         {"key": key, "caption": caption, "frames": np.clip(frames.astype(int) + 80, 0, 255).astype(np.uint8)}
         for key, frames, caption in captioned_videos(generated)])
@@ -203,6 +206,44 @@ def test_clipsim_and_fvd_rows_with_weight_files(demo, tmp_path, small_recipe, fo
     assert json.loads(fvd["counts"]) == {"real": 2, "generated": 2}
     with pytest.raises(FileNotFoundError, match="does not exist"):
         evaluate([str(run)], small_recipe, str(copy), i3d_weights=str(tmp_path / "absent.pt"))
+
+
+def stage_tables(folder: Path) -> dict[str, int]:
+    """mtime of every generated shard and per-clip metric table under an eval run folder."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.glob("generated/*/shards/*"))
+            + sorted(folder.glob("generated/*/eval/*/*.parquet"))}
+
+
+def test_rerun_resumes_then_changed_metric_settings_are_refused_and_forced(demo, tmp_path, small_recipe):
+    run, out, result, _ = demo
+    copy = tmp_path / "eval"
+    shutil.copytree(out / "eval", copy)
+    checkpoints = [str(run / "checkpoints" / "step_00000001.pt"), str(run)]
+    before = stage_tables(copy)
+    lines: list[str] = []
+    again = evaluate(checkpoints, small_recipe, str(copy), echo=lines.append)
+    shown = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [s["generate"]["ran"] for s in shown if "generate" in s] == [0, 0]
+    metrics = [(name, s) for line in shown for name, s in line.items() if name != "generate"]
+    assert {name for name, _ in metrics} == {"video_quality", "text_overlay"} and len(metrics) == 4
+    assert all(s["resumed"] and s["measured_shards"] == 0 for _, s in metrics)
+    assert stage_tables(copy) == before  # nothing generated or measured again
+    assert pq_rows(str(copy)) and [r["value"] for r in pq_rows(str(copy))] == [r["value"] for r in pq_rows(
+        str(out / "eval"))]
+    record = json.loads((copy / "eval.json").read_text())["provenance"][f"{run.name}-step2"]
+    assert set(record) == {"generate", "video_quality", "text_overlay"}
+    assert record["video_quality"]["config"]["frames"] == 10 and record["generate"]["checkpoint_sha256"]
+
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(Path(small_recipe).read_text().replace("quality_frames: 10", "quality_frames: 6"))
+    with pytest.raises(ProvenanceMismatch, match=r"step1 video_quality: .*frames: 10 -> 6"):
+        evaluate(checkpoints, str(changed), str(copy), echo=lambda _: None)
+    assert stage_tables(copy) == before  # refused before any stage ran
+    forced = evaluate(checkpoints, str(changed), str(copy), force=True, echo=lambda _: None)
+    after = stage_tables(copy)
+    assert {k for k in after if after[k] != before[k]} == {k for k in before if "/eval/" in k}  # videos kept
+    rows = {(r["checkpoint"], r["metric"]): r for r in pq_rows(forced["out"])}
+    assert json.loads(rows[(f"{run.name}-step2", "sharpness")]["protocol"])["frames"] == 6
 
 
 def write_results(folder: Path, checkpoint: str, values: dict) -> str:

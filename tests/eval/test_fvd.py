@@ -1,13 +1,13 @@
-"""FVD over dataset folders: preprocessing against torchvision, protocol record, cached statistics, bad clips."""
+"""FVD over dataset folders: preprocessing against torchvision, protocol record, reference rows, bad clips, and the
+`curate fvd` command under the stage contract (resume, refusal, --force)."""
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -15,9 +15,10 @@ from eval_media import flat_video
 from synthetic_media import moving_square
 from test_i3d import save_tiny_detector
 
-from curate.eval import fvd
+from curate.eval import fvd, metric_stage
 from curate.eval.frechet import fit_gaussian, frechet_distance
 from curate.eval.fvd_options import FVDOptions
+from curate.provenance import ProvenanceMismatch
 
 CPU = torch.device("cpu")
 
@@ -62,7 +63,8 @@ def detector(tmp_path):
     return str(path)
 
 
-def test_fvd_between_folders_with_protocol_cache_and_skipped_clips(tmp_path, folder_factory, detector):
+def test_fvd_between_folders_with_protocol_reference_rows_and_skipped_clips(ray_local, tmp_path, folder_factory,
+                                                                          detector):
     real_samples = coloured_squares(6, 0, seed=1) + [
         {"key": "short", "frames": flat_video(60, frames=8)},  # fewer than 16 frames: skipped, counted
         {"key": "broken", "media": b"\x00\x00\x00\x18ftypmp42 not really a video"},
@@ -74,8 +76,8 @@ def test_fvd_between_folders_with_protocol_cache_and_skipped_clips(tmp_path, fol
     other = folder_factory("other", coloured_squares(6, 60, seed=2))
 
     first = fvd.fvd(real, other, FVDOptions(max_clips=2048), i3d_weights=detector, i3d_trust=True, workers=1)
-    assert first["value"] > 1.0
-    assert first["real"]["clips"] == 6 and first["real"]["skipped"] == 2 and not first["real"]["cached"]
+    assert first["value"] > 1.0 and first["measured_shards"] == 2  # one shard of each folder
+    assert first["real"]["clips"] == 6 and first["real"]["skipped"] == 2
     assert {e["key"] for e in first["real"]["skipped_examples"]} == {"short", "broken"}
     proto = first["protocol"]
     assert proto["frames"] == 16 and proto["stride"] == 1 and proto["max_clips"] == 2048
@@ -83,19 +85,59 @@ def test_fvd_between_folders_with_protocol_cache_and_skipped_clips(tmp_path, fol
     assert "N-1" in proto["covariance"] and proto["value_range"] == [-1.0, 1.0]
     written = json.loads(open(os.path.join(other, "eval", "fvd.json")).read())
     assert written["value"] == pytest.approx(first["value"]) and written["protocol"] == proto
+    assert written["provenance"]["config"]["extractor_sha256"] == proto["extractor_sha256"]
+    assert set(written["provenance"]["input_fingerprint"]) == {"generated", "real"}
+    (reference,) = os.listdir(os.path.join(real, "eval", "fvd_reference"))  # named by content + protocol
+    rows = pq.read_table(os.path.join(real, "eval", "fvd_reference", reference, "00000.parquet")).to_pylist()
+    assert [r["key"] for r in rows] == [f"v{i:03d}" for i in range(6)] + ["short", "broken"]
+    assert all(len(r["i3d_logits"]) == 400 for r in rows[:6]) and rows[6]["error"] and rows[7]["error"]
 
-    # identical clips: FVD ~0; the real statistics now come from the cache under the same protocol
+    # identical clips: FVD ~0; the real clips' features come from the reference rows: only `same` is measured
     again = fvd.fvd(real, same, i3d_weights=detector, i3d_trust=True, out=str(tmp_path / "same.json"), workers=1)
-    assert again["real"]["cached"] and again["real"]["clips"] == 6
+    assert again["measured_shards"] == 1 and again["real"]["clips"] == 6
     assert abs(again["value"]) < 1e-3
-    assert any(name.endswith(".npz") for name in os.listdir(os.path.join(real, "eval", "fvd_stats")))
+    assert json.loads((tmp_path / "same.json").read_text())["value"] == again["value"]
 
-    # another protocol (stride 1 -> 2 needs 31 frames: nothing decodes) is not served from that cache
-    with pytest.raises(ValueError, match="only 0 clips"):
+    # another protocol (stride 1 -> 2) over the same folder is refused, naming it; forced, it starts over (and
+    # at stride 2 the 16-frame clips need 31 frames: nothing decodes)
+    with pytest.raises(ProvenanceMismatch, match=r"stride: 1 -> 2"):
         fvd.fvd(real, same, FVDOptions(stride=2), i3d_weights=detector, i3d_trust=True, workers=1)
+    with pytest.raises(ValueError, match="only 0 clips"):
+        fvd.fvd(real, same, FVDOptions(stride=2), i3d_weights=detector, i3d_trust=True, workers=1, force=True)
 
 
-def test_fvd_value_matches_features_computed_by_hand(folder_factory, detector):
+def test_cli_fvd_resumes_refuses_changed_settings_and_forces(ray_local, folder_factory, detector):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    real = folder_factory("real", coloured_squares(3, 0, seed=1))
+    gen = folder_factory("gen", coloured_squares(3, 50, seed=2))
+    runner = CliRunner()
+    command = ["fvd", real, gen, "--i3d-weights", detector, "--i3d-trust", "--device", "cpu"]
+    done = runner.invoke(app, command)
+    assert done.exit_code == 0, done.output
+    table = os.path.join(gen, "eval", "fvd", "00000.parquet")
+    written = os.stat(table).st_mtime_ns
+    again = runner.invoke(app, command)
+    assert again.exit_code == 0, again.output
+    first, second = (printed(r.output) for r in (done, again))
+    assert second["resumed"] and second["measured_shards"] == 0 and second["value"] == first["value"]
+    assert os.stat(table).st_mtime_ns == written  # nothing measured again
+    refused = runner.invoke(app, command + ["--resize", "squash"])
+    assert refused.exit_code == 2 and "resize_mode" in refused.output and "--force" in refused.output
+    forced = runner.invoke(app, command + ["--resize", "squash", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert printed(forced.output)["protocol"]["resize_mode"] == "squash"
+
+
+def printed(output: str) -> dict:
+    """The result JSON the command prints last (after the progress bar, which may share its line)."""
+    last = output.strip().splitlines()[-1]
+    return json.loads(last[last.index('{"metric"'):])
+
+
+def test_fvd_value_matches_features_computed_by_hand(ray_local, folder_factory, detector):
     from curate.eval.clips import iter_clips
     from curate.eval.i3d import load_i3d
 
@@ -113,7 +155,7 @@ def test_fvd_value_matches_features_computed_by_hand(folder_factory, detector):
     assert result["value"] == pytest.approx(frechet_distance(*stats), rel=1e-6)
 
 
-def test_a_folder_without_shards_is_refused(tmp_path, detector):
+def test_a_folder_without_shards_is_refused(ray_local, tmp_path, detector):
     with pytest.raises(FileNotFoundError, match="no shards"):
         fvd.fvd(str(tmp_path / "nothing"), str(tmp_path / "nothing"), i3d_weights=detector)
 
@@ -147,9 +189,9 @@ def test_i3d_runs_without_tf32_and_the_cache_is_keyed_on_the_device(monkeypatch)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
-    loaded = SimpleNamespace(kind="state_dict", path=Path("i3d.pt"), sha256="0" * 64)
-    cpu, gpu = (fvd.protocol(loaded, frames=16, stride=1, resize="crop", max_clips=8, device=torch.device(d))
-                for d in ("cpu", "cuda"))
-    assert cpu["device"] == "cpu" and gpu["device"] == "cuda" and "TF32 off" in cpu["precision"]
-    monkeypatch.setattr(fvd, "manifest_fingerprint", lambda root: "same manifests")
-    assert fvd._cache_key("x", cpu) != fvd._cache_key("x", gpu)
+    extractor = {"file": "i3d.pt", "sha256": "0" * 64, "kind": "state_dict"}
+    cpu, gpu = (fvd.FVD(device=d, extractor=extractor) for d in ("cpu", "cuda"))
+    assert cpu.settings()["device"] == "cpu" and gpu.settings()["device"] == "cuda"
+    assert "TF32 off" in cpu.settings()["precision"]
+    monkeypatch.setattr(metric_stage, "manifests_fingerprint", lambda root: "same manifests")
+    assert metric_stage.reference_dir("x", cpu) != metric_stage.reference_dir("x", gpu)

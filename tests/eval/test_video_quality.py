@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from eval_media import flat_video
 from synthetic_media import moving_square, textured_frame
@@ -35,7 +36,7 @@ def test_dynamic_degree_separates_moving_from_static():
     assert np.median(tops) == pytest.approx(4.0, rel=0.25)  # the top 5% of flow is the square's 4 px shift
 
 
-def test_folder_summary_and_rows(folder_factory):
+def test_folder_summary_and_rows(ray_local, folder_factory):
     samples = [
         {"key": "still_a", "frames": np.stack([textured_frame(96, 128, seed=1)] * 16)},
         {"key": "still_b", "frames": np.stack([textured_frame(96, 128, seed=2)] * 16)},
@@ -48,9 +49,10 @@ def test_folder_summary_and_rows(folder_factory):
     assert result["dynamic_degree"] == pytest.approx(1 / 3)
     assert 0.9 < result["temporal_flickering"] <= 1.0
     assert "VBench" in result["protocol"]["dynamic"]
-    rows = [json.loads(line) for line in open(os.path.join(root, "eval", "video_quality.jsonl"))]
+    rows = pq.read_table(os.path.join(root, "eval", "video_quality", "00000.parquet")).to_pylist()
     by_key = {row["key"]: row for row in rows}
-    assert set(by_key) == {"still_a", "still_b", "moving"}
+    assert list(by_key) == ["still_a", "still_b", "moving", "broken"]  # manifest order, the broken clip a row
+    assert by_key["broken"]["error"] and by_key["broken"]["motion_score"] is None
     assert by_key["moving"]["motion_score"] > by_key["still_a"]["motion_score"]
     assert by_key["moving"]["dynamic"] and not by_key["still_a"]["dynamic"]
     assert json.loads(open(os.path.join(root, "eval", "video_quality.json")).read())["clips"] == 3
