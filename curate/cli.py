@@ -418,15 +418,19 @@ def grid_cmd(
     prompts: str = typer.Option(..., "--prompts", help="Prompt file, one per line: the rows."),
     out: str = typer.Option("grid.mp4", "--out", help="grid.mp4 or grid.gif."),
     seed: int = typer.Option(0, help="Seed of the first row (the same seed across a row)."),
-    device: Optional[str] = DEVICE,
+    videos: Optional[str] = typer.Option(None, "--videos", help="Folder for the checkpoint columns' generated "
+                                                                "videos, one per checkpoint (default: OUT_videos/)."),
+    ray_address: Optional[str] = RAY_ADDRESS,
+    force: bool = FORCE,
     **options,
 ) -> None:
-    """Side-by-side samples (the paper's Fig. 1): inputs as columns, prompts as rows, labels on the frames."""
+    """Side-by-side samples (the paper's Fig. 1): inputs as columns, prompts as rows, labels on the frames.
+    Checkpoint columns are sampled through `generate` (resumable; GPU actors when the cluster has GPUs)."""
     from curate.eval.grid import grid
 
     with usage_errors(out):
         typer.echo(json.dumps(grid(inputs, prompts, out, section_from_flags(SamplerOptions, options), seed=seed,
-                                   device=device), default=str))
+                                   videos=videos, force=force, address=ray_address), default=str))
 
 
 study_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,

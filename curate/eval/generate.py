@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from curate import engine, storage
-from curate.config import FLATTEN
+from curate.config import FLATTEN, option_help
 from curate.media.digest import sha256_file
 from curate.shards import reader
 from curate.shards.folder import DatasetFolder, shard_id
@@ -37,22 +37,19 @@ SOURCE = "generate"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
-def _help(text: str, **more) -> dict:
-    return {"help": text, **more}
-
 
 @dataclass
 class GenerateOptions:
     """Prompt, seed and sampler settings: the `generate:` section of an eval recipe and the flags of `curate generate`
     (the sampler's keys sit at the section's level)."""
 
-    per_prompt: int = field(default=1, metadata=_help("Videos per prompt (seeds seed + i*per_prompt + j).", min=1))
-    seed: int = field(default=0, metadata=_help("Base seed."))
-    caption_seed: int = field(default=0, metadata=_help(
+    per_prompt: int = field(default=1, metadata=option_help("Videos per prompt (seeds seed + i*per_prompt + j).", min=1))
+    seed: int = field(default=0, metadata=option_help("Base seed."))
+    caption_seed: int = field(default=0, metadata=option_help(
         "Seed that picks one caption per dataset row when it lists several (MSR-VTT: 20)."))
-    max_prompts: int | None = field(default=None, metadata=_help("Only the first N prompts.", min=1))
-    shard_size: int = field(default=64, metadata=_help("Videos per output shard (the unit of resume).", min=1))
-    actors: int | None = field(default=None, metadata=_help("Sampler actors (default: one per GPU, else 1).", min=1))
+    max_prompts: int | None = field(default=None, metadata=option_help("Only the first N prompts.", min=1))
+    shard_size: int = field(default=64, metadata=option_help("Videos per output shard (the unit of resume).", min=1))
+    actors: int | None = field(default=None, metadata=option_help("Sampler actors (default: one per GPU, else 1).", min=1))
     sampler: SamplerOptions = field(default_factory=SamplerOptions, metadata=FLATTEN)
 
 
@@ -104,12 +101,15 @@ def read_prompts(source: str, caption_seed: int = 0, limit: int | None = None) -
     return prompts[:limit] if limit else prompts
 
 
-def plan(prompts: list[Prompt], options: GenerateOptions) -> list[dict]:
-    """One item per video to generate: row number, key, prompt and seed."""
+def plan(prompts: list[Prompt], options: GenerateOptions, seeds: list[int] | None = None) -> list[dict]:
+    """One item per video to generate: row number, key, prompt and seed (`seeds`: prompt i's one video has seed
+    seeds[i], for a grid whose rows hold other folders' seeds)."""
+    if seeds is not None and (len(seeds) != len(prompts) or options.per_prompt != 1):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts (one each, with per_prompt 1)")
     items = []
     for i, prompt in enumerate(prompts):
         for j in range(options.per_prompt):
-            seed = options.seed + i * options.per_prompt + j
+            seed = options.seed + i * options.per_prompt + j if seeds is None else int(seeds[i])
             items.append({"row": len(items), "key": f"{prompt.key}_s{seed}", "prompt_key": prompt.key,
                           "caption": prompt.text, "seed": seed, "extra": json.dumps(prompt.extra, sort_keys=True)})
     return items
@@ -181,6 +181,7 @@ class GenerateStage(Stage):
     prompts: str
     out: str
     options: GenerateOptions = field(default_factory=GenerateOptions)
+    seeds: list[int] | None = None  # one per prompt instead of the options' rule (grids)
 
     name = "generate"
 
@@ -193,7 +194,8 @@ class GenerateStage(Stage):
         self.inputs = (self.checkpoint, self.prompts)
         self.outputs = (self.out,)
         self.resources = Resources(actors=self.options.actors or 0, gpus_per_actor=1.0, batch_size=1)
-        self.items = plan(read_prompts(self.prompts, self.options.caption_seed, self.options.max_prompts), self.options)
+        self.items = plan(read_prompts(self.prompts, self.options.caption_seed, self.options.max_prompts), self.options,
+                          self.seeds)
         size = self.options.shard_size
         self.units = {shard_id(n): self.items[start:start + size] for n, start in enumerate(range(0, len(self.items), size))}
         self._checkpoint_sha256: str | None = None
@@ -212,8 +214,10 @@ class GenerateStage(Stage):
 
     def config(self) -> dict:
         o = self.options
-        return {"sampler": o.sampler.record(), "seed": o.seed, "per_prompt": o.per_prompt, "caption_seed": o.caption_seed,
-                "max_prompts": o.max_prompts, "shard_size": o.shard_size, "checkpoint_sha256": self.checkpoint_sha256}
+        config = {"sampler": o.sampler.record(), "seed": o.seed, "per_prompt": o.per_prompt,
+                  "caption_seed": o.caption_seed, "max_prompts": o.max_prompts, "shard_size": o.shard_size,
+                  "checkpoint_sha256": self.checkpoint_sha256}
+        return config if self.seeds is None else dict(config, seeds=[int(s) for s in self.seeds])
 
     def fingerprint(self) -> str:
         text = json.dumps([[i["key"], i["caption"], i["seed"]] for i in self.items])
@@ -230,7 +234,8 @@ class GenerateStage(Stage):
     def record(self) -> dict:
         return {"checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256,
                 "prompts": os.path.abspath(self.prompts), "videos": len(self.items),
-                "seeds": {"base": self.options.seed, "rule": "seed + prompt_index * per_prompt + j"}}
+                "seeds": {"base": self.options.seed, "rule": "seed + prompt_index * per_prompt + j"} if self.seeds is None
+                else {"rule": "one given seed per prompt", "seeds": [int(s) for s in self.seeds]}}
 
     def describe(self) -> list[str]:
         o, s = self.options, self.options.sampler
@@ -294,10 +299,10 @@ class GenerateStage(Stage):
 
 
 def generate(checkpoint: str, prompts: str, out: str, options: GenerateOptions | None = None, *,
-             force: bool = False, address: str | None = None) -> dict:
+             seeds: list[int] | None = None, force: bool = False, address: str | None = None) -> dict:
     """Generate videos for every prompt into dataset folder `out` (checkpoint: ours, a run folder or
     videocrafter2:PATH); resumable per shard; a rerun with another checkpoint, prompts or settings is refused
-    unless `force`."""
-    stage = GenerateStage(str(checkpoint), str(prompts), str(out), options or GenerateOptions())
+    unless `force`. `seeds`: one per prompt, instead of the options' seed rule."""
+    stage = GenerateStage(str(checkpoint), str(prompts), str(out), options or GenerateOptions(), seeds)
     return engine.run_stage(stage, force=force, address=address)
 

@@ -1,10 +1,11 @@
 """Sample grids (the paper's Fig. 1): checkpoints or generated folders as columns, prompts as rows, one seed
 per row, labels drawn above the cells, written as .mp4 or .gif.
 
-A checkpoint column samples in this process (a grid is a handful of videos); a generated folder's column takes
-the video of the row's prompt text and seed from the folder. Row i's seed is `seed + i` (what `generate` gives
-prompt i with per_prompt=1), unless a folder column holds the prompt: then its lowest seed for that prompt, so
-every cell of a row shares one seed. Cells are scaled up by a whole factor (nearest neighbour) to at least
+A checkpoint column is sampled by the generate stage (the one sampling loop: a GPU actor when the cluster has GPUs,
+resumable, refused when its settings change unless forced) into a generated folder beside the grid; every
+column then takes the video of the row's prompt text and seed from its folder. Row i's seed is `seed + i` (what
+`generate` gives prompt i with per_prompt=1), unless a folder column holds the prompt: then its lowest seed for
+that prompt, so every cell of a row shares one seed. Cells are scaled up by a whole factor (nearest neighbour) to at least
 `min_cell` pixels, so each cell is its video's pixels repeated and labels stay legible on tiny models.
 """
 
@@ -136,13 +137,31 @@ def label_of(path: str) -> str:
     return checkpoint_label(resolve_source(path))
 
 
-def grid_frames(inputs: list[str], prompts, options: SamplerOptions = SamplerOptions(), *, seed: int = 0,
-                labels: list[str] | None = None, min_cell: int = 128,
-                device: str | None = None) -> tuple[np.ndarray, Layout, list[int], list[str]]:
-    """(grid frames uint8 [T,H,W,3], layout, seed per row, column labels) of `inputs` (checkpoint files, run
-    folders, videocrafter2:PATH or generated folders) x `prompts` (a list or a prompt file)."""
-    from curate.train.sample import VideoSampler
+def sample_column(checkpoint: str, texts: list[str], seeds: list[int], options: SamplerOptions, videos: str,
+                  force: bool = False, address: str | None = None) -> tuple[str, dict]:
+    """A checkpoint's column sampled through the generate stage (row i: prompt i with seed i) into
+    VIDEOS/<label>/; returns the folder and generate's summary. A rerun samples nothing again; other prompts,
+    seeds or sampler settings are refused unless `force`."""
+    from curate.atomic import publish
+    from curate.eval.generate import GenerateOptions, generate
 
+    os.makedirs(videos, exist_ok=True)
+    prompts = os.path.join(videos, "prompts.txt")
+    with open(prompts + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(f"{text}\n" for text in texts)
+    publish(prompts + ".tmp", prompts)
+    folder = os.path.join(videos, label_of(checkpoint))
+    summary = generate(checkpoint, prompts, folder, GenerateOptions(sampler=options), seeds=seeds, force=force,
+                       address=address)
+    return folder, summary
+
+
+def grid_frames(inputs: list[str], prompts, options: SamplerOptions = SamplerOptions(), *, seed: int = 0,
+                labels: list[str] | None = None, min_cell: int = 128, videos: str | None = None, force: bool = False,
+                address: str | None = None) -> tuple[np.ndarray, Layout, list[int], list[str], dict]:
+    """(grid frames uint8 [T,H,W,3], layout, seed per row, column labels, generate's summary per sampled column) of
+    `inputs` (checkpoint files, run folders, videocrafter2:PATH or generated folders) x `prompts` (a list or a
+    prompt file). Checkpoint columns are sampled by the generate stage into VIDEOS/<label>/ first."""
     texts = read_prompt_list(prompts)
     if not inputs or not texts:
         raise ValueError("a grid needs at least one input and one prompt")
@@ -151,39 +170,51 @@ def grid_frames(inputs: list[str], prompts, options: SamplerOptions = SamplerOpt
     if len(labels) != len(inputs):
         raise ValueError(f"{len(labels)} labels for {len(inputs)} inputs")
     folders = {i: folder_videos(i) for i in inputs if is_generated_folder(i)}
+    checkpoints = [i for i in inputs if i not in folders]
+    if checkpoints and videos is None:
+        raise ValueError("checkpoint columns are sampled into a folder first: give `videos`")
+    if len({label_of(c) for c in checkpoints}) != len(checkpoints):
+        raise ValueError(f"checkpoint columns share a label: {[label_of(c) for c in checkpoints]}")
     seeds = []
     for r, text in enumerate(texts):
-        held = [videos[text][0][0] for videos in folders.values() if videos.get(text)]
+        held = [found[text][0][0] for found in folders.values() if found.get(text)]
         seeds.append(held[0] if held else seed + r)
+    sampled, where = {}, {i: i for i in folders}
+    for path in checkpoints:
+        where[path], sampled[labels[inputs.index(path)]] = sample_column(path, texts, seeds, options, videos, force,
+                                                                          address)
+        folders[path] = folder_videos(where[path])
     columns = []
     for path in inputs:
-        if path in folders:
-            column = []
-            for text, row_seed in zip(texts, seeds):
-                match = [(s, sid, key) for s, sid, key in folders[path].get(text, []) if s == row_seed]
-                if not match:
-                    raise ValueError(f"{path} has no video of prompt {text!r} with seed {row_seed}")
-                column.append(read_video(path, match[0][1], match[0][2]))
-        else:
-            sampler = VideoSampler(path, device=device)  # loads once for the whole column
-            column = [sampler.sample(text, options, row_seed).numpy() for text, row_seed in zip(texts, seeds)]
+        column = []
+        for text, row_seed in zip(texts, seeds):
+            match = [(s, sid, key) for s, sid, key in folders[path].get(text, []) if s == row_seed]
+            if not match:
+                raise ValueError(f"{path} has no video of prompt {text!r} with seed {row_seed}")
+            column.append(read_video(where[path], match[0][1], match[0][2]))
         columns.append(column)
     cells = [[columns[c][r] for c in range(len(inputs))] for r in range(len(texts))]
     video, layout = compose(cells, labels, [f"{t}  (seed {s})" for t, s in zip(texts, seeds)], min_cell)
-    return video, layout, seeds, labels
+    return video, layout, seeds, labels, sampled
 
 
-def grid(inputs: list[str], prompts, out: str = "grid.mp4", options: SamplerOptions = SamplerOptions(),
-         **placement) -> dict:
-    """Write the grid of `inputs` x `prompts` (placement: grid_frames' seed, labels, min_cell, device) to `out`
-    (.mp4 or .gif, at the options' save_fps, else fps, else 8); returns where, the seed of each row and the layout."""
+def grid(inputs: list[str], prompts, out: str = "grid.mp4", options: SamplerOptions = SamplerOptions(), *,
+         videos: str | None = None, **placement) -> dict:
+    """Write the grid of `inputs` x `prompts` (placement: grid_frames' seed, labels, min_cell, force, address) to
+    `out` (.mp4 or .gif, at the options' save_fps, else fps, else 8); checkpoint columns are sampled through the
+    generate stage into `videos` (default: OUT without its suffix + _videos/, one folder per checkpoint, kept so
+    a rerun samples nothing again). Returns where, the seed of each row, the layout and what was sampled."""
     import torch
 
     from curate.train.sample import write_video
 
-    if os.path.splitext(str(out))[1].lower() not in (".mp4", ".gif"):
+    stem, suffix = os.path.splitext(str(out))
+    if suffix.lower() not in (".mp4", ".gif"):
         raise ValueError(f"grid output must end in .mp4 or .gif, got {out}")
-    video, layout, seeds, labels = grid_frames(inputs, prompts, options, **placement)
+    video, layout, seeds, labels, sampled = grid_frames(inputs, prompts, options, videos=videos or f"{stem}_videos",
+                                                        **placement)
     write_video(torch.from_numpy(video), out, options.save_fps or options.fps or 8.0)
     return {"out": str(out), "rows": layout.rows, "columns": labels, "seeds": seeds, "frames": int(video.shape[0]),
-            "size": [layout.width, layout.height], "scale": layout.scale}
+            "size": [layout.width, layout.height], "scale": layout.scale,
+            "sampled": {label: {"out": s["out"], "ran": s["ran"], "skipped_shards": s["skipped_shards"]}
+                        for label, s in sampled.items()}}

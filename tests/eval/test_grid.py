@@ -1,5 +1,6 @@
-"""Sample grids: cell placement and labels on synthetic cells; on a tiny run, checkpoint cells equal the sampler's
-video of that prompt and seed, folder cells equal the generated folder's video, and the written file's size."""
+"""Sample grids: cell placement and labels on synthetic cells; on a tiny run, checkpoint cells are sampled through
+the generate stage (the sampler's video of that prompt and seed; a rerun samples nothing, other seeds are refused
+unless forced), folder cells equal the generated folder's video, and the written file's size."""
 
 from __future__ import annotations
 
@@ -67,27 +68,52 @@ def generated(ray_local, tmp_path_factory):
     return run, str(out)
 
 
+def decoded(data: bytes) -> np.ndarray:
+    with av.open(io.BytesIO(data)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
 def test_cells_are_the_videos_of_that_checkpoint_prompt_and_seed(generated, tmp_path):
     run, folder = generated
     early = str(run / "checkpoints" / "step_00000001.pt")
-    video, layout, seeds, labels = grid_frames([early, str(run), folder], PROMPTS, SAMPLER)
+    videos = tmp_path / "videos"
+    video, layout, seeds, labels, sampled = grid_frames([early, str(run), folder], PROMPTS, SAMPLER, videos=str(videos))
     assert seeds == [5, 6]  # the folder's seeds, so every cell of a row shares one
     assert labels == [f"{run.name}-step1", f"{run.name}-step2", "gen"]
+    assert set(sampled) == set(labels[:2]) and all(s["ran"] == 1 for s in sampled.values())
     for column, ckpt in ((0, early), (1, str(run))):
         sampler = VideoSampler(ckpt, "cpu")
-        for row, (prompt, seed) in enumerate(zip(PROMPTS, seeds)):
-            expected = sampler.sample(prompt, SAMPLER, seed).numpy()
-            assert np.array_equal(cell(video, layout, row, column), expected)
+        with tarfile.open(videos / labels[column] / "shards" / "00000.tar") as tar:
+            for row, (prompt, seed) in enumerate(zip(PROMPTS, seeds)):
+                data = tar.extractfile(f"p{row:05d}_s{seed}.mp4").read()
+                assert np.array_equal(cell(video, layout, row, column), decoded(data))
+                # generate's video is the sampler's video of that prompt and seed, encoded (x264 output is a
+                # function of its input)
+                expected = sampler.sample(prompt, SAMPLER, seed)
+                assert write_video(expected, tmp_path / f"{column}{row}.mp4", 8.0).read_bytes() == data
     with tarfile.open(f"{folder}/shards/00000.tar") as tar:
         for row, (prompt, seed) in enumerate(zip(["p00000", "p00001"], seeds)):
             data = tar.extractfile(f"{prompt}_s{seed}.mp4").read()
-            with av.open(io.BytesIO(data)) as container:
-                stored = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-            assert np.array_equal(cell(video, layout, row, 2), stored)
-            # the folder came from the latest checkpoint with the same seed: its file is that checkpoint's cell,
-            # encoded (x264 output is a function of its input)
-            encoded = write_video(torch.from_numpy(cell(video, layout, row, 1)), tmp_path / f"{row}.mp4", 8.0)
-            assert encoded.read_bytes() == data
+            assert np.array_equal(cell(video, layout, row, 2), decoded(data))
+            # the folder came from the latest checkpoint with the same seeds: the same cells as that column
+            assert np.array_equal(cell(video, layout, row, 2), cell(video, layout, row, 1))
+
+
+def test_a_rerun_samples_nothing_and_other_settings_are_refused(generated, tmp_path):
+    from curate.provenance import ProvenanceMismatch
+
+    run, _ = generated
+    videos = tmp_path / "videos"
+    first = grid_frames([str(run)], PROMPTS[:1], SAMPLER, seed=3, videos=str(videos))
+    tar = videos / f"{run.name}-step2" / "shards" / "00000.tar"
+    written = tar.stat().st_mtime_ns
+    again = grid_frames([str(run)], PROMPTS[:1], SAMPLER, seed=3, videos=str(videos))
+    assert first[4][f"{run.name}-step2"]["ran"] == 1 and again[4][f"{run.name}-step2"]["ran"] == 0
+    assert tar.stat().st_mtime_ns == written and np.array_equal(first[0], again[0])
+    with pytest.raises(ProvenanceMismatch, match="input differs"):  # the videos to make: prompts and seeds
+        grid_frames([str(run)], PROMPTS[:1], SAMPLER, seed=4, videos=str(videos))
+    forced = grid_frames([str(run)], PROMPTS[:1], SAMPLER, seed=4, videos=str(videos), force=True)
+    assert forced[2] == [4] and forced[4][f"{run.name}-step2"]["ran"] == 1
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])
@@ -95,6 +121,7 @@ def test_grid_file_has_the_layout_size_and_frames(generated, tmp_path, suffix):
     run, folder = generated
     out = tmp_path / f"grid{suffix}"
     result = grid([str(run), folder], PROMPTS, str(out), SAMPLER)
+    assert result["sampled"][f"{run.name}-step2"]["out"] == str(tmp_path / "grid_videos" / f"{run.name}-step2")
     width, height = result["size"]
     assert result["rows"] == 2 and result["frames"] == 3 and result["seeds"] == [5, 6]
     if suffix == ".gif":
@@ -116,5 +143,6 @@ def test_prompts_from_a_file(generated, tmp_path):
     _, folder = generated
     prompts = tmp_path / "p.txt"
     prompts.write_text(f"\n{PROMPTS[1]}\n")
-    video, layout, seeds, labels = grid_frames([folder], str(prompts))
+    video, layout, seeds, labels, sampled = grid_frames([folder], str(prompts))
+    assert sampled == {}
     assert layout.rows == 1 and seeds == [6] and labels == ["gen"] and video.shape[0] == 3
