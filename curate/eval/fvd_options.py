@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from curate.config import option_help
+
 RESIZE_MODES = {
     # VideoGPT / TATS / common_metrics_on_video_quality, the PyTorch code that ships i3d_pretrained_400.pt
     "crop": "bilinear (no antialias), shorter side to 224 (longer side rounded up), centre crop 224x224",
@@ -13,21 +15,18 @@ RESIZE_MODES = {
 }
 
 
-def _help(text: str, **more) -> dict:
-    return {"help": text, **more}
-
 
 @dataclass(frozen=True)
 class FVDOptions:
     """What decides an FVD value besides the two folders and the detector file."""
 
-    max_clips: int = field(default=2048, metadata=_help(
+    max_clips: int = field(default=2048, metadata=option_help(
         "Clips per side (the common protocol: 2,048 real vs 2,048 generated).", min=2))
-    frames: int = field(default=16, metadata=_help("Frames per clip.", min=1))
-    stride: int = field(default=1, metadata=_help("Frame stride within a clip.", min=1))
-    resize: str = field(default="crop", metadata=_help(
+    frames: int = field(default=16, metadata=option_help("Frames per clip.", min=1))
+    stride: int = field(default=1, metadata=option_help("Frame stride within a clip.", min=1))
+    resize: str = field(default="crop", metadata=option_help(
         "crop: shorter side to 224 + centre crop (VideoGPT/StyleGAN-V); squash: straight to 224x224 (the TF original)."))
-    batch_size: int = field(default=8, metadata=_help("Clips per I3D batch.", min=1))
+    batch_size: int = field(default=8, metadata=option_help("Clips per I3D batch.", min=1))
 
     def __post_init__(self):
         if self.resize not in RESIZE_MODES:

@@ -10,32 +10,30 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from curate.config import option_help
 from curate.device import PRECISIONS
 
-
-def _help(text: str, **more) -> dict:
-    return {"help": text, **more}
 
 
 @dataclass(frozen=True)
 class SamplerOptions:
     """Everything besides model, prompt and seed that decides a sampled video."""
 
-    frames: int | None = field(default=None, metadata=_help(
+    frames: int | None = field(default=None, metadata=option_help(
         "Frames per video (default: the model's; 16 for VideoCrafter2 and our checkpoints).", min=1))
-    fps: float | None = field(default=None, metadata=_help(
+    fps: float | None = field(default=None, metadata=option_help(
         "Frame-rate conditioning (default: the model's; 28 for VideoCrafter2, 8 for our checkpoints)."))
-    save_fps: float | None = field(default=None, metadata=_help(
+    save_fps: float | None = field(default=None, metadata=option_help(
         "Frame rate of the written file (default: 10 for VideoCrafter2 as its inference script, else --fps)."))
-    steps: int = field(default=50, metadata=_help("DDIM steps.", min=1))
-    guidance: float = field(default=12.0, metadata=_help("Classifier-free guidance scale (1 = off)."))
-    eta: float = field(default=1.0, metadata=_help("DDIM eta (0 = deterministic DDIM, 1 = as VideoCrafter2)."))
-    height: int | None = field(default=None, metadata=_help(
+    steps: int = field(default=50, metadata=option_help("DDIM steps.", min=1))
+    guidance: float = field(default=12.0, metadata=option_help("Classifier-free guidance scale (1 = off)."))
+    eta: float = field(default=1.0, metadata=option_help("DDIM eta (0 = deterministic DDIM, 1 = as VideoCrafter2)."))
+    height: int | None = field(default=None, metadata=option_help(
         "Height in pixels (default: the model's; 320 for VideoCrafter2, the recipe's for ours)."))
-    width: int | None = field(default=None, metadata=_help(
+    width: int | None = field(default=None, metadata=option_help(
         "Width in pixels (default: the model's; 512 for VideoCrafter2, the recipe's for ours)."))
-    use_ema: bool = field(default=True, metadata=_help("Sample with the EMA weights (our checkpoints)."))
-    precision: str | None = field(default=None, metadata=_help(
+    use_ema: bool = field(default=True, metadata=option_help("Sample with the EMA weights (our checkpoints)."))
+    precision: str | None = field(default=None, metadata=option_help(
         f"U-Net and VAE decode precision: {', '.join(PRECISIONS)} (default: bf16 on a GPU, fp32 on the CPU)."))
 
     def __post_init__(self):
