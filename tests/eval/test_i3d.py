@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from curate.eval import fvd, i3d
+from curate.eval import fvd, i3d, metric_stage
 from curate.weightfile import WeightsMissing
 
 
@@ -90,7 +90,7 @@ def test_wrong_layout_is_refused_naming_the_file(tmp_path, damage):
         i3d.load_i3d(path)
 
 
-def test_wrong_layout_is_refused_before_any_decoding(tmp_path, folder_factory, monkeypatch):
+def test_wrong_layout_is_refused_before_any_decoding(ray_local, tmp_path, folder_factory, monkeypatch):
     from eval_media import flat_video
 
     real = folder_factory("real", [{"key": f"r{i}", "frames": flat_video(10 * i)} for i in range(2)])
@@ -100,7 +100,7 @@ def test_wrong_layout_is_refused_before_any_decoding(tmp_path, folder_factory, m
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoding started before the weights were checked")
 
-    monkeypatch.setattr(fvd, "iter_clips", no_decoding)
+    monkeypatch.setattr(metric_stage, "iter_clips", no_decoding)
     with pytest.raises(ValueError, match="wrong.pt"):
         fvd.fvd(real, real, i3d_weights=str(path))
     assert not (tmp_path / "real" / "eval").exists()
