@@ -353,7 +353,7 @@ def generate_cmd(
 @app.command("fvd")
 @with_options(FVDOptions)
 def fvd_cmd(
-    real_dir: str = typer.Argument(..., help="Dataset folder of real videos (statistics cached per protocol)."),
+    real_dir: str = typer.Argument(..., help="Dataset folder of real videos (features kept per protocol)."),
     gen_dir: str = typer.Argument(..., help="Dataset folder of generated videos."),
     i3d_weights: Optional[str] = typer.Option(None, help="i3d_pretrained_400.pt (pytorch-i3d layout) or the "
                                                          "TorchScript i3d_torchscript.pt (default: the standard cache)."),

@@ -5,8 +5,8 @@ A checkpoint column is sampled by the generate stage (the one sampling loop: a G
 resumable, refused when its settings change unless forced) into a generated folder beside the grid; every
 column then takes the video of the row's prompt text and seed from its folder. Row i's seed is `seed + i` (what
 `generate` gives prompt i with per_prompt=1), unless a folder column holds the prompt: then its lowest seed for
-that prompt, so every cell of a row shares one seed. Cells are scaled up by a whole factor (nearest neighbour) to at least
-`min_cell` pixels, so each cell is its video's pixels repeated and labels stay legible on tiny models.
+that prompt, so every cell of a row shares one seed. Cells are scaled up by a whole factor (nearest neighbour) to
+at least `min_cell` pixels, so each cell is its video's pixels repeated and labels stay legible on tiny models.
 """
 
 from __future__ import annotations

@@ -265,14 +265,15 @@ class MetricStage(Stage):
         run = {"measured_shards": len(done), "resumed": not self.planned, "failed_clips_this_run":
                sum(d["failed"] for d in done), "failed_shards": [{"shard": f"{s}/{u}", "error": e}
                                                                   for (s, u), e in failures]}
+        self.short = False
         if failures:
             return dict(run, metric=self.metric.name, value=None)
         sides = {side: self.select(side) for side in self.folders}
         more = any(self.max_clips is not None and len(sides[side].rows) < self.max_clips and any(
             not storage.exists(self._table(side, sid)) for sid in DatasetFolder(root).complete_shards())
             for side, root in self.folders.items())
-        self.short = more
         if more:
+            self.short = True
             return dict(run, metric=self.metric.name, value=None)
         result = self.metric.summarise(sides)
         result["protocol"]["max_clips"] = self.max_clips
@@ -287,7 +288,7 @@ def run_metric(stage: MetricStage, *, force: bool = False, address: str | None =
     """Run the stage; again while failures among the first shards left the value short of max_clips clips
     and shards remain (each run measures only shards without a table)."""
     summary = engine.run_stage(stage, force=force, address=address)
-    while stage.short and not summary["failed_shards"]:
+    while stage.short and stage.planned and not summary["failed_shards"]:
         summary = engine.run_stage(stage, address=address)
     return summary
 

@@ -2,9 +2,11 @@
 table (RUN_DIR/results.parquet, one row per checkpoint x metric with its protocol); `compare` sets two runs side
 by side.
 
-Metrics: the weight-free video quality measures and the text-overlay rate (OCR) always; CLIPSIM when the recipe's CLIP weights resolve; FVD when
-the I3D weights resolve and a real folder is given. A metric whose weights are missing is a `skipped` row that
-says why (never random weights); a wrong weight file fails the run before any number is written.
+Each step is a stage: `generate` per checkpoint, then one metric stage per metric (curate.eval.metric_stage), so
+a rerun does nothing again and a changed setting is refused by name before any work, unless forced. Metrics: the
+weight-free video quality measures and the text-overlay rate (OCR) always; CLIPSIM when the recipe's CLIP weights
+resolve; FVD when the I3D weights resolve and a real folder is given. A metric whose weights are missing is a
+`skipped` row that says why (never random weights); a wrong weight file fails the run before any number is written.
 """
 
 from __future__ import annotations

@@ -208,6 +208,10 @@ def test_clipsim_and_fvd_rows_with_weight_files(demo, tmp_path, small_recipe, fo
         evaluate([str(run)], small_recipe, str(copy), i3d_weights=str(tmp_path / "absent.pt"))
 
 
+def result_rows(out: Path) -> int:
+    return len(pq_rows(str(out / "eval")))
+
+
 def stage_tables(folder: Path) -> dict[str, int]:
     """mtime of every generated shard and per-clip metric table under an eval run folder."""
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.glob("generated/*/shards/*"))
@@ -228,8 +232,8 @@ def test_rerun_resumes_then_changed_metric_settings_are_refused_and_forced(demo,
     assert {name for name, _ in metrics} == {"video_quality", "text_overlay"} and len(metrics) == 4
     assert all(s["resumed"] and s["measured_shards"] == 0 for _, s in metrics)
     assert stage_tables(copy) == before  # nothing generated or measured again
-    assert pq_rows(str(copy)) and [r["value"] for r in pq_rows(str(copy))] == [r["value"] for r in pq_rows(
-        str(out / "eval"))]
+    assert again["rows"] == result_rows(out) and [r["value"] for r in pq_rows(str(copy))] == [
+        r["value"] for r in pq_rows(str(out / "eval"))]  # the recorded values
     record = json.loads((copy / "eval.json").read_text())["provenance"][f"{run.name}-step2"]
     assert set(record) == {"generate", "video_quality", "text_overlay"}
     assert record["video_quality"]["config"]["frames"] == 10 and record["generate"]["checkpoint_sha256"]

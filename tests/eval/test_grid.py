@@ -10,7 +10,6 @@ import tarfile
 import av
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from tiny_run import tiny_run
 
