@@ -48,9 +48,12 @@ def s3_server():
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        for _ in range(100):
+        deadline = time.monotonic() + 180  # moto's import alone took over 30 s on a loaded 2-core machine
+        while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto did not start on 127.0.0.1:{port} (see {log.name})")
             time.sleep(0.1)
         import boto3
 
