@@ -48,6 +48,14 @@ for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED
 
 
 @pytest.fixture(scope="session")
+def tiny_clip_folder(tmp_path_factory):
+    """A randomly initialised tiny CLIP (seed 0) saved as an open_clip model folder; read-only for every test."""
+    from tiny_clip import random_folder
+
+    return random_folder(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture(scope="session")
 def demo_media(tmp_path_factory):
     """The demo corpus (videos of moving shapes, images, broken files), generated once."""
     from curate.demo import corpus

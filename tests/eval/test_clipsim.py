@@ -12,21 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
-from tiny_clip import TINY_CLIP_CFG
 
 from curate.eval.clipsim import clipsim
 from curate.eval.metric_stage import manifests_fingerprint
-
-
-@pytest.fixture(scope="module")
-def tiny_clip_folder(tmp_path_factory):
-    """A randomly initialised tiny CLIP saved as an open_clip model folder (config + weights)."""
-    folder = tmp_path_factory.mktemp("tiny_clip")
-    torch.manual_seed(0)
-    model = open_clip.CLIP(**TINY_CLIP_CFG)
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": {}}))
-    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
-    return folder
 
 
 def reference_clipsim(folder, videos: list[np.ndarray], captions: list[str]) -> float:

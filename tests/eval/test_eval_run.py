@@ -9,7 +9,6 @@ import io
 import json
 import os
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
@@ -30,8 +29,6 @@ from curate.eval.i3d import InceptionI3d
 from curate.eval.run import compare, evaluate, load_eval_recipe, render
 from curate.provenance import ProvenanceMismatch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scoring"))
-from tiny_clip import TINY_CLIP_CFG  # noqa: E402
 
 QUALITY = ["temporal_flickering", "motion_score", "dynamic_degree", "sharpness", "contrast", "noise_sigma",
            "text_overlay_rate"]
@@ -166,15 +163,11 @@ def test_demo_grid_is_two_checkpoints_by_two_prompts(demo):
     assert frames[0].width >= 2 * 128 and frames[0].height >= 2 * 128
 
 
-def test_clipsim_and_fvd_rows_with_weight_files(demo, tmp_path, small_recipe, folder_factory):
+def test_clipsim_and_fvd_rows_with_weight_files(demo, tmp_path, small_recipe, folder_factory, tiny_clip_folder):
     run, out, _, _ = demo
     copy = tmp_path / "eval"
     shutil.copytree(out / "eval", copy)
-    clip = tmp_path / "tiny_clip"
-    clip.mkdir()
-    torch.manual_seed(0)
-    (clip / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": {}}))
-    torch.save(open_clip.CLIP(**TINY_CLIP_CFG).state_dict(), clip / "open_clip_pytorch_model.bin")
+    clip = tiny_clip_folder
     i3d = tmp_path / "i3d_pretrained_400.pt"
     torch.save(InceptionI3d().state_dict(), i3d)  # random weights saved as the real file is laid out
     real = str(copy / "generated" / f"{run.name}-step1")

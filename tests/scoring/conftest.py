@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from synthetic_media import COLOURS, solid
-from tiny_clip import TINY_CLIP_CFG
+from tiny_clip import TINY_CLIP_CFG, save_folder
 
 from curate import weightfile
 from curate.scoring import clip_spec, published_weights
@@ -42,11 +42,7 @@ def _train_tiny_clip(steps: int = 30) -> open_clip.CLIP:
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """A tiny trained CLIP saved as open_clip saves a model folder (config JSON + weights)."""
-    folder = tmp_path_factory.mktemp("tiny_clip")
-    model = _train_tiny_clip()
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": {}}))
-    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
-    return folder
+    return save_folder(_train_tiny_clip(), tmp_path_factory.mktemp("tiny_clip_trained"))
 
 
 @pytest.fixture(scope="session")

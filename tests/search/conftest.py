@@ -1,14 +1,8 @@
 """A small image dataset whose embeddings come from a tiny random CLIP (saved as a model folder), as
 `curate score --scorers clip` stores them, plus one planted row equal to a text query's embedding."""
 
-import json
-import sys
-from pathlib import Path
-
 import numpy as np
-import open_clip
 import pytest
-import torch
 from PIL import Image
 
 from curate.scoring.clip_embedder import ClipEmbedder
@@ -17,20 +11,7 @@ from curate.scoring.frames import load_image
 from curate.shards.folder import DatasetFolder
 from curate.shards.writer import ShardWriter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scoring"))
-from tiny_clip import TINY_CLIP_CFG  # noqa: E402
-
 QUERY = "a red car at night"
-
-
-@pytest.fixture(scope="session")
-def tiny_clip_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny_clip_search")
-    torch.manual_seed(0)
-    model = open_clip.CLIP(**TINY_CLIP_CFG)
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": {}}))
-    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
-    return str(folder)
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +20,7 @@ def searchable(tmp_path_factory, tiny_clip_folder):
     base = tmp_path_factory.mktemp("search_ds")
     folder = DatasetFolder(str(base / "ds"))
     rng = np.random.default_rng(0)
-    embedder = ClipEmbedder(tiny_clip_folder).load()
+    embedder = ClipEmbedder(str(tiny_clip_folder)).load()
     images = []
     for shard in range(2):
         sid = f"{shard:05d}"
@@ -57,5 +38,5 @@ def searchable(tmp_path_factory, tiny_clip_folder):
             vectors.append(embedder.embed_texts([QUERY])[0].numpy() if key == "planted"
                            else embedder.embed_frames(load_image(str(path)))[0].numpy())
         writer.close()
-        write_embeddings(f"{folder.root}/embeddings/{sid}.parquet", keys, np.stack(vectors), tiny_clip_folder)
+        write_embeddings(f"{folder.root}/embeddings/{sid}.parquet", keys, np.stack(vectors), str(tiny_clip_folder))
     return {"root": folder.root, "images": images, "query": QUERY}

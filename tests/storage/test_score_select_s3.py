@@ -4,14 +4,11 @@ locally; nothing written outside the dataset and output prefixes."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import shutil
 
 import boto3
 import numpy as np
-import open_clip
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -74,15 +71,9 @@ def downloaded(media_server, tmp_path_factory, ray_local):
 def models(tmp_path_factory):
     """A tiny randomly initialised CLIP saved as open_clip saves a model folder, and an aesthetic MLP of the
     LAION predictor's layout: the real loading code runs (as in tests/scoring)."""
-    spec = importlib.util.spec_from_file_location(
-        "tiny_clip", os.path.join(os.path.dirname(os.path.dirname(__file__)), "scoring", "tiny_clip.py"))
-    tiny = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tiny)
-    folder = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    clip = open_clip.CLIP(**tiny.TINY_CLIP_CFG).eval()
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": tiny.TINY_CLIP_CFG, "preprocess_cfg": {}}))
-    torch.save(clip.state_dict(), folder / "open_clip_pytorch_model.bin")
+    from tiny_clip import random_folder
+
+    folder = random_folder(tmp_path_factory.mktemp("models"))
     mlp = torch.nn.Sequential(torch.nn.Linear(768, 1024), torch.nn.Dropout(0.2), torch.nn.Linear(1024, 128),
                               torch.nn.Dropout(0.2), torch.nn.Linear(128, 64), torch.nn.Dropout(0.1),
                               torch.nn.Linear(64, 16), torch.nn.Linear(16, 1))
