@@ -10,7 +10,8 @@ clusters of the other: each cluster compares its primary rows against every row 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,9 @@ class Pairs:
         a = np.concatenate([p.a for p in parts]).astype(np.int64)
         b = np.concatenate([p.b for p in parts]).astype(np.int64)
         similarity = np.concatenate([p.similarity for p in parts]).astype(np.float32)
-        _, first = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True) if len(a) else (None, [])
+        if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= 1 << 31):
+            raise ValueError("pair ids must be row ranks in [0, 2**31): they are packed into one int64 key")
+        _, first = np.unique(a << 32 | b, return_index=True)  # one int64 key per pair: sorted by (a, b)
         return Pairs(a[first], b[first], similarity[first])
 
     def at(self, threshold: float) -> Pairs:
@@ -77,7 +80,8 @@ def pairs_within(ids: np.ndarray, unit: np.ndarray, threshold: float, block: int
     for start in range(0, len(ids), block):
         stop = min(start + block, len(ids))
         similarity = unit[start:stop] @ unit[start:].T
-        similarity[np.arange(stop - start)[:, None] >= np.arange(len(ids) - start)[None, :]] = -np.inf
+        below = np.tri(stop - start, dtype=bool)  # the diagonal block's lower triangle: each pair once, never (i, i)
+        similarity[:, : stop - start][below] = -np.inf
         parts.append(_hits(similarity, ids[start:stop], ids[start:], threshold))
     return Pairs.concat(parts)
 
@@ -90,21 +94,23 @@ def pairs_between(q_ids: np.ndarray, q_unit: np.ndarray, r_ids: np.ndarray, r_un
     return Pairs.concat(parts)
 
 
-def pairs_in_clusters(clusters: np.ndarray, primary: np.ndarray, ids: np.ndarray, unit: np.ndarray,
-                      threshold: float) -> Pairs:
-    """Pairs inside each cluster: memberships (cluster, primary?, id, unit row) -> each cluster's primary rows
-    against all its members. Memory follows the largest cluster."""
-    order = np.argsort(clusters, kind="stable")
-    clusters, primary, ids, unit = clusters[order], primary[order], ids[order], unit[order]
+def pairs_in_clusters(clusters: np.ndarray, primary: np.ndarray, rows: np.ndarray, ids: np.ndarray,
+                      unit: np.ndarray, threshold: float) -> Pairs:
+    """Pairs inside each cluster: memberships (cluster, primary?, row of `ids`/`unit`) -> each cluster's primary
+    rows with each other (the triangle) and against the rows probed into it. Rows are gathered one cluster at a
+    time: memory follows the largest cluster."""
+    order = np.lexsort((~primary, clusters))  # by cluster, its primary rows first
+    clusters, primary, rows = clusters[order], primary[order], rows[order]
     bounds = np.flatnonzero(np.diff(clusters)) + 1
     parts = []
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(clusters)]):
-        members = slice(lo, hi)
-        queries = np.flatnonzero(primary[members]) + lo
-        if len(queries) == hi - lo:  # nobody probed in: the triangle is enough
-            parts.append(pairs_within(ids[members], unit[members], threshold))
-        elif len(queries):
-            parts.append(pairs_between(ids[queries], unit[queries], ids[members], unit[members], threshold))
+        mid = lo + int(primary[lo:hi].sum())
+        if mid == lo:
+            continue
+        first, probed = rows[lo:mid], rows[mid:hi]
+        parts.append(pairs_within(ids[first], unit[first], threshold))
+        if len(probed):
+            parts.append(pairs_between(ids[first], unit[first], ids[probed], unit[probed], threshold))
     return Pairs.concat(parts)
 
 
@@ -122,6 +128,21 @@ def _kmeans(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
     return kmeans.centroids
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """FAISS on one OpenMP thread: k-means over a sample is small work in many short parallel regions, whose
+    threads wait for each other at every barrier (measured: 8x the wall time with 2 threads on a loaded 2-core
+    machine, for the same result)."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def train_centroids(sample: np.ndarray, clusters: int, expected_rows: int, max_cluster: int,
                     seed: int = 0) -> np.ndarray:
     """About `clusters` spherical k-means centroids from a sample of unit rows, trained in two levels (sqrt(k)
@@ -129,6 +150,11 @@ def train_centroids(sample: np.ndarray, clusters: int, expected_rows: int, max_c
     sample predicts to exceed `max_cluster` of `expected_rows` is split again (so no cluster task holds more)."""
     if clusters <= 1 or len(sample) < 2:
         return np.zeros((1, sample.shape[1]), np.float32)  # one cluster: every row's nearest
+    with one_thread():
+        return _train(sample, clusters, expected_rows, max_cluster, seed)
+
+
+def _train(sample: np.ndarray, clusters: int, expected_rows: int, max_cluster: int, seed: int) -> np.ndarray:
     scale = expected_rows / len(sample)
     target = max(1.0, len(sample) / clusters)  # sample rows per cluster
     limit = max(1.0, max_cluster / scale)  # sample rows a cluster may reach
@@ -169,13 +195,10 @@ def assign(unit: np.ndarray, centroids: np.ndarray, probes: int = PROBES, flat_l
     return labels
 
 
-def memberships(ids: np.ndarray, unit: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(cluster, primary?, id, row index) for every (row, probed cluster): the rows a cluster task reads."""
+def memberships(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cluster, primary?, row) for every (row, probed cluster) of [n, probes] labels: the rows a cluster reads."""
     n, probes = labels.shape
-    clusters = labels.reshape(-1)
-    primary = np.tile(np.arange(probes) == 0, n)
-    rows = np.repeat(np.arange(n), probes)
-    return clusters, primary, ids[rows], rows
+    return labels.reshape(-1), np.tile(np.arange(probes) == 0, n), np.repeat(np.arange(n), probes)
 
 
 def clustered_pairs(ids: np.ndarray, vectors: np.ndarray, threshold: float, *, clusters: int | None = None,
@@ -183,15 +206,16 @@ def clustered_pairs(ids: np.ndarray, vectors: np.ndarray, threshold: float, *, c
                     seed: int = 0) -> Pairs:
     """The clustered search on rows held in memory (the stage streams the same steps over shard files)."""
     unit, valid = unit_rows(vectors)
-    ids, unit = np.asarray(ids)[valid], unit[valid]
+    if not valid.all():
+        ids, unit = np.asarray(ids)[valid], unit[valid]
+    ids = np.asarray(ids)
     k = clusters or cluster_count(len(ids))
     if k <= 1:
         return pairs_within(ids, unit, threshold)
     rng = np.random.default_rng(seed)
     picked = rng.choice(len(ids), min(len(ids), sample or k * SAMPLE_PER_CLUSTER), replace=False)
     centroids = train_centroids(unit[picked], k, len(ids), max_cluster or 4 * TARGET_CLUSTER, seed)
-    cluster, primary, member_ids, rows = memberships(ids, unit, assign(unit, centroids, probes))
-    return pairs_in_clusters(cluster, primary, member_ids, unit[rows], threshold)
+    return pairs_in_clusters(*memberships(assign(unit, centroids, probes)), ids, unit, threshold)
 
 
 def resolve(pairs: Pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -81,3 +81,16 @@ def test_many_centroids_are_searched_through_hnsw_with_the_same_nearest(rows):
     flat = near.assign(unit, centroids, 2)
     graph = near.assign(unit, centroids, 2, flat_limit=8)
     assert (graph[:, 0] == flat[:, 0]).mean() > 0.99
+
+
+def test_pair_ids_must_fit_the_pair_key():
+    with pytest.raises(ValueError, match="2\\*\\*31"):
+        near.Pairs.concat([near.Pairs(np.array([0]), np.array([1 << 31]), np.array([0.99], np.float32))])
+
+
+def test_training_leaves_faiss_threads_as_they_were(rows):
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    near.train_centroids(near.unit_rows(rows[1])[0], 8, 3000, 1000)
+    assert faiss.omp_get_max_threads() == before
