@@ -39,6 +39,14 @@ def init(address: str | None = None, num_cpus: int | None = None) -> None:
              logging_level="WARNING", log_to_driver=True, configure_logging=True)
 
 
+def shutdown() -> None:
+    """Stop this process's Ray (the embedded cluster's processes end; a joined cluster stays up)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def run_tasks(fn: Callable, jobs: Sequence[tuple], desc: str, address: str | None = None,
               num_cpus_per_task: float = 1, max_in_flight: int | None = None,
               label: Callable = lambda job: job, num_gpus_per_task: float = 0) -> tuple[list, list]:

@@ -179,8 +179,9 @@ def abort_unfinished_uploads(prefix: str) -> int:
     return len(uploads)
 
 
-def write_bytes(dest: str, data: bytes) -> None:
-    """Publish `data` as `dest`, whole or not at all."""
+def write_bytes(dest: str, data) -> None:
+    """Publish `data` (bytes, or any C-contiguous buffer such as a numpy array: written without a copy
+    locally) as `dest`, whole or not at all."""
     if not is_remote(dest):
         tmp = f"{local_path(dest)}.tmp{os.getpid()}"
         with builtins.open(tmp, "wb") as f:
@@ -188,7 +189,7 @@ def write_bytes(dest: str, data: bytes) -> None:
         publish(tmp, local_path(dest))
         return
     fs, p = filesystem(dest)
-    fs.pipe_file(p, data)  # one PUT: the object appears complete or not at all
+    fs.pipe_file(p, data if isinstance(data, bytes) else bytes(memoryview(data)))  # one PUT: the object appears complete or not at all
 
 
 def write_json(dest: str, data) -> None:

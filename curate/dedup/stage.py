@@ -2,10 +2,14 @@
 
 Rows are ranked once in DuckDB (best by `keep_best` first, else earliest in dataset order): the rank decides
 which copy is kept, for sha256 groups by a window function and for near-duplicates by near.resolve. The near
-search streams the per-shard embedding files: a sample trains the k-means centroids, one Ray task per shard
-assigns its rows to their nearest clusters (scratch files sorted by cluster), one task per group of clusters
-finds the pairs inside them, and the driver keeps only the pairs. Memory follows the largest cluster group.
-Scratch lives in scores/dedup/_work/ (a dataset folder may be an object-store URL) and is removed at the end.
+search streams the per-shard embedding files: one Ray task per file draws a sample that trains the k-means
+centroids, one task per file assigns its rows to their nearest clusters (scratch files sorted by cluster), one
+task per group of clusters reads just those clusters' rows (ranged reads) and finds the pairs inside them, and
+the driver keeps only the pairs. Memory follows the largest cluster group.
+Scratch lives in scores/dedup/_work/ (a dataset folder may be an object-store URL) and is removed at the end:
+per embedding file, members/<file>.vectors (float32 unit rows), .members (MEMBER records) and .offsets (int64
+[clusters + 1]: cluster c's rows are offsets[c]:offsets[c + 1]), raw so a task reads a byte range of each, and
+primary/<file>.parquet (rank, nearest cluster) for the output's cluster column.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import pyarrow.parquet as pq
 
 from curate import dedup, engine, storage
 from curate.dedup import near
-from curate.scoring.embeddings import EMBEDDING, read_embeddings, sample_embeddings
+from curate.scoring.embeddings import EMBEDDING, KEY, sample_file, vectors_of
 from curate.scoring.registry import DATASET, ScorerSpec
 from curate.shards.folder import DatasetFolder
 from curate.stage import Resources, Stage
@@ -32,6 +36,7 @@ CONTENT_KEY = b"curate.content"  # output metadata: the inputs (and settings) it
 SWEEP_KEY = b"curate.sweep"  # output metadata: {threshold: rows flagged} for `curate report`
 UNIT_ROWS = 60_000  # cluster memberships per pair-search task (~120 MB of 512-d rows)
 SAMPLE_ROWS = 200_000  # most embeddings read to train the centroids
+MEMBER = np.dtype([("cluster", "<i4"), ("primary", "?"), ("rank", "<i8")])  # one row in one probed cluster
 
 
 def write_query(con, sql: str, params: list, dest: str, metadata: dict | None = None) -> int:
@@ -54,12 +59,13 @@ def write_query(con, sql: str, params: list, dest: str, metadata: dict | None = 
 
 
 def ranked_sql(keep_best: str | None) -> str:
-    """Every success row of `samples` with its rank (0 = kept first) and the key its sha256 group keeps."""
+    """Every success row of `samples` with its rank (0 = kept first) and the key its sha256 group keeps, in shard
+    order (a task reading one shard's ranks reads one or two row groups)."""
     best = f'"{keep_best}" DESC NULLS LAST, ' if keep_best else ""
     return (f"SELECT key, shard, row, rank, CASE WHEN sha256 IS NOT NULL AND first_key <> key THEN first_key END "
             f"AS exact_duplicate_of FROM (SELECT *, first_value(key) OVER (PARTITION BY sha256 ORDER BY rank) "
             f"AS first_key FROM (SELECT key, shard, row, sha256, row_number() OVER (ORDER BY {best}shard, row, key) "
-            f"- 1 AS rank FROM samples WHERE status = 'success'))")
+            f"- 1 AS rank FROM samples WHERE status = 'success')) ORDER BY shard, row")
 
 
 def keep_best_choices(columns: dict[str, str]) -> list[str]:
@@ -73,11 +79,6 @@ def _npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array)
     return buf.getvalue()
-
-
-def _fixed_list(unit: np.ndarray) -> pa.Array:
-    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(unit, np.float32).reshape(-1)),
-                                             unit.shape[1])
 
 
 @dataclass
@@ -100,6 +101,7 @@ class DedupStage(Stage):
         self.inputs = (self.folder.shards_dir, self.embeddings_dir)
         self.outputs = (self.out_dir,)
         self.clusters = 1
+        self.dim = 0
         self.planned = False
         self.seconds: dict[str, float] = {}  # per phase, in the summary
         self.searching: float | None = None
@@ -168,8 +170,8 @@ class DedupStage(Stage):
     # -- the run: rank, train, assign (tasks), pairs per cluster group (tasks), resolve and write (driver) --
 
     def plan(self) -> list[tuple[int, int]]:
-        """Rank the rows, train the centroids on a sample, assign every embedding (a task per shard file);
-        returns the cluster groups to search, (first, end) cluster ids each."""
+        """Rank the rows, train the centroids on a sample (a task per shard file draws its part), assign every
+        embedding (a task per file); returns the cluster groups to search, (first, end) cluster ids each."""
         self.planned = True
         started = time.perf_counter()
         storage.remove(self.work_dir, recursive=True)
@@ -180,23 +182,24 @@ class DedupStage(Stage):
         if not files:
             return []
         total = sum(pq.ParquetFile(storage.open(f)).metadata.num_rows for f in files)
+        self.dim = storage.read_schema(files[0]).field(EMBEDDING).type.list_size
         self.clusters = near.cluster_count(total, self.target_cluster, self.exact_limit)
-        centroids = np.zeros((1, 1), np.float32)
+        centroids = np.zeros((1, self.dim), np.float32)
         if self.clusters > 1:
-            sample = sample_embeddings(files, min(SAMPLE_ROWS, self.clusters * near.SAMPLE_PER_CLUSTER))
-            unit, valid = near.unit_rows(sample)
+            fraction = min(1.0, min(SAMPLE_ROWS, self.clusters * near.SAMPLE_PER_CLUSTER) / total)
+            parts = _tasks(sample_part, [(f, fraction, i) for i, f in enumerate(files)], "dedup: sample")
+            unit, valid = near.unit_rows(np.concatenate([rows for _, rows in sorted(parts, key=lambda p: p[0])]))
             centroids = near.train_centroids(unit[valid], self.clusters, total, 4 * self.target_cluster)
         self.clusters = len(centroids)
         self.seconds["train"] = time.perf_counter() - started - self.seconds["rank"]
         storage.write_bytes(storage.join(self.work_dir, "centroids.npy"), _npy(centroids))
-        sizes, failures = engine.run_tasks(assign_file, [(self, f) for f in files], desc="dedup: assign",
-                                           label=lambda job: storage.basename(job[1]))
-        if failures:
-            raise RuntimeError(f"assigning embeddings failed: {failures[0][0]}: {failures[0][1]}")
+        storage.makedirs(storage.join(self.work_dir, "members"))
+        sizes = _tasks(assign_file, [(f, self) for f in files], "dedup: assign")
         size = np.sum([members for members, _ in sizes], axis=0)
         primary = np.sum([first for _, first in sizes], axis=0)
-        # the pair search compares each cluster's primary rows with all its members
-        self.sizes = {"largest_cluster": int(size.max()), "search_work": int((size * primary).sum())}
+        # the pair search compares each cluster's primary rows with each other and with the rows probed in
+        self.sizes = {"largest_cluster": int(size.max()),
+                      "search_work": int((primary * (primary - 1) // 2 + primary * (size - primary)).sum())}
         units, start, held = [], 0, 0
         for c, n in enumerate(size):
             if held and held + n > UNIT_ROWS:
@@ -208,39 +211,61 @@ class DedupStage(Stage):
         self.searching = time.perf_counter()
         return units
 
+    def scratch(self, path: str, kind: str) -> str:
+        """_work/members/<embedding file>.<kind>: vectors, members or offsets."""
+        return storage.join(self.work_dir, "members", f"{storage.basename(path)[: -len('.parquet')]}.{kind}")
+
     def assign(self, path: str) -> tuple[np.ndarray, np.ndarray]:
-        """One embedding file -> _work/assign/<file>: (cluster, primary, rank, unit embedding) per probed cluster,
-        sorted by cluster; returns the memberships and the primary rows per cluster (for sizing the groups)."""
-        keys, vectors, _ = read_embeddings([path])
+        """One embedding file -> its scratch: every (row, probed cluster) membership sorted by cluster, the unit
+        row with it; returns the memberships and the primary rows per cluster (for sizing the groups)."""
+        table = storage.read_table(path, columns=[KEY, EMBEDDING])
         ranks = storage.read_table(storage.join(self.work_dir, "ranks.parquet"), columns=["key", "rank"],
                                    filters=[("shard", "=", storage.basename(path)[: -len(".parquet")])])
-        where = pc.index_in(pa.array(keys, pa.string()), value_set=ranks.column("key"))
-        unit, valid = near.unit_rows(vectors)
+        where = pc.index_in(table.column(KEY), value_set=ranks.column("key"))
+        unit, valid = near.unit_rows(vectors_of(table))
         keep = valid & where.is_valid().to_numpy(zero_copy_only=False)  # rows no longer in the manifests drop out
         rank = ranks.column("rank").to_numpy()[where.fill_null(0).to_numpy()[keep]]
         unit = unit[keep]
         centroids = np.load(io.BytesIO(storage.read_bytes(storage.join(self.work_dir, "centroids.npy"))))
         labels = near.assign(unit, centroids, self.probes)
-        clusters, primary, ids, rows = near.memberships(rank, unit, labels)
+        clusters, primary, rows = near.memberships(labels)
         order = np.argsort(clusters, kind="stable")
-        table = pa.table({"cluster": pa.array(clusters[order], pa.int32()), "primary": pa.array(primary[order]),
-                          "rank": pa.array(ids[order], pa.int64()), EMBEDDING: _fixed_list(unit[rows[order]])})
-        storage.write_table(table, storage.join(self.work_dir, "assign", storage.basename(path)), row_group_size=4096)
+        rows = rows[order]
+        members = np.empty(len(order), MEMBER)
+        members["cluster"], members["primary"], members["rank"] = clusters[order], primary[order], rank[rows]
+        storage.write_bytes(self.scratch(path, "vectors"), unit[rows])
+        storage.write_bytes(self.scratch(path, "members"), members)
+        nearest = pa.table({"rank": pa.array(rank, pa.int64()), "cluster": pa.array(labels[:, 0], pa.int32())})
+        storage.write_table(nearest, storage.join(self.work_dir, "primary", storage.basename(path)))
+        offsets = np.searchsorted(members["cluster"], np.arange(len(centroids) + 1)).astype("<i8")
+        storage.write_bytes(self.scratch(path, "offsets"), offsets)  # last: the file's scratch is whole
         return (np.bincount(clusters, minlength=len(centroids)),
                 np.bincount(clusters[primary], minlength=len(centroids)))
 
+    def cluster_rows(self, offsets_path: str, first: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """(MEMBER records, unit rows) of clusters [first, end) in one file's scratch: three ranged reads."""
+        offsets = np.frombuffer(storage.read_range(offsets_path, 8 * first, 8 * end + 8), "<i8")
+        lo, hi = int(offsets[0]), int(offsets[-1])
+        base = offsets_path[: -len("offsets")]
+        if hi == lo:
+            return np.zeros(0, MEMBER), np.zeros((0, self.dim), np.float32)
+        size = MEMBER.itemsize
+        members = np.frombuffer(storage.read_range(base + "members", lo * size, hi * size), MEMBER)
+        row = 4 * self.dim
+        vectors = np.frombuffer(storage.read_range(base + "vectors", lo * row, hi * row), np.float32)
+        return members, vectors.reshape(hi - lo, self.dim)
+
     def process(self, unit: tuple[int, int]) -> int:
-        """Pairs inside clusters [first, end): read those rows from every assign file, search, write the pairs."""
+        """Pairs inside clusters [first, end): read those rows from every file's scratch, search, write the pairs."""
         first, end = unit
-        parts = [storage.read_table(p, filters=[("cluster", ">=", first), ("cluster", "<", end)])
-                 for p in storage.glob(storage.join(self.work_dir, "assign", "*.parquet"))]
-        table = pa.concat_tables(parts) if parts else None
+        parts = [self.cluster_rows(p, first, end)
+                 for p in storage.glob(storage.join(self.work_dir, "members", "*.offsets"))]
+        members = np.concatenate([m for m, _ in parts]) if parts else np.zeros(0, MEMBER)
         pairs = near.Pairs.empty()
-        if table is not None and len(table):
-            column = table.column(EMBEDDING).combine_chunks()
-            vectors = column.values.to_numpy(zero_copy_only=False).reshape(len(table), column.type.list_size)
-            pairs = near.pairs_in_clusters(table.column("cluster").to_numpy(), table.column("primary").to_numpy(),
-                                           table.column("rank").to_numpy(), vectors, self.search_threshold)
+        if len(members):
+            pairs = near.pairs_in_clusters(members["cluster"], members["primary"], np.arange(len(members)),
+                                           members["rank"], np.concatenate([v for _, v in parts]),
+                                           self.search_threshold)
         storage.write_table(pa.table({"a": pairs.a, "b": pairs.b, "similarity": pairs.similarity}),
                             storage.join(self.work_dir, "pairs", f"{first:08d}.parquet"))
         return len(pairs)
@@ -279,9 +304,9 @@ class DedupStage(Stage):
         con = self.connect()
         con.register("flagged", pa.table({"rank": flagged, "kept": kept, "similarity": similarity}))
         ranks = storage.join(self.work_dir, "ranks.parquet")
-        assigned = storage.glob(storage.join(self.work_dir, "assign", "*.parquet"))
+        assigned = storage.glob(storage.join(self.work_dir, "primary", "*.parquet"))
         cluster, params = ("c.cluster", [ranks, ranks, assigned]) if assigned else ("NULL::INTEGER", [ranks, ranks])
-        clusters = "LEFT JOIN (SELECT rank, cluster FROM read_parquet(?) WHERE \"primary\") c ON c.rank = r.rank"
+        clusters = "LEFT JOIN read_parquet(?) c ON c.rank = r.rank"
         sql = (f"SELECT r.key, r.exact_duplicate_of, k.key AS near_duplicate_of, f.similarity AS "
                f"near_duplicate_similarity, {cluster} AS near_duplicate_cluster FROM read_parquet(?) r "
                f"LEFT JOIN flagged f ON f.rank = r.rank LEFT JOIN read_parquet(?) k ON k.rank = f.kept "
@@ -299,7 +324,21 @@ def stored_sweep(output: str) -> dict[str, int]:
     return json.loads((storage.read_schema(output).metadata or {}).get(SWEEP_KEY, b"{}"))
 
 
-def assign_file(stage: DedupStage, path: str) -> tuple[np.ndarray, np.ndarray]:
+def _tasks(fn, jobs: list[tuple], desc: str) -> list:
+    """Results of fn(*job) as Ray tasks (in completion order), each job an embedding file first; the first failure
+    stops the run."""
+    results, failures = engine.run_tasks(fn, jobs, desc=desc, label=lambda job: storage.basename(job[0]))
+    if failures:
+        raise RuntimeError(f"{desc} failed: {failures[0][0]}: {failures[0][1]}")
+    return results
+
+
+def sample_part(path: str, fraction: float, index: int) -> tuple[int, np.ndarray]:
+    """Ray task body: (file index, its share of the centroids' training sample)."""
+    return index, sample_file(path, fraction, 0, index)
+
+
+def assign_file(path: str, stage: DedupStage) -> tuple[np.ndarray, np.ndarray]:
     """Ray task body for the assignment pass."""
     return stage.assign(path)
 

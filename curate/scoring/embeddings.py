@@ -36,13 +36,30 @@ def read_embeddings(paths: Sequence[str | Path]) -> tuple[list[str], np.ndarray,
     for path in paths:
         table = storage.read_table(str(path))
         keys.extend(table.column(KEY).to_pylist())
-        column = table.column(EMBEDDING).combine_chunks()
-        blocks.append(column.values.to_numpy(zero_copy_only=False).reshape(len(table), column.type.list_size))
+        blocks.append(vectors_of(table))
         models.update(table.column(MODEL).unique().to_pylist())
     if not blocks:
         return [], np.zeros((0, 0), np.float32), models
     return keys, np.concatenate(blocks).astype(np.float32, copy=False), models
 
+
+def vectors_of(table: pa.Table) -> np.ndarray:
+    """The float32 [N,D] embeddings of a table read from an embeddings file."""
+    column = table.column(EMBEDDING).combine_chunks()
+    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size).astype(
+        np.float32, copy=False)
+
+
+def read_vectors(path: str | Path) -> np.ndarray:
+    """One file's embeddings: the embedding column only (keys and model are not decoded)."""
+    return vectors_of(storage.read_table(str(path), columns=[EMBEDDING]))
+
+
+def sample_file(path: str | Path, fraction: float, seed: int, index: int) -> np.ndarray:
+    """Each row of the `index`-th file with probability `fraction` (its own seed: files can be read in any order
+    or in parallel and the sample is the same)."""
+    vectors = read_vectors(path)
+    return vectors[np.random.default_rng([seed, index]).random(len(vectors)) < fraction]
 
 
 def sample_embeddings(paths: Sequence[str | Path], rows: int, seed: int = 0) -> np.ndarray:
@@ -52,9 +69,5 @@ def sample_embeddings(paths: Sequence[str | Path], rows: int, seed: int = 0) -> 
 
     total = sum(pq.ParquetFile(storage.open(str(p))).metadata.num_rows for p in paths)
     fraction = min(1.0, rows / max(total, 1))
-    rng = np.random.default_rng(seed)
-    picked = []
-    for path in paths:
-        _, vectors, _ = read_embeddings([path])
-        picked.append(vectors[rng.random(len(vectors)) < fraction])
+    picked = [sample_file(path, fraction, seed, i) for i, path in enumerate(paths)]
     return np.concatenate(picked) if picked else np.zeros((0, 0), np.float32)

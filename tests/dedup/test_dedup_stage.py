@@ -1,5 +1,7 @@
 """The dedup stage on a small dataset folder: sha256 groups in DuckDB, the clustered path through Ray (the same
-flags as exact search), keep-best, resume, and bad --keep-best refused."""
+flags as exact search), the scratch each cluster group reads, keep-best, resume, and bad --keep-best refused."""
+
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -90,3 +92,26 @@ def test_clustered_stage_flags_what_exact_search_flags(dataset, ray_local):
 def test_keep_best_must_be_a_numeric_column(dataset):
     result = CliRunner().invoke(app, ["score", dataset["root"], "--scorers", "dedup", "--keep-best", "caption"])
     assert result.exit_code == 2 and "aesthetic_score" in result.output
+
+
+def test_each_cluster_group_reads_exactly_its_memberships(dataset, ray_local, tmp_path, monkeypatch):
+    """The scratch a pair task reads by byte ranges: every (row, probed cluster) membership once, in the group
+    of its cluster, with the row's own unit embedding."""
+    monkeypatch.setattr("curate.dedup.stage.UNIT_ROWS", 150)  # several groups of clusters
+    stage = DedupStage(str(tmp_path / "copy"), 0.95, exact_limit=50, target_cluster=40)
+    shutil.copytree(dataset["root"], stage.root, ignore=shutil.ignore_patterns("scores"))
+    groups = stage.plan()
+    assert len(groups) > 1 and groups[0][0] == 0 and groups[-1][1] == stage.clusters
+    offsets = storage.glob(storage.join(stage.work_dir, "members", "*.offsets"))
+    assert len(offsets) == ROWS // SHARD
+    row_of_rank = {r["rank"]: int(r["key"][1:]) for r in run(connect(stage.root), ranked_sql(None)).to_pylist()}
+    unit = near.unit_rows(dataset["vectors"])[0]
+    seen = []
+    for first, end in groups:
+        for path in offsets:
+            members, vectors = stage.cluster_rows(path, first, end)
+            assert ((members["cluster"] >= first) & (members["cluster"] < end)).all()
+            seen += [(int(m["rank"]), int(m["cluster"]), bool(m["primary"])) for m in members]
+            np.testing.assert_allclose(vectors, unit[[row_of_rank[int(r)] for r in members["rank"]]], atol=1e-6)
+    assert len(seen) == len(set(seen)) == (ROWS - 1) * stage.probes  # each row in its 2 nearest clusters, once
+    assert sorted(r for r, _, primary in seen if primary) == list(range(ROWS - 1))  # one nearest cluster per row
