@@ -4,104 +4,53 @@
    exact pairs per cluster), FAISS's own IVF range search (IndexIVFFlat, same cluster count, nprobe 2) and exact
    brute force. Exact search over all pairs is quadratic; the truth is the exact pairs of a random
    --truth-fraction of the rows with every row (unbiased for recall), and its full time is that time / fraction.
-2. Scale: the dedup stage itself (Ray tasks, files streamed) on a synthetic dataset folder of --rows rows
-   (default 1M): wall time per phase and the peak PSS summed over every process of the run (driver, Ray's
-   raylet/GCS/workers), sampled from /proc every 0.5 s.
+2. Scale, on a synthetic dataset folder of --rows rows (default 1M): the dedup stage itself (Ray tasks, files
+   streamed; what `curate score DIR --scorers dedup` runs), then, with Ray stopped, the same rows in memory in one
+   process through our search, FAISS's IVF range search and exact search on a --scale-truth-rows slice (its
+   recall truth, and its rate projected to all pairs). For each: wall time, CPU seconds and peak memory summed
+   over every process of the run (driver, Ray's raylet/GCS/workers), sampled from /proc every 0.5 s.
 3. A partial run at --extrapolate rows (default 10M): the centroids trained as the stage would, a --slice-rows
-   slice assigned (timed, scaled up), and the pair search estimated from the slice's cluster sizes (scaled up)
-   at the rate the scale run measured (primary rows x members compared per second).
+   slice assigned (timed, scaled up), and the stage's CPU seconds at 1M scaled by the search work the slice's
+   cluster sizes predict (scaled up); wall time as those CPU seconds spread over the machine's CPUs.
 
-    python scripts/bench_dedup.py                  # the README numbers (minutes)
-    python scripts/bench_dedup.py --smoke          # seconds: every step runs
+The in-memory searches run on one thread each (FAISS and BLAS), so their ratios compare the methods, not the
+machine's load; the stage spreads its tasks over Ray's CPUs. Load averages are recorded with every step: on a
+shared machine wall times stretch with the load, CPU seconds much less.
+
+    python scripts/bench_dedup.py --out dedup.json   # the README numbers (~15 min on a quiet 2-core machine)
+    python scripts/bench_dedup.py --smoke            # seconds: every step runs
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import shutil
-import tempfile
-import threading
-import time
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+# one thread for FAISS and BLAS in this process (set before numpy loads them); Ray's workers get one per task anyway
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from curate.dedup import near
-from curate.dedup.synthetic import planted, topic_directions
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from curate.dedup import near  # noqa: E402
+from curate.dedup.synthetic import planted, topic_directions  # noqa: E402
 
 THRESHOLD = 0.95
 DIM = 512
+CHUNK = 50_000  # reference rows per exact-search block (queries x CHUNK similarities at a time)
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def as_set(a: np.ndarray, b: np.ndarray) -> set[tuple[int, int]]:
-    return set(zip(a.tolist(), b.tolist()))
-
-
-def recall_run(rows: int, fraction: float, faiss_peer: bool = True, seed: int = 0) -> dict:
-    import faiss
-
-    vectors, _ = planted(rows, DIM, seed)
-    unit, _ = near.unit_rows(vectors)
-    ids = np.arange(rows)
-    rng = np.random.default_rng(seed)
-    queries = np.sort(rng.choice(rows, max(1, int(rows * fraction)), replace=False))
-    t = time.perf_counter()
-    truth = near.pairs_between(ids[queries], unit[queries], ids, unit, THRESHOLD)
-    exact_s = (time.perf_counter() - t) / fraction / 2  # the full search is the upper triangle: half of rows x rows
-    sampled = np.zeros(rows, bool)
-    sampled[queries] = True
-    truth_set = as_set(truth.a, truth.b)
-
-    def recall(a, b) -> float:
-        keep = sampled[a] | sampled[b]
-        return len(as_set(a[keep], b[keep]) & truth_set) / max(1, len(truth_set))
-
-    clusters = near.cluster_count(rows)
-    t = time.perf_counter()
-    ours = near.clustered_pairs(ids, vectors, THRESHOLD, probes=near.PROBES)
-    ours_s = time.perf_counter() - t
-
-    result = {"rows": rows, "clusters": clusters, "truth_pairs_sampled": len(truth_set), "truth_fraction": fraction,
-              "ours": {"seconds": round(ours_s, 1), "recall": round(recall(ours.a, ours.b), 4), "pairs": len(ours)},
-              "exact": {"seconds_projected": round(exact_s, 1), "recall": 1.0}}
-    if not faiss_peer:
-        return result
-    t = time.perf_counter()
-    quantizer = faiss.IndexFlatIP(DIM)
-    ivf = faiss.IndexIVFFlat(quantizer, DIM, clusters, faiss.METRIC_INNER_PRODUCT)
-    ivf.train(unit[rng.choice(rows, min(rows, clusters * near.SAMPLE_PER_CLUSTER), replace=False)])
-    ivf.add(unit)
-    ivf.nprobe = near.PROBES
-    lims, _, found = ivf.range_search(unit, THRESHOLD)
-    a = np.repeat(ids, np.diff(lims.astype(np.int64)))
-    b = found.astype(np.int64)
-    other = a != b
-    faiss_a, faiss_b = np.minimum(a, b)[other], np.maximum(a, b)[other]
-    faiss_s = time.perf_counter() - t
-    result["faiss_ivf_range"] = {"seconds": round(faiss_s, 1), "recall": round(recall(faiss_a, faiss_b), 4),
-                                 "nprobe": near.PROBES}
-    return result
-
-
-def write_dataset(root: str, rows: int, shard_rows: int, seed: int = 0) -> None:
-    """Manifests and embedding files shaped like a scored dataset: success rows, one sha256 repeat per 1000."""
-    from curate.scoring.embeddings import write_embeddings
-
-    os.makedirs(os.path.join(root, "shards"))
-    topics = topic_directions(max(1, rows // 200), DIM, seed)
-    for start in range(0, rows, shard_rows):
-        n = min(shard_rows, rows - start)
-        sid = f"{start // shard_rows:05d}"
-        index = np.arange(start, start + n)
-        keys = [f"k{i:09d}" for i in index]
-        digests = [f"sha{i - (i % 1000 == 999)}" for i in index]
-        pq.write_table(pa.table({"key": keys, "row": index, "shard": [sid] * n, "status": ["success"] * n,
-                                 "sha256": digests}), os.path.join(root, "shards", f"{sid}.parquet"))
-        vectors, _ = planted(n, DIM, seed, start=start, topics=topics)
-        write_embeddings(os.path.join(root, "embeddings", f"{sid}.parquet"), keys, vectors, "synthetic")
+def load() -> float:
+    return round(os.getloadavg()[0], 1)
 
 
 def _tree(pid: int) -> list[int]:
@@ -122,44 +71,168 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def _memory(pid: int) -> tuple[int, int]:
-    """(PSS, RSS) in bytes: PSS shares each shared page among its users, RSS counts it in each."""
+def _usage(pid: int) -> tuple[int, int, float]:
+    """(PSS, RSS) in bytes and CPU seconds (user + system, all threads): PSS shares each shared page among its
+    users, RSS counts it in each."""
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if line[:4] in ("Pss:", "Rss:")}
-        return fields.get("Pss", 0), fields.get("Rss", 0)
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read().rsplit(")", 1)[1].split()
+        return fields.get("Pss", 0), fields.get("Rss", 0), (int(stat[11]) + int(stat[12])) / TICKS
     except (OSError, ValueError, IndexError):
-        return 0, 0
+        return 0, 0, 0.0
 
 
-class PeakMemory:
-    """Peaks of the summed PSS and RSS of this process and all its descendants (Ray's processes included)."""
+class Usage:
+    """This process and all its descendants (Ray's processes included), sampled every `every` s: peaks of the
+    summed PSS and RSS, the most processes, and the CPU seconds they spent inside the block (a process that
+    ends between two samples loses at most its last interval)."""
 
     def __init__(self, every: float = 0.5):
         self.peak = self.peak_rss = self.processes = 0
         self.every = every
+        self.cpu: dict[int, float] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
+    def sample(self):
+        tree = _tree(os.getpid())
+        sizes = [(p, *_usage(p)) for p in tree]
+        self.peak = max(self.peak, sum(s[1] for s in sizes))
+        self.peak_rss = max(self.peak_rss, sum(s[2] for s in sizes))
+        self.processes = max(self.processes, len(tree))
+        for pid, _, _, cpu in sizes:
+            self.cpu[pid] = max(self.cpu.get(pid, 0.0), cpu)
+
     def run(self):
-        while not self.stop.is_set():
-            tree = _tree(os.getpid())
-            sizes = [_memory(p) for p in tree]
-            self.peak = max(self.peak, sum(p for p, _ in sizes))
-            self.peak_rss = max(self.peak_rss, sum(r for _, r in sizes))
-            self.processes = max(self.processes, len(tree))
-            self.stop.wait(self.every)
+        while not self.stop.wait(self.every):
+            self.sample()
+        self.sample()
 
     def __enter__(self):
+        self.started = {p: _usage(p)[2] for p in _tree(os.getpid())}
+        self.load = load()
+        self.t = time.perf_counter()
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.t
         self.stop.set()
         self.thread.join()
 
+    def summary(self) -> dict:
+        cpu = sum(v - self.started.get(p, 0.0) for p, v in self.cpu.items())
+        return {"wall_s": round(self.wall, 1), "cpu_s": round(cpu, 1), "peak_pss_gib": round(self.peak / 2**30, 2),
+                "peak_rss_gib": round(self.peak_rss / 2**30, 2), "processes": self.processes,
+                "load": [self.load, load()]}
 
-def scale_run(rows: int, shard_rows: int, scratch: str | None) -> dict:
+
+def as_set(a: np.ndarray, b: np.ndarray) -> set[tuple[int, int]]:
+    return set(zip(a.tolist(), b.tolist()))
+
+
+def faiss_range_pairs(unit: np.ndarray, clusters: int, seed: int = 0) -> near.Pairs:
+    """FAISS's own answer: IndexIVFFlat over the same number of clusters (trained on the same sample size),
+    nprobe = our probes, every row a range query at the threshold."""
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    quantizer = faiss.IndexFlatIP(unit.shape[1])
+    ivf = faiss.IndexIVFFlat(quantizer, unit.shape[1], clusters, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(unit[rng.choice(len(unit), min(len(unit), clusters * near.SAMPLE_PER_CLUSTER), replace=False)])
+    ivf.add(unit)
+    ivf.nprobe = near.PROBES
+    lims, similarity, found = ivf.range_search(unit, THRESHOLD)
+    a = np.repeat(np.arange(len(unit)), np.diff(lims.astype(np.int64)))
+    b = found.astype(np.int64)
+    other = a < b  # each pair once (it is found from both ends), never a row with itself
+    return near.Pairs(a[other], b[other], similarity[other])
+
+
+class Truth:
+    """Exact pairs of a random sample of query rows with every row: recall of any pair set on those rows."""
+
+    def __init__(self, unit: np.ndarray, queries: int, seed: int = 0):
+        rows = len(unit)
+        self.queries = np.sort(np.random.default_rng(seed).choice(rows, queries, replace=False))
+        ids, q = np.arange(rows), self.queries
+        t, c = time.perf_counter(), time.process_time()
+        # reference rows in chunks: a block of queries x all rows would not fit in memory at 1M rows
+        truth = near.Pairs.concat([near.pairs_between(q, unit[q], ids[s:s + CHUNK], unit[s:s + CHUNK], THRESHOLD)
+                                   for s in range(0, rows, CHUNK)])
+        self.wall, self.cpu = time.perf_counter() - t, time.process_time() - c
+        fraction = queries / rows
+        # the full exact search is the upper triangle: half of rows x rows, i.e. this / fraction / 2
+        self.projected_wall, self.projected_cpu = self.wall / fraction / 2, self.cpu / fraction / 2
+        self.sampled = np.zeros(rows, bool)
+        self.sampled[self.queries] = True
+        self.pairs = as_set(truth.a, truth.b)
+
+    def recall(self, pairs: near.Pairs) -> float:
+        keep = self.sampled[pairs.a] | self.sampled[pairs.b]
+        return round(len(as_set(pairs.a[keep], pairs.b[keep]) & self.pairs) / max(1, len(self.pairs)), 4)
+
+
+def peers(unit: np.ndarray, truth_rows: int, faiss_peer: bool = True) -> dict:
+    """Ours in memory, FAISS IVF range search and exact search (on a slice, projected) over the same unit rows,
+    one after the other in this process; each with its own usage."""
+    rows = len(unit)
+    clusters = near.cluster_count(rows)
+    truth = Truth(unit, truth_rows)
+    with Usage() as usage:
+        ours = near.clustered_pairs(np.arange(rows), unit, THRESHOLD)
+    result = {"rows": rows, "clusters": clusters, "truth_queries": truth_rows, "truth_pairs": len(truth.pairs),
+              "ours": {"recall": truth.recall(ours), "pairs": len(ours), **usage.summary()},
+              "exact": {"recall": 1.0, "projected_wall_s": round(truth.projected_wall),
+                        "projected_cpu_s": round(truth.projected_cpu), "slice_wall_s": round(truth.wall, 1),
+                        "load": load()}}
+    if faiss_peer:
+        with Usage() as usage:
+            theirs = faiss_range_pairs(unit, clusters)
+        result["faiss_ivf_range"] = {"recall": truth.recall(theirs), "pairs": len(theirs), "nprobe": near.PROBES,
+                                     "pairs_also_ours": len(as_set(theirs.a, theirs.b) & as_set(ours.a, ours.b)),
+                                     **usage.summary()}
+    return result
+
+
+def recall_run(rows: int, fraction: float, faiss_peer: bool = True, seed: int = 0) -> dict:
+    vectors, _ = planted(rows, DIM, seed)
+    return peers(near.unit_rows(vectors)[0], max(1, int(rows * fraction)), faiss_peer)
+
+
+def write_dataset(root: str, rows: int, shard_rows: int, seed: int = 0) -> None:
+    """Manifests and embedding files shaped like a scored dataset: success rows, one sha256 repeat per 1000."""
+    from curate.scoring.embeddings import write_embeddings
+
+    os.makedirs(os.path.join(root, "shards"))
+    topics = topic_directions(max(1, rows // 200), DIM, seed)
+    for start in range(0, rows, shard_rows):
+        n = min(shard_rows, rows - start)
+        sid = f"{start // shard_rows:05d}"
+        index = np.arange(start, start + n)
+        keys = [f"k{i:09d}" for i in index]
+        digests = [f"sha{i - (i % 1000 == 999)}" for i in index]
+        pq.write_table(pa.table({"key": keys, "row": index, "shard": [sid] * n, "status": ["success"] * n,
+                                 "sha256": digests}), os.path.join(root, "shards", f"{sid}.parquet"))
+        vectors, _ = planted(n, DIM, seed, start=start, topics=topics)
+        write_embeddings(os.path.join(root, "embeddings", f"{sid}.parquet"), keys, vectors, "synthetic")
+
+
+def read_unit(root: str) -> np.ndarray:
+    """All the dataset's embeddings as unit rows, in dataset order (one array, filled file by file)."""
+    from curate.scoring.embeddings import read_vectors
+
+    files = sorted(os.listdir(os.path.join(root, "embeddings")))
+    counts = [pq.ParquetFile(os.path.join(root, "embeddings", f)).metadata.num_rows for f in files]
+    unit = np.empty((sum(counts), DIM), np.float32)
+    for f, start, n in zip(files, np.cumsum([0, *counts[:-1]]), counts):
+        unit[start:start + n] = near.unit_rows(read_vectors(os.path.join(root, "embeddings", f)))[0]
+    return unit
+
+
+def scale_run(rows: int, shard_rows: int, scratch: str | None, truth_rows: int, faiss_peer: bool) -> dict:
     from curate import engine
     from curate.dedup.stage import DedupStage
 
@@ -168,24 +241,26 @@ def scale_run(rows: int, shard_rows: int, scratch: str | None) -> dict:
         t = time.perf_counter()
         write_dataset(root, rows, shard_rows)
         write_s = time.perf_counter() - t
-        with PeakMemory() as memory:
-            t = time.perf_counter()
+        with Usage() as usage:
             summary = engine.run_stage(DedupStage(root, THRESHOLD))
-            wall = time.perf_counter() - t
-        return {"rows": rows, "wall_s": round(wall, 1), "peak_pss_gib": round(memory.peak / 2**30, 2),
-                "peak_rss_gib": round(memory.peak_rss / 2**30, 2), "processes": memory.processes,
-                "seconds": summary["seconds"], "dataset_write_s": round(write_s, 1), "clusters": summary["clusters"],
-                "largest_cluster": summary["largest_cluster"], "search_work": summary["search_work"],
-                "near_duplicates": summary["near_duplicates"], "exact_duplicates": summary["exact_duplicates"],
-                "load_average": [round(v, 1) for v in os.getloadavg()]}
+        engine.shutdown()  # the peers run without Ray's processes
+        stage = {**usage.summary(), "seconds": summary["seconds"], "clusters": summary["clusters"],
+                 "largest_cluster": summary["largest_cluster"], "search_work": summary["search_work"],
+                 "pairs_found": summary["pairs_found"], "near_duplicates": summary["near_duplicates"],
+                 "exact_duplicates": summary["exact_duplicates"]}
+        result = {"rows": rows, "shard_rows": shard_rows, "dataset_write_s": round(write_s, 1), "stage": stage}
+        print(json.dumps(result), flush=True)
+        if truth_rows:
+            result["in_memory"] = peers(read_unit(root), truth_rows, faiss_peer)
+        return result
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def partial_run(rows: int, slice_rows: int, scale: dict, seed: int = 0) -> dict:
+def partial_run(rows: int, slice_rows: int, scale: dict, cpus: int, seed: int = 0) -> dict:
     """The --extrapolate run in part: centroids trained as the stage would (on a sample of the same
-    distribution), a slice of rows assigned (timed, scaled to all rows), and the pair search estimated from the
-    slice's cluster sizes scaled to all rows, at the rate (primary rows x members per second) of the scale run."""
+    distribution), a slice of rows assigned (timed, scaled to all rows), and the stage's work estimated from the
+    slice's cluster sizes scaled to all rows; wall time as CPU seconds over `cpus` (the tasks run in parallel)."""
     from curate.dedup.stage import SAMPLE_ROWS
 
     topics = topic_directions(max(1, rows // 200), DIM, seed)
@@ -195,19 +270,65 @@ def partial_run(rows: int, slice_rows: int, scale: dict, seed: int = 0) -> dict:
     centroids = near.train_centroids(near.unit_rows(sample)[0], clusters, rows, 4 * near.TARGET_CLUSTER)
     train_s = time.perf_counter() - t
     part, _ = planted(slice_rows, DIM, seed, start=2 * rows, topics=topics)
-    t = time.perf_counter()
+    c = time.process_time()
     labels = near.assign(near.unit_rows(part)[0], centroids, near.PROBES)
     factor = rows / slice_rows
-    assign_s = (time.perf_counter() - t) * factor
+    assign_cpu = (time.process_time() - c) * factor
     members = np.bincount(labels.reshape(-1), minlength=len(centroids)) * factor
     primary = np.bincount(labels[:, 0], minlength=len(centroids)) * factor
-    rate = scale["search_work"] / max(scale["seconds"].get("pairs", 0.0), 1e-3)
-    pairs_s = float((members * primary).sum()) / rate
-    rest_s = (scale["seconds"]["rank"] + scale["seconds"]["resolve_write"]) * rows / scale["rows"]
+    work = float((primary * (primary - 1) / 2 + primary * (members - primary)).sum())
+    stage = scale["stage"]
+    # the stage's CPU seconds scaled by the search work (reading, assigning and searching all grow with it), plus
+    # the slice's assignment through HNSW scaled up: assignment counted twice, so the estimate errs high
+    stage_cpu = stage["cpu_s"] * work / max(stage["search_work"], 1) + assign_cpu
+    rest_s = (stage["seconds"]["rank"] + stage["seconds"]["resolve_write"]) * rows / scale["rows"]
     return {"rows": rows, "clusters": len(centroids), "largest_cluster_est": int(members.max()),
-            "slice_rows": slice_rows, "train_s": round(train_s, 1), "assign_s_est": round(assign_s),
-            "pairs_s_est": round(pairs_s), "rank_resolve_write_s_est": round(rest_s),
-            "total_s_est": round(train_s + assign_s + pairs_s + rest_s)}
+            "slice_rows": slice_rows, "train_s": round(train_s, 1), "assign_cpu_s_est": round(assign_cpu),
+            "stage_cpu_s_est": round(stage_cpu), "rank_resolve_write_s_est": round(rest_s), "cpus": cpus,
+            "total_wall_s_est": round(train_s + stage_cpu / cpus + rest_s), "load": load()}
+
+
+def ratio(x: float, y: float) -> str:
+    return f"{x / y:.2f}x" if y else "-"
+
+
+def table(results: dict) -> list[str]:
+    """The README's table rows (markdown) from the results."""
+    lines = ["| rows | what | ours (clustered, 2 probes) | FAISS IVF range search (same clusters, nprobe 2) | "
+             "exact search |", "|---|---|---|---|---|"]
+
+    def peer_row(p: dict, label: str) -> str:
+        ours, exact = p["ours"], p["exact"]
+        theirs = p.get("faiss_ivf_range")
+        faiss_cell = (f"{theirs['recall']:.3f}; {theirs['wall_s']} s, {theirs['cpu_s']} CPU s "
+                      f"({ratio(theirs['cpu_s'], ours['cpu_s'])} ours), {theirs['peak_rss_gib']} GiB; load "
+                      f"{theirs['load'][0]}-{theirs['load'][1]}" if theirs else "not run")
+        return (f"| {p['rows']:,} | {label}, one thread each: recall of the {p['truth_pairs']:,} pairs of "
+                f"{p['truth_queries']:,} sampled rows; time; peak RSS | **{ours['recall']:.3f}**; {ours['wall_s']} s, "
+                f"{ours['cpu_s']} CPU s, {ours['peak_rss_gib']} GiB; load {ours['load'][0]}-{ours['load'][1]} | "
+                f"{faiss_cell} | 1.0; {exact['projected_wall_s']:,} s projected "
+                f"({ratio(exact['projected_cpu_s'], ours['cpu_s'])} ours' CPU s) |")
+
+    if "recall" in results:
+        lines.append(peer_row(results["recall"], "in memory"))
+    if "scale" in results:
+        scale = results["scale"]
+        s = scale["stage"]
+        phases = ", ".join(f"{k} {v}" for k, v in s["seconds"].items())
+        lines.append(f"| {scale['rows']:,} | the dedup stage end to end (Ray tasks, {scale['rows'] // scale['shard_rows']}"
+                     f" shard files) | **{s['wall_s']} s wall**, {s['cpu_s']} CPU s over all processes ({phases}); "
+                     f"{s['clusters']:,} clusters, largest {s['largest_cluster']:,} memberships; **peak "
+                     f"{s['peak_pss_gib']} GiB PSS / {s['peak_rss_gib']} GiB RSS summed over its {s['processes']} "
+                     f"processes**, Ray's included; load {s['load'][0]}-{s['load'][1]} | | |")
+        if "in_memory" in scale:
+            lines.append(peer_row(scale["in_memory"], "in memory"))
+    if "partial" in results:
+        p = results["partial"]
+        lines.append(f"| {p['rows']:,} | partial run: centroids trained, {p['slice_rows']:,} rows assigned, the rest "
+                     f"estimated | ~{p['total_wall_s_est']:,} s on {p['cpus']} CPUs (train {p['train_s']} s, stage "
+                     f"~{p['stage_cpu_s_est']:,} CPU s, rank + write ~{p['rank_resolve_write_s_est']} s); "
+                     f"{p['clusters']:,} clusters, largest ~{p['largest_cluster_est']:,}; load {p['load']} | | |")
+    return lines
 
 
 def main() -> None:
@@ -216,26 +337,34 @@ def main() -> None:
     parser.add_argument("--truth-fraction", type=float, default=0.05)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--shard-rows", type=int, default=10_000)
+    parser.add_argument("--scale-truth-rows", type=int, default=1000,
+                        help="query rows of the exact search at --rows (0: no in-memory peers at that size)")
     parser.add_argument("--extrapolate", type=int, default=10_000_000)
     parser.add_argument("--slice-rows", type=int, default=100_000, help="rows of the partial run assigned")
     parser.add_argument("--skip-recall", action="store_true")
-    parser.add_argument("--no-faiss-peer", action="store_true", help="recall run without FAISS's IVF range search")
+    parser.add_argument("--no-faiss-peer", action="store_true", help="no FAISS IVF range search")
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--scratch", default=None, help="where the synthetic dataset folder is written")
+    parser.add_argument("--out", default=None, help="also write the results here (JSON)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks every step runs (seconds)")
     args = parser.parse_args()
     if args.smoke:
-        args.recall_rows, args.truth_fraction, args.rows, args.shard_rows = 3000, 0.5, 3000, 1000
-        args.extrapolate, args.slice_rows = 30_000, 2000
-    results: dict = {"threshold": THRESHOLD, "dim": DIM, "probes": near.PROBES}
+        args.recall_rows, args.truth_fraction, args.rows, args.shard_rows = 21_000, 0.02, 3000, 1000
+        args.scale_truth_rows, args.extrapolate, args.slice_rows = 300, 30_000, 2000
+    results: dict = {"threshold": THRESHOLD, "dim": DIM, "probes": near.PROBES, "cpus": os.cpu_count()}
     if not args.skip_recall:
         results["recall"] = recall_run(args.recall_rows, args.truth_fraction, not args.no_faiss_peer)
         print(json.dumps(results["recall"]), flush=True)
     if not args.skip_scale:
-        results["scale"] = scale_run(args.rows, args.shard_rows, args.scratch)
+        results["scale"] = scale_run(args.rows, args.shard_rows, args.scratch, args.scale_truth_rows,
+                                     not args.no_faiss_peer)
         print(json.dumps(results["scale"]), flush=True)
-        results["partial"] = partial_run(args.extrapolate, args.slice_rows, results["scale"])
+        results["partial"] = partial_run(args.extrapolate, args.slice_rows, results["scale"], os.cpu_count() or 1)
     print(json.dumps(results, indent=2))
+    print("\n".join(table(results)))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":
