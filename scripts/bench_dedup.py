@@ -1,9 +1,10 @@
 """Benchmark near-duplicate search on synthetic 512-d embeddings with planted near-copies (curate.dedup.synthetic).
 
-1. Recall, side by side in one run on --recall-rows rows (default 200k): our clustered search (k-means, 2 probes,
-   exact pairs per cluster), FAISS's own IVF range search (IndexIVFFlat, same cluster count, nprobe 2) and exact
-   brute force. Exact search over all pairs is quadratic; the truth is the exact pairs of a random
-   --truth-fraction of the rows with every row (unbiased for recall), and its full time is that time / fraction.
+1. Recall, side by side in one run on --recall-rows rows (default 200k): our clustered search (k-means, probes
+   as the stage, exact pairs per cluster), FAISS's own IVF range search (IndexIVFFlat, same cluster count, nprobe
+   = our probes; its search timed on --faiss-queries rows and projected to all) and exact brute force. Exact
+   search over all pairs is quadratic; the truth is the exact pairs of a random --truth-fraction of the rows with
+   every row (unbiased for recall), and its full time is that time / fraction.
 2. Scale, on a synthetic dataset folder of --rows rows (default 1M): the dedup stage itself (Ray tasks, files
    streamed; what `curate score DIR --scorers dedup` runs), then, with Ray stopped, the same rows in memory in one
    process through our search, FAISS's IVF range search and exact search on a --scale-truth-rows slice (its
@@ -17,7 +18,7 @@ The in-memory searches run on one thread each (FAISS and BLAS), so their ratios 
 machine's load; the stage spreads its tasks over Ray's CPUs. Load averages are recorded with every step: on a
 shared machine wall times stretch with the load, CPU seconds much less.
 
-    python scripts/bench_dedup.py --out dedup.json   # the README numbers (~15 min on a quiet 2-core machine)
+    python scripts/bench_dedup.py --out dedup.json   # the README numbers (~12 min on a quiet 2-core machine)
     python scripts/bench_dedup.py --smoke            # seconds: every step runs
 """
 
@@ -133,9 +134,9 @@ def as_set(a: np.ndarray, b: np.ndarray) -> set[tuple[int, int]]:
     return set(zip(a.tolist(), b.tolist()))
 
 
-def faiss_range_pairs(unit: np.ndarray, clusters: int, seed: int = 0) -> near.Pairs:
-    """FAISS's own answer: IndexIVFFlat over the same number of clusters (trained on the same sample size),
-    nprobe = our probes, every row a range query at the threshold."""
+def faiss_ivf(unit: np.ndarray, clusters: int, seed: int = 0):
+    """FAISS's own index: IndexIVFFlat over the same number of clusters (trained on the same sample size), nprobe
+    = our probes."""
     import faiss
 
     rng = np.random.default_rng(seed)
@@ -144,11 +145,17 @@ def faiss_range_pairs(unit: np.ndarray, clusters: int, seed: int = 0) -> near.Pa
     ivf.train(unit[rng.choice(len(unit), min(len(unit), clusters * near.SAMPLE_PER_CLUSTER), replace=False)])
     ivf.add(unit)
     ivf.nprobe = near.PROBES
-    lims, similarity, found = ivf.range_search(unit, THRESHOLD)
-    a = np.repeat(np.arange(len(unit)), np.diff(lims.astype(np.int64)))
+    return ivf, quantizer  # the quantizer lives as long as the index uses it
+
+
+def range_pairs(ivf, unit: np.ndarray, queries: np.ndarray) -> near.Pairs:
+    """FAISS's answer for some rows: each a range query at the threshold; pairs (a < b), each once."""
+    lims, similarity, found = ivf.range_search(unit[queries], THRESHOLD)
+    a = np.repeat(queries, np.diff(lims.astype(np.int64)))
     b = found.astype(np.int64)
-    other = a < b  # each pair once (it is found from both ends), never a row with itself
-    return near.Pairs(a[other], b[other], similarity[other])
+    other = a != b
+    a, b = a[other], b[other]
+    return near.Pairs.concat([near.Pairs(np.minimum(a, b), np.maximum(a, b), similarity[other])])
 
 
 class Truth:
@@ -174,10 +181,17 @@ class Truth:
         keep = self.sampled[pairs.a] | self.sampled[pairs.b]
         return round(len(as_set(pairs.a[keep], pairs.b[keep]) & self.pairs) / max(1, len(self.pairs)), 4)
 
+    def rows(self) -> np.ndarray:
+        """The sampled rows and their partners in the true pairs: range queries from these rows find every true
+        pair that a query from every row would."""
+        return np.unique(np.concatenate([self.queries, np.array(sorted(self.pairs), np.int64).reshape(-1)]))
 
-def peers(unit: np.ndarray, truth_rows: int, faiss_peer: bool = True) -> dict:
+
+def peers(unit: np.ndarray, truth_rows: int, faiss_peer: bool = True, faiss_queries: int = 100_000) -> dict:
     """Ours in memory, FAISS IVF range search and exact search (on a slice, projected) over the same unit rows,
-    one after the other in this process; each with its own usage."""
+    one after the other in this process; each with its own usage. FAISS's range search is timed on a random
+    `faiss_queries` rows and projected to all (its cost is per query); its recall comes from the queries of
+    the truth's rows."""
     rows = len(unit)
     clusters = near.cluster_count(rows)
     truth = Truth(unit, truth_rows)
@@ -189,17 +203,25 @@ def peers(unit: np.ndarray, truth_rows: int, faiss_peer: bool = True) -> dict:
                         "projected_cpu_s": round(truth.projected_cpu), "slice_wall_s": round(truth.wall, 1),
                         "load": load()}}
     if faiss_peer:
+        timed = np.sort(np.random.default_rng(1).choice(rows, min(rows, faiss_queries), replace=False))
         with Usage() as usage:
-            theirs = faiss_range_pairs(unit, clusters)
-        result["faiss_ivf_range"] = {"recall": truth.recall(theirs), "pairs": len(theirs), "nprobe": near.PROBES,
-                                     "pairs_also_ours": len(as_set(theirs.a, theirs.b) & as_set(ours.a, ours.b)),
-                                     **usage.summary()}
+            t, c = time.perf_counter(), time.process_time()
+            ivf, _ = faiss_ivf(unit, clusters)
+            build_wall, build_cpu = time.perf_counter() - t, time.process_time() - c
+            t, c = time.perf_counter(), time.process_time()
+            range_pairs(ivf, unit, timed)
+            scale = rows / len(timed)
+            search_wall, search_cpu = (time.perf_counter() - t) * scale, (time.process_time() - c) * scale
+            theirs = range_pairs(ivf, unit, truth.rows())
+        result["faiss_ivf_range"] = {**usage.summary(), "recall": truth.recall(theirs), "nprobe": near.PROBES,
+                                     "queries_timed": len(timed), "wall_s": round(build_wall + search_wall, 1),
+                                     "cpu_s": round(build_cpu + search_cpu, 1), "build_cpu_s": round(build_cpu, 1)}
     return result
 
 
-def recall_run(rows: int, fraction: float, faiss_peer: bool = True, seed: int = 0) -> dict:
+def recall_run(rows: int, fraction: float, faiss_peer: bool, faiss_queries: int, seed: int = 0) -> dict:
     vectors, _ = planted(rows, DIM, seed)
-    return peers(near.unit_rows(vectors)[0], max(1, int(rows * fraction)), faiss_peer)
+    return peers(near.unit_rows(vectors)[0], max(1, int(rows * fraction)), faiss_peer, faiss_queries)
 
 
 def write_dataset(root: str, rows: int, shard_rows: int, seed: int = 0) -> None:
@@ -232,7 +254,8 @@ def read_unit(root: str) -> np.ndarray:
     return unit
 
 
-def scale_run(rows: int, shard_rows: int, scratch: str | None, truth_rows: int, faiss_peer: bool) -> dict:
+def scale_run(rows: int, shard_rows: int, scratch: str | None, truth_rows: int, faiss_peer: bool,
+              faiss_queries: int) -> dict:
     from curate import engine
     from curate.dedup.stage import DedupStage
 
@@ -251,7 +274,7 @@ def scale_run(rows: int, shard_rows: int, scratch: str | None, truth_rows: int, 
         result = {"rows": rows, "shard_rows": shard_rows, "dataset_write_s": round(write_s, 1), "stage": stage}
         print(json.dumps(result), flush=True)
         if truth_rows:
-            result["in_memory"] = peers(read_unit(root), truth_rows, faiss_peer)
+            result["in_memory"] = peers(read_unit(root), truth_rows, faiss_peer, faiss_queries)
         return result
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -270,20 +293,24 @@ def partial_run(rows: int, slice_rows: int, scale: dict, cpus: int, seed: int = 
     centroids = near.train_centroids(near.unit_rows(sample)[0], clusters, rows, 4 * near.TARGET_CLUSTER)
     train_s = time.perf_counter() - t
     part, _ = planted(slice_rows, DIM, seed, start=2 * rows, topics=topics)
+    part = near.unit_rows(part)[0]
+    stage = scale["stage"]
     c = time.process_time()
-    labels = near.assign(near.unit_rows(part)[0], centroids, near.PROBES)
+    near.assign(part, centroids[: stage["clusters"]], near.PROBES)  # the assignment's cost at the scale run's size
+    assign_scale_cpu = time.process_time() - c
+    c = time.process_time()
+    labels = near.assign(part, centroids, near.PROBES)
+    assign_cpu = time.process_time() - c
     factor = rows / slice_rows
-    assign_cpu = (time.process_time() - c) * factor
     members = np.bincount(labels.reshape(-1), minlength=len(centroids)) * factor
     primary = np.bincount(labels[:, 0], minlength=len(centroids)) * factor
     work = float((primary * (primary - 1) / 2 + primary * (members - primary)).sum())
-    stage = scale["stage"]
-    # the stage's CPU seconds scaled by the search work (reading, assigning and searching all grow with it), plus
-    # the slice's assignment through HNSW scaled up: assignment counted twice, so the estimate errs high
-    stage_cpu = stage["cpu_s"] * work / max(stage["search_work"], 1) + assign_cpu
+    # the stage's CPU seconds scaled by the search work (reading, assigning and searching all grow with it), the
+    # assignment then corrected from its cost per row at the scale run's cluster count to that at `rows`
+    stage_cpu = stage["cpu_s"] * work / max(stage["search_work"], 1) + (assign_cpu - assign_scale_cpu) * factor
     rest_s = (stage["seconds"]["rank"] + stage["seconds"]["resolve_write"]) * rows / scale["rows"]
     return {"rows": rows, "clusters": len(centroids), "largest_cluster_est": int(members.max()),
-            "slice_rows": slice_rows, "train_s": round(train_s, 1), "assign_cpu_s_est": round(assign_cpu),
+            "slice_rows": slice_rows, "train_s": round(train_s, 1), "assign_cpu_s_est": round(assign_cpu * factor),
             "stage_cpu_s_est": round(stage_cpu), "rank_resolve_write_s_est": round(rest_s), "cpus": cpus,
             "total_wall_s_est": round(train_s + stage_cpu / cpus + rest_s), "load": load()}
 
@@ -294,14 +321,16 @@ def ratio(x: float, y: float) -> str:
 
 def table(results: dict) -> list[str]:
     """The README's table rows (markdown) from the results."""
-    lines = ["| rows | what | ours (clustered, 2 probes) | FAISS IVF range search (same clusters, nprobe 2) | "
-             "exact search |", "|---|---|---|---|---|"]
+    probes = results["probes"]
+    lines = [f"| rows | what | ours (clustered, {probes} probes) | FAISS IVF range search (same clusters, nprobe "
+             f"{probes}) | exact search |", "|---|---|---|---|---|"]
 
     def peer_row(p: dict, label: str) -> str:
         ours, exact = p["ours"], p["exact"]
         theirs = p.get("faiss_ivf_range")
         faiss_cell = (f"{theirs['recall']:.3f}; {theirs['wall_s']} s, {theirs['cpu_s']} CPU s "
-                      f"({ratio(theirs['cpu_s'], ours['cpu_s'])} ours), {theirs['peak_rss_gib']} GiB; load "
+                      f"(**{ratio(theirs['cpu_s'], ours['cpu_s'])} ours**; search timed on "
+                      f"{theirs['queries_timed']:,} rows), {theirs['peak_rss_gib']} GiB; load "
                       f"{theirs['load'][0]}-{theirs['load'][1]}" if theirs else "not run")
         return (f"| {p['rows']:,} | {label}, one thread each: recall of the {p['truth_pairs']:,} pairs of "
                 f"{p['truth_queries']:,} sampled rows; time; peak RSS | **{ours['recall']:.3f}**; {ours['wall_s']} s, "
@@ -315,8 +344,9 @@ def table(results: dict) -> list[str]:
         scale = results["scale"]
         s = scale["stage"]
         phases = ", ".join(f"{k} {v}" for k, v in s["seconds"].items())
-        lines.append(f"| {scale['rows']:,} | the dedup stage end to end (Ray tasks, {scale['rows'] // scale['shard_rows']}"
-                     f" shard files) | **{s['wall_s']} s wall**, {s['cpu_s']} CPU s over all processes ({phases}); "
+        files = -(-scale["rows"] // scale["shard_rows"])
+        lines.append(f"| {scale['rows']:,} | the dedup stage end to end (Ray tasks, {files} shard files) | "
+                     f"**{s['wall_s']} s wall**, {s['cpu_s']} CPU s over all processes ({phases}); "
                      f"{s['clusters']:,} clusters, largest {s['largest_cluster']:,} memberships; **peak "
                      f"{s['peak_pss_gib']} GiB PSS / {s['peak_rss_gib']} GiB RSS summed over its {s['processes']} "
                      f"processes**, Ray's included; load {s['load'][0]}-{s['load'][1]} | | |")
@@ -337,12 +367,14 @@ def main() -> None:
     parser.add_argument("--truth-fraction", type=float, default=0.05)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--shard-rows", type=int, default=10_000)
-    parser.add_argument("--scale-truth-rows", type=int, default=1000,
+    parser.add_argument("--scale-truth-rows", type=int, default=5000,
                         help="query rows of the exact search at --rows (0: no in-memory peers at that size)")
     parser.add_argument("--extrapolate", type=int, default=10_000_000)
     parser.add_argument("--slice-rows", type=int, default=100_000, help="rows of the partial run assigned")
     parser.add_argument("--skip-recall", action="store_true")
     parser.add_argument("--no-faiss-peer", action="store_true", help="no FAISS IVF range search")
+    parser.add_argument("--faiss-queries", type=int, default=100_000,
+                        help="rows whose FAISS range search is timed (projected to all rows)")
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--scratch", default=None, help="where the synthetic dataset folder is written")
     parser.add_argument("--out", default=None, help="also write the results here (JSON)")
@@ -350,14 +382,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.recall_rows, args.truth_fraction, args.rows, args.shard_rows = 21_000, 0.02, 3000, 1000
-        args.scale_truth_rows, args.extrapolate, args.slice_rows = 300, 30_000, 2000
+        args.scale_truth_rows, args.extrapolate, args.slice_rows, args.faiss_queries = 300, 30_000, 2000, 5000
     results: dict = {"threshold": THRESHOLD, "dim": DIM, "probes": near.PROBES, "cpus": os.cpu_count()}
     if not args.skip_recall:
-        results["recall"] = recall_run(args.recall_rows, args.truth_fraction, not args.no_faiss_peer)
+        results["recall"] = recall_run(args.recall_rows, args.truth_fraction, not args.no_faiss_peer,
+                                       args.faiss_queries)
         print(json.dumps(results["recall"]), flush=True)
     if not args.skip_scale:
         results["scale"] = scale_run(args.rows, args.shard_rows, args.scratch, args.scale_truth_rows,
-                                     not args.no_faiss_peer)
+                                     not args.no_faiss_peer, args.faiss_queries)
         print(json.dumps(results["scale"]), flush=True)
         results["partial"] = partial_run(args.extrapolate, args.slice_rows, results["scale"], os.cpu_count() or 1)
     print(json.dumps(results, indent=2))

@@ -113,5 +113,5 @@ def test_each_cluster_group_reads_exactly_its_memberships(dataset, ray_local, tm
             assert ((members["cluster"] >= first) & (members["cluster"] < end)).all()
             seen += [(int(m["rank"]), int(m["cluster"]), bool(m["primary"])) for m in members]
             np.testing.assert_allclose(vectors, unit[[row_of_rank[int(r)] for r in members["rank"]]], atol=1e-6)
-    assert len(seen) == len(set(seen)) == (ROWS - 1) * stage.probes  # each row in its 2 nearest clusters, once
+    assert len(seen) == len(set(seen)) == (ROWS - 1) * stage.probes  # each row in its nearest clusters, once each
     assert sorted(r for r, _, primary in seen if primary) == list(range(ROWS - 1))  # one nearest cluster per row
