@@ -18,7 +18,7 @@ The in-memory searches run on one thread each (FAISS and BLAS), so their ratios 
 machine's load; the stage spreads its tasks over Ray's CPUs. Load averages are recorded with every step: on a
 shared machine wall times stretch with the load, CPU seconds much less.
 
-    python scripts/bench_dedup.py --out dedup.json   # the README numbers (~12 min on a quiet 2-core machine)
+    python scripts/bench_dedup.py --out dedup.json   # the README numbers (~8-10 min quiet, 16 min at load 3-22)
     python scripts/bench_dedup.py --smoke            # seconds: every step runs
 """
 
