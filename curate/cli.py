@@ -107,7 +107,7 @@ def retry_failed_cmd(
     ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """Re-attempt only the rows that failed to download or decode; successes are kept as they are."""
-    from curate.download.stage import retry_failed
+    from curate.download.retry import retry_failed
 
     with usage_errors(dataset):
         summary = retry_failed(dataset, ray_address)

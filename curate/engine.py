@@ -160,6 +160,16 @@ def refusal(stage) -> Exception | None:
     return None
 
 
+def clear_unfinished(stage) -> None:
+    """What killed runs of `stage` left (no writer of its outputs runs now): files staged for publication in its
+    outputs, and the scratch folders of this host's processes that are gone. Workers clear their own hosts'."""
+    from curate import storage
+
+    for folder in stage.outputs:
+        storage.remove_staged_files(folder)
+    storage.remove_orphaned_scratch()
+
+
 def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict:
     """Run one stage under the contract of curate.stage: checks before anything is written, provenance
     and the resume check (refused on changed inputs or settings unless `force`, which resets the stage),
@@ -177,6 +187,7 @@ def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict
     storage.makedirs(storage.parent(stage.provenance_path))
     record = provenance.record(stage.name, config, fingerprint, **stage.record())
     storage.write_json(stage.provenance_path, dict(record, complete=False))
+    clear_unfinished(stage)
     stage.prepare()
     units = stage.todo()
     if stage.uses_actors:
@@ -208,6 +219,8 @@ def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict
         done, failures = run_tasks(process_unit, [(shared, u) for u in units], desc=stage.name, address=address,
                                    num_cpus_per_task=stage.resources.cpus, num_gpus_per_task=gpus,
                                    max_in_flight=stage.resources.units_in_flight or None, label=lambda job: job[1])
+    for folder in stage.scratch:  # every unit came back: what is left there is a killed run's
+        storage.remove(folder, recursive=True)
     summary = stage.finish(done, failures)
     storage.write_json(stage.provenance_path, dict(record, complete=not failures, summary=summary))
     return summary

@@ -164,11 +164,6 @@ class SelectStage(FolderToFolderStage):
         return select_shard(self.root, self.out, unit, self.chosen[unit], self.section, self.captions.get(unit))
 
     def finish(self, done: list, failures: list) -> dict:
-        if not storage.is_remote(self.out):  # build_shard's local scratch parent (remote outputs work in /tmp)
-            try:
-                os.rmdir(os.path.join(self.out, "_work"))
-            except OSError:
-                pass
         con = connect(self.root)
         (total,) = con.execute("SELECT count(*) FROM samples").fetchone()
         (passing,) = con.execute("SELECT count(*) FROM samples WHERE status = 'success'").fetchone()

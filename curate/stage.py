@@ -3,10 +3,14 @@
 A stage turns dataset folders into a dataset folder (or a table) shard by shard. The runner
 (curate.engine.run_stage) owns everything around the work, once for all stages:
 
-    check() -> provenance resume check (--force: reset()) -> provenance written -> prepare()
-    -> todo() -> work on Ray (tasks, or an actor pool) -> finish() -> provenance marked complete
+    check() -> provenance resume check (--force: reset()) -> provenance written -> what killed runs left is
+    cleared -> prepare() -> todo() -> work on Ray (tasks, or an actor pool) -> finish() -> scratch removed
+    -> provenance marked complete
 
-Nothing is written before check() passes. A stage runs its work one of two ways:
+Nothing is written before check() passes. A run can be killed at any moment: files are published whole (staged as
+`.NAME.tmp[PID]` beside their target, or in a local scratch folder named with host and pid), and the runner
+removes what a killed run left: staged files in `outputs`, the `scratch` folders, and scratch folders of this
+host's processes that are gone. A stage runs its work one of two ways:
 - tasks: `process(unit)` runs as one Ray task per unit (CPUs from `resources.cpus`);
 - actors: `expand(unit)` (CPU tasks, e.g. read + decode) yields rows, `model()` builds the callable that
   `resources.actors` actors (one GPU each when there are GPUs) apply to batches, and the driver calls
@@ -16,6 +20,7 @@ Units are shard ids (strings) or tuples of plain values: they travel to Ray work
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +44,8 @@ class Stage:
 
     name = "stage"
     inputs: tuple[str, ...] = ()  # folders/files read, for describe()
-    outputs: tuple[str, ...] = ()  # folders/files written
+    outputs: tuple[str, ...] = ()  # folders/files written (final after check()); staged leftovers there are removed
+    scratch: tuple[str, ...] = ()  # folders of work in progress only: removed once the units ran
     resources = Resources()
 
     @property
@@ -118,6 +124,7 @@ class FolderToFolderStage(Stage):
         self.folder = DatasetFolder(self.out)
         self.inputs = (self.root,)
         self.outputs = (self.out,)
+        self.scratch = (self.folder.work_dir,)
 
     @property
     def provenance_path(self) -> str:
@@ -127,12 +134,21 @@ class FolderToFolderStage(Stage):
         return {k: v for k, v in to_mapping(self.section).items() if k not in self.config_excludes}
 
 
+@functools.cache
+def _clear_orphans_once() -> None:
+    """Once per worker process: scratch left on this host by processes that were killed (a driver on one node
+    cannot see another node's temp folder)."""
+    storage.remove_orphaned_scratch()
+
+
 def process_unit(stage: Stage, unit) -> Any:
     """Ray task body: the stage object travels with the task (plain fields only)."""
+    _clear_orphans_once()
     return stage.process(unit)
 
 
 def expand_unit(item: dict, stage: Stage) -> list[dict]:
     """Ray Data flat_map body for actor stages."""
+    _clear_orphans_once()
     return stage.expand(item["unit"])
 

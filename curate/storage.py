@@ -13,7 +13,9 @@ import contextlib
 import glob as _glob
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 
@@ -150,7 +152,58 @@ def staging_dir(dest_dir: str) -> str:
     if not is_remote(dest_dir):
         makedirs(dest_dir)
         return local_path(dest_dir)
-    return tempfile.mkdtemp(prefix="curate-stage-", dir=os.environ.get("CURATE_SCRATCH"))
+    return scratch_dir("stage")
+
+
+def scratch_dir(kind: str) -> str:
+    """A new private local folder for `kind` work (CURATE_SCRATCH or the system's temp). Its name carries the host
+    and pid, so that a folder left by a killed process can be told from a live one's (remove_orphaned_scratch)."""
+    return tempfile.mkdtemp(prefix=f"curate-{kind}-{socket.gethostname()}-{os.getpid()}-",
+                            dir=os.environ.get("CURATE_SCRATCH"))
+
+
+_SCRATCH = re.compile(r"^curate-[a-z]+-(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+$")
+_STAGED = re.compile(r"^\..+\.tmp\d*$")  # the names publish() and put() stage files under beside their target
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_orphaned_scratch() -> list[str]:
+    """Remove the scratch folders of this host's processes that are gone (a killed task leaves its folder behind);
+    a live process's folder, or another host's on a shared temp, is kept. Returns the removed paths."""
+    root = os.environ.get("CURATE_SCRATCH") or tempfile.gettempdir()
+    host, removed = socket.gethostname(), []
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(root):
+            m = _SCRATCH.match(name)
+            if m and m["host"] == host and not _alive(int(m["pid"])):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+                removed.append(os.path.join(root, name))
+    return removed
+
+
+def remove_staged_files(folder: str) -> list[str]:
+    """Remove the files staged for publication under local `folder` (`.NAME.tmp[PID]`) that a killed writer left;
+    call it only when no writer of that folder runs. Object stores hold no staged files. Returns the removed."""
+    if is_remote(folder):
+        return []
+    removed = []
+    for parent_dir, _, names in os.walk(local_path(folder)):
+        for name in names:
+            if _STAGED.match(name):
+                path = os.path.join(parent_dir, name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+                    removed.append(path)
+    return removed
 
 
 def put(staged: str, dest: str) -> None:
@@ -183,7 +236,7 @@ def write_bytes(dest: str, data) -> None:
     """Publish `data` (bytes, or any C-contiguous buffer such as a numpy array: written without a copy
     locally) as `dest`, whole or not at all."""
     if not is_remote(dest):
-        tmp = f"{local_path(dest)}.tmp{os.getpid()}"
+        tmp = os.path.join(os.path.dirname(local_path(dest)), f".{os.path.basename(dest)}.tmp{os.getpid()}")
         with builtins.open(tmp, "wb") as f:
             f.write(data)
         publish(tmp, local_path(dest))
@@ -254,7 +307,7 @@ def local_copy(path: str) -> Iterator[str]:
     if not is_remote(path):
         yield local_path(path)
         return
-    scratch = tempfile.mkdtemp(prefix="curate-get-", dir=os.environ.get("CURATE_SCRATCH"))
+    scratch = scratch_dir("get")
     try:
         target = os.path.join(scratch, basename(path))
         fs, p = filesystem(path)

@@ -3,13 +3,14 @@
 import json
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pytest
 
-from curate import engine
+from curate import engine, storage
 from curate.provenance import ProvenanceMismatch
 from curate.stage import Resources, Stage
 
@@ -29,6 +30,10 @@ class CountStage(Stage):
     check_error: str | None = None
 
     name = "count"
+
+    def __post_init__(self):
+        self.outputs = (os.path.join(self.root, "out"),)
+        self.scratch = (os.path.join(self.root, "_work"),)
 
     @property
     def provenance_path(self):
@@ -127,6 +132,42 @@ def test_resume_refusal_force_and_failures(ray_local, tmp_path):
     summary = engine.run_stage(CountStage(root, 2), force=True)
     assert summary["ran"] == 2 and sorted(os.listdir(os.path.join(root, "out"))) == ["00000.txt", "00001.txt"]
     assert provenance(root)["config"] == {"n": 2}
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from curate import storage
+with open(os.path.join(storage.scratch_dir("work"), "part.mp4"), "wb") as f:
+    f.write(b"half a video")
+os.makedirs(sys.argv[1], exist_ok=True)
+with open(os.path.join(sys.argv[1], f".00001.txt.tmp{os.getpid()}"), "w") as f:
+    f.write("half a table")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_runner_removes_what_killed_runs_left(ray_local, tmp_path, monkeypatch):
+    """A writer SIGKILLed mid-publication leaves a staged file beside its target and its scratch folder; a killed
+    task leaves its unit's folder in _work. The next run removes those, and keeps a live process's scratch, another
+    host's (a shared temp folder) and a user's own file."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("CURATE_SCRATCH", str(scratch))
+    root = tmp_path / "stage"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(root / "out")])
+    assert killed.returncode == -9
+    (root / "_work" / "00001").mkdir(parents=True)
+    (root / "_work" / "00001" / "clip.mp4").write_bytes(b"half a clip")
+    (root / "out" / "notes.tmp").write_text("the user's")
+    live = os.path.basename(storage.scratch_dir("work"))
+    elsewhere = scratch / "curate-work-another-host-1-abc123"
+    elsewhere.mkdir()
+    assert len(os.listdir(scratch)) == 3 and len(os.listdir(root / "out")) == 2
+
+    assert engine.run_stage(CountStage(str(root), 2))["ran"] == 2
+    assert sorted(os.listdir(root / "out")) == ["00000.txt", "00001.txt", "notes.tmp"]
+    assert sorted(os.listdir(root)) == ["out", "provenance.json"]
+    assert sorted(os.listdir(scratch)) == sorted([live, elsewhere.name])
 
 
 def test_actor_stage_writes_each_unit_whole(ray_local, tmp_path):

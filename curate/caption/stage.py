@@ -27,7 +27,7 @@ from curate.caption.client import Answer, CaptionFailure, ChatClient, RetryPolic
 from curate.caption.frames import FrameDecodeFailed, shared_pool
 from curate.caption.hf import HFCaptioner, model_folder, weights_sha256
 from curate.config import CaptionSection, ConfigError
-from curate.shards.derived import drop_temporaries, shard_content, stale_shards, write_table
+from curate.shards.derived import shard_content, stale_shards, write_table
 from curate.shards.folder import DatasetFolder
 from curate.shards.reader import ShardSample, samples
 from curate.stage import Resources, Stage
@@ -227,7 +227,6 @@ class CaptionStage(Stage):
 
     def todo(self) -> list[str]:
         self.content = {sid: shard_content(self.folder.manifest(sid)) for sid in self.folder.complete_shards()}
-        drop_temporaries(self.out_dir)
         return sorted(stale_shards(self.out_dir, self.content))
 
     def common(self) -> dict:

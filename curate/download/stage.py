@@ -1,4 +1,4 @@
-"""The download stage: plan the source once, download the unfinished shards, and retry failed rows."""
+"""The download stage: plan the source once, then download the unfinished shards."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from curate import engine, provenance, storage
 from curate.config import FLATTEN, option_help
 from curate.download.http import FetchPolicy
 from curate.download.plan import build_plan
-from curate.download.shard import RETRYABLE_STATUSES, DownloadOptions, download_shard, retry_shard
+from curate.download.shard import RETRYABLE_STATUSES, DownloadOptions, download_shard
 from curate.shards.folder import DatasetFolder, shard_id
 from curate.stage import Resources, Stage
 
@@ -45,13 +45,10 @@ class DownloadSection:
 
 @dataclass
 class DownloadStage(Stage):
-    """source metadata -> dataset folder `out` (shards/NNNNN.tar|.parquet|_stats.json, _plan/, provenance.json).
-    With `retry=True` it re-attempts only the rows that failed to download or decode."""
+    """source metadata -> dataset folder `out` (shards/NNNNN.tar|.parquet|_stats.json, _plan/, provenance.json)."""
 
     out: str
     section: DownloadSection
-    retry: bool = False
-    fingerprint_value: str | None = None  # retry: the folder's own input fingerprint (the input may be gone)
 
     name = "download"
     resources = Resources(cpus=1)
@@ -61,8 +58,7 @@ class DownloadStage(Stage):
         self.folder = DatasetFolder(self.out)
         self.inputs = (self.section.input,)
         self.outputs = (self.folder.shards_dir,)
-        if self.retry:
-            self.name = "retry-failed"
+        self.scratch = (self.folder.work_dir,)
 
     @property
     def provenance_path(self) -> str:
@@ -74,7 +70,7 @@ class DownloadStage(Stage):
                 "shard_size": s.shard_size, "limit": s.limit}
 
     def fingerprint(self) -> str:
-        return self.fingerprint_value or provenance.input_fingerprint(self.section.input)
+        return provenance.input_fingerprint(self.section.input)
 
     def check(self) -> None:
         from curate.sources import READERS, check_options
@@ -82,11 +78,11 @@ class DownloadStage(Stage):
         if self.section.source not in READERS:
             raise ValueError(f"unknown source {self.section.source!r}; choose one of {', '.join(READERS)}")
         check_options(self.section.source, self.section.source_options)
-        if not self.retry and not storage.exists(self.section.input):
+        if not storage.exists(self.section.input):
             raise FileNotFoundError(f"input {self.section.input} does not exist")
 
     def reset(self) -> None:
-        for path in (self.folder.shards_dir, storage.parent(self.folder.plan_path), storage.join(self.out, "_work"),
+        for path in (self.folder.shards_dir, storage.parent(self.folder.plan_path), self.folder.work_dir,
                      storage.join(self.out, "scores"), storage.join(self.out, "embeddings")):
             storage.remove(path, recursive=True)
 
@@ -104,7 +100,7 @@ class DownloadStage(Stage):
                 f"byte cap {o.fetch.max_bytes}; failure budget {s.max_failure_rate:.0%}"]
 
     def prepare(self) -> None:
-        if not self.retry and not storage.exists(self.folder.plan_path):
+        if not storage.exists(self.folder.plan_path):
             s = self.section
             build_plan(self.folder, s.source, s.input, s.source_options, s.shard_size, s.limit)
 
@@ -115,17 +111,10 @@ class DownloadStage(Stage):
         return [shard_id(n) for n in range(int(count))]
 
     def todo(self) -> list[str]:
-        if self.retry:
-            rows = storage.duckdb_connect(self.out).execute(
-                f"SELECT DISTINCT shard FROM read_parquet(?) WHERE status IN ({_placeholders(RETRYABLE_STATUSES)}) "
-                "ORDER BY shard", [self.folder.manifest_glob(), *RETRYABLE_STATUSES]).fetchall()
-            return [sid for (sid,) in rows]
         done = set(self.folder.complete_shards())
         return [sid for sid in self.planned_shards() if sid not in done]
 
     def process(self, unit: str):
-        if self.retry:
-            return retry_shard(self.out, unit, self.section.options.to_dict())
         return download_shard(self.out, int(unit), unit, self.section.options.to_dict())
 
     def failure_rate(self) -> float:
@@ -139,15 +128,8 @@ class DownloadStage(Stage):
         return round(float(rate), 4)
 
     def finish(self, done: list, failures: list) -> dict:
-        if not storage.is_remote(self.out):  # remote roots have their scratch on local disk (build_shard)
-            try:
-                os.rmdir(os.path.join(self.out, "_work"))
-            except OSError:
-                pass
         failed = [{"shard": unit, "error": error} for unit, error in failures]
         rate = self.failure_rate()
-        if self.retry:
-            return {"shards_retried": len(done) + len(failures), "failed_shards": failed, "failure_rate": rate}
         total = len(self.planned_shards())
         if rate > self.section.max_failure_rate:
             failed.append({"shard": "*", "error": f"failure rate {rate:.1%} exceeds the budget "
@@ -165,21 +147,3 @@ def download(source: str, input_path: str, out: str, *, source_options: dict | N
                               shard_size=shard_size, limit=limit, max_failure_rate=max_failure_rate,
                               options=options or DownloadOptions())
     return engine.run_stage(DownloadStage(out, section), force=force, address=ray_address)
-
-
-def retry_stage(out: str) -> DownloadStage:
-    """The download stage of folder `out` as it was built (its own config), in retry mode."""
-    folder = DatasetFolder(_absolute(out))
-    record = folder.read_provenance()
-    if record is None or record.get("stage") not in ("download", "retry-failed"):
-        raise FileNotFoundError(f"{out} is not a downloaded dataset folder (no download provenance.json)")
-    config = record["config"]
-    section = DownloadSection(source=config["source"], input=record.get("input", ""),
-                              source_options=config["source_options"], shard_size=config["shard_size"],
-                              limit=config["limit"], options=DownloadOptions.from_dict(config["options"]))
-    return DownloadStage(out, section, retry=True, fingerprint_value=record["input_fingerprint"])
-
-
-def retry_failed(out: str, ray_address: str | None = None) -> dict:
-    """Re-attempt only the rows that failed to download or decode, shard by shard, with the folder's options."""
-    return engine.run_stage(retry_stage(out), address=ray_address)

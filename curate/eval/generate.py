@@ -193,6 +193,7 @@ class GenerateStage(Stage):
         self.folder = DatasetFolder(self.out)
         self.inputs = (self.checkpoint, self.prompts)
         self.outputs = (self.out,)
+        self.scratch = (self.folder.work_dir,)
         self.resources = Resources(actors=self.options.actors or 0, gpus_per_actor=1.0, batch_size=1)
         self.items = plan(read_prompts(self.prompts, self.options.caption_seed, self.options.max_prompts), self.options,
                           self.seeds)
@@ -290,8 +291,6 @@ class GenerateStage(Stage):
         build_shard(self.out, unit, body)
 
     def finish(self, done: list, failures: list) -> dict:
-        if os.path.isdir(os.path.join(self.out, "_work")) and not os.listdir(os.path.join(self.out, "_work")):
-            os.rmdir(os.path.join(self.out, "_work"))
         summary = super().finish(done, failures)
         summary.update(out=self.out, videos=len(self.items), shards=len(self.units),
                        skipped_shards=len(self.units) - len(done), checkpoint=self.checkpoint)

@@ -25,7 +25,6 @@ from typing import ClassVar, NamedTuple
 from curate import engine, provenance, schema, storage
 from curate.eval.clips import Clip, iter_clips
 from curate.shards import reader
-from curate.shards.derived import drop_temporaries
 from curate.shards.folder import DatasetFolder
 from curate.stage import Resources, Stage
 from curate.weightfile import curate_cache_dir
@@ -197,6 +196,7 @@ class MetricStage(Stage):
         for side, root in self.folders.items():
             if side != self.main:
                 self.dirs[side] = reference_dir(root, self.metric)
+        self.outputs = (self.out, *self.dirs.values())
 
     def reset(self) -> None:
         storage.remove(self.dirs[self.main], recursive=True)
@@ -225,7 +225,6 @@ class MetricStage(Stage):
         max_clips clips per folder."""
         units = []
         for side, root in self.folders.items():
-            drop_temporaries(self.dirs[side])
             written = set(storage.glob(storage.join(self.dirs[side], "*.parquet")))
             promised = 0
             for sid in DatasetFolder(root).complete_shards():

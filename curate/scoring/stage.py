@@ -27,7 +27,7 @@ from curate.scoring.options import ScoreSection
 from curate.scoring.registry import CPU, MODEL, ScorerSpec, specs
 from curate.scoring.scorer_set import ScorerSet
 from curate.scoring.workers import ScoreModel, expand_shard, leave_behind, score_on_cpu
-from curate.shards.derived import drop_temporaries, shard_content, stale_shards, write_table
+from curate.shards.derived import shard_content, stale_shards, write_table
 from curate.shards.folder import DatasetFolder
 from curate.stage import Resources, Stage
 
@@ -51,6 +51,8 @@ class ScoreStage(Stage):
         self.scorers = [s.name for s in self.specs]
         self.inputs = (self.folder.shards_dir,)
         self.outputs = tuple(self.scorer_dir(s) for s in self.scorers)
+        if clip_score.NAME in self.scorers:
+            self.outputs += (storage.join(self.root, "embeddings"),)
         models = any(s.runs == MODEL for s in self.specs)
         self.resources = Resources(actors=self.section.actors or 0, gpus_per_actor=1.0 if models else 0.0,
                                    batch_size=self.section.batch_size)
@@ -129,9 +131,7 @@ class ScoreStage(Stage):
     def todo(self) -> list[str]:
         self.content = {sid: shard_content(self.folder.manifest(sid)) for sid in self.folder.complete_shards()}
         self.needs = {}
-        drop_temporaries(storage.join(self.root, "embeddings"))
         for scorer in self.scorers:
-            drop_temporaries(self.scorer_dir(scorer))
             for sid in stale_shards(self.scorer_dir(scorer), self.content):
                 self.needs.setdefault(sid, set()).add(scorer)
         return sorted(self.needs)

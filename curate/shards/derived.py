@@ -1,5 +1,5 @@
 """Tables derived per shard (scores/<scorer>/, captions/<run>/): the shard content each covers, recorded in the
-table so a changed shard is done again, and the temporaries a killed run left."""
+table so a changed shard is done again."""
 
 from __future__ import annotations
 
@@ -34,13 +34,6 @@ def write_table(path: str, table: pa.Table, content: str | None = None) -> None:
     if content is not None:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), CONTENT_KEY: content.encode()})
     storage.write_table(table, path)
-
-
-def drop_temporaries(folder: str) -> None:
-    """Temporary tables a killed run left in a local output folder (object stores get whole objects only)."""
-    if not storage.is_remote(folder):
-        for path in storage.glob(storage.join(folder, ".*.parquet.tmp*")):
-            storage.remove(path)
 
 
 def stale_shards(folder: str, content: dict[str, tuple[str, int]]) -> list[str]:

@@ -23,6 +23,11 @@ class DatasetFolder:
         return storage.join(self.root, "shards")
 
     @property
+    def work_dir(self) -> str:
+        """Scratch of the shards being built (local roots; an object-store root's scratch is local temp)."""
+        return storage.join(self.root, "_work")
+
+    @property
     def plan_path(self) -> str:
         return storage.join(self.root, PLAN)
 

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -140,12 +139,12 @@ class ShardWriter:
 
 def build_shard(root: str, sid: str, body: Callable[[str, ShardWriter], None]) -> dict:
     """Run `body(work, writer)` to fill shard `sid` of the dataset at `root`, with a scratch folder
-    root/_work/sid; publishes the shard when body returns, leaves nothing (no tar, no scratch) when it
+    root/_work/sid (the engine removes root/_work once a run's units are done); publishes the shard when body returns, leaves nothing (no tar, no scratch) when it
     raises. Returns the shard's stats. For an object-store root the scratch folder is local."""
     if storage.is_remote(root):
-        work = tempfile.mkdtemp(prefix=f"curate-work-{sid}-", dir=os.environ.get("CURATE_SCRATCH"))
+        work = storage.scratch_dir("work")
     else:
-        work = os.path.join(root, "_work", sid)
+        work = os.path.join(DatasetFolder(root).work_dir, sid)
         shutil.rmtree(work, ignore_errors=True)
         os.makedirs(work)
     writer = ShardWriter(DatasetFolder(root), sid)

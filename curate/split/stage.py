@@ -256,11 +256,6 @@ class SplitStage(FolderToFolderStage):
         return split_shard(self.root, self.out, unit, self.section)
 
     def finish(self, done: list, failures: list) -> dict:
-        if not storage.is_remote(self.out):
-            try:
-                os.rmdir(os.path.join(self.out, "_work"))
-            except OSError:
-                pass
         statuses: dict[str, int] = {}
         for sid in self.folder.complete_shards():
             for row in reader.manifest_rows(self.out, sid, ["status"], status=None):

@@ -14,7 +14,8 @@ import duckdb
 import pytest
 
 from curate.download.http import FetchPolicy
-from curate.download.stage import download, retry_failed
+from curate.download.retry import retry_failed
+from curate.download.stage import download
 from curate.download.shard import DownloadOptions
 from curate.provenance import ProvenanceMismatch
 
@@ -153,6 +154,9 @@ def test_resume_after_kill_has_every_key_exactly_once(ray_address, media_server,
     assert sorted(r["row"] for r in rows) == list(range(24))
     assert len({r["key"] for r in rows}) == 24 and all(r["status"] == "success" for r in rows)
     check_tars(out, rows)
+    # nothing of the killed run is left: no scratch folder, no staged file
+    assert sorted(p.name for p in out.iterdir()) == ["_plan", "provenance.json", "shards"]
+    assert not [p.name for p in (out / "shards").iterdir() if p.name.startswith(".")]
 
 
 def test_videos_above_max_side_are_reencoded(ray_local, media_server, tmp_path):

@@ -151,7 +151,8 @@ def test_rows_that_become_successes_are_scored_by_the_next_run(ray_local, media_
     """download -> score -> retry-failed turns a failure into a success -> score again scores exactly that shard."""
     from curate.download.http import FetchPolicy
     from curate.download.shard import DownloadOptions
-    from curate.download.stage import download, retry_failed
+    from curate.download.retry import retry_failed
+    from curate.download.stage import download
 
     late = "late_arrival_score.mp4"
     urls = tmp_path / "urls.txt"

@@ -23,7 +23,8 @@ import pytest
 from curate import sources, storage
 from curate.download.http import FetchPolicy
 from curate.download.shard import DownloadOptions
-from curate.download.stage import download, retry_failed
+from curate.download.retry import retry_failed
+from curate.download.stage import download
 
 LOCAL = DownloadOptions(fetch=FetchPolicy(allow_private_addresses=True, retries=0, read_timeout=3, max_bytes=2 << 20))
 WEBVID_HEADER = ["videoid", "contentUrl", "duration", "page_dir", "name"]
