@@ -9,7 +9,7 @@ A stage turns dataset folders into a dataset folder (or a table) shard by shard.
 
 Nothing is written before check() passes. A run can be killed at any moment: files are published whole (staged as
 `.NAME.tmp[PID]` beside their target, or in a local scratch folder named with host and pid), and the runner
-removes what a killed run left: staged files in `outputs`, the `scratch` folders, and scratch folders of this
+removes what a killed run left: staged files in `outputs`, the `scratch_dirs`, and scratch folders of this
 host's processes that are gone. A stage runs its work one of two ways:
 - tasks: `process(unit)` runs as one Ray task per unit (CPUs from `resources.cpus`);
 - actors: `expand(unit)` (CPU tasks, e.g. read + decode) yields rows, `model()` builds the callable that
@@ -45,7 +45,7 @@ class Stage:
     name = "stage"
     inputs: tuple[str, ...] = ()  # folders/files read, for describe()
     outputs: tuple[str, ...] = ()  # folders/files written (final after check()); staged leftovers there are removed
-    scratch: tuple[str, ...] = ()  # folders of work in progress only: removed once the units ran
+    scratch_dirs: tuple[str, ...] = ()  # folders of work in progress only: removed once the units ran
     resources = Resources()
 
     @property
@@ -124,7 +124,7 @@ class FolderToFolderStage(Stage):
         self.folder = DatasetFolder(self.out)
         self.inputs = (self.root,)
         self.outputs = (self.out,)
-        self.scratch = (self.folder.work_dir,)
+        self.scratch_dirs = (self.folder.work_dir,)
 
     @property
     def provenance_path(self) -> str:

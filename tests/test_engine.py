@@ -33,7 +33,7 @@ class CountStage(Stage):
 
     def __post_init__(self):
         self.outputs = (os.path.join(self.root, "out"),)
-        self.scratch = (os.path.join(self.root, "_work"),)
+        self.scratch_dirs = (os.path.join(self.root, "_work"),)
 
     @property
     def provenance_path(self):

@@ -58,7 +58,7 @@ class DownloadStage(Stage):
         self.folder = DatasetFolder(self.out)
         self.inputs = (self.section.input,)
         self.outputs = (self.folder.shards_dir,)
-        self.scratch = (self.folder.work_dir,)
+        self.scratch_dirs = (self.folder.work_dir,)
 
     @property
     def provenance_path(self) -> str:

@@ -193,7 +193,7 @@ class GenerateStage(Stage):
         self.folder = DatasetFolder(self.out)
         self.inputs = (self.checkpoint, self.prompts)
         self.outputs = (self.out,)
-        self.scratch = (self.folder.work_dir,)
+        self.scratch_dirs = (self.folder.work_dir,)
         self.resources = Resources(actors=self.options.actors or 0, gpus_per_actor=1.0, batch_size=1)
         self.items = plan(read_prompts(self.prompts, self.options.caption_seed, self.options.max_prompts), self.options,
                           self.seeds)

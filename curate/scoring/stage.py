@@ -1,4 +1,5 @@
 """The score stage: shards -> decoded samples + CPU scorers (tasks) -> model scorers (actor pool) -> scores/<scorer>/.
+A run that needs no model scorer has no actor pool: each task decodes, scores and writes its shard.
 
 Each scorer writes its own folder (scores/clip/, scores/motion/, ...) with one table per shard and its own
 _provenance.json, so a column has exactly one home. A shard's score table records the digest of what it
@@ -59,6 +60,7 @@ class ScoreStage(Stage):
         self.needs: dict[str, set[str]] = {}
         self.content: dict[str, tuple[str, int]] = {}
         self.clip_resize: tuple[int, str] | None = None
+        self.documented: pa.Schema | None = None
         self.with_media = False
 
     def describe(self) -> list[str]:
@@ -108,9 +110,9 @@ class ScoreStage(Stage):
     def check(self) -> None:
         if not self.folder.complete_shards():
             raise FileNotFoundError(f"{self.root} has no complete shards to score")
-        documented = set(schema.load("scores").names)
+        self.documented = schema.load("scores")  # read once here: write() may run in a task on another node
         for spec in self.specs:
-            missing = [column for column in spec.columns if column not in documented]
+            missing = [column for column in spec.columns if column not in self.documented.names]
             if missing:
                 raise ValueError(f"scorer {spec.name} writes {', '.join(missing)}, not documented in "
                                  "schemas/scores.yaml: document each column (type, meaning, range) there")
@@ -149,15 +151,29 @@ class ScoreStage(Stage):
     def expected_rows(self, unit: str) -> int:
         return self.content[unit][1]
 
-    def model(self):
+    def _model_specs(self) -> list[ScorerSpec]:
+        """The model scorers this run needs (every requested one before todo() has judged the shards)."""
         needed = set().union(*self.needs.values()) if self.needs else set(self.scorers)
-        return ScoreModel, {"specs": [spec for spec in self.specs if spec.runs == MODEL and spec.name in needed],
-                            "options": self.section}
+        return [spec for spec in self.specs if spec.runs == MODEL and spec.name in needed]
+
+    @property
+    def uses_actors(self) -> bool:
+        return bool(self._model_specs())
+
+    def model(self):
+        return ScoreModel, {"specs": self._model_specs(), "options": self.section}
+
+    def process(self, unit: str) -> str:
+        """No model scorer this run: decode, score and write the shard in its task (no actor pool to start)."""
+        rows = self.expand(unit)
+        merged = ScoreModel([], self.section)(pa.Table.from_pylist(rows)).to_pylist() if rows else []
+        self.write(unit, merged)
+        return unit
 
     def write(self, unit: str, rows: list[dict]) -> None:
         rows.sort(key=lambda r: r["key"])
         digest = self.content[unit][0]
-        documented = schema.load("scores")
+        documented = self.documented
         for spec in self.specs:
             if spec.name not in self.needs.get(unit, ()):
                 continue
@@ -179,5 +195,5 @@ class ScoreStage(Stage):
                 "stage": "score", "scorer": spec.name, "config": self.scorer_config(spec), "run": run,
                 "columns": list(spec.columns), "model": models.get(spec.name),
                 "shards_scored_this_run": sorted(s for s, names in self.needs.items() if spec.name in names)})
-        return {"scored_shards": len(self.needs), "skipped_shards": len(self.content) - len(self.needs),
-                "scorers": self.scorers, "failed_shards": []}
+        return {"scored_shards": len(self.needs) - len(failures), "skipped_shards": len(self.content) - len(self.needs),
+                "scorers": self.scorers, "failed_shards": [{"shard": unit, "error": error} for unit, error in failures]}
