@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Callable, Sequence
 
@@ -56,6 +55,7 @@ def run_tasks(fn: Callable, jobs: Sequence[tuple], desc: str, address: str | Non
     import ray
 
     init(address)
+    release_hosts()  # idle pool actors would hold CPUs these tasks need
     remote = ray.remote(num_cpus=num_cpus_per_task, num_gpus=num_gpus_per_task, max_retries=2,
                         retry_exceptions=False)(fn)
     window = max_in_flight or max(2, int(ray.cluster_resources().get("CPU", 1) / num_cpus_per_task) * 2)
@@ -84,41 +84,120 @@ def run_tasks(fn: Callable, jobs: Sequence[tuple], desc: str, address: str | Non
     return results, failures
 
 
+class ModelHost:
+    """A pool actor: builds the stage's model from the spec it is handed (once per spec, again after a restart)
+    and applies it to batches of rows. Hosts outlive a run, so the next actor stage of this process starts no new
+    worker processes; a task stage releases them first (an idle host holds its CPUs and GPU)."""
+
+    def __init__(self):
+        self.token, self.model = None, None
+
+    def apply(self, spec: tuple, rows: list[dict]) -> list[dict]:
+        token, model_cls, model_kwargs = spec
+        if token != self.token:
+            self.release()
+            self.model, self.token = model_cls(**model_kwargs), token
+        return self.model(rows)
+
+    def release(self) -> None:
+        if self.model is not None:
+            self.model = self.token = None
+            import gc
+            import sys
+
+            gc.collect()
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+_hosts: dict[tuple[float, float], list] = {}  # (GPUs, CPUs) per host -> this process's hosts
+
+
+def model_hosts(size: int, gpus: float, cpus: float) -> list:
+    import ray
+
+    hosts = _hosts.setdefault((gpus, cpus), [])
+    while len(hosts) < size:  # a pool starts whole (a GPU pool growing one actor at a time idles GPUs)
+        hosts.append(ray.remote(ModelHost).options(num_cpus=cpus, num_gpus=gpus, max_restarts=2,
+                                                   max_task_retries=2).remote())
+    return hosts[:size]
+
+
+def release_hosts() -> None:
+    """End this process's pool actors: their CPUs and GPUs go back to the cluster."""
+    import ray
+
+    for hosts in _hosts.values():
+        for host in hosts:
+            ray.kill(host)
+    _hosts.clear()
+
+
+def _expand_batches(expand: Callable, expand_kwargs: dict, unit, batch_size: int):
+    """Ray task body (a streaming generator): the unit's rows in batches, each its own object, which goes from this
+    task to an actor through the object store without passing the driver."""
+    rows = expand({"unit": unit}, **expand_kwargs)
+    for start in range(0, len(rows), batch_size):
+        yield rows[start:start + batch_size]
+
+
 def map_units(units: Sequence, expand: Callable, expand_kwargs: dict, model_cls: type, model_kwargs: dict,
               expected: dict, on_unit: Callable[[object, list[dict]], None], *, batch_size: int = 32,
-              actors: int = 1, gpus_per_actor: float = 0, cpus_per_actor: float = 1, desc: str = "score",
-              address: str | None = None) -> None:
-    """Ray Data: `expand({"unit": u})` (CPU tasks, e.g. read + decode) yields rows carrying "unit"; `model_cls`
-    runs in an actor pool (one GPU each when asked; set up once per actor) on batches; rows come back to the
-    driver, which calls on_unit(unit, rows) once all `expected[unit]` rows of a unit are in — so each unit's
-    output is written whole, and a rerun redoes only units that were not written."""
+              actors: int = 1, gpus_per_actor: float = 0, cpus_per_actor: float = 1, expand_cpus: float = 1,
+              desc: str = "score", address: str | None = None) -> None:
+    """`expand({"unit": u}, **expand_kwargs)` runs as CPU tasks (e.g. read + decode) and yields rows carrying "unit";
+    `model_cls(**model_kwargs)` runs in a pool of `actors` actors (one GPU each when asked), built once per actor,
+    called on batches (lists of rows) and returning rows. Rows come back to the driver, which calls
+    on_unit(unit, rows) once all `expected[unit]` rows of a unit are in — so each unit's output is written whole,
+    and a rerun redoes only units that were not written. Bounded: a window of expand tasks, whose batches wait in
+    the object store (at most a few per task), and two batches in flight per actor."""
+    import uuid
+    from collections import deque
+
     import ray
-    from ray.data import ActorPoolStrategy
 
     init(address)
     if not units:
         return
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # one tqdm bar over rows below instead of Ray's per-operator bars
-    ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
     pending: dict = {u: [] for u in units}
-    todo = [u for u in units if expected[u] > 0]
+    todo = deque(u for u in units if expected[u] > 0)
     with tqdm(total=sum(expected[u] for u in units), desc=desc, unit="sample", dynamic_ncols=True) as bar:
         if todo:
-            ds = ray.data.from_items([{"unit": u} for u in todo], override_num_blocks=len(todo))
-            ds = ds.flat_map(expand, fn_kwargs=expand_kwargs)
-            ds = ds.map_batches(model_cls, fn_constructor_kwargs=model_kwargs, batch_size=batch_size,
-                                batch_format="pyarrow", num_gpus=gpus_per_actor, num_cpus=cpus_per_actor,
-                                # GPU pools start whole (a pool growing from one actor idles GPUs for minutes)
-                                compute=ActorPoolStrategy(min_size=max(1, actors) if gpus_per_actor else 1,
-                                                          max_size=max(1, actors)))
-            for row in ds.iter_rows():
-                unit = row["unit"]
-                pending[unit].append(row)
-                bar.update(1)
-                if len(pending[unit]) == expected[unit]:
-                    on_unit(unit, pending.pop(unit))
+            hosts = model_hosts(max(1, actors), gpus_per_actor, cpus_per_actor)
+            spec = ray.put((uuid.uuid4().hex, model_cls, model_kwargs))
+            shared = ray.put(expand_kwargs)  # one copy in the object store, not one per task
+            expand_task = ray.remote(_expand_batches).options(
+                num_cpus=expand_cpus, max_retries=2, num_returns="streaming", _generator_backpressure_num_objects=4)
+            free_cpus = max(1.0, ray.cluster_resources().get("CPU", 1) - len(hosts) * cpus_per_actor)
+            window = max(2, int(free_cpus / expand_cpus) * 2)
+            streams: dict = {}  # generator -> unit
+            batches: deque = deque()  # refs of batches waiting for an actor
+            busy: dict = {}  # result ref -> host
+            load = {i: 0 for i in range(len(hosts))}
+            while todo or streams or batches or busy:
+                while todo and len(streams) < window and len(batches) < 4 * len(hosts):
+                    unit = todo.popleft()
+                    streams[expand_task.remote(expand, shared, unit, batch_size)] = unit
+                while batches and min(load.values()) < 2:
+                    i = min(load, key=load.get)
+                    busy[hosts[i].apply.remote(spec, batches.popleft())] = i
+                    load[i] += 1
+                ready, _ = ray.wait([*streams, *busy], num_returns=1, fetch_local=False)
+                for item in ready:
+                    if item in busy:
+                        load[busy.pop(item)] -= 1
+                        for row in ray.get(item):
+                            unit = row["unit"]
+                            pending[unit].append(row)
+                            bar.update(1)
+                            if len(pending[unit]) == expected[unit]:
+                                on_unit(unit, pending.pop(unit))
+                        continue
+                    try:
+                        batches.append(next(item))
+                    except StopIteration:
+                        del streams[item]
     for unit, rows in pending.items():  # units with nothing to process still get their (empty) output
         if len(rows) != expected[unit]:
             raise RuntimeError(f"{unit}: {len(rows)} of {expected[unit]} rows came back")
@@ -207,7 +286,8 @@ def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict
 
         map_units(units, expand_unit, {"stage": stage}, model_cls, model_kwargs,
                   {u: stage.expected_rows(u) for u in units}, on_unit, batch_size=r.batch_size, actors=actors,
-                  gpus_per_actor=r.gpus_per_actor if gpus >= 1 else 0, cpus_per_actor=cpus, desc=stage.name,
+                  gpus_per_actor=r.gpus_per_actor if gpus >= 1 else 0, cpus_per_actor=cpus, expand_cpus=r.cpus,
+                  desc=stage.name,
                   address=address)
         failures: list = []
     else:
@@ -219,7 +299,7 @@ def run_stage(stage, *, force: bool = False, address: str | None = None) -> dict
         done, failures = run_tasks(process_unit, [(shared, u) for u in units], desc=stage.name, address=address,
                                    num_cpus_per_task=stage.resources.cpus, num_gpus_per_task=gpus,
                                    max_in_flight=stage.resources.units_in_flight or None, label=lambda job: job[1])
-    for folder in stage.scratch:  # every unit came back: what is left there is a killed run's
+    for folder in stage.scratch_dirs:  # every unit came back: what is left there is a killed run's
         storage.remove(folder, recursive=True)
     summary = stage.finish(done, failures)
     storage.write_json(stage.provenance_path, dict(record, complete=not failures, summary=summary))

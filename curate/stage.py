@@ -13,8 +13,9 @@ removes what a killed run left: staged files in `outputs`, the `scratch_dirs`, a
 host's processes that are gone. A stage runs its work one of two ways:
 - tasks: `process(unit)` runs as one Ray task per unit (CPUs from `resources.cpus`);
 - actors: `expand(unit)` (CPU tasks, e.g. read + decode) yields rows, `model()` builds the callable that
-  `resources.actors` actors (one GPU each when there are GPUs) apply to batches, and the driver calls
-  `write(unit, rows)` once every row of a unit is back — so each unit's output is written whole.
+  `resources.actors` actors (one GPU each when there are GPUs) apply to batches (a list of rows in, rows out),
+  and the driver calls `write(unit, rows)` once every row of a unit is back — so each unit's output is written
+  whole.
 Units are shard ids (strings) or tuples of plain values: they travel to Ray workers, as does the stage.
 """
 
@@ -148,7 +149,7 @@ def process_unit(stage: Stage, unit) -> Any:
 
 
 def expand_unit(item: dict, stage: Stage) -> list[dict]:
-    """Ray Data flat_map body for actor stages."""
+    """Expand-task body of actor stages (curate.engine.map_units)."""
     _clear_orphans_once()
     return stage.expand(item["unit"])
 

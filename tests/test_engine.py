@@ -7,7 +7,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-import pyarrow as pa
 import pytest
 
 from curate import engine, storage
@@ -68,9 +67,8 @@ class Doubler:
     def __init__(self, factor):
         self.factor = factor
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        return pa.Table.from_pylist([dict(r, value=r["value"] * self.factor) for r in rows])
+    def __call__(self, rows: list[dict]) -> list[dict]:
+        return [dict(r, value=r["value"] * self.factor) for r in rows]
 
 
 @dataclass

@@ -20,7 +20,6 @@ import re
 import time
 from dataclasses import dataclass
 
-import pyarrow as pa
 
 from curate import engine, schema, storage
 from curate.caption.client import Answer, CaptionFailure, ChatClient, RetryPolicy, chat_request, chat_url
@@ -111,9 +110,6 @@ async def frames_or_error(pool, sample: ShardSample) -> list[bytes] | str:
         return f"decode_error: {error}"
 
 
-ACTOR_ROWS = schema.load("captions").append(pa.field("unit", pa.string()))
-
-
 class CaptionModel:
     """The hf backend's actor: loads the model once (on the GPU Ray granted it, else the CPU), then captions
     batches of decoded samples; a sample whose frames failed passes through as its failure row."""
@@ -124,14 +120,13 @@ class CaptionModel:
         self.captioner = HFCaptioner(folder, prompt, max_tokens, for_actor())
         self.common = common
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
+    def __call__(self, rows: list[dict]) -> list[dict]:
         ready = [i for i, r in enumerate(rows) if r["error"] is None]
         answers = dict(zip(ready, self.captioner.answer([rows[i]["jpegs"] for i in ready]) if ready else []))
         out = [dict(answer_row(r["key"], self.common, len(r["jpegs"]), answers[i]) if i in answers
                     else caption_row(r["key"], self.common, error=r["error"]), unit=r["unit"])
                for i, r in enumerate(rows)]
-        return pa.Table.from_pylist(out, schema=ACTOR_ROWS)
+        return out
 
 
 @dataclass

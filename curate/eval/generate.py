@@ -23,7 +23,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
 
 from curate import engine, storage
 from curate.config import FLATTEN, option_help
@@ -152,11 +151,11 @@ class GenerateModel:
         self.step = self.sampler.step
         self.options = self.sampler.options(sampler)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, rows: list[dict]) -> list[dict]:
         from curate.train.sample import write_video
 
         out = []
-        for row in batch.to_pylist():
+        for row in rows:
             try:
                 video = self.sampler.sample(row["caption"], self.options, int(row["seed"]))
                 with tempfile.TemporaryDirectory() as work:
@@ -167,10 +166,7 @@ class GenerateModel:
                 media, error = None, f"{type(exc).__name__}: {exc}"
             out.append({"unit": row["unit"], "row": row["row"], "media": media, "error": error,
                         "checkpoint_step": self.step, "sampler": json.dumps(self.options.record(), sort_keys=True)})
-        return pa.Table.from_pylist(out, schema=pa.schema([("unit", pa.string()), ("row", pa.int64()),
-                                                           ("media", pa.binary()), ("error", pa.string()),
-                                                           ("checkpoint_step", pa.int64()),
-                                                           ("sampler", pa.string())]))
+        return out
 
 
 @dataclass

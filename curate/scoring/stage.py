@@ -166,7 +166,7 @@ class ScoreStage(Stage):
     def process(self, unit: str) -> str:
         """No model scorer this run: decode, score and write the shard in its task (no actor pool to start)."""
         rows = self.expand(unit)
-        merged = ScoreModel([], self.section)(pa.Table.from_pylist(rows)).to_pylist() if rows else []
+        merged = ScoreModel([], self.section)(rows) if rows else []
         self.write(unit, merged)
         return unit
 

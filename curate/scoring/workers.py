@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow as pa
 
 from curate.scoring.clip_score import CLIP_EMBEDDING
 from curate.scoring.frames import DECODE_MAX_SIDE, FrameDecodeError, IsolatedDecoder
@@ -90,8 +89,7 @@ class ScoreModel:
         if self.scorers is not None:
             self.scorers.setup()
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
+    def __call__(self, rows: list[dict]) -> list[dict]:
         if self.scorers is not None:
             scored = self.scorers.score_batch([_as_sample(row) for row in rows])
         else:
@@ -102,4 +100,4 @@ class ScoreModel:
             out["unit"] = row["unit"]
             emb = out.pop(CLIP_EMBEDDING, None)
             out[CLIP_EMBEDDING] = None if emb is None else np.asarray(emb, np.float32).tobytes()
-        return pa.Table.from_pylist(scored)
+        return scored

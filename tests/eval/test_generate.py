@@ -171,7 +171,7 @@ def test_a_failed_sample_is_a_row_and_its_shard_is_redone(generated, tmp_path):
     stage = GenerateStage(str(run), prompts, str(tmp_path / "bad"),
                           options(frames=2, steps=1, height=7, width=9, shard_size=2))
     model_cls, kwargs = stage.model()
-    results = model_cls(**kwargs)(pa.Table.from_pylist(stage.expand("00000"))).to_pylist()
+    results = model_cls(**kwargs)(stage.expand("00000"))
     stage.write("00000", results)
     rows = pq.read_table(tmp_path / "bad" / "shards" / "00000.parquet").to_pylist()
     assert [(r["prompt_key"], r["seed"]) for r in rows] == [("p00000", 0), ("p00001", 1)]

@@ -2,7 +2,6 @@
 scorer through the scoring stage's samples (the encoded bytes)."""
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from curate.scoring.codec_motion import CODEC_MOTION, CODEC_MOTION_ERROR, CodecMotionScorer, codec_motion
@@ -61,7 +60,7 @@ def test_scoring_stage_hands_the_encoded_file_to_it(demo_media, tmp_path):
     rows = expand_shard(folder.root, shard_id(0), 3, "first,middle,last", 30.0, with_media=True)
     videos = [r for r in rows if r["modality"] == "video"]
     assert videos and all(r["media"] for r in videos)
-    scored = ScoreModel([registry.spec("codec_motion")], ScoreSection())(pa.Table.from_pylist(rows)).to_pylist()
+    scored = ScoreModel([registry.spec("codec_motion")], ScoreSection())(rows)
     by_key = {r["key"]: r for r in scored}
     assert all(by_key[r["key"]][CODEC_MOTION] is not None for r in videos)
     assert all(r[CODEC_MOTION] is None for r in scored if r["key"] not in {v["key"] for v in videos})
