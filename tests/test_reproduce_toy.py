@@ -18,8 +18,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("f_base", "p_base", "f_spa_dir", "f_spa_lora", "p_spa_dir", "f_spatemp_dir")
 
 
-def run_smoke(out):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0", NO_ALBUMENTATIONS_UPDATE="1")
+def run_smoke(out, ray_address):
+    # the data pipeline joins the session's Ray (RAY_ADDRESS) instead of a cold start of its own
+    env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0", NO_ALBUMENTATIONS_UPDATE="1",
+               RAY_ADDRESS=ray_address)
     done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "reproduce_toy.py"), "--smoke", "--out",
                            str(out)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -27,9 +29,9 @@ def run_smoke(out):
 
 
 @pytest.mark.timeout(2 * 1200)  # two runs, each bounded by run_smoke's own timeout (the suite default is 600 s)
-def test_smoke_runs_every_stage_and_resumes(tmp_path):
+def test_smoke_runs_every_stage_and_resumes(ray_address, tmp_path):
     out = tmp_path / "toy"
-    run_smoke(out)
+    run_smoke(out, ray_address)
     result = json.loads((out / "table.json").read_text())
     assert set(result["rows"]) == {*VARIANTS, "real low-quality videos (train)", "real high-quality images (selected)"}
     for variant in VARIANTS:
@@ -60,7 +62,7 @@ def test_smoke_runs_every_stage_and_resumes(tmp_path):
     frames = load_recipe(os.path.join(ROOT, "pipelines", "toy", "f_base.yaml")).data.frames
     assert all(np.load(out / "samples" / f"{v}.npy").shape[2] == frames for v in VARIANTS)
 
-    again = run_smoke(out)  # resumable: data, training and samples are all skipped
+    again = run_smoke(out, ray_address)  # resumable: data, training and samples are all skipped
     assert "data: done before" in again
     assert all(f"train: {v} already at step 2" in again for v in ("image", *VARIANTS))
     assert "sample:" not in again

@@ -116,20 +116,16 @@ class LoopbackCluster:
         lines = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines()
         return [line.split()[3] for line in lines if {int(p) for p in re.findall(r"pid=(\d+)", line)} & pids]
 
-    def curate(self, *args, address: bool = True, timeout: float = 180, **popen) -> subprocess.CompletedProcess:
-        """Run the `curate` CLI as a driver of this cluster (or, address=False, on its own embedded Ray)."""
-        return subprocess.run(self.command(*args, address=address), env=self.driver_env(address), capture_output=True,
-                              text=True, timeout=timeout, **popen)
+    def curate(self, *args, timeout: float = 180, **popen) -> subprocess.CompletedProcess:
+        """Run the `curate` CLI as a driver of this cluster."""
+        return subprocess.run(self.command(*args), env=self.driver_env(), capture_output=True, text=True,
+                              timeout=timeout, **popen)
 
-    def command(self, *args, address: bool = True) -> list[str]:
-        return [sys.executable, "-m", "curate.cli", *args] + (["--ray-address", self.address] if address else [])
+    def command(self, *args) -> list[str]:
+        return [sys.executable, "-m", "curate.cli", *args, "--ray-address", self.address]
 
-    def driver_env(self, address: bool = True) -> dict:
-        if address:
-            return dict(self.env)
-        local = dict(self.env, CURATE_RAY_NUM_CPUS="2")
-        local.pop("RAY_TMPDIR")
-        return local
+    def driver_env(self) -> dict:
+        return dict(self.env)
 
     def stop(self) -> None:
         """SIGKILL every node's processes (no graceful drain: it waits up to 30 s per node and nothing is kept)."""

@@ -67,28 +67,37 @@ def urls(media_server, tmp_path_factory):
     return str(path)
 
 
-def pipeline(cluster, urls, out: str, address: bool) -> None:
+def pipeline(curate, urls, out: str) -> None:
     """download -> score (motion, quality) -> select, each a `curate` CLI call as users run it."""
     ds, sel = storage.join(out, "ds"), storage.join(out, "sel")
-    ok(cluster.curate("download", "urls", urls, "--out", ds, "--allow-private-addresses", "--retries", "0",
-                      "--shard-size", "2", address=address))
-    ok(cluster.curate("score", ds, "--scorers", "motion,quality", "--batch-size", "4", address=address))
-    ok(cluster.curate("select", ds, "--out", sel, "--where", WHERE, "--video-size", "32x32", "--image-size", "32x32",
-                      address=address))
+    ok(curate("download", "urls", urls, "--out", ds, "--allow-private-addresses", "--retries", "0",
+              "--shard-size", "2"))
+    ok(curate("score", ds, "--scorers", "motion,quality", "--batch-size", "4"))
+    ok(curate("select", ds, "--out", sel, "--where", WHERE, "--video-size", "32x32", "--image-size", "32x32"))
 
 
-def test_stages_run_on_the_worker_node_and_equal_a_local_run(cluster, urls, s3_bucket, tmp_path):
-    """The cluster run reads its input from and writes every output to S3; the reference runs on local disk."""
+def single_node(ray_address):
+    """`curate` CLI calls on the test session's own one-node Ray on 127.0.0.1 (no cluster, local disk)."""
+    def curate(*args):
+        env = dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
+        return subprocess.run([sys.executable, "-m", "curate.cli", *args, "--ray-address", ray_address], env=env,
+                              capture_output=True, text=True, timeout=180)
+    return curate
+
+
+def test_stages_run_on_the_worker_node_and_equal_a_local_run(cluster, urls, s3_bucket, ray_address, tmp_path):
+    """The cluster run reads its input from and writes every output to S3; the reference runs on local disk, on the
+    session's one-node Ray."""
     loopback_only(cluster)
     (worker,) = cluster.workers()
     s3_urls = s3_bucket + "/input/urls.txt"
     storage.write_bytes(s3_urls, open(urls, "rb").read())
-    pipeline(cluster, s3_urls, s3_bucket + "/cluster", address=True)
-    pipeline(cluster, urls, str(tmp_path / "local"), address=False)
+    pipeline(cluster.curate, s3_urls, s3_bucket + "/cluster")
+    pipeline(single_node(ray_address), urls, str(tmp_path / "local"))
 
-    # the head has no CPUs: every download/select task and every scoring actor ran in the worker node's workers
-    assert ran_here(worker, "process_unit") >= 1 and ran_here(worker, "MapWorker") >= 1
-    assert ran_here(cluster.head, "process_unit") == ran_here(cluster.head, "MapWorker") == 0
+    # the head has no CPUs: every download, score (weight-free: tasks, no actor pool) and select task ran in the
+    # worker node's workers
+    assert ran_here(worker, "process_unit") >= 1 and ran_here(cluster.head, "process_unit") == 0
 
     c, local = s3_bucket + "/cluster", tmp_path / "local"
     assert manifest(f"{c}/ds") == manifest(local / "ds") and len(manifest(f"{c}/ds")) == len(NAMES)
