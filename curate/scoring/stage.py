@@ -173,7 +173,7 @@ class ScoreStage(Stage):
     def write(self, unit: str, rows: list[dict]) -> None:
         rows.sort(key=lambda r: r["key"])
         digest = self.content[unit][0]
-        documented = self.documented
+        documented = self.documented or schema.load("scores")  # check() reads it once; a bare write() reads it here
         for spec in self.specs:
             if spec.name not in self.needs.get(unit, ()):
                 continue
