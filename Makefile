@@ -21,7 +21,10 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 	$(PY) -m pip install -q -c constraints.txt --no-deps "rapidocr-onnxruntime==1.4.4"
 	@touch $(STAMP)
 
+# curate's bytecode, written once: an environment with PYTHONDONTWRITEBYTECODE set would otherwise compile the
+# modules again in every process (each CLI call, Ray worker and image-download helper of a run).
 setup: $(STAMP)
+	@$(PY) -m compileall -q curate >/dev/null
 
 demo: setup
 	$(VENV)/bin/curate demo --out demo_out

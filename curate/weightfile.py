@@ -14,9 +14,10 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 OFFLINE_ENV = ("CURATE_OFFLINE", "HF_HUB_OFFLINE")
 # non-weights a TorchScript CLIP carries: OpenAI's files the first three (open_clip drops them the same
@@ -131,6 +132,8 @@ def read_weights(path: str | Path, trust_checkpoint: bool = False, what: str = "
     mmap=True maps a torch zip file instead of reading it (for key/shape checks of large files). A URL
     (s3://...) is fetched to a temporary local file first: the loaders need a seekable file.
     """
+    import torch  # here, not at the top: the CLI and the weight-free stages import this module for its errors
+
     from curate import storage
 
     if storage.is_remote(str(path)):

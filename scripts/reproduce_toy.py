@@ -6,12 +6,13 @@
            Python API (download -> score motion+quality -> select the high-quality images by thresholds); the
            base models train on the downloaded shards themselves (every low-quality video + the whole image pool:
            a select of everything would be the same data re-encoded).
-2. train:  `curate train` runs, one process and one thread each, `--jobs` at a time, in dependency waves:
-           image -> f_base, p_base -> f_spa_dir, f_spa_lora, p_spa_dir, f_spatemp_dir. A run already at its
-           step count is skipped, an interrupted one resumes from its latest checkpoint.
-3. sample: every variant on the held-out prompts (combinations never seen as video) x `--seeds` seeds, in
-           parallel processes; raw uint8 frames are kept (H.264 at 16 px would halve the colour resolution that
-           the metrics measure).
+2. train:  `curate train` runs (the CLI command, called in a pool of `--jobs` processes of one thread each, so
+           torch loads once per process, not once per run), in dependency waves: image -> f_base, p_base ->
+           f_spa_dir, f_spa_lora, p_spa_dir, f_spatemp_dir. A run already at its step count is skipped, an
+           interrupted one resumes from its latest checkpoint.
+3. sample: every variant on the held-out prompts (combinations never seen as video) x `--seeds` seeds, in the
+           same pool; raw uint8 frames are kept (H.264 at 16 px would halve the colour resolution that the
+           metrics measure).
 4. table:  world metrics (curate.demo.world_metrics) and the weight-free video metrics
            (curate.eval.video_quality.clip_quality) per variant, mean +- standard deviation over seeds, with
            reference rows measured by the same code on the real training data; OUT/table.md, OUT/table.json and
@@ -23,12 +24,11 @@ Every step is resumable: finished outputs are kept and skipped (delete OUT/data.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import subprocess
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 
 import numpy as np
@@ -137,26 +137,47 @@ def finished_step(run_dir: str) -> int:
     return int(latest.stem.split("_")[-1]) if latest else 0
 
 
-def train_command(name: str, recipe: str, init: str | None, data: str, out: str, steps: int | None) -> list[str]:
-    command = [sys.executable, "-m", "curate.cli", "train", os.path.join(RECIPES, recipe), "--data", data,
-               "--out", os.path.join(out, "runs", name)]
+def train_args(name: str, recipe: str, init: str | None, data: str, out: str, steps: int | None) -> list[str]:
+    """`curate train ...` as a user would type it."""
+    args = ["train", os.path.join(RECIPES, recipe), "--data", data, "--out", os.path.join(out, "runs", name)]
     if init:
-        command += ["--init-from", os.path.join(out, "runs", init)]
+        args += ["--init-from", os.path.join(out, "runs", init)]
     if steps:
-        command += ["--steps", str(steps)]
-    return command
+        args += ["--steps", str(steps)]
+    return args
 
 
-def train_all(out: str, data: dict, jobs: int, steps: int | None, base_steps: int | None = None) -> dict:
-    """Each wave's runs in parallel processes; returns wall seconds per run (0 when skipped). `steps` replaces
-    every recipe's step count (smoke), `base_steps` only F-base's and P-base's (a shorter budget)."""
+def start_worker() -> None:
+    """A pool process: one thread, as each run's recipe asks (cpu_threads: 1), set before torch loads."""
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def train_run(args: list[str], log_path: str) -> float:
+    """`curate train ARGS` in this pool process, its output appended to the run's train.log; returns seconds."""
+    from curate.cli import app
+
+    started = time.time()
+    with open(log_path, "a", encoding="utf-8") as sink, contextlib.redirect_stdout(sink), \
+            contextlib.redirect_stderr(sink):
+        try:
+            app(args, prog_name="curate")
+        except SystemExit as done:  # the CLI's own exit: 0 when done, 2 when its checks refused the run
+            if done.code:
+                raise RuntimeError(f"curate {' '.join(args)} exited with status {done.code}") from None
+    return round(time.time() - started, 1)
+
+
+def train_all(pool: ProcessPoolExecutor, out: str, data: dict, steps: int | None,
+              base_steps: int | None = None) -> dict:
+    """Each wave's runs, as many at a time as the pool has processes; returns wall seconds per run (0 when skipped). `steps`
+    replaces every recipe's step count (smoke), `base_steps` only F-base's and P-base's (a shorter budget)."""
     from curate.train.recipe import load_recipe
 
     timings, pending = {}, list(STAGES)
     while pending:
         ready = [s for s in pending if s[2] is None or s[2] in timings]
         pending = [s for s in pending if s not in ready]
-        running = []
+        running = {}
         for name, recipe, init, source in ready:
             wanted = steps or (base_steps if name in ("f_base", "p_base") else None)
             target = wanted or load_recipe(os.path.join(RECIPES, recipe)).train.steps
@@ -165,32 +186,20 @@ def train_all(out: str, data: dict, jobs: int, steps: int | None, base_steps: in
                 log(f"train: {name} already at step {finished_step(run_dir)}")
                 timings[name] = 0.0
                 continue
-            while len(running) >= jobs:
-                running = _reap(running, timings)
             os.makedirs(run_dir, exist_ok=True)
-            handle = open(os.path.join(run_dir, "train.log"), "a", encoding="utf-8")
-            env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-            command = train_command(name, recipe, init, data[source], out, wanted)
             log(f"train: {name} ({target} steps) from {init or 'scratch'} on {source}")
-            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-            running.append((name, process, handle, time.time()))
+            args = train_args(name, recipe, init, data[source], out, wanted)
+            running[pool.submit(train_run, args, os.path.join(run_dir, "train.log"))] = name
         while running:
-            running = _reap(running, timings)
-    return timings
-
-
-def _reap(running: list, timings: dict) -> list:
-    while True:
-        for item in running:
-            name, process, handle, started = item
-            if process.poll() is not None:
-                handle.close()
-                if process.returncode:
-                    raise SystemExit(f"training {name} failed (exit {process.returncode}); see its train.log")
-                timings[name] = round(time.time() - started, 1)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                try:
+                    timings[name] = future.result()
+                except Exception as error:
+                    raise SystemExit(f"training {name} failed ({error}); see its train.log") from None
                 log(f"train: {name} done in {timings[name]} s")
-                return [r for r in running if r is not item]
-        time.sleep(1.0)
+    return timings
 
 
 # ---- 3. sample -----------------------------------------------------------------------------------------------
@@ -212,7 +221,8 @@ def sample_variant(run_dir: str, prompts: list[str], seeds: list[int], steps: in
     return target
 
 
-def sample_all(out: str, prompts: list[str], seeds: list[int], steps: int, jobs: int) -> dict[str, np.ndarray]:
+def sample_all(pool: ProcessPoolExecutor, out: str, prompts: list[str], seeds: list[int],
+               steps: int) -> dict[str, np.ndarray]:
     folder = os.path.join(out, "samples")
     os.makedirs(folder, exist_ok=True)
     key = json.dumps({"prompts": prompts, "seeds": seeds, "steps": steps})
@@ -227,11 +237,10 @@ def sample_all(out: str, prompts: list[str], seeds: list[int], steps: int, jobs:
     todo = [v for v, t in targets.items() if not os.path.exists(t)]
     if todo:
         log(f"sample: {', '.join(todo)} x {len(prompts)} prompts x {len(seeds)} seeds, {steps} DDIM steps")
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            for done in pool.map(sample_variant, [os.path.join(out, "runs", v) for v in todo],
-                                 [prompts] * len(todo), [seeds] * len(todo), [steps] * len(todo),
-                                 [targets[v] for v in todo]):
-                log(f"sample: wrote {done}")
+        for done in pool.map(sample_variant, [os.path.join(out, "runs", v) for v in todo],
+                             [prompts] * len(todo), [seeds] * len(todo), [steps] * len(todo),
+                             [targets[v] for v in todo]):
+            log(f"sample: wrote {done}")
     return {v: np.load(t) for v, t in targets.items()}
 
 
@@ -324,11 +333,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     started = time.time()
     data = build_data(out, args.smoke)
-    train_seconds = train_all(out, data, args.jobs, SMOKE["steps"] if args.smoke else None, args.base_steps)
     prompts = world.held_out_prompts()[: SMOKE["prompts"] if args.smoke else None]
     seeds = list(range(SMOKE["seeds"] if args.smoke else args.seeds))
     sample_steps = SMOKE["sample_steps"] if args.smoke else args.sample_steps
-    samples = sample_all(out, prompts, seeds, sample_steps, args.jobs)
+    # spawn: a fork of this process would carry the data step's threads and Ray client into the workers
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=start_worker) as pool:
+        train_seconds = train_all(pool, out, data, SMOKE["steps"] if args.smoke else None, args.base_steps)
+        samples = sample_all(pool, out, prompts, seeds, sample_steps)
     log("metrics: variants and reference rows")
     rows = {v: variant_metrics(samples[v], prompts) for v in VIDEO_VARIANTS}
     limit = 24 if args.smoke else 200

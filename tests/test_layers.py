@@ -97,3 +97,25 @@ def test_packages_and_top_level_modules_import_without_cycles():
 def test_the_cycle_finder_finds_cycles():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+# What a CLI call, a pipeline driver and a worker of a weight-free stage import: no model framework. torch with
+# open_clip costs 5-8 CPU s per process on the 2-core dev machine, paid by every `curate` call and every Ray
+# worker that unpickles a stage (a score task of motion and quality, a select task, a download task).
+LIGHT = ("curate.cli", "curate.pipeline", "curate.scoring.stage", "curate.scoring.motion_score",
+         "curate.scoring.technical_quality", "curate.selection", "curate.download.stage", "curate.caption.stage",
+         "curate.split.stage", "curate.report", "curate.stats.query", "curate.weightfile")
+HEAVY = ("torch", "open_clip", "transformers", "torchvision", "img2dataset")
+
+
+def test_cli_pipeline_and_weight_free_stages_import_no_model_framework():
+    import subprocess
+    import sys
+
+    probe = f"import sys; import {', '.join(LIGHT)}; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert found.strip() == "[]"
+    # and the probe can fail: a module that does import torch is seen
+    heavy = subprocess.run([sys.executable, "-c", probe.replace("import sys;", "import sys, torch;", 1)],
+                           capture_output=True, text=True, check=True).stdout
+    assert "torch" in heavy

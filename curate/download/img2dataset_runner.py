@@ -1,10 +1,16 @@
 """Runs img2dataset on one shard's image URLs in its own process, behind our outbound-address policy and pace.
 
-img2dataset must run under a __main__ guard (it hangs otherwise) and fetches with urllib.request.urlopen,
-so installing a guarded global opener here puts every connection it makes, redirects included, through
-the same address check as our video downloader, and every body it reads through the same deadline and
-low-speed limit (its own timeout is per socket read: a server trickling a byte a second would hold a thread
-for the whole body). Invoked as `python -m curate.download.img2dataset_runner JSON`.
+img2dataset fetches with urllib.request.urlopen, so installing a guarded global opener here puts every
+connection it makes, redirects included, through the same address check as our video downloader, and every
+body it reads through the same deadline and low-speed limit (its own timeout is per socket read: a server
+trickling a byte a second would hold a thread for the whole body). The process keeps that global state, and a
+crash in an image decoder, away from the shard task. Invoked as `python -m curate.download.img2dataset_runner
+JSON`.
+
+img2dataset's downloader runs in this process, on its own threads. Its multiprocessing distributor would spawn
+a pool process and its logger another, each importing img2dataset again (torch, albumentations and wandb come
+with it: 5-7 CPU s each on the 2-core dev machine), and the logger polls every 5 s before it lets a run end;
+its stats are not what we read (the shard's Parquet file is).
 """
 
 from __future__ import annotations
@@ -92,9 +98,31 @@ def _configure_from_argv() -> dict:
     return args
 
 
-# Module level on purpose: img2dataset's spawned workers re-import this file as __mp_main__ (with the
-# parent's argv) and need the same policy; importing it from elsewhere configures nothing.
-ARGS = _configure_from_argv() if sys.argv[0].endswith("img2dataset_runner.py") else {}
+class _NoLogger:
+    """Stands in for img2dataset's LoggerProcess (a spawned process aggregating stats for printing and wandb)."""
+
+    def __init__(self, *args, **kwargs):
+        self.done_shards = set()
+
+    def start(self):
+        pass
+
+    def join(self):
+        pass
+
+    def terminate(self):
+        pass
+
+
+def _in_process(processes_count, downloader, reader, subjob_size, max_shard_retry):
+    """img2dataset's distributor contract, run here: each shard of the reader, failed ones retried as it does."""
+    from img2dataset.distributor import retrier
+
+    def run(shards):
+        return [row for status, row in map(downloader, shards) if status is False]
+
+    retrier(run, run(reader), max_shard_retry)
+
 
 if __name__ == "__main__":
     import importlib
@@ -103,9 +131,13 @@ if __name__ == "__main__":
 
     from curate.download.img2dataset_writer import CurateSampleWriter
 
-    # Our member names and metadata (see that module). The package re-exports a function called `main`,
-    # hiding the module of that name: fetch the module itself.
-    importlib.import_module("img2dataset.main").WebDatasetSampleWriter = CurateSampleWriter
+    ARGS = _configure_from_argv()
+    # Our member names and metadata (see that module), our in-process distributor, no logger process. The
+    # package re-exports a function called `main`, hiding the module of that name: fetch the module itself.
+    img2dataset_main = importlib.import_module("img2dataset.main")
+    img2dataset_main.WebDatasetSampleWriter = CurateSampleWriter
+    img2dataset_main.multiprocessing_distributor = _in_process
+    img2dataset_main.LoggerProcess = _NoLogger
 
     max_side = ARGS.get("image_max_side")
     img2dataset.download(

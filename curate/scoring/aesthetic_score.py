@@ -10,7 +10,8 @@ from torch import nn
 
 from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
 from curate.scoring.sample import Sample
-from curate.scoring.clip_spec import DEFAULT_CLIP, ClipSource
+from curate.scoring.clip_spec import ClipSource
+from curate.scoring.options import DEFAULT_CLIP
 from curate.scoring.published_weights import AESTHETIC_V2_L14, resolve_known_file
 from curate.scoring.registry import MODEL, ScorerSpec
 from curate.weightfile import file_digest, load_strict, read_weights, unwrap_state_dict

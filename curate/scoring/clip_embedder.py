@@ -12,7 +12,8 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 from curate.device import resolve
-from curate.scoring.clip_spec import DEFAULT_CLIP, ClipSource, build_clip, resolve_clip
+from curate.scoring.clip_spec import ClipSource, build_clip, resolve_clip
+from curate.scoring.options import DEFAULT_CLIP
 from curate.scoring.sample import SampleError, clip_frames_of
 from curate.weightfile import check_layout, file_digest, load_strict, module_layout, read_weights, unwrap_state_dict
 

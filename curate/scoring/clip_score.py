@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
-from curate.scoring.clip_spec import DEFAULT_CLIP
+from curate.scoring.options import DEFAULT_CLIP
 from curate.scoring.registry import MODEL, ScorerSpec
 from curate.scoring.sample import Sample
+
+if TYPE_CHECKING:  # open_clip and torch load with the scorer, not with the stages that name its columns
+    from curate.scoring.clip_embedder import ClipEmbedder
 
 NAME = "clip"
 VERSION = "1"
@@ -24,7 +28,11 @@ class ClipScorer:
 
     def __init__(self, clip_model: str = DEFAULT_CLIP, device: str | None = None, keep_embedding: bool = True,
                  embedder: ClipEmbedder | None = None):
-        self.embedder = embedder or ClipEmbedder(clip_model, device)
+        if embedder is None:
+            from curate.scoring.clip_embedder import ClipEmbedder
+
+            embedder = ClipEmbedder(clip_model, device)
+        self.embedder = embedder
         self.keep_embedding = keep_embedding
 
     @property
@@ -43,6 +51,8 @@ class ClipScorer:
         return {"scorer": NAME, "version": VERSION, **self.embedder.provenance()}
 
     def score_batch(self, samples: list[Sample]) -> list[dict]:
+        from curate.scoring.clip_embedder import embed_sample_frames
+
         return self.score_embedded(samples, embed_sample_frames(self.embedder, samples))
 
     def score_embedded(self, samples: list[Sample], frame_embeddings: list[np.ndarray | str]) -> list[dict]:

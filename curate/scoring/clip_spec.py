@@ -30,6 +30,7 @@ from pathlib import Path
 import open_clip
 import torch
 
+from curate.scoring.options import DEFAULT_CLIP
 from curate.scoring.published_weights import KnownFile, open_clip_cache_dir, verify
 from curate.weightfile import (
     WeightsMissing,
@@ -47,7 +48,6 @@ from curate.weightfile import (
     unwrap_state_dict,
 )
 
-DEFAULT_CLIP = "ViT-L-14:openai"
 HF_CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 HF_HUB_PREFIX = "hf-hub:"
 QUICKGELU_SUFFIX = "-quickgelu"

@@ -8,13 +8,15 @@ from curate.config import ConfigError, option_help
 from curate.scoring.frames import POSITIONS
 from curate.scoring.registry import SCORERS
 
+DEFAULT_CLIP = "ViT-L-14:openai"  # here, not in clip_spec: a stage reads it without importing open_clip
+
 
 @dataclass
 class ScoreSection:
     scorers: list = field(default_factory=lambda: ["clip", "aesthetic", "motion", "quality", "dedup"],
                           metadata=option_help(f"Comma-separated, of: {', '.join(SCORERS)}."))
     clip_model: str | None = field(default=None, metadata=option_help(
-        "CLIP for clip_score and dedup (default ViT-L-14:openai): open_clip NAME:TAG, NAME:/path/checkpoint, a "
+        f"CLIP for clip_score and dedup (default {DEFAULT_CLIP}): open_clip NAME:TAG, NAME:/path/checkpoint, a "
         "checkpoint file (architecture recognised or inferred from its shapes; refused when ambiguous; "
         "NAME-quickgelu for OpenAI-trained weights), a model folder, or hf-hub:ORG/REPO."))
     aesthetic_model: str | None = field(default=None, metadata=option_help(

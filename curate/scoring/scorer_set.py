@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from curate.scoring.clip_embedder import ClipEmbedder, embed_sample_frames
 from curate.scoring.options import ScoreSection
 from curate.scoring.registry import MODEL, SCORERS, ScorerSpec, specs
 from curate.scoring.sample import Sample
+
+if TYPE_CHECKING:  # open_clip and torch load with the first CLIP a scorer asks for, not with the score stage
+    from curate.scoring.clip_embedder import ClipEmbedder
 
 KEY = "key"
 SCORE_ERROR = "score_error"  # every failed scorer's message for this sample, "; "-joined; null when all succeeded
@@ -27,6 +30,8 @@ class ScorerContext:
 
     def clip(self, clip_spec: str) -> ClipEmbedder:
         if clip_spec not in self.clips:
+            from curate.scoring.clip_embedder import ClipEmbedder
+
             self.clips[clip_spec] = ClipEmbedder(clip_spec, self.device, self.options.trust_checkpoint)
         return self.clips[clip_spec]
 
@@ -103,6 +108,8 @@ class ScorerSet:
                 embedder = getattr(scorer, "embedder", None)
                 if embedder is not None and hasattr(scorer, "score_embedded"):
                     if id(embedder) not in embedded:
+                        from curate.scoring.clip_embedder import embed_sample_frames
+
                         embedded[id(embedder)] = embed_sample_frames(embedder, samples)
                     produced = scorer.score_embedded(samples, embedded[id(embedder)])
                 else:

@@ -22,9 +22,8 @@ import pyarrow as pa
 from curate import schema, storage
 from curate.scoring import clip_score
 from curate.scoring.clip_score import CLIP_EMBEDDING
-from curate.scoring.clip_spec import DEFAULT_CLIP
 from curate.scoring.embeddings import write_embeddings
-from curate.scoring.options import ScoreSection
+from curate.scoring.options import DEFAULT_CLIP, ScoreSection
 from curate.scoring.registry import CPU, MODEL, ScorerSpec, specs
 from curate.scoring.scorer_set import ScorerSet
 from curate.scoring.workers import ScoreModel, expand_shard, leave_behind, score_on_cpu

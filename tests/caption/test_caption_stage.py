@@ -109,20 +109,20 @@ def test_caption_run_rows_view_resume_and_changed_prompt(ray_local, tmp_path):
         server.shutdown()
 
 
-def test_kill_mid_run_then_resume_captions_every_sample_once(tmp_path):
-    """SIGKILL `curate caption` once its first shard table landed, rerun it: every success key once, right."""
+def test_kill_mid_run_then_resume_captions_every_sample_once(ray_address, tmp_path):
+    """SIGKILL `curate caption` once its first shard table landed, rerun it: every success key once, right. Both
+    runs drive the session's Ray: the kill takes the driver, and Ray ends its job's tasks and actors."""
     root = str(tmp_path / "ds")
     colours = ["red", "green", "blue", "white"]
     expected = build_dataset(root, str(tmp_path / "media"), {
         f"{s:05d}": [two_colours(colours[(s + i) % 4], colours[(s + i + 1) % 4]) for i in range(2)]
         for s in range(6)})
     server = start(latency_s=0.3)
-    env = dict(os.environ, CURATE_RAY_NUM_CPUS="2")
     cmd = [sys.executable, "-m", "curate.cli", "caption", root, "--endpoint", server.base_url, "--model", "tiny-vlm",
-           "--name", "tiny", "--concurrency", "2", "--api-key-env", KEY_ENV]
+           "--name", "tiny", "--concurrency", "2", "--api-key-env", KEY_ENV, "--ray-address", ray_address]
     out = os.path.join(root, "captions", "tiny")
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 180
         while time.time() < deadline and not (os.path.isdir(out) and any(n.endswith(".parquet")
                                                                            for n in os.listdir(out))):
@@ -131,7 +131,7 @@ def test_kill_mid_run_then_resume_captions_every_sample_once(tmp_path):
         first_output = proc.communicate()[0].decode()
         written = [n for n in os.listdir(out) if n.endswith(".parquet")]
         assert 0 < len(written) < 6
-        rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
         summary = json.loads(rerun.stdout.strip().splitlines()[-1])
         # a worker of the killed run may still land the shard it was on: at least what was there is skipped

@@ -117,9 +117,9 @@ def test_clip_and_aesthetic_through_the_real_loading_path(ray_local, demo_media,
               aesthetic_model=str(tmp_path / "missing.pth"))
 
 
-def test_resume_after_kill_scores_every_key_once(demo_media, tmp_path):
-    """SIGKILL `curate score` once its first shard landed, rerun it: every success key scored exactly once. Each run
-    starts its own Ray (joined to the session's, the rerun's actor pool waited past 300 s on a loaded machine)."""
+def test_resume_after_kill_scores_every_key_once(demo_media, ray_address, tmp_path):
+    """SIGKILL `curate score` once its first shard landed, rerun it: every success key scored exactly once. Both
+    runs drive the session's Ray (weight-free scorers run as tasks): the kill takes the driver, Ray ends its job."""
     import signal
     import subprocess
     import sys
@@ -127,7 +127,8 @@ def test_resume_after_kill_scores_every_key_once(demo_media, tmp_path):
 
     names = ["video_000.mp4", "video_001.mp4", "video_002.mp4", "image_000.jpg"]
     root = build_dataset(tmp_path / "ds", demo_media[0], {f"{i:05d}": names for i in range(12)})
-    cmd = [sys.executable, "-m", "curate.cli", "score", root, "--scorers", "motion,quality", "--batch-size", "1"]
+    cmd = [sys.executable, "-m", "curate.cli", "score", root, "--scorers", "motion,quality", "--batch-size", "1",
+           "--ray-address", ray_address]
     log = tmp_path / "killed.log"
     with open(log, "w") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=sink, start_new_session=True)
