@@ -32,8 +32,10 @@ demo: setup
 # Inside a loopback-only network namespace (tests/loopback_only.sh): no test can reach any host but 127.0.0.1.
 # Two pytest workers (each its own Ray runtime, S3 server and corpus), a test file whole on one worker so a
 # module's fixture (a cluster, a trained run) is built once: most tests wait on processes, not on both cores.
+# Files start in tests/conftest.py's order, longest first (xdist would otherwise start the files with the
+# most tests first and leave a long one-test file, such as the toy reproduction, alone at the end).
 test: setup
-	tests/loopback_only.sh $(PY) -m pytest -q -n 2 --dist loadfile
+	tests/loopback_only.sh $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	$(PY) scripts/bench_download.py
