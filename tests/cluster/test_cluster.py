@@ -76,16 +76,20 @@ def pipeline(curate, urls, out: str) -> None:
     ok(curate("select", ds, "--out", sel, "--where", WHERE, "--video-size", "32x32", "--image-size", "32x32"))
 
 
-def single_node(ray_address):
-    """`curate` CLI calls on the test session's own one-node Ray on 127.0.0.1 (no cluster, local disk)."""
+def single_node():
+    """`curate` CLI calls in this test process, on the session's one-node Ray on 127.0.0.1 (no cluster, local disk):
+    its workers are warm, where each CLI process would start its own job's."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
     def curate(*args):
-        env = dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
-        return subprocess.run([sys.executable, "-m", "curate.cli", *args, "--ray-address", ray_address], env=env,
-                              capture_output=True, text=True, timeout=180)
+        result = CliRunner().invoke(app, list(args))
+        return subprocess.CompletedProcess(args, result.exit_code, result.stdout, f"{result.output}{result.exception!r}")
     return curate
 
 
-def test_stages_run_on_the_worker_node_and_equal_a_local_run(cluster, urls, s3_bucket, ray_address, tmp_path):
+def test_stages_run_on_the_worker_node_and_equal_a_local_run(cluster, urls, s3_bucket, ray_local, tmp_path):
     """The cluster run reads its input from and writes every output to S3; the reference runs on local disk, on the
     session's one-node Ray."""
     loopback_only(cluster)
@@ -93,7 +97,7 @@ def test_stages_run_on_the_worker_node_and_equal_a_local_run(cluster, urls, s3_b
     s3_urls = s3_bucket + "/input/urls.txt"
     storage.write_bytes(s3_urls, open(urls, "rb").read())
     pipeline(cluster.curate, s3_urls, s3_bucket + "/cluster")
-    pipeline(single_node(ray_address), urls, str(tmp_path / "local"))
+    pipeline(single_node(), urls, str(tmp_path / "local"))
 
     # the head has no CPUs: every download, score (weight-free: tasks, no actor pool) and select task ran in the
     # worker node's workers
