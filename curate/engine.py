@@ -55,7 +55,8 @@ def run_tasks(fn: Callable, jobs: Sequence[tuple], desc: str, address: str | Non
     import ray
 
     init(address)
-    release_hosts()  # idle pool actors would hold CPUs these tasks need
+    if num_gpus_per_task or held_cpus() > ray.cluster_resources().get("CPU", 1) / 4:
+        release_hosts()  # idle pool actors would hold CPUs (or GPUs) these tasks need
     remote = ray.remote(num_cpus=num_cpus_per_task, num_gpus=num_gpus_per_task, max_retries=2,
                         retry_exceptions=False)(fn)
     window = max_in_flight or max(2, int(ray.cluster_resources().get("CPU", 1) / num_cpus_per_task) * 2)
@@ -87,7 +88,8 @@ def run_tasks(fn: Callable, jobs: Sequence[tuple], desc: str, address: str | Non
 class ModelHost:
     """A pool actor: builds the stage's model from the spec it is handed (once per spec, again after a restart)
     and applies it to batches of rows. Hosts outlive a run, so the next actor stage of this process starts no new
-    worker processes; a task stage releases them first (an idle host holds its CPUs and GPU)."""
+    worker processes; a task stage releases them first when they hold GPUs it needs or more than a quarter of
+    the CPUs (held_cpus)."""
 
     def __init__(self):
         self.token, self.model = None, None
@@ -122,6 +124,13 @@ def model_hosts(size: int, gpus: float, cpus: float) -> list:
         hosts.append(ray.remote(ModelHost).options(num_cpus=cpus, num_gpus=gpus, max_restarts=2,
                                                    max_task_retries=2).remote())
     return hosts[:size]
+
+
+def held_cpus() -> float:
+    """CPUs this process's pool actors hold. A task stage keeps them when they are a quarter of the cluster's or
+    less: the next actor stage (score after dedup, generate after a metric) then starts no processes, where a
+    fresh host pays the model framework's import again (torch with open_clip: 5-15 CPU s on the dev machine)."""
+    return sum(cpus * len(hosts) for (_, cpus), hosts in _hosts.items())
 
 
 def release_hosts() -> None:

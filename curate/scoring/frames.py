@@ -87,17 +87,34 @@ def to_grey(frames: np.ndarray) -> np.ndarray:
     return np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames])
 
 
+# torchvision's InterpolationMode values -> the PIL filter its Resize uses on a PIL image
+PIL_FILTERS = {"nearest": 0, "nearest-exact": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+
+
 def clip_first_resize(frames: np.ndarray, size: int, interpolation: str = "bicubic") -> np.ndarray:
     """open_clip's first eval step (torchvision Resize(size) on PIL: shorter side = size) on full-resolution
     frames. Done where the frames are decoded, so CLIP sees exactly what open_clip's transform makes of the
     original, whatever cap the other scorers' frames get; the rest of the transform (Resize again is a no-op,
-    CenterCrop, Normalize) runs in the embedder."""
-    from PIL import Image
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as TF
+    CenterCrop, Normalize) runs in the embedder.
 
-    mode = InterpolationMode(interpolation)
-    return np.stack([np.asarray(TF.resize(Image.fromarray(frame), size, interpolation=mode)) for frame in frames])
+    Torchvision's steps written with PIL alone (the longer side truncated, a frame already at size left as it is,
+    the same filter; tests/scoring/test_clip_reference.py checks equality with open_clip's transform): importing
+    torchvision would load torch into the decoder's child, 5-15 CPU s for every score task on the dev machine."""
+    from PIL import Image
+
+    if interpolation not in PIL_FILTERS:
+        raise ValueError(f"CLIP interpolation {interpolation!r}; choose from {', '.join(PIL_FILTERS)}")
+    resized = []
+    for frame in frames:
+        height, width = frame.shape[:2]
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = size, int(size * long / short)
+        new_width, new_height = (new_short, new_long) if width <= height else (new_long, new_short)
+        if (new_height, new_width) == (height, width):
+            resized.append(frame)
+        else:
+            resized.append(np.asarray(Image.fromarray(frame).resize((new_width, new_height), PIL_FILTERS[interpolation])))
+    return np.stack(resized)
 
 
 def decode_media(
