@@ -15,10 +15,14 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg chromium chromium-driver iproute2 \
 		fonts-dejavu-core; fi
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PY) -m pip install -q --no-compile -c constraints.txt -e ".[test]"
 	@# RapidOCR's wheel asks for opencv-python, a second OpenCV beside our headless one: its other needs are in
 	@# pyproject, the wheel itself goes in without dependencies.
-	$(PY) -m pip install -q -c constraints.txt --no-deps "rapidocr-onnxruntime==1.4.4"
+	$(PY) -m pip install -q --no-compile -c constraints.txt --no-deps "rapidocr-onnxruntime==1.4.4"
+	@# The bytecode pip would write one file at a time, on every core (a third of the install's time). A file that
+	@# does not compile (torch ships one written for Python 3.12) is compiled at import, as pip leaves it too.
+	@$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+		>/dev/null || true
 	@touch $(STAMP)
 
 # curate's bytecode, written once: an environment with PYTHONDONTWRITEBYTECODE set would otherwise compile the

@@ -128,7 +128,7 @@ def load(model: ReleasedModel, path: str | Path) -> ReleasedParts:
         module.load_state_dict({key: state[prefix + key].float() for key in module.state_dict()},
                                strict=True, assign=True)
     tower = parts.text_encoder.tower
-    tower.attn_mask = tower.build_causal_mask()  # a non-persistent buffer: not in the file, still on meta
+    tower.attn_mask = tower.causal_mask()  # a non-persistent buffer: not in the file, still on meta
     parts.unet.eval().requires_grad_(False)
     return parts
 

@@ -8,12 +8,13 @@ and saved to a file, so training and sampling load it through the same code path
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from collections import OrderedDict
+from functools import lru_cache
 from pathlib import Path
 
-import open_clip
 import torch
-from open_clip.transformer import TextTransformer
 from torch import nn
 
 from curate.weightfile import hf_cached, hf_hub_cache_dir, read_weights, unwrap_state_dict
@@ -23,6 +24,81 @@ VIT_H_14_HF_REPO = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 VIT_H_14_FILES = ("open_clip_pytorch_model.bin", "open_clip_model.safetensors")
 # prefixes under which text-tower keys appear: VideoCrafter2 checkpoints, an open_clip CLIP state dict
 _KEY_PREFIXES = ("cond_stage_model.model.", "model.", "")
+CONTEXT_LENGTH, VOCAB_SIZE = 77, 49408
+
+# The tower is open_clip's TextTransformer (pre-norm blocks, GELU MLP, causal mask) with its parameter names and
+# initialisation, written here because importing open_clip runs its package __init__, which loads torchvision,
+# timm and transformers for its image towers: 3-4 CPU s in every training and sampling process, for a text tower
+# that needs none of them. tests/train/test_text.py checks it against open_clip's: the same weights from the same
+# seed, the same features from the same weights, the same tokens.
+
+
+class ResidualBlock(nn.Module):
+    """open_clip's ResidualAttentionBlock: x + attn(ln_1(x)), then x + mlp(ln_2(x)); batch first."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, 4 * width)), ("gelu", nn.GELU()),
+                                              ("c_proj", nn.Linear(4 * width, width))]))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        q = self.ln_1(x)
+        mask = attn_mask.to(q.dtype) if attn_mask is not None else None
+        x = x + self.attn(q, q, q, need_weights=False, attn_mask=mask)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class Blocks(nn.Module):
+    """The `transformer` of the tower: its parameters are named transformer.resblocks.N.*."""
+
+    def __init__(self, width: int, heads: int, layers: int):
+        super().__init__()
+        self.resblocks = nn.ModuleList([ResidualBlock(width, heads) for _ in range(layers)])
+
+
+class TextTower(nn.Module):
+    """CLIP's text transformer: token + position embeddings, causal blocks, ln_final, text_projection."""
+
+    def __init__(self, width: int, heads: int, layers: int, output_dim: int):
+        super().__init__()
+        self.token_embedding = nn.Embedding(VOCAB_SIZE, width)
+        self.positional_embedding = nn.Parameter(torch.empty(CONTEXT_LENGTH, width))
+        self.transformer = Blocks(width, heads, layers)
+        self.ln_final = nn.LayerNorm(width)
+        self.register_buffer("attn_mask", self.causal_mask(), persistent=False)
+        self.text_projection = nn.Parameter(torch.empty(width, output_dim))
+        # open_clip's init_parameters, in its order (a seed gives the same weights as open_clip's tower)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        proj_std, attn_std, fc_std = width ** -0.5 * (2 * layers) ** -0.5, width ** -0.5, (2 * width) ** -0.5
+        for block in self.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(self.text_projection, std=width ** -0.5)
+
+    @staticmethod
+    def causal_mask() -> torch.Tensor:
+        """The additive attention mask: -inf above the diagonal."""
+        return torch.empty(CONTEXT_LENGTH, CONTEXT_LENGTH).fill_(float("-inf")).triu_(1)
+
+
+@lru_cache(maxsize=1)
+def clip_tokenizer():
+    """open_clip's SimpleTokenizer (CLIP's BPE, 77 tokens), its module loaded from the installed package by file so
+    that the package's __init__ does not run (see above)."""
+    package = importlib.util.find_spec("open_clip")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("open_clip_torch is not installed: the CLIP tokenizer comes from it")
+    path = os.path.join(list(package.submodule_search_locations)[0], "tokenizer.py")
+    spec = importlib.util.spec_from_file_location("curate.train._open_clip_tokenizer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SimpleTokenizer()
 
 
 class FrozenTextEncoder(nn.Module):
@@ -31,8 +107,8 @@ class FrozenTextEncoder(nn.Module):
     def __init__(self, width: int, heads: int, layers: int, output_dim: int):
         super().__init__()
         self.config = {"width": width, "heads": heads, "layers": layers, "output_dim": output_dim}
-        self.tower = TextTransformer(width=width, heads=heads, layers=layers, output_dim=output_dim)
-        self.tokenizer = open_clip.tokenizer.SimpleTokenizer()
+        self.tower = TextTower(width=width, heads=heads, layers=layers, output_dim=output_dim)
+        self.tokenizer = clip_tokenizer()
         self.requires_grad_(False)
         self.eval()
 

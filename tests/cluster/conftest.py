@@ -90,22 +90,31 @@ class LoopbackCluster:
         self.address = self.head.info["address"]
 
     def start_node(self, num_cpus: int, head: bool = False) -> Node:
-        name = "head" if head else f"worker{len(self.nodes)}"
-        ready = self.root / f"{name}.json"
-        cmd = [sys.executable, str(HERE / "ray_node.py"), "--ready", str(ready), "--num-cpus", str(num_cpus),
-               "--temp-dir", str(self.root / name)]
-        cmd += ["--head"] if head else ["--address", self.address]
-        log = open(self.root / f"{name}.log", "w")
-        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + NODE_START_S
-        while not ready.exists():
-            if proc.poll() is not None or time.time() > deadline:
-                Node(proc, {"node_id": "", "session_dir": ""}, self.root).kill()
-                raise RuntimeError(f"{name} did not start: {(self.root / f'{name}.log').read_text()[-3000:]}")
-            time.sleep(0.2)
-        node = Node(proc, json.loads(ready.read_text()), self.root / name)
-        self.nodes.append(node)
+        (node,) = self.start_nodes([num_cpus], head=head)
         return node
+
+    def start_nodes(self, cpus: list[int], head: bool = False) -> list[Node]:
+        """Start one node per entry of `cpus` (that many CPUs each), all at once, and wait until every one is up."""
+        starting = []
+        for num_cpus in cpus:
+            name = "head" if head else f"worker{len(self.nodes) + len(starting)}"
+            ready = self.root / f"{name}.json"
+            cmd = [sys.executable, str(HERE / "ray_node.py"), "--ready", str(ready), "--num-cpus", str(num_cpus),
+                   "--temp-dir", str(self.root / name)]
+            cmd += ["--head"] if head else ["--address", self.address]
+            log = open(self.root / f"{name}.log", "w")
+            proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            starting.append((name, ready, proc))
+        deadline = time.time() + NODE_START_S
+        for name, ready, proc in starting:
+            while not ready.exists():
+                if proc.poll() is not None or time.time() > deadline:
+                    for _, _, other in starting:
+                        Node(other, {"node_id": "", "session_dir": ""}, self.root).kill()
+                    raise RuntimeError(f"{name} did not start: {(self.root / f'{name}.log').read_text()[-3000:]}")
+                time.sleep(0.2)
+            self.nodes.append(Node(proc, json.loads(ready.read_text()), self.root / name))
+        return self.nodes[-len(cpus):]
 
     def workers(self) -> list[Node]:
         return [n for n in self.nodes if n is not self.head and n.proc.poll() is None]

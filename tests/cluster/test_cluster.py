@@ -211,7 +211,7 @@ def test_ray_train_across_two_nodes_resumes_on_fresh_nodes(cluster, demo_media, 
     for node in cluster.workers():
         node.kill()
     for steps in (2, 3):
-        nodes = [cluster.start_node(1), cluster.start_node(1)]  # one worker per node: a placement across nodes
+        nodes = cluster.start_nodes([1, 1])  # one worker per node: a placement across nodes
         result = subprocess.run(train + ["--steps", str(steps)], env=env, capture_output=True, text=True, timeout=240)
         assert result.returncode == 0, result.stderr[-3000:]
         assert all(ran_here(node, "RayTrainWorker") >= 1 for node in nodes)

@@ -26,6 +26,7 @@ RECIPE = {
 # A fixed mmap threshold makes glibc return every large tensor's memory on free, so the mark is the step's own.
 MEASURE = """
 import json, sys, torch
+import torch._dynamo  # imported on first use by checkpointing and AdamW: its modules are not the step's memory
 from curate.train.describe import _step_inputs
 from curate.train.model import build_model
 from curate.train.recipe import recipe_from_dict
@@ -92,6 +93,7 @@ def test_memory_estimate_is_within_2x_of_a_measured_cpu_step():
 # the optimizer step and the EMA update; prints the rise of the resident-set high-water mark.
 MEASURE_STEP = """
 import json, sys, torch
+import torch._dynamo  # imported on first use by checkpointing and AdamW: its modules are not the step's memory
 from curate.train.describe import _step_inputs
 from curate.train.model import build_model
 from curate.train.recipe import recipe_from_dict

@@ -73,3 +73,42 @@ def test_missing_weights_name_the_file(tmp_path, monkeypatch):
         load_text_encoder("open_clip_vit_h_14")
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         load_text_encoder("tiny", tmp_path / "nope.pt")
+
+
+def test_tower_and_tokenizer_are_open_clips():
+    """The tower equals open_clip's TextTransformer: the same weights from the same seed, the same penultimate
+    features from them; the tokens are open_clip's."""
+    import open_clip
+    from open_clip.transformer import TextTransformer
+
+    captions = ["a red square moving left on a teal background", "", "Ünïcode, punctuation!! & numbers 42"]
+    torch.manual_seed(5)
+    ours = FrozenTextEncoder(width=32, heads=4, layers=3, output_dim=16)
+    torch.manual_seed(5)
+    theirs = TextTransformer(width=32, heads=4, layers=3, output_dim=16)
+    assert ours.tower.state_dict().keys() == theirs.state_dict().keys()
+    for name, value in theirs.state_dict().items():
+        assert torch.equal(ours.tower.state_dict()[name], value), name
+    tokens = open_clip.tokenizer.SimpleTokenizer()(captions)
+    assert torch.equal(ours.tokenizer(captions), tokens)
+    with torch.no_grad():
+        x = theirs.token_embedding(tokens) + theirs.positional_embedding
+        for block in theirs.transformer.resblocks[:-1]:
+            x = block(x, attn_mask=theirs.attn_mask)
+        expected = theirs.ln_final(x)
+    torch.testing.assert_close(ours(captions), expected, rtol=0, atol=1e-6)
+
+
+def test_training_imports_no_open_clip_package():
+    """A training process loads the text tower without open_clip's package (and its torchvision, timm and
+    transformers)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, tempfile, curate.train.loop, curate.train.sample\n"
+             "from curate.train.text import create_tiny, load_text_encoder\n"
+             "enc = load_text_encoder('tiny', create_tiny(tempfile.mkdtemp() + '/te.pt', width=32, heads=2, layers=2))\n"
+             "enc(['a cat'])\n"
+             "print(sorted(m for m in ('open_clip', 'torchvision', 'timm', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[-2] == "[]", done.stdout
