@@ -5,6 +5,10 @@ STAMP   := $(VENV)/.installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export NO_ALBUMENTATIONS_UPDATE := 1
 export RAY_USAGE_STATS_ENABLED := 0
+# Bytecode is written by the first process that imports a module (pip installs without compiling: a third of its
+# time went to compiling ~25k files, most of them never imported). With PYTHONDONTWRITEBYTECODE set, as in some
+# environments, every process (each CLI call, Ray worker, image-download helper) would compile what it imports anew.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup demo test bench clean
 
@@ -22,16 +26,9 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 	@# RapidOCR's wheel asks for opencv-python, a second OpenCV beside our headless one: its other needs are in
 	@# pyproject, the wheel itself goes in without dependencies.
 	$(PY) -m pip install -q --no-compile -c constraints.txt --no-deps "rapidocr-onnxruntime==1.4.4"
-	@# The bytecode pip would write one file at a time, on every core (a third of the install's time). A file that
-	@# does not compile (torch ships one written for Python 3.12) is compiled at import, as pip leaves it too.
-	@$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
-		>/dev/null || true
 	@touch $(STAMP)
 
-# curate's bytecode, written once: an environment with PYTHONDONTWRITEBYTECODE set would otherwise compile the
-# modules again in every process (each CLI call, Ray worker and image-download helper of a run).
 setup: $(STAMP)
-	@$(PY) -m compileall -q curate >/dev/null
 
 demo: setup
 	$(VENV)/bin/curate demo --out demo_out
