@@ -21,11 +21,11 @@ os.environ.setdefault("CURATE_RAY_OBJECT_STORE", str(256 << 20))  # small: every
 # files that take minutes go first, so the short ones fill the other worker instead of a long file running last
 # alone (measured: the cluster and toy-reproduction files, started last, ran alone for the final ~9 minutes).
 SLOW_FILES_FIRST = (  # by their share of a whole run (junit times of `make test`), longest first
-    "tests/cluster/test_cluster.py", "tests/eval/test_eval_run.py", "tests/test_scripts.py",
-    "tests/storage/test_score_select_s3.py", "tests/test_reproduce_toy.py", "tests/train/test_describe.py",
-    "tests/download/test_job.py", "tests/scoring/test_stage.py", "tests/storage/test_download_s3.py",
-    "tests/test_packaging.py", "tests/train/test_distributed.py", "tests/caption/test_caption_stage.py",
-    "tests/split/test_split_stage.py", "tests/eval/test_grid.py", "tests/test_pipeline.py",
+    "tests/cluster/test_cluster.py", "tests/test_scripts.py", "tests/storage/test_score_select_s3.py",
+    "tests/eval/test_eval_run.py", "tests/download/test_job.py", "tests/storage/test_download_s3.py",
+    "tests/scoring/test_stage.py", "tests/test_reproduce_toy.py", "tests/train/test_describe.py",
+    "tests/train/test_distributed.py", "tests/split/test_split_stage.py", "tests/caption/test_caption_stage.py",
+    "tests/test_packaging.py", "tests/train/test_loop.py", "tests/scripts/test_gpu_check.py",
 )
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from curate.train import commands
@@ -66,9 +67,14 @@ def test_describe_prints_the_plan_and_writes_nothing(tmp_path, mixed_dataset, ca
     assert "preflight: 1 problem(s)" in text and "init_from: runs/none: not found" in text
 
 
-def test_plan_counts_and_step_flops():
-    recipe = recipe_from_dict(RECIPE)
-    numbers = plan(recipe)
+@pytest.fixture(scope="module")
+def recipe_plan():
+    """plan() of RECIPE, traced once for the tests that read it (a trace is seconds of CPU)."""
+    return plan(recipe_from_dict(RECIPE))
+
+
+def test_plan_counts_and_step_flops(recipe_plan):
+    numbers = recipe_plan
     unet = build_unet("tiny", in_channels=3, out_channels=3)
     groups = parameter_groups(unet)
     named = dict(unet.named_parameters())
@@ -130,10 +136,10 @@ def test_whole_step_estimate_matches_a_measured_cpu_step():
     assert numbers["memory_static"]["AdamW step temporaries"] == numbers["trainable"] * 4  # one fp32 list
 
 
-def test_gpu_plan_counts_autocast_copies_context_and_prices_encoders_at_fp32():
+def test_gpu_plan_counts_autocast_copies_context_and_prices_encoders_at_fp32(recipe_plan):
     from curate.train.describe import CUDA_CONTEXT_BYTES, NCCL_BYTES
 
-    cpu = plan(recipe_from_dict(RECIPE))
+    cpu = recipe_plan
     gpu = plan(recipe_from_dict({**RECIPE, "train": {**RECIPE["train"], "use_gpu": True, "num_workers": 2,
                                                      "batch_size": 4, "micro_batch_size": 1}}))
     weights = gpu["memory_static"]["weights (fp32)"]
