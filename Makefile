@@ -2,6 +2,7 @@
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+DEBIAN  := ffmpeg chromium chromium-driver iproute2 fonts-dejavu-core
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export NO_ALBUMENTATIONS_UPDATE := 1
 export RAY_USAGE_STATS_ENABLED := 0
@@ -13,19 +14,25 @@ unexport PYTHONDONTWRITEBYTECODE
 .PHONY: setup demo test bench clean
 
 $(STAMP): pyproject.toml setup.py constraints.txt
-	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null || ! command -v chromium >/dev/null \
+	@# Debian's packages install in the background while pip fills the venv: neither needs the other, and one after
+	@# the other they took ~60 s and ~100 s on a fresh machine. Recommends left out: they were 90 of the 210 packages
+	@# (printing, avahi, Vulkan and VA drivers, perl's web modules), none of which the browser tests or ffmpeg use.
+	@set -e; apt=; log=$$(mktemp); \
+	if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null || ! command -v chromium >/dev/null \
 		|| ! command -v chromedriver >/dev/null || ! command -v ip >/dev/null \
-		|| [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then $(SUDO) apt-get update -qq && \
-		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg chromium chromium-driver iproute2 \
-		fonts-dejavu-core; fi
-	@test -x $(PY) || python3 -m venv $(VENV)
-	@# a current pip: the venv's bundled one (23.2 with Python 3.11) resolves this project's 200 packages in ~60 s,
-	@# pip 26 in ~30 s
-	$(PY) -m pip install -q "pip>=26"
-	$(PY) -m pip install -q --no-compile -c constraints.txt -e ".[test]"
-	@# RapidOCR's wheel asks for opencv-python, a second OpenCV beside our headless one: its other needs are in
-	@# pyproject, the wheel itself goes in without dependencies.
-	$(PY) -m pip install -q --no-compile -c constraints.txt --no-deps "rapidocr-onnxruntime==1.4.4"
+		|| [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then \
+		{ $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(DEBIAN); } >$$log 2>&1 & apt=$$!; fi; \
+	test -x $(PY) || python3 -m venv $(VENV); \
+	echo "pip install -e .[test] into $(VENV) (pinned by constraints.txt)$${apt:+; apt-get install $(DEBIAN) meanwhile}"; \
+	$(PY) -m pip install -q "pip>=26"; \
+	$(PY) -m pip install -q --no-compile -c constraints.txt -e ".[test]"; \
+	$(PY) -m pip install -q --no-compile -c constraints.txt --no-deps "rapidocr-onnxruntime==1.4.4"; \
+	if [ -n "$$apt" ] && ! wait $$apt; then cat $$log; echo "apt-get install $(DEBIAN) failed"; exit 1; fi; \
+	rm -f $$log
+	@# A current pip: the venv's bundled one (23.2 with Python 3.11) resolved this project's 200 packages in ~60 s,
+	@# pip 26 in ~30 s. RapidOCR's wheel asks for opencv-python, a second OpenCV beside our headless one: its other
+	@# needs are in pyproject, the wheel itself goes in without dependencies.
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -96,7 +96,9 @@ def test_tower_and_tokenizer_are_open_clips():
         for block in theirs.transformer.resblocks[:-1]:
             x = block(x, attn_mask=theirs.attn_mask)
         expected = theirs.ln_final(x)
-    torch.testing.assert_close(ours(captions), expected, rtol=0, atol=1e-6)
+    # float32 sums in another order (the attention kernel, thread count) differ by ~2e-6 at these magnitudes (~1);
+    # a wrong mask, scale or norm moves features by ~0.1
+    torch.testing.assert_close(ours(captions), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_training_imports_no_open_clip_package():
