@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 	@# Debian's packages install in the background while pip fills the venv: neither needs the other, and one after
 	@# the other they took ~60 s and ~100 s on a fresh machine. Recommends left out: they were 90 of the 210 packages
 	@# (printing, avahi, Vulkan and VA drivers, perl's web modules), none of which the browser tests or ffmpeg use.
-	@set -e; apt=; log=$$(mktemp); \
+	@# A failed pip still waits for apt-get (the trap), so no install is left holding dpkg's lock behind it.
+	@set -e; apt=; log=$$(mktemp); trap '[ -z "$$apt" ] || wait $$apt' EXIT; \
 	if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null || ! command -v chromium >/dev/null \
 		|| ! command -v chromedriver >/dev/null || ! command -v ip >/dev/null \
 		|| [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then \
@@ -28,7 +29,8 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 	$(PY) -m pip install -q "pip>=26"; \
 	$(PY) -m pip install -q --no-compile -c constraints.txt -e ".[test]"; \
 	$(PY) -m pip install -q --no-compile -c constraints.txt --no-deps "rapidocr-onnxruntime==1.4.4"; \
-	if [ -n "$$apt" ] && ! wait $$apt; then cat $$log; echo "apt-get install $(DEBIAN) failed"; exit 1; fi; \
+	if [ -n "$$apt" ]; then rc=0; wait $$apt || rc=$$?; apt=; \
+		if [ $$rc != 0 ]; then cat $$log; echo "apt-get install $(DEBIAN) failed"; exit 1; fi; fi; \
 	rm -f $$log
 	@# A current pip: the venv's bundled one (23.2 with Python 3.11) resolved this project's 200 packages in ~60 s,
 	@# pip 26 in ~30 s. RapidOCR's wheel asks for opencv-python, a second OpenCV beside our headless one: its other
