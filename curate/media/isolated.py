@@ -63,6 +63,7 @@ class IsolatedWorker:
         self.fn, self.timeout = fn, timeout
         self._proc: subprocess.Popen | None = None
         self._conn = None
+        self._reaper: weakref.finalize | None = None
 
     def _start(self) -> None:
         self._conn, child = multiprocessing.Pipe()
@@ -70,7 +71,7 @@ class IsolatedWorker:
         self._proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(fd)], pass_fds=(fd,),
                                       stdin=subprocess.DEVNULL)
         child.close()
-        weakref.finalize(self, self._proc.kill)  # never outlive an owner that was dropped without close()
+        self._reaper = weakref.finalize(self, self._proc.kill)  # never outlive an owner dropped without close()
         self._conn.send(sys.path)
         self._conn.send(self.fn)
 
@@ -88,7 +89,8 @@ class IsolatedWorker:
                 self._proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-            self._proc = None
+            self._reaper.detach()  # one per live child, not one more per restart after a crash
+            self._proc = self._reaper = None
 
     def __enter__(self) -> IsolatedWorker:
         return self
